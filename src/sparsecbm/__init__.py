@@ -1,0 +1,34 @@
+"""sparsecbm: text classifiers that explain themselves through human concepts.
+
+    >>> import sparsecbm
+    >>> data = sparsecbm.load_dataset("cebab")
+    >>> clf = sparsecbm.train(data, sparsecbm.TrainConfig(model="cbm", epochs=5), out="runs/cbm")
+    >>> clf.evaluate(data, "test")["concepts"]["mean"]
+    >>> sparsecbm.load("runs/cbm").predict(["The food was great but the waiter ignored us."])
+"""
+
+__version__ = "0.1.0"
+
+from .backbones import convert_gguf
+from .classifier import Classifier, ConceptPrediction, Prediction, load
+from .data import DataError, Dataset, Schema, Split, load_dataset
+from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
+from .training import TrainConfig, train
+
+__all__ = [
+    "CBMOutput",
+    "Classifier",
+    "ConceptBottleneckModel",
+    "ConceptPrediction",
+    "DataError",
+    "Dataset",
+    "ModelConfig",
+    "Prediction",
+    "Schema",
+    "Split",
+    "TrainConfig",
+    "convert_gguf",
+    "load",
+    "load_dataset",
+    "train",
+]

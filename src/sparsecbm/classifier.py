@@ -1,0 +1,273 @@
+"""The trained classifier a user holds: predict, evaluate, save and load.
+
+A saved model is a folder::
+
+    config.json          what the model is (kind, schema, backbone architecture,
+                         max length), the data it was trained on, training settings
+    model.safetensors    all weights (backbone and heads)
+    tokenizer/           the tokenizer
+    train_log.jsonl      one line per epoch (loss, dev metrics)
+
+Nothing is pickled; :func:`load` rebuilds the architecture from ``config.json``
+and needs neither the original backbone files nor internet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from .backbones import backbone_from_config, prepare_tokenizer
+from .data import Dataset, Schema, Split
+from .files import atomic_path, write_json
+from .metrics import evaluate_predictions
+from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sparsecbm"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ConceptPrediction:
+    value: str
+    probs: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The prediction for one text: the label and, for a CBM, every concept."""
+
+    label: str
+    label_probs: dict[str, float]
+    concepts: dict[str, ConceptPrediction]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "label_probs": dict(self.label_probs),
+            "concepts": {
+                name: {"value": c.value, "probs": dict(c.probs)} for name, c in self.concepts.items()
+            },
+        }
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("expected a list of texts, got one str; wrap it in a list")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i}: expected a str, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError(f"text {i}: empty text")
+    return texts
+
+
+def iter_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    order: Sequence[int],
+    batch_size: int,
+    max_length: int,
+) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    """(indices, tokenized batch) over ``texts`` in ``order``, padded per batch."""
+    for start in range(0, len(order), batch_size):
+        idx = np.asarray(order[start : start + batch_size])
+        enc = tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        yield idx, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+class Classifier:
+    """A trained Standard model or CBM with its tokenizer and settings."""
+
+    def __init__(
+        self,
+        model: ConceptBottleneckModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int = 128,
+        data_spec: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.data_spec = data_spec or {}
+        self.meta = meta or {}  # training settings and the selected epoch's dev scores
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def schema(self) -> Schema:
+        return self.model.config.schema
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> "Classifier":
+        self.model.to(device)
+        return self
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.inference_mode()
+    def forward_texts(
+        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False, desc: str = "predict"
+    ) -> CBMOutput:
+        """Logits for every text, in input order, on the CPU."""
+        texts = check_texts(texts)
+        was_training = self.model.training
+        self.model.eval()
+        # Longest first: batches of similar length waste little padding.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        task, concepts, index = [], [], []
+        batches = iter_batches(self.tokenizer, texts, order, batch_size, self.max_length)
+        total = (len(texts) + batch_size - 1) // batch_size
+        try:
+            for idx, batch in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
+                out = self.model(**{k: v.to(self.device) for k, v in batch.items()})
+                task.append(out.task_logits.float().cpu())
+                if out.concept_logits:
+                    concepts.append(torch.cat(out.concept_logits, dim=1).float().cpu())
+                index.append(idx)
+        finally:
+            self.model.train(was_training)
+        inverse = np.argsort(np.concatenate(index)) if index else np.zeros(0, dtype=np.int64)
+        task_logits = torch.cat(task)[inverse] if task else torch.zeros(0, len(self.schema.labels))
+        if not self.config.has_concepts:
+            return CBMOutput(task_logits=task_logits)
+        logits = torch.cat(concepts)[inverse]
+        return CBMOutput(
+            task_logits=task_logits,
+            concept_logits=torch.split(logits, self.model.concept_sizes, dim=1),
+            activations=torch.sigmoid(logits),
+        )
+
+    def predict(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
+        """One :class:`Prediction` per text (label, label probabilities, concepts)."""
+        out = self.forward_texts(texts, batch_size=batch_size, progress=progress)
+        label_probs = out.task_logits.softmax(-1).numpy()
+        concept_probs = [logits.softmax(-1).numpy() for logits in out.concept_logits]
+        schema = self.schema
+        results = []
+        for i in range(len(label_probs)):
+            concepts = {}
+            for k, (name, values) in enumerate(zip(schema.concepts, schema.concept_values)):
+                if k < len(concept_probs):
+                    p = concept_probs[k][i]
+                    concepts[name] = ConceptPrediction(
+                        value=values[int(p.argmax())], probs=dict(zip(values, map(float, p)))
+                    )
+            results.append(
+                Prediction(
+                    label=schema.labels[int(label_probs[i].argmax())],
+                    label_probs=dict(zip(schema.labels, map(float, label_probs[i]))),
+                    concepts=concepts,
+                )
+            )
+        return results
+
+    def evaluate(
+        self, data: Split | Dataset, split: str = "test", *, batch_size: int = 64, progress: bool = False
+    ) -> dict[str, Any]:
+        """Accuracy and macro-F1 (fractions) of the task and, for a CBM, each concept."""
+        if isinstance(data, Dataset):
+            self._check_schema(data.schema, data.name)
+            data = data[split]
+        out = self.forward_texts(data.texts, batch_size=batch_size, progress=progress, desc="evaluate")
+        task_pred = out.task_logits.argmax(-1).numpy()
+        concept_pred = None
+        if out.concept_logits:
+            concept_pred = np.stack([logits.argmax(-1).numpy() for logits in out.concept_logits], axis=1)
+        return evaluate_predictions(data, self.schema, task_pred, concept_pred)
+
+    def _check_schema(self, schema: Schema, name: str) -> None:
+        mine = self.schema
+        if schema.labels != mine.labels or (
+            self.config.has_concepts
+            and (schema.concepts, schema.concept_values) != (mine.concepts, mine.concept_values)
+        ):
+            raise ValueError(
+                f"data {name!r} does not match the model: model labels {list(mine.labels)}, "
+                f"concepts {mine.to_dict()['concepts']}; data labels {list(schema.labels)}, "
+                f"concepts {schema.to_dict()['concepts']}"
+            )
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model folder (each file to a temporary name, then renamed)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / "model.safetensors") as tmp:
+            save_model(self.model, str(tmp), metadata={"format": FORMAT})
+        if not (path / "tokenizer").exists():
+            with atomic_path(path / "tokenizer", is_dir=True) as tmp:
+                self.tokenizer.save_pretrained(tmp)
+        # config.json last: its presence marks a complete checkpoint.
+        self.save_config(path)
+        return path
+
+    def save_config(self, path: str | os.PathLike) -> None:
+        """(Re)write only ``config.json`` of a saved model folder."""
+        write_json(Path(path) / "config.json", {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": self.config.to_dict(),
+            "backbone_config": self.model.backbone.config.to_dict(),
+            "max_length": self.max_length,
+            "data": self.data_spec,
+            **self.meta,
+        })
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Classifier:
+    """Load a model folder written by ``train`` or :meth:`Classifier.save`."""
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.exists():
+        what = "no such folder" if not path.exists() else "no config.json (not a saved sparsecbm model, or an unfinished one)"
+        raise FileNotFoundError(f"{path}: {what}")
+    meta = json.loads(config_path.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{config_path}: not a sparsecbm model (format {meta.get('format')!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{config_path}: written by a newer sparsecbm (format {meta['format_version']}); upgrade sparsecbm"
+        )
+    config = ModelConfig.from_dict(meta.pop("model"))
+    backbone = backbone_from_config(meta.pop("backbone_config"))
+    model = ConceptBottleneckModel(backbone, config)
+    load_model(model, str(path / "model.safetensors"), strict=True)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path / "tokenizer"))
+    for key in ("format", "format_version"):
+        meta.pop(key)
+    clf = Classifier(
+        model.eval(),
+        tokenizer,
+        max_length=meta.pop("max_length"),
+        data_spec=meta.pop("data", {}),
+        meta=meta,
+    )
+    return clf.to(device)

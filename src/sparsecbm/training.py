@@ -1,0 +1,258 @@
+"""Training: one loop for every model kind, the best checkpoint by dev score.
+
+The backbone and the heads get separate AdamW learning rates. With the joint
+loss (gamma = 5) and one small rate for everything, the 12 -> 5 classifier on
+sigmoid activations barely moves and task accuracy stays near chance
+(METHOD.md §8): Adam moves a weight about one learning rate per step, and a
+classifier on (0, 1) activations needs weights of several units.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from .backbones import DEFAULT_BACKBONE, load_backbone
+from .classifier import Classifier, iter_batches
+from .data import Dataset
+from .files import write_text
+from .model import MODEL_KINDS, POOLINGS, ConceptBottleneckModel, ModelConfig, joint_loss
+
+log = logging.getLogger(__name__)
+
+SELECT = ("auto", "task", "concepts", "mean")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting; the CLI only turns flags into one of these."""
+
+    model: str = "cbm"  # "standard" or "cbm"
+    backbone: str = DEFAULT_BACKBONE  # short name, local folder or hub id
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 5e-5  # backbone learning rate
+    head_lr: float = 1e-2  # projector / classifier / head learning rate (see module doc)
+    weight_decay: float = 0.01  # backbone only; heads are not decayed
+    warmup: float = 0.1  # fraction of steps with a linear warm-up, then linear decay
+    max_length: int = 128  # tokens per text (reviews are short; batches pad to their longest)
+    gamma: float = 5.0  # weight of the concept losses (paper default)
+    pooling: str = "mean"  # "mean" over real tokens, or "last" real token
+    seed: int = 0
+    max_train: int | None = None  # train on a seeded sample of this many rows (quick runs)
+    max_eval: int | None = None  # score on the first this-many dev rows each epoch
+    select: str = "auto"  # dev score for the best epoch: task / concepts / mean of both
+    grad_clip: float = 1.0
+    eval_batch_size: int = 64
+    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", ...
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"--model must be one of {list(MODEL_KINDS)}, got {self.model!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"--pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if self.select not in SELECT:
+            raise ValueError(f"--select must be one of {list(SELECT)}, got {self.select!r}")
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_train", "max_eval"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("lr", "head_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.gamma < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("--gamma, --weight-decay and --grad-clip must not be negative")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"--warmup must be in [0, 1), got {self.warmup}")
+
+    @property
+    def selection(self) -> str:
+        if self.select != "auto":
+            return self.select
+        return "task" if self.model == "standard" else "mean"
+
+
+def dev_score(result: dict[str, Any], selection: str) -> float:
+    """The number the best epoch is chosen by (higher is better)."""
+    task = result["task"]["accuracy"]
+    if "concepts" not in result or selection == "task":
+        return task
+    concepts = result["concepts"]["mean"]["accuracy"]
+    return concepts if selection == "concepts" else (task + concepts) / 2
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: unknown device {name!r}") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    if (out / "config.json").exists() and not overwrite:
+        raise ValueError(f"--out {out}: already holds a model; pass --overwrite or choose another folder")
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig = TrainConfig(),
+    *,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Classifier:
+    """Train a model on ``dataset``'s train split, choosing the epoch by dev score.
+
+    With ``out``, the best checkpoint is written there as soon as it is found
+    (so an interrupted run keeps it) together with ``train_log.jsonl``. Returns
+    the classifier with the best epoch's weights.
+    """
+    out = Path(out) if out is not None else None
+    if out is not None:
+        check_out_dir(out, overwrite)
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    start = time.perf_counter()
+
+    train_split = dataset["train"].sample(config.max_train, config.seed)
+    dev_split = dataset["dev"].head(config.max_eval)
+    backbone, tokenizer = load_backbone(config.backbone)
+    model_config = ModelConfig(
+        kind=config.model, backbone=config.backbone, pooling=config.pooling, schema=dataset.schema
+    )
+    model = ConceptBottleneckModel(backbone, model_config).to(device)
+    clf = Classifier(model, tokenizer, max_length=config.max_length, data_spec=dataset.spec)
+    log.info(
+        "training a %s model on %s: %d train / %d dev rows, backbone %s, device %s",
+        config.model, dataset.name, len(train_split), len(dev_split), config.backbone, device,
+    )
+
+    head = model.head_parameters()
+    head_ids = {id(p) for p in head}
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in model.parameters() if id(p) not in head_ids], "lr": config.lr,
+             "weight_decay": config.weight_decay},
+            {"params": head, "lr": config.head_lr, "weight_decay": 0.0},
+        ]
+    )
+    steps_per_epoch = (len(train_split) + config.batch_size - 1) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup * total_steps), total_steps)
+    rng = np.random.default_rng(config.seed)
+    labels = torch.as_tensor(train_split.labels)
+    concepts = torch.as_tensor(train_split.concepts)
+
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = rng.permutation(len(train_split))
+        sums = {"loss": 0.0, "task": 0.0, "concepts": 0.0}
+        seen = 0
+        batches = iter_batches(tokenizer, train_split.texts, order, config.batch_size, config.max_length)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
+        for idx, batch in bar:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out_ = model(**batch)
+            loss, parts = joint_loss(out_, labels[idx].to(device), concepts[idx].to(device), config.gamma)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            n = len(idx)
+            seen += n
+            sums["loss"] += loss.item() * n
+            for key, value in parts.items():
+                sums[key] += value * n
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
+        bar.close()
+
+        dev = clf.evaluate(dev_split, batch_size=config.eval_batch_size, progress=progress)
+        score = dev_score(dev, config.selection)
+        record = {
+            "epoch": epoch,
+            "train_loss": sums["loss"] / seen,
+            "train_task_loss": sums["task"] / seen,
+            **({"train_concept_loss": sums["concepts"] / seen} if model_config.has_concepts else {}),
+            "dev": dev,
+            "dev_score": score,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        improved = best is None or score > best["dev_score"]
+        record["best"] = improved
+        history.append(record)
+        _report_epoch(record)
+        if improved:
+            best = record
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            clf.meta = _meta(config, best, start)
+            if out is not None:
+                clf.save(out)
+        if out is not None:
+            write_text(out / "train_log.jsonl", "".join(_jsonl(r) for r in history))
+
+    assert best_state is not None  # at least one epoch ran
+    model.load_state_dict(best_state)
+    clf.meta = _meta(config, best, start)
+    if out is not None:  # the final wall time and memory, next to the best weights
+        clf.save_config(out)
+    model.eval()
+    log.info("best epoch %d (dev score %.4f); %.0f s", best["epoch"], best["dev_score"], time.perf_counter() - start)
+    return clf
+
+
+def _meta(config: TrainConfig, best: dict[str, Any], start: float) -> dict[str, Any]:
+    return {
+        "training": asdict(config),
+        "best_epoch": best["epoch"],
+        "best_dev": best["dev"],
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+    }
+
+
+def _jsonl(record: dict[str, Any]) -> str:
+    return json.dumps(record) + "\n"
+
+
+def _report_epoch(record: dict[str, Any]) -> None:
+    dev = record["dev"]
+    text = f"epoch {record['epoch']}: loss {record['train_loss']:.3f}  dev task acc {100 * dev['task']['accuracy']:.1f}%"
+    if "concepts" in dev:
+        text += f"  concepts acc {100 * dev['concepts']['mean']['accuracy']:.1f}%"
+    text += f"  ({record['seconds']:.0f} s){'  * best' if record['best'] else ''}"
+    log.info(text)

@@ -1,0 +1,78 @@
+"""Tiny backbones built from a config and small data files: the suite needs no download."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaModel
+
+from sparsecbm import backbones
+from sparsecbm.data import find_data_dir
+
+torch.set_num_threads(2)
+
+CONCEPTS = ("food", "service", "price")
+VALUES = ("Negative", "Positive", "unknown")
+WORDS = {"Negative": "awful", "Positive": "lovely", "unknown": "some"}
+
+
+def _save_tiny(model, folder: Path) -> Path:
+    tokenizer = AutoTokenizer.from_pretrained(backbones.minilm_dir())
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=37, max_position_embeddings=128,
+    )
+    return _save_tiny(BertModel(config), tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=30522, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0,
+    )
+    return _save_tiny(LlamaModel(config), tmp_path_factory.mktemp("tiny-llama"))
+
+
+def review(food: str, service: str, price: str) -> str:
+    return f"the food was {WORDS[food]} and the service {WORDS[service]} , prices {WORDS[price]} ."
+
+
+def write_reviews(path: Path, n: int, seed: int = 0) -> Path:
+    """A CSV of ``n`` synthetic reviews whose label is the number of positive concepts."""
+    rng = torch.Generator().manual_seed(seed)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "stars", *CONCEPTS])
+        for _ in range(n):
+            vals = [VALUES[int(torch.randint(3, (1,), generator=rng))] for _ in CONCEPTS]
+            stars = "good" if vals.count("Positive") >= 2 else "bad"
+            w.writerow([review(*vals), stars, *vals])
+    return path
+
+
+@pytest.fixture(scope="session")
+def reviews(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("reviews")
+    return {
+        "train": write_reviews(folder / "train.csv", 48, seed=1),
+        "dev": write_reviews(folder / "dev.csv", 16, seed=2),
+        "test": write_reviews(folder / "test.csv", 16, seed=3),
+    }
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return find_data_dir()

@@ -1,0 +1,99 @@
+"""The command line: a real run on a tiny backbone, and every promised error path."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from sparsecbm.cli import main
+
+from .conftest import CONCEPTS
+
+
+def _run(capsys, *argv):
+    code = main(["-q", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _table_args(reviews, **extra):
+    args = ["--data", str(reviews["train"]), "--dev", str(reviews["dev"]), "--test", str(reviews["test"]),
+            "--text-column", "text", "--label-column", "stars", "--concept-columns", ",".join(CONCEPTS)]
+    for key, value in extra.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+def test_train_evaluate_predict(tmp_path, capsys, reviews, tiny_bert):
+    out = tmp_path / "m"
+    code, stdout, _ = _run(capsys, "train", *_table_args(reviews), "--model", "cbm", "--backbone", str(tiny_bert),
+                           "--out", str(out), "--epochs", "2", "--batch-size", "8", "--max-length", "32")
+    assert code == 0
+    assert "saved the best epoch" in stdout and "concepts (mean)" in stdout
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 2
+
+    code, stdout, _ = _run(capsys, "evaluate", str(out), "--split", "test", "--json", str(tmp_path / "s.json"))
+    assert code == 0, stdout
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert set(scores) == {"task", "concepts", "n"} and scores["n"] == 16
+    assert set(scores["concepts"]) == {"mean", *CONCEPTS}
+    assert f"{100 * scores['task']['accuracy']:.1f}" in stdout  # the table shows the JSON's numbers
+    assert "from true concepts" in stdout
+
+    code, stdout, _ = _run(capsys, "predict", str(out), "the food was lovely", "--json", str(tmp_path / "p.json"))
+    assert code == 0
+    [pred] = json.loads((tmp_path / "p.json").read_text())
+    assert set(pred["concepts"]) == set(CONCEPTS)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--data", "missing.csv", "--text-column", "t", "--label-column", "y", "--out", "o"],
+         "missing.csv: no such file"),
+        (["train", "--data", "{train}", "--text-column", "body", "--label-column", "stars", "--out", "o"],
+         r"train.csv: missing column\(s\) \['body'\]"),
+        (["train", "--data", "{train}", "--text-column", "text", "--out", "o"],
+         "a data file needs --label-column"),
+        (["train", "--data", "{train}", "--text-column", "text", "--label-column", "stars", "--labels", "good,fine",
+          "--out", "o"], r"train.csv: row \d+: column 'stars': label 'bad' is not one of \['good', 'fine'\]"),
+        (["train", "--data", "cebab", "--data-dir", "/nonexistent", "--out", "o"], "--data-dir /nonexistent: no such folder"),
+        (["train", "--data", "notes.txt", "--out", "o"], "unknown data 'notes.txt'"),
+        (["train", "--data", "cebab", "--backbone", "./no-such-model", "--out", "o"], "backbone folder no-such-model: no such folder"),
+        (["evaluate", "{tmp}"], "no config.json"),
+        (["predict", "{tmp}"], "no texts given"),
+    ],
+)
+def test_errors_are_one_clear_line(tmp_path, capsys, reviews, argv, message):
+    argv = [a.format(train=reviews["train"], tmp=tmp_path) for a in argv]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("sparsecbm: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_data_errors_from_a_real_process(tmp_path):
+    """Empty text and non-UTF-8 input through the installed entry point: exit 2, one line."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,y\nhello,a\n,b\n", encoding="utf-8")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,y\nhello,a\ncaf\u00e9,b\n".encode("latin-1"))
+    for path, message in ((bad, "bad.csv: row 3: column 'text': empty text"), (latin, "latin.csv: line 3: not valid UTF-8")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "sparsecbm.cli", "train", "--data", str(path), "--text-column", "text",
+             "--label-column", "y", "--model", "standard", "--out", str(tmp_path / "o")],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 2
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_bad_flag_values(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "cebab", "--out", "o", "--epochs", "zero"])
+    assert e.value.code == 2
+    assert "--epochs: expected a whole number, got 'zero'" in capsys.readouterr().err

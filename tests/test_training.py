@@ -1,0 +1,142 @@
+import json
+
+import pytest
+import torch
+
+import sparsecbm
+from sparsecbm import TrainConfig, load, load_dataset, train
+from sparsecbm import training as training_module
+from sparsecbm.classifier import Classifier
+
+from .conftest import CONCEPTS
+
+
+@pytest.fixture(scope="module")
+def data(reviews):
+    return load_dataset(
+        reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
+        label_column="stars", concept_columns=CONCEPTS,
+    )
+
+
+def _config(backbone, **kw):
+    return TrainConfig(**{"backbone": str(backbone), "epochs": 1, "batch_size": 8, "lr": 1e-3, "max_length": 32, **kw})
+
+
+def test_save_load_round_trip_gives_identical_predictions(tmp_path, data, tiny_bert):
+    clf = train(data, _config(tiny_bert), out=tmp_path / "m", progress=False)
+    loaded = load(tmp_path / "m")
+    texts = list(data["test"].texts)
+    a, b = clf.forward_texts(texts), loaded.forward_texts(texts)
+    assert torch.equal(a.task_logits, b.task_logits)
+    assert all(torch.equal(x, y) for x, y in zip(a.concept_logits, b.concept_logits))
+    assert [p.to_dict() for p in clf.predict(texts)] == [p.to_dict() for p in loaded.predict(texts)]
+    assert loaded.evaluate(data, "test") == clf.evaluate(data, "test")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["model"]["schema"]["concepts"] == {c: ["Negative", "Positive", "unknown"] for c in CONCEPTS}
+    assert saved["training"]["max_length"] == 32 and saved["best_epoch"] == 1
+    assert not list((tmp_path / "m").glob(".*tmp"))  # no temporary files left behind
+
+
+def test_predictions_have_the_documented_shape(data, tiny_llama):
+    clf = train(data, _config(tiny_llama), progress=False)
+    [pred] = clf.predict(["the food was lovely and the service awful , prices some ."])
+    d = pred.to_dict()
+    assert set(d) == {"label", "label_probs", "concepts"}
+    assert d["label"] in ("bad", "good") and set(d["label_probs"]) == {"bad", "good"}
+    assert sum(d["label_probs"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert list(d["concepts"]) == list(CONCEPTS)
+    for c in d["concepts"].values():
+        assert set(c) == {"value", "probs"}
+        assert c["value"] == max(c["probs"], key=c["probs"].get)
+        assert sum(c["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_evaluate_shapes_for_cbm_and_standard(data, tiny_bert):
+    cbm = train(data, _config(tiny_bert), progress=False).evaluate(data, "test")
+    assert set(cbm) == {"task", "concepts", "n"} and cbm["n"] == 16
+    assert set(cbm["concepts"]) == {"mean", *CONCEPTS}
+    for scores in [cbm["task"], *cbm["concepts"].values()]:
+        assert set(scores) == {"accuracy", "macro_f1"} and 0 <= scores["accuracy"] <= 1
+    standard = train(data, _config(tiny_bert, model="standard"), progress=False).evaluate(data, "test")
+    assert set(standard) == {"task", "n"}
+
+
+def test_a_cbm_learns_the_concepts(data, tiny_bert):
+    clf = train(data, _config(tiny_bert, epochs=20, lr=3e-3, head_lr=3e-2), progress=False)
+    result = clf.evaluate(data, "test")
+    # Concepts are spelled out by one word each: far above the ~33 % of chance.
+    assert result["concepts"]["mean"]["accuracy"] > 0.6, result
+
+
+def test_keeps_the_best_epoch_not_the_last(tmp_path, data, tiny_bert, monkeypatch):
+    """Scripted dev scores 0.2, 0.9, 0.5: epoch 2's weights must be the ones saved."""
+    scripted = iter([0.2, 0.9, 0.5])
+    snapshots = []
+    real_evaluate = Classifier.evaluate
+
+    def evaluate_and_snapshot(self, *args, **kwargs):
+        snapshots.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return real_evaluate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "evaluate", evaluate_and_snapshot)
+    monkeypatch.setattr(training_module, "dev_score", lambda result, selection: next(scripted))
+    clf = train(data, _config(tiny_bert, epochs=3), out=tmp_path / "m", progress=False)
+    monkeypatch.undo()
+
+    log = [json.loads(line) for line in (tmp_path / "m" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["best"] for r in log] == [True, True, False]
+    assert clf.meta["best_epoch"] == 2
+    saved = load(tmp_path / "m").model.state_dict()
+    for name, value in snapshots[1].items():
+        assert torch.equal(saved[name], value), name
+    assert any(not torch.equal(snapshots[2][n], v) for n, v in snapshots[1].items())
+
+
+def test_out_folder_with_a_model_is_not_overwritten(tmp_path, data, tiny_bert):
+    train(data, _config(tiny_bert), out=tmp_path / "m", progress=False)
+    with pytest.raises(ValueError, match="already holds a model; pass --overwrite"):
+        train(data, _config(tiny_bert), out=tmp_path / "m", progress=False)
+    train(data, _config(tiny_bert), out=tmp_path / "m", overwrite=True, progress=False)
+
+
+def test_same_seed_same_model(data, tiny_bert):
+    a = train(data, _config(tiny_bert), progress=False).forward_texts(["the food was lovely"])
+    b = train(data, _config(tiny_bert), progress=False).forward_texts(["the food was lovely"])
+    assert torch.equal(a.task_logits, b.task_logits)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"epochs": 0}, "--epochs must be at least 1"),
+        ({"model": "sparse"}, "--model must be one of"),
+        ({"lr": 0}, "--lr must be positive"),
+        ({"warmup": 1.5}, "--warmup must be in"),
+    ],
+)
+def test_bad_settings_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_predict_rejects_bad_texts(data, tiny_bert):
+    clf = train(data, _config(tiny_bert), progress=False)
+    with pytest.raises(TypeError, match="wrap it in a list"):
+        clf.predict("one text")
+    with pytest.raises(ValueError, match="text 1: empty text"):
+        clf.predict(["fine", "   "])
+
+
+def test_evaluate_rejects_data_of_another_schema(data, tiny_bert, shared_data):
+    clf = train(data, _config(tiny_bert), progress=False)
+    with pytest.raises(ValueError, match="does not match the model"):
+        clf.evaluate(sparsecbm.load_dataset("imdbc", data_dir=shared_data), "test")
+
+
+def test_public_api_is_small_and_pinned():
+    assert sorted(sparsecbm.__all__) == [
+        "CBMOutput", "Classifier", "ConceptBottleneckModel", "ConceptPrediction", "DataError",
+        "Dataset", "ModelConfig", "Prediction", "Schema", "Split", "TrainConfig", "convert_gguf",
+        "load", "load_dataset", "train",
+    ]
