@@ -15,12 +15,12 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -145,18 +145,12 @@ def convert_gguf(
     missing, unexpected = plain.load_state_dict(loaded.base_model.state_dict(), strict=False)
     if missing or unexpected:
         raise RuntimeError(f"GGUF conversion mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    try:
+    with atomic_path(out, is_dir=True) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE.json").write_text(json.dumps({
             "converted_from": str(gguf_path),
             "note": "4-bit GGUF weights expanded to float32; not the original checkpoint",
         }, indent=2))
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %s", out)
     return out

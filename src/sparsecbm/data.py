@@ -200,14 +200,15 @@ def _iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
         if not reader.fieldnames:
             raise DataError(f"{path}: empty file, expected a header row")
-        for record in reader:
-            # Spreadsheet numbering: the header is row 1, the first example row 2.
+        # Spreadsheet numbering (a quoted cell may span lines): the header is
+        # row 1, the first example row 2.
+        for row, record in enumerate(reader, start=2):
             if None in record:
                 raise DataError(
-                    f"{path}: row {reader.line_num}: more cells than the {len(reader.fieldnames)} "
+                    f"{path}: row {row}: more cells than the {len(reader.fieldnames)} "
                     "header columns (an unquoted comma?)"
                 )
-            yield reader.line_num, record
+            yield row, record
     elif suffix == ".jsonl":
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
