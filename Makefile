@@ -1,11 +1,12 @@
-# The README's two set-up commands: `make run` (install + train and evaluate a
-# CBM on CEBaB) and `make test` (install + the test suite). Both create .venv
+# The README's two set-up commands: `make run` (install + the SparseCBM pipeline
+# on CEBaB, then test scores and one pathway) and `make test` (install + the
+# test suite). Both create .venv
 # and install through constraints.txt, so nothing is needed by hand.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
-RUN_DIR ?= runs/cebab-cbm
+RUN_DIR ?= runs/cebab-sparsecbm
 DATA_DIR ?=
 RUN_ARGS ?=
 data_dir_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
@@ -20,8 +21,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 run: install
-	$(BIN)/sparsecbm train --data cebab $(data_dir_flag) --model cbm --out $(RUN_DIR) --overwrite $(RUN_ARGS)
-	$(BIN)/sparsecbm evaluate $(RUN_DIR) $(data_dir_flag) --split test --json $(RUN_DIR)/test_scores.json
+	$(BIN)/sparsecbm train --data cebab $(data_dir_flag) --model sparsecbm --out $(RUN_DIR) --overwrite $(RUN_ARGS)
+	$(BIN)/sparsecbm evaluate $(RUN_DIR) $(data_dir_flag) --split test --json $(RUN_DIR)/test_scores.json --pathway
 
 test: install
 	$(BIN)/python -m pytest -q

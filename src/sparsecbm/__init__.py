@@ -5,6 +5,8 @@
     >>> clf = sparsecbm.train(data, sparsecbm.TrainConfig(model="cbm", epochs=5), out="runs/cbm")
     >>> clf.evaluate(data, "test")["concepts"]["mean"]
     >>> sparsecbm.load("runs/cbm").predict(["The food was great but the waiter ignored us."])
+    >>> sparse = sparsecbm.train(data, sparsecbm.TrainConfig(model="sparsecbm"), prune=sparsecbm.PruneConfig())
+    >>> print(sparsecbm.pathway(sparse, "Cold food, lovely staff.").describe())
 """
 
 __version__ = "0.1.0"
@@ -13,6 +15,8 @@ from .backbones import convert_gguf
 from .classifier import Classifier, ConceptPrediction, Prediction, load
 from .data import DataError, Dataset, Schema, Split, load_dataset
 from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
+from .pathway import Pathway, pathway
+from .pruning import PruneConfig
 from .training import TrainConfig, train
 
 __all__ = [
@@ -23,12 +27,15 @@ __all__ = [
     "DataError",
     "Dataset",
     "ModelConfig",
+    "Pathway",
     "Prediction",
+    "PruneConfig",
     "Schema",
     "Split",
     "TrainConfig",
     "convert_gguf",
     "load",
     "load_dataset",
+    "pathway",
     "train",
 ]

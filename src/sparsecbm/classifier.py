@@ -5,6 +5,7 @@ A saved model is a folder::
     config.json          what the model is (kind, schema, backbone architecture,
                          max length), the data it was trained on, training settings
     model.safetensors    all weights (backbone and heads)
+    masks.safetensors    SparseCBM only: each concept's mask, bit-packed
     tokenizer/           the tokenizer
     train_log.jsonl      one line per epoch (loss, dev metrics)
 
@@ -30,6 +31,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from .backbones import backbone_from_config, prepare_tokenizer
 from .data import Dataset, Schema, Split
 from .files import atomic_path, write_json
+from .masks import load_masks, save_masks
 from .metrics import evaluate_predictions
 from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
 
@@ -193,7 +195,7 @@ class Classifier:
     ) -> dict[str, Any]:
         """Accuracy and macro-F1 (fractions) of the task and, for a CBM, each concept."""
         if isinstance(data, Dataset):
-            self._check_schema(data.schema, data.name)
+            self.check_schema(data.schema, data.name)
             data = data[split]
         out = self.forward_texts(data.texts, batch_size=batch_size, progress=progress, desc="evaluate")
         task_pred = out.task_logits.argmax(-1).numpy()
@@ -202,7 +204,8 @@ class Classifier:
             concept_pred = np.stack([logits.argmax(-1).numpy() for logits in out.concept_logits], axis=1)
         return evaluate_predictions(data, self.schema, task_pred, concept_pred)
 
-    def _check_schema(self, schema: Schema, name: str) -> None:
+    def check_schema(self, schema: Schema, name: str) -> None:
+        """Raise ValueError unless data of this schema fits the model."""
         mine = self.schema
         if schema.labels != mine.labels or (
             self.config.has_concepts
@@ -222,6 +225,8 @@ class Classifier:
         path.mkdir(parents=True, exist_ok=True)
         with atomic_path(path / "model.safetensors") as tmp:
             save_model(self.model, str(tmp), metadata={"format": FORMAT})
+        if self.model.masks is not None:
+            save_masks(self.model.masks, path / "masks.safetensors")
         if not (path / "tokenizer").exists():
             with atomic_path(path / "tokenizer", is_dir=True) as tmp:
                 self.tokenizer.save_pretrained(tmp)
@@ -258,7 +263,8 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Clas
         )
     config = ModelConfig.from_dict(meta.pop("model"))
     backbone = backbone_from_config(meta.pop("backbone_config"))
-    model = ConceptBottleneckModel(backbone, config)
+    masks = load_masks(path / "masks.safetensors") if config.kind == "sparsecbm" else None
+    model = ConceptBottleneckModel(backbone, config, masks)
     load_model(model, str(path / "model.safetensors"), strict=True)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path / "tokenizer"))
     for key in ("format", "format_version"):

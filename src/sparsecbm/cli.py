@@ -16,13 +16,15 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from . import __version__
+from . import __version__, masks
 from .backbones import DEFAULT_BACKBONE, convert_gguf
 from .classifier import load
 from .data import CEBAB_TEST_ROWS, Dataset, dataset_from_spec, load_dataset
 from .files import write_json
 from .metrics import concept_ceiling, format_table
-from .training import TrainConfig, peak_memory_mb, train
+from .pathway import pathway
+from .pruning import PRUNERS, PruneConfig
+from .training import TrainConfig, train
 
 log = logging.getLogger("sparsecbm")
 
@@ -100,9 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     d = TrainConfig()
-    t = sub.add_parser("train", help="train a Standard model or a CBM", description="Train a model; keep the best epoch by dev score.")
+    t = sub.add_parser("train", help="train a Standard model, a CBM or a SparseCBM",
+                       description="Train a model; keep the best epoch by dev score.")
     _add_data_args(t, required=True)
-    t.add_argument("--model", choices=("standard", "cbm"), default=d.model)
+    t.add_argument("--model", choices=("standard", "cbm", "sparsecbm"), default=d.model)
     t.add_argument("--backbone", default=d.backbone,
                    help=f"'minilm' (default), 'smollm2-135m' (after convert-gguf), a model folder or a hub id")
     t.add_argument("--out", required=True, help="folder for the model, its config and the training log")
@@ -122,6 +125,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--select", choices=("auto", "task", "concepts", "mean"), default=d.select,
                    help="dev score that picks the best epoch (auto: task for standard, mean of task and concepts for cbm)")
     t.add_argument("--device", default=d.device)
+    pd = PruneConfig()
+    g = t.add_argument_group("SparseCBM (concept-specific subnetworks; --model sparsecbm)")
+    g.add_argument("--init-from", metavar="DIR", help="start from this trained dense CBM instead of training one")
+    g.add_argument("--sparsity", type=float, help="final sparsity per concept (default 1 - 1/K)")
+    g.add_argument("--pruner", choices=sorted(PRUNERS), default=pd.pruner, help="mask scores (default obs: second-order)")
+    g.add_argument("--fisher-grads", type=_positive_int, default=pd.fisher_grads, metavar="M",
+                   help=f"mini-batch gradients per concept and step (default {pd.fisher_grads})")
+    g.add_argument("--fisher-batch-size", type=_positive_int, default=pd.fisher_batch_size)
+    g.add_argument("--grad-chunk", type=_positive_int, default=pd.grad_chunk, help="gradients per batched Fisher update")
+    g.add_argument("--block-size", type=_positive_int, default=pd.block_size, metavar="B", help="Fisher block size")
+    g.add_argument("--damp", type=float, default=pd.damp, metavar="LAMBDA", help="Fisher dampening")
+    g.add_argument("--fisher-memory-gb", type=float, default=pd.fisher_memory_gb,
+                   help="memory for Fisher blocks; larger backbones are scored in groups of weights")
+    g.add_argument("--prune-steps", type=_positive_int, default=pd.prune_steps, help="steps of the cubic schedule")
+    g.add_argument("--scope", choices=("global", "layer"), default=pd.scope, help="rank weights across layers or per matrix")
+    g.add_argument("--calibration", type=_positive_int, default=pd.calibration, help="wanda: calibration texts per concept")
+    g.add_argument("--finetune-epochs", type=float, default=pd.finetune_epochs, help="fine-tuning between pruning steps")
 
     e = sub.add_parser("evaluate", help="score a saved model on a split", description="Score a saved model.")
     e.add_argument("model_dir", metavar="DIR")
@@ -130,12 +150,18 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", dest="json_out", metavar="FILE", help="also write the scores as JSON (fractions)")
     e.add_argument("--batch-size", type=_positive_int, default=64)
     e.add_argument("--device", default="cpu")
+    e.add_argument("--pathway", action="store_true", help="also explain the split's first example in words")
 
     p = sub.add_parser("predict", help="predict labels and concepts for texts", description="Predict texts.")
     p.add_argument("model_dir", metavar="DIR")
     p.add_argument("texts", nargs="*", help="texts to classify (or --file)")
     p.add_argument("--file", help="a UTF-8 file with one text per line")
     p.add_argument("--json", dest="json_out", metavar="FILE", help="write predictions as JSON")
+
+    m = sub.add_parser("masks", help="sparsity and overlap of a SparseCBM's concept subnetworks",
+                       description="Per concept: sparsity overall and per weight matrix; pairwise Jaccard overlap.")
+    m.add_argument("model_dir", metavar="DIR")
+    m.add_argument("--json", dest="json_out", metavar="FILE", help="write the summary as JSON")
 
     c = sub.add_parser("convert-gguf", help="convert the SmolLM2 GGUF file once into a safetensors folder",
                        description="Make the decoder backbone 'smollm2-135m' usable offline.")
@@ -144,17 +170,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+def _configs(args: argparse.Namespace) -> tuple[TrainConfig, PruneConfig | None]:
+    def pick(cls):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+    train_config = pick(TrainConfig)
+    return train_config, pick(PruneConfig) if train_config.model == "sparsecbm" else None
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    config = _train_config(args)
+    config, prune = _configs(args)
     dataset = _load_data(args)
-    clf = train(dataset, config, out=args.out, overwrite=args.overwrite, progress=not args.quiet)
+    clf = train(dataset, config, prune=prune, init_from=args.init_from, out=args.out,
+                overwrite=args.overwrite, progress=not args.quiet)
     print(f"saved the best epoch ({clf.meta['best_epoch']}) to {args.out}")
     print(format_table(clf.meta["best_dev"], title=f"dev scores of the saved model ({dataset.name})"))
+    if clf.model.masks is not None:
+        sparsity = ", ".join(f"{c} {100 * masks.sparsity(m):.1f}%" for c, m in clf.model.masks.items())
+        print(f"subnetwork sparsity: {sparsity}")
     print(f"wall time {clf.meta['wall_seconds']:.0f} s, peak memory {clf.meta['peak_memory_mb']:.0f} MB")
 
 
@@ -172,6 +206,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.json_out:
         write_json(args.json_out, result)
         print(f"wrote {args.json_out} (scores as fractions)")
+    if args.pathway and clf.config.has_concepts:
+        print()
+        print(pathway(clf, dataset[args.split].texts[0]).describe())
+
+
+def cmd_masks(args: argparse.Namespace) -> None:
+    clf = load(args.model_dir)
+    if clf.model.masks is None:
+        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks")
+    summary = masks.summary(clf.model.masks)
+    concepts = list(summary["concepts"])
+    layers = list(next(iter(summary["concepts"].values()))["layers"])
+    width = max(len(n) for n in layers)
+    print(f"{'sparsity %':<{width}}  " + "  ".join(f"{c:>10}" for c in concepts))
+    for layer in layers:
+        print(f"{layer:<{width}}  " + "  ".join(f"{100 * summary['concepts'][c]['layers'][layer]:>10.1f}" for c in concepts))
+    print(f"{'all':<{width}}  " + "  ".join(f"{100 * summary['concepts'][c]['sparsity']:>10.1f}" for c in concepts))
+    print("\noverlap of kept weights (Jaccard):")
+    for pair, j in summary["jaccard"].items():
+        print(f"  {pair.replace('|', ' & ')}: {j:.3f}")
+    if args.json_out:
+        write_json(args.json_out, summary)
+        print(f"wrote {args.json_out}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -197,7 +254,10 @@ def cmd_convert_gguf(args: argparse.Namespace) -> None:
         "" if args.out else " or --backbone smollm2-135m"))
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "convert-gguf": cmd_convert_gguf}
+COMMANDS = {
+    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "masks": cmd_masks,
+    "convert-gguf": cmd_convert_gguf,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,16 @@
-"""The classifiers: Standard (backbone + linear head) and the dense joint CBM.
+"""The classifiers: Standard (backbone + linear head), the dense joint CBM and SparseCBM.
 
 CBM pathway (METHOD.md §1): ``z = pool(f(x))`` -> concept logits ``p(z)`` (one
 block of ``C_k`` logits per concept) -> activations ``a = sigmoid(logits)`` ->
 task logits ``g(a)``. Pooling is a mean over real tokens (padding never counts)
 or, for decoders, optionally the last real token.
+
+SparseCBM (Eq. 3): concept k reads the backbone with weights ``M_k * theta``,
+``z_k = pool(f_{M_k * theta}(x))``, ``logits_k = psi_k z_k``, and the task
+logits are the sum over concepts of ``phi_k sigmoid(logits_k)`` plus the bias.
+The concept is an explicit argument of every pass (``functional_call`` with the
+masked weights), never module state: the authors' code kept it in a switch that
+never reached the masked layers, so every concept used the first mask.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 from transformers import PreTrainedModel
 
 from .backbones import hidden_size
 from .data import Schema
+from .masks import Masks, check_masks, full_masks
 
-MODEL_KINDS = ("standard", "cbm")
+MODEL_KINDS = ("standard", "cbm", "sparsecbm")
 POOLINGS = ("mean", "last")
 
 
@@ -27,7 +36,7 @@ POOLINGS = ("mean", "last")
 class ModelConfig:
     """What a saved model is: its kind, backbone name, pooling and data schema."""
 
-    kind: str = "cbm"  # "standard" (task head on z) or "cbm" (concept bottleneck)
+    kind: str = "cbm"  # "standard" (head on z), "cbm" (dense bottleneck) or "sparsecbm" (a subnetwork per concept)
     backbone: str = "minilm"  # as the user named it; the weights themselves are saved
     pooling: str = "mean"  # "mean" over real tokens, or "last" real token (decoders)
     schema: Schema = field(default_factory=lambda: Schema(labels=("0", "1")))
@@ -79,9 +88,15 @@ def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tens
 
 
 class ConceptBottleneckModel(nn.Module):
-    """A transformer backbone with a Standard head or a concept bottleneck."""
+    """A transformer backbone with a Standard head, a concept bottleneck, or
+    a concept bottleneck whose concepts each read their own masked subnetwork.
 
-    def __init__(self, backbone: PreTrainedModel, config: ModelConfig) -> None:
+    For SparseCBM, ``self.masks[concept][param_name]`` is the boolean mask that
+    every pass of that concept reads; edit or replace it and the next forward
+    reflects it.
+    """
+
+    def __init__(self, backbone: PreTrainedModel, config: ModelConfig, masks: Masks | None = None) -> None:
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -94,28 +109,105 @@ class ConceptBottleneckModel(nn.Module):
         else:
             self.concept_sizes = ()
             self.head = nn.Linear(width, n_labels)
+        self.masks: Masks | None = None
+        if config.kind == "sparsecbm":
+            self.masks = masks if masks is not None else full_masks(backbone, config.schema.concepts)
+            check_masks(self.masks, backbone, config.schema.concepts)
+        elif masks is not None:
+            raise ValueError(f"a {config.kind!r} model has no concept masks")
+        self._masked_cache: dict[tuple[str, str], tuple[tuple, torch.Tensor]] = {}
+
+    def _apply(self, fn, recurse=True):
+        # Masks are plain tensors, not buffers (they are saved bit-packed on
+        # their own); move them with the module all the same.
+        super()._apply(fn, recurse)
+        if self.masks is not None:
+            self.masks = {c: {n: fn(m) for n, m in per.items()} for c, per in self.masks.items()}
+            self._masked_cache.clear()
+        return self
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters outside the backbone (trained with their own learning rate)."""
         return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled representation z, (n, E), in float32."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def concept_slice(self, k: int) -> slice:
+        """Columns of concept k in the (n, sum C_k) logits and activations."""
+        start = sum(self.concept_sizes[:k])
+        return slice(start, start + self.concept_sizes[k])
+
+    def masked_weights(self, concept: str) -> dict[str, torch.Tensor]:
+        """``M_k * theta`` for every prunable weight of ``concept``'s subnetwork.
+
+        With gradients enabled the products are built fresh (gradients reach
+        theta only through kept positions). Without, they are cached and
+        rebuilt when the weight or the mask changes (in place or replaced).
+        """
+        assert self.masks is not None
+        params = dict(self.backbone.named_parameters())
+        track = torch.is_grad_enabled()
+        out = {}
+        for name, mask in self.masks[concept].items():
+            weight = params[name]
+            if track:  # (cached products may be inference tensors: never put them in a graph)
+                out[name] = weight * mask.to(weight.device)
+                continue
+            # Holding the tensors keeps their ids unique while the stamp lives.
+            stamp = (weight, weight._version, mask, mask._version, weight.device)
+            hit = self._masked_cache.get((concept, name))
+            if hit is None or not _same_stamp(hit[0], stamp):
+                hit = (stamp, weight.detach() * mask.to(weight.device))
+                self._masked_cache[(concept, name)] = hit
+            out[name] = hit[1]
+        return out
+
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, concept: str | None = None
+    ) -> torch.Tensor:
+        """Pooled representation z, (n, E), in float32: through the dense
+        backbone, or through ``concept``'s subnetwork."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if concept is None:
+            hidden = self.backbone(**inputs).last_hidden_state
+        else:
+            weights = self.masked_weights(concept)
+            hidden = functional_call(self.backbone, weights, args=(), kwargs=inputs).last_hidden_state
         pool = masked_mean if self.config.pooling == "mean" else last_token
         return pool(hidden.float(), attention_mask)
 
+    def concept_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
+        """Concept k's logits (n, C_k) from its own subnetwork (SparseCBM)."""
+        z = self.encode(input_ids, attention_mask, self.config.schema.concepts[k])
+        cols = self.concept_slice(k)
+        return F.linear(z, self.projector.weight[cols], self.projector.bias[cols])
+
+    def concept_terms(self, activations: torch.Tensor) -> torch.Tensor:
+        """Each concept's additive share of the task logits, (n, K, C_y):
+        ``phi_k a_k``. Task logits = terms.sum(1) + classifier bias (Eq. 3)."""
+        weight = self.classifier.weight  # (C_y, sum C_k)
+        return torch.stack(
+            [activations[:, self.concept_slice(k)] @ weight[:, self.concept_slice(k)].T
+             for k in range(len(self.concept_sizes))],
+            dim=1,
+        )
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> CBMOutput:
-        z = self.encode(input_ids, attention_mask)
         if not self.config.has_concepts:
-            return CBMOutput(task_logits=self.head(z))
-        logits = self.projector(z)  # (n, sum C_k)
+            return CBMOutput(task_logits=self.head(self.encode(input_ids, attention_mask)))
+        if self.config.kind == "sparsecbm":
+            per_concept = [self.concept_logits(input_ids, attention_mask, k) for k in range(len(self.concept_sizes))]
+            logits = torch.cat(per_concept, dim=1)  # (n, sum C_k)
+        else:
+            logits = self.projector(self.encode(input_ids, attention_mask))
         activations = torch.sigmoid(logits)
         return CBMOutput(
             task_logits=self.classifier(activations),
             concept_logits=torch.split(logits, self.concept_sizes, dim=1),
             activations=activations,
         )
+
+
+def _same_stamp(a: tuple, b: tuple) -> bool:
+    return a[0] is b[0] and a[1] == b[1] and a[2] is b[2] and a[3] == b[3] and a[4] == b[4]
 
 
 def joint_loss(

@@ -15,7 +15,7 @@ import os
 import random
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,12 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .backbones import DEFAULT_BACKBONE, load_backbone
-from .classifier import Classifier, iter_batches
+from .classifier import Classifier, iter_batches, load
 from .data import Dataset
 from .files import write_text
 from .model import MODEL_KINDS, POOLINGS, ConceptBottleneckModel, ModelConfig, joint_loss
+from .masks import sparsity
+from .pruning import PruneConfig, mine_masks
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,12 @@ SELECT = ("auto", "task", "concepts", "mean")
 class TrainConfig:
     """Every training setting; the CLI only turns flags into one of these."""
 
-    model: str = "cbm"  # "standard" or "cbm"
+    model: str = "cbm"  # "standard", "cbm" or "sparsecbm"
     backbone: str = DEFAULT_BACKBONE  # short name, local folder or hub id
     epochs: int = 5
     batch_size: int = 16
     lr: float = 5e-5  # backbone learning rate
-    head_lr: float = 1e-2  # projector / classifier / head learning rate (see module doc)
+    head_lr: float = 5e-2  # projector / classifier / head learning rate (see module doc)
     weight_decay: float = 0.01  # backbone only; heads are not decayed
     warmup: float = 0.1  # fraction of steps with a linear warm-up, then linear decay
     max_length: int = 128  # tokens per text (reviews are short; batches pad to their longest)
@@ -127,36 +129,128 @@ def train(
     dataset: Dataset,
     config: TrainConfig = TrainConfig(),
     *,
+    prune: PruneConfig | None = None,
+    init_from: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Classifier:
     """Train a model on ``dataset``'s train split, choosing the epoch by dev score.
 
+    ``config.model == "sparsecbm"`` runs the whole pipeline: a dense joint CBM
+    (or the one saved in ``init_from``), gradual per-concept mask mining
+    (``prune``), then fine-tuning of the shared weights under the fixed masks.
+
     With ``out``, the best checkpoint is written there as soon as it is found
-    (so an interrupted run keeps it) together with ``train_log.jsonl``. Returns
-    the classifier with the best epoch's weights.
+    (so an interrupted run keeps it) together with ``train_log.jsonl``; a
+    SparseCBM run also keeps its dense phase in ``out/dense``. Returns the
+    classifier with the best epoch's weights.
     """
     out = Path(out) if out is not None else None
     if out is not None:
         check_out_dir(out, overwrite)
+    if config.model != "sparsecbm" and (prune is not None or init_from is not None):
+        raise ValueError("pruning settings and --init-from apply to --model sparsecbm only")
     seed_everything(config.seed)
-    device = pick_device(config.device)
-    start = time.perf_counter()
-
+    run = _Run(config, out, progress)
     train_split = dataset["train"].sample(config.max_train, config.seed)
     dev_split = dataset["dev"].head(config.max_eval)
-    backbone, tokenizer = load_backbone(config.backbone)
-    model_config = ModelConfig(
-        kind=config.model, backbone=config.backbone, pooling=config.pooling, schema=dataset.schema
-    )
-    model = ConceptBottleneckModel(backbone, model_config).to(device)
-    clf = Classifier(model, tokenizer, max_length=config.max_length, data_spec=dataset.spec)
     log.info(
         "training a %s model on %s: %d train / %d dev rows, backbone %s, device %s",
-        config.model, dataset.name, len(train_split), len(dev_split), config.backbone, device,
+        config.model, dataset.name, len(train_split), len(dev_split), config.backbone, run.device,
     )
+    if config.model != "sparsecbm":
+        clf = _new_classifier(dataset, config, config.model, run.device)
+        return _fit(clf, train_split, dev_split, run, phase=config.model, out=out)
 
+    prune = prune or PruneConfig()
+    if init_from is not None:
+        dense = load(init_from, device=run.device)
+        if dense.config.kind != "cbm":
+            raise ValueError(f"--init-from {init_from}: expected a dense CBM, found a {dense.config.kind!r} model")
+        dense.check_schema(dataset.schema, dataset.name)
+        log.info("starting from the dense CBM in %s", init_from)
+    else:
+        dense = _new_classifier(dataset, config, "cbm", run.device)
+        dense = _fit(dense, train_split, dev_split, run, phase="dense", out=out / "dense" if out else None)
+    clf = _sparse_from_dense(dense, dataset, run.device)
+
+    steps = max(1, round(prune.finetune_epochs * _steps_per_epoch(train_split, config)))
+
+    def finetune(t: int) -> None:
+        record = {"phase": "prune", "step": t, "seconds_mined": run.seconds(),
+                  "sparsity": {c: sparsity(m) for c, m in clf.model.masks.items()}}
+        if prune.finetune_epochs > 0:
+            optimizer, scheduler = _optimizer(clf.model, config, steps, warmup=0.0)
+            left = steps
+            while left > 0:  # whole epochs, then the remainder
+                n = min(left, _steps_per_epoch(train_split, config))
+                losses = _train_epoch(clf, train_split, run, optimizer, scheduler, f"fine-tune {t}/{prune.prune_steps}", max_steps=n)
+                left -= n
+            record.update(losses)
+        record["seconds"] = run.seconds()
+        run.history.append(record)
+        run.write_log()
+
+    mine_masks(clf, train_split, prune, gamma=config.gamma, seed=config.seed, finetune=finetune, progress=progress)
+    run.prune = prune
+    return _fit(clf, train_split, dev_split, run, phase="sparsecbm", out=out)
+
+
+class _Run:
+    """What the phases of one training run share: settings, clock, device, log."""
+
+    def __init__(self, config: TrainConfig, out: Path | None, progress: bool) -> None:
+        self.config = config
+        self.out = out
+        self.progress = progress
+        self.device = pick_device(config.device)
+        self.start = time.perf_counter()
+        self.history: list[dict[str, Any]] = []
+        self.rng = np.random.default_rng(config.seed)
+        self.prune: PruneConfig | None = None
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.start, 1)
+
+    def meta(self, best: dict[str, Any]) -> dict[str, Any]:
+        meta = {
+            "training": asdict(self.config),
+            "best_epoch": best["epoch"],
+            "best_dev": best["dev"],
+            "wall_seconds": self.seconds(),
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+        }
+        if self.prune is not None:
+            meta["pruning"] = asdict(self.prune)
+        return meta
+
+    def write_log(self) -> None:
+        if self.out is not None:
+            write_text(self.out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+
+def _new_classifier(dataset: Dataset, config: TrainConfig, kind: str, device: torch.device) -> Classifier:
+    backbone, tokenizer = load_backbone(config.backbone)
+    model_config = ModelConfig(kind=kind, backbone=config.backbone, pooling=config.pooling, schema=dataset.schema)
+    model = ConceptBottleneckModel(backbone, model_config).to(device)
+    return Classifier(model, tokenizer, max_length=config.max_length, data_spec=dataset.spec)
+
+
+def _sparse_from_dense(dense: Classifier, dataset: Dataset, device: torch.device) -> Classifier:
+    """A SparseCBM sharing the dense CBM's weights, every mask full."""
+    config = replace(dense.config, kind="sparsecbm")
+    model = ConceptBottleneckModel(dense.model.backbone, config)
+    model.projector.load_state_dict(dense.model.projector.state_dict())
+    model.classifier.load_state_dict(dense.model.classifier.state_dict())
+    return Classifier(model.to(device), dense.tokenizer, max_length=dense.max_length, data_spec=dataset.spec)
+
+
+def _steps_per_epoch(split, config: TrainConfig) -> int:
+    return (len(split) + config.batch_size - 1) // config.batch_size
+
+
+def _optimizer(model: ConceptBottleneckModel, config: TrainConfig, total_steps: int, warmup: float):
     head = model.head_parameters()
     head_ids = {id(p) for p in head}
     optimizer = torch.optim.AdamW(
@@ -166,92 +260,82 @@ def train(
             {"params": head, "lr": config.head_lr, "weight_decay": 0.0},
         ]
     )
-    steps_per_epoch = (len(train_split) + config.batch_size - 1) // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup * total_steps), total_steps)
-    rng = np.random.default_rng(config.seed)
-    labels = torch.as_tensor(train_split.labels)
-    concepts = torch.as_tensor(train_split.concepts)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup * total_steps), total_steps)
+    return optimizer, scheduler
 
-    history: list[dict[str, Any]] = []
+
+def _train_epoch(clf: Classifier, split, run: _Run, optimizer, scheduler, desc: str, max_steps: int | None = None) -> dict[str, float]:
+    """One pass (or ``max_steps`` batches) of the joint loss; mean losses."""
+    config, model, device = run.config, clf.model, run.device
+    model.train()
+    labels = torch.as_tensor(split.labels)
+    concepts = torch.as_tensor(split.concepts)
+    order = run.rng.permutation(len(split))
+    if max_steps is not None:
+        order = order[: max_steps * config.batch_size]
+    total = _steps_per_epoch(order, config)
+    sums = {"loss": 0.0, "task": 0.0, "concepts": 0.0}
+    seen = 0
+    batches = iter_batches(clf.tokenizer, split.texts, order, config.batch_size, config.max_length)
+    bar = tqdm(batches, total=total, desc=desc, disable=not run.progress)
+    for idx, batch in bar:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch)
+        loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        seen += len(idx)
+        sums["loss"] += loss.item() * len(idx)
+        for key, value in parts.items():
+            sums[key] += value * len(idx)
+        bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
+    bar.close()
+    means = {"train_loss": sums["loss"] / seen, "train_task_loss": sums["task"] / seen}
+    if model.config.has_concepts:
+        means["train_concept_loss"] = sums["concepts"] / seen
+    return means
+
+
+def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out: Path | None) -> Classifier:
+    """``config.epochs`` epochs; keeps (and writes to ``out``) the best by dev score."""
+    config, model = run.config, clf.model
+    optimizer, scheduler = _optimizer(model, config, _steps_per_epoch(train_split, config) * config.epochs, config.warmup)
     best: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = rng.permutation(len(train_split))
-        sums = {"loss": 0.0, "task": 0.0, "concepts": 0.0}
-        seen = 0
-        batches = iter_batches(tokenizer, train_split.texts, order, config.batch_size, config.max_length)
-        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", disable=not progress)
-        for idx, batch in bar:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            out_ = model(**batch)
-            loss, parts = joint_loss(out_, labels[idx].to(device), concepts[idx].to(device), config.gamma)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            n = len(idx)
-            seen += n
-            sums["loss"] += loss.item() * n
-            for key, value in parts.items():
-                sums[key] += value * n
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
-        bar.close()
-
-        dev = clf.evaluate(dev_split, batch_size=config.eval_batch_size, progress=progress)
+        losses = _train_epoch(clf, train_split, run, optimizer, scheduler, f"{phase} epoch {epoch}/{config.epochs}")
+        dev = clf.evaluate(dev_split, batch_size=config.eval_batch_size, progress=run.progress)
         score = dev_score(dev, config.selection)
-        record = {
-            "epoch": epoch,
-            "train_loss": sums["loss"] / seen,
-            "train_task_loss": sums["task"] / seen,
-            **({"train_concept_loss": sums["concepts"] / seen} if model_config.has_concepts else {}),
-            "dev": dev,
-            "dev_score": score,
-            "seconds": round(time.perf_counter() - start, 1),
-        }
         improved = best is None or score > best["dev_score"]
-        record["best"] = improved
-        history.append(record)
+        record = {"phase": phase, "epoch": epoch, **losses, "dev": dev, "dev_score": score,
+                  "seconds": run.seconds(), "best": improved}
+        run.history.append(record)
         _report_epoch(record)
         if improved:
             best = record
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            clf.meta = _meta(config, best, start)
+            clf.meta = run.meta(best)
             if out is not None:
                 clf.save(out)
-        if out is not None:
-            write_text(out / "train_log.jsonl", "".join(_jsonl(r) for r in history))
+        run.write_log()
 
-    assert best_state is not None  # at least one epoch ran
+    assert best is not None and best_state is not None  # at least one epoch ran
     model.load_state_dict(best_state)
-    clf.meta = _meta(config, best, start)
+    clf.meta = run.meta(best)
     if out is not None:  # the final wall time and memory, next to the best weights
         clf.save_config(out)
     model.eval()
-    log.info("best epoch %d (dev score %.4f); %.0f s", best["epoch"], best["dev_score"], time.perf_counter() - start)
+    log.info("%s: best epoch %d (dev score %.4f); %.0f s", phase, best["epoch"], best["dev_score"], run.seconds())
     return clf
-
-
-def _meta(config: TrainConfig, best: dict[str, Any], start: float) -> dict[str, Any]:
-    return {
-        "training": asdict(config),
-        "best_epoch": best["epoch"],
-        "best_dev": best["dev"],
-        "wall_seconds": round(time.perf_counter() - start, 1),
-        "peak_memory_mb": round(peak_memory_mb(), 1),
-    }
-
-
-def _jsonl(record: dict[str, Any]) -> str:
-    return json.dumps(record) + "\n"
 
 
 def _report_epoch(record: dict[str, Any]) -> None:
     dev = record["dev"]
-    text = f"epoch {record['epoch']}: loss {record['train_loss']:.3f}  dev task acc {100 * dev['task']['accuracy']:.1f}%"
+    text = f"{record['phase']} epoch {record['epoch']}: loss {record['train_loss']:.3f}  dev task acc {100 * dev['task']['accuracy']:.1f}%"
     if "concepts" in dev:
         text += f"  concepts acc {100 * dev['concepts']['mean']['accuracy']:.1f}%"
     text += f"  ({record['seconds']:.0f} s){'  * best' if record['best'] else ''}"

@@ -1,0 +1,138 @@
+"""Concept masks: which backbone weights each concept's subnetwork keeps.
+
+``masks[concept][param_name]`` is a boolean tensor shaped like the weight
+(True = kept). Prunable weights are the ``nn.Linear`` weights inside the
+transformer blocks (the modules under the backbone's layer list): attention
+Q/K/V/O and the MLP matrices. Embeddings, norms, biases, the pooler and the
+heads stay dense (METHOD.md §2.3).
+
+On disk, masks are bit-packed (8 weights a byte) in safetensors, one tensor
+per concept and parameter, named ``"<concept>::<param_name>"``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .files import atomic_path
+
+Masks = dict[str, dict[str, torch.Tensor]]
+_SEP = "::"
+
+
+def prunable_names(backbone: nn.Module) -> list[str]:
+    """Names (in ``backbone``) of the weights that concept masks cover."""
+    names = []
+    for list_name, module_list in backbone.named_modules():
+        if not isinstance(module_list, nn.ModuleList):
+            continue
+        for name, module in module_list.named_modules():
+            if isinstance(module, nn.Linear):
+                names.append(f"{list_name}.{name}.weight")
+    if not names:
+        raise ValueError(
+            f"found no nn.Linear weights inside a layer list of {type(backbone).__name__}; "
+            "cannot build concept subnetworks for this backbone"
+        )
+    return names
+
+
+def full_masks(backbone: nn.Module, concepts: list[str] | tuple[str, ...]) -> Masks:
+    """Every concept keeps every weight (the dense starting point)."""
+    params = dict(backbone.named_parameters())
+    return {
+        c: {n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_names(backbone)} for c in concepts
+    }
+
+
+def check_masks(masks: Masks, backbone: nn.Module, concepts: tuple[str, ...]) -> None:
+    """Masks must cover exactly the concepts and the prunable weights, shapes matching."""
+    if tuple(masks) != tuple(concepts):
+        raise ValueError(f"masks are for concepts {list(masks)}, the model has {list(concepts)}")
+    params = dict(backbone.named_parameters())
+    expected = prunable_names(backbone)
+    for concept, per_param in masks.items():
+        if sorted(per_param) != sorted(expected):
+            missing = sorted(set(expected) - set(per_param))[:3]
+            extra = sorted(set(per_param) - set(expected))[:3]
+            raise ValueError(f"masks of {concept!r} do not match the backbone: missing {missing}, unexpected {extra}")
+        for name, mask in per_param.items():
+            if mask.dtype != torch.bool or mask.shape != params[name].shape:
+                raise ValueError(
+                    f"mask {concept!r}/{name}: expected bool {tuple(params[name].shape)}, "
+                    f"got {mask.dtype} {tuple(mask.shape)}"
+                )
+
+
+def kept(masks_of_concept: dict[str, torch.Tensor]) -> int:
+    return int(sum(int(m.sum()) for m in masks_of_concept.values()))
+
+
+def total(masks_of_concept: dict[str, torch.Tensor]) -> int:
+    return int(sum(m.numel() for m in masks_of_concept.values()))
+
+
+def sparsity(masks_of_concept: dict[str, torch.Tensor]) -> float:
+    """Fraction of prunable weights removed."""
+    return 1.0 - kept(masks_of_concept) / total(masks_of_concept)
+
+
+def jaccard(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """|A and B| / |A or B| over the kept weights of two concepts."""
+    inter = sum(int((a[n] & b[n]).sum()) for n in a)
+    union = sum(int((a[n] | b[n]).sum()) for n in a)
+    return inter / union if union else 1.0
+
+
+def summary(masks: Masks) -> dict:
+    """Per concept the sparsity, overall and per weight matrix; pairwise Jaccard."""
+    return {
+        "concepts": {
+            c: {"sparsity": sparsity(m), "layers": {n: 1.0 - float(x.float().mean()) for n, x in m.items()}}
+            for c, m in masks.items()
+        },
+        "jaccard": {f"{a}|{b}": jaccard(masks[a], masks[b]) for a, b in itertools.combinations(masks, 2)},
+    }
+
+
+def save_masks(masks: Masks, path: str | os.PathLike) -> None:
+    """Bit-packed safetensors, shapes in the metadata (written atomically)."""
+    tensors, shapes = {}, {}
+    for concept, per_param in masks.items():
+        if _SEP in concept:
+            raise ValueError(f"concept name {concept!r} may not contain {_SEP!r}")
+        for name, mask in per_param.items():
+            key = f"{concept}{_SEP}{name}"
+            flat = mask.detach().to("cpu").reshape(-1).numpy()
+            tensors[key] = torch.from_numpy(np.packbits(flat))
+            shapes[key] = list(mask.shape)
+    meta = {"format": "sparsecbm-masks", "shapes": json.dumps(shapes), "concepts": json.dumps(list(masks))}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_masks(path: str | os.PathLike) -> Masks:
+    from safetensors import safe_open
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != "sparsecbm-masks":
+        raise ValueError(f"{path}: not a sparsecbm masks file")
+    shapes = json.loads(meta["shapes"])
+    packed = load_file(str(path))
+    masks: Masks = {c: {} for c in json.loads(meta["concepts"])}
+    for key, shape in shapes.items():
+        concept, name = key.split(_SEP, 1)
+        n = int(np.prod(shape))
+        bits = np.unpackbits(packed[key].numpy(), count=n).astype(bool)
+        masks[concept][name] = torch.from_numpy(bits).reshape(shape)
+    return masks

@@ -1,0 +1,126 @@
+"""Concept-induced sparsity mining: a gradual, per-concept mask for the backbone.
+
+For each pruning step t = 1..T the target sparsity follows the cubic schedule
+``s_t = s_f + (s_i - s_f)(1 - t/T)^3`` (s_i = 0). For every concept, each
+still-kept weight is scored (``obs``: second-order; ``magnitude``; ``wanda``),
+already-pruned weights score -inf, and the top ``(1 - s_t)`` fraction is kept,
+globally across layers (``scope="global"``) or within each weight matrix
+(``scope="layer"``). Between steps the caller fine-tunes the shared weights
+under the current masks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..classifier import Classifier
+from ..data import Split
+from . import magnitude, obs, wanda
+
+log = logging.getLogger(__name__)
+
+PRUNERS = {"obs": obs.score, "magnitude": magnitude.score, "wanda": wanda.score}
+SCOPES = ("global", "layer")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Settings of the mask mining (CLI flags of the same names)."""
+
+    sparsity: float | None = None  # final sparsity per concept; None -> 1 - 1/K
+    pruner: str = "obs"  # "obs" (second-order), "magnitude" or "wanda"
+    fisher_grads: int = 64  # m: mini-batch gradients per concept and step (oBERT: 1024)
+    fisher_batch_size: int = 8  # examples per gradient (and per calibration batch)
+    grad_chunk: int = 16  # gradients per batched Gram update (memory: chunk x #weights x 4 B)
+    block_size: int = 50  # B: entries per Fisher block (oBERT: 50)
+    damp: float = 1e-7  # lambda of the dampened Fisher (oBERT: 1e-7)
+    fisher_memory_gb: float = 4.0  # Fisher blocks held at once; larger backbones go in groups
+    prune_steps: int = 3  # T: pruning steps of the cubic schedule
+    scope: str = "global"  # rank weights across all layers, or within each matrix
+    calibration: int = 128  # Wanda: calibration examples per concept
+    finetune_epochs: float = 1.0  # fine-tuning between pruning steps, in epochs
+
+    def __post_init__(self) -> None:
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"--pruner must be one of {sorted(PRUNERS)}, got {self.pruner!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"--scope must be one of {list(SCOPES)}, got {self.scope!r}")
+        if self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
+            raise ValueError(f"--sparsity must be in (0, 1), got {self.sparsity}")
+        for name in ("fisher_grads", "fisher_batch_size", "grad_chunk", "block_size", "prune_steps", "calibration"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.fisher_memory_gb > 0:
+            raise ValueError(f"--fisher-memory-gb must be positive, got {self.fisher_memory_gb}")
+        if not self.damp > 0:
+            raise ValueError(f"--damp must be positive, got {self.damp}")
+        if self.finetune_epochs < 0:
+            raise ValueError(f"--finetune-epochs must not be negative, got {self.finetune_epochs}")
+
+    def target(self, n_concepts: int) -> float:
+        return self.sparsity if self.sparsity is not None else 1.0 - 1.0 / n_concepts
+
+
+def cubic_schedule(final: float, steps: int, initial: float = 0.0) -> list[float]:
+    """Sparsity after each of ``steps`` pruning steps (the last equals ``final``)."""
+    return [final + (initial - final) * (1 - t / steps) ** 3 for t in range(1, steps + 1)]
+
+
+def select(scores: list[torch.Tensor], current: list[torch.Tensor], sparsity: float, scope: str) -> list[torch.Tensor]:
+    """New masks keeping the best-scored weights among those ``current`` keeps.
+
+    Exactly ``round((1 - sparsity) * total)`` weights are kept (per matrix with
+    ``scope="layer"``); pruned weights stay pruned. Ties are broken by
+    ``torch.topk``, which is deterministic on a given device.
+    """
+    ranked = [torch.where(m, s.float(), torch.tensor(float("-inf"), device=s.device)) for s, m in zip(scores, current)]
+    if scope == "layer":
+        return [_keep_top(r.reshape(-1), round((1 - sparsity) * r.numel()), m).reshape(m.shape) for r, m in zip(ranked, current)]
+    flat = torch.cat([r.reshape(-1) for r in ranked])
+    keep = round((1 - sparsity) * flat.numel())
+    kept = _keep_top(flat, keep, torch.cat([m.reshape(-1) for m in current]))
+    return [part.reshape(m.shape) for part, m in zip(torch.split(kept, [m.numel() for m in current]), current)]
+
+
+def _keep_top(scores: torch.Tensor, n: int, current: torch.Tensor) -> torch.Tensor:
+    available = int(current.sum())
+    if n > available:
+        raise ValueError(f"cannot keep {n} weights: only {available} are still kept (sparsity may only grow)")
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    mask[torch.topk(scores, n, sorted=False).indices] = True
+    return mask
+
+
+def prune_step(clf: Classifier, split: Split, config: PruneConfig, sparsity: float, gamma: float, seed: int, progress: bool = False) -> None:
+    """Re-mask every concept at ``sparsity`` (in place in ``clf.model.masks``)."""
+    model = clf.model
+    score = PRUNERS[config.pruner]
+    for k, concept in enumerate(model.config.schema.concepts):
+        names = list(model.masks[concept])
+        current = [model.masks[concept][n] for n in names]
+        scores = score(clf, k, split, config, gamma, seed + k, progress)
+        new = select(scores, current, sparsity, config.scope)
+        model.masks[concept] = dict(zip(names, new))
+
+
+def mine_masks(
+    clf: Classifier,
+    split: Split,
+    config: PruneConfig,
+    *,
+    gamma: float,
+    seed: int,
+    finetune: Callable[[int], None] | None = None,
+    progress: bool = False,
+) -> None:
+    """Gradual mining to ``config.target(K)``; ``finetune(t)`` runs after each step."""
+    schedule = cubic_schedule(config.target(len(clf.schema.concepts)), config.prune_steps)
+    for t, sparsity in enumerate(schedule, start=1):
+        log.info("pruning step %d/%d: %s scores, sparsity %.3f per concept", t, len(schedule), config.pruner, sparsity)
+        prune_step(clf, split, config, sparsity, gamma, seed + 1000 * t, progress)
+        if finetune is not None:
+            finetune(t)

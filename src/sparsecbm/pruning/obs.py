@@ -1,0 +1,126 @@
+"""Second-order (Optimal Brain Surgeon / oBERT) scores for concept k's subnetwork.
+
+The m gradients are of the concept-k loss (METHOD.md §3.1)
+
+    L_k = CE(phi_k a_k + b, y) + gamma * CE(logits_k, c_k)
+
+(the task term uses concept k's own share of the task logits, so one pass
+through subnetwork k suffices), each over a mini-batch, taken through the
+current masked subnetwork: the gradient of an already-pruned weight is 0.
+They stream in chunks into the block Fisher; only diag(F^-1) is kept.
+
+The OBS weight update is not applied: theta is shared by all concepts, so
+only the masks differ between them (a design consequence, METHOD.md §3.4).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..classifier import Classifier, iter_batches
+from ..data import Split
+from .fisher import BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_blocks
+
+
+def concept_loss(clf: Classifier, k: int, batch: dict, labels: torch.Tensor, concepts: torch.Tensor, gamma: float) -> torch.Tensor:
+    """L_k on one tokenized batch, through concept k's subnetwork."""
+    model = clf.model
+    logits = model.concept_logits(batch["input_ids"], batch["attention_mask"], k)  # (n, C_k)
+    cols = model.concept_slice(k)
+    task = torch.sigmoid(logits) @ model.classifier.weight[:, cols].T + model.classifier.bias  # (n, C_y)
+    return F.cross_entropy(task, labels) + gamma * F.cross_entropy(logits, concepts[:, k])
+
+
+def gradient_chunks(
+    clf: Classifier,
+    k: int,
+    split: Split,
+    names: list[str],
+    *,
+    n_grads: int,
+    batch_size: int,
+    chunk: int,
+    block_size: int,
+    gamma: float,
+    seed: int,
+    progress: bool = False,
+) -> Iterator[torch.Tensor]:
+    """m mini-batch gradients of L_k w.r.t. the weights ``names``, as (c, n_blocks, B) chunks."""
+    model = clf.model
+    params = dict(model.backbone.named_parameters())
+    weights = [params[n] for n in names]
+    device = clf.device
+    rng = np.random.default_rng(seed)  # the same mini-batches for every group of weights
+    labels = torch.as_tensor(split.labels)
+    concepts = torch.as_tensor(split.concepts)
+    was_training = model.training
+    model.eval()  # no dropout: the Fisher of the deterministic network
+    n_blocks = sum(blocks_per_tensor([w.shape for w in weights], block_size))
+    buffer = torch.empty(min(chunk, n_grads), n_blocks, block_size, device=device)  # reused for every chunk
+    filled = 0
+    try:
+        bar = tqdm(range(n_grads), desc=f"gradients {model.config.schema.concepts[k]}", disable=not progress, leave=False)
+        for _ in bar:
+            idx = rng.choice(len(split), size=min(batch_size, len(split)), replace=False)
+            [(idx, batch)] = list(iter_batches(clf.tokenizer, split.texts, idx, len(idx), clf.max_length))
+            batch = {key: v.to(device) for key, v in batch.items()}
+            loss = concept_loss(clf, k, batch, labels[idx].to(device), concepts[idx].to(device), gamma)
+            grads = torch.autograd.grad(loss, weights)
+            buffer[filled] = to_blocks([g.detach() for g in grads], block_size)
+            filled += 1
+            if filled == len(buffer):
+                yield buffer  # (c, n_blocks, B); the consumer is done with it before the next fill
+                filled = 0
+        if filled:
+            yield buffer[:filled]
+    finally:
+        model.train(was_training)
+
+
+def weight_groups(names: list[str], shapes: list[torch.Size], block_size: int, budget_bytes: float) -> list[list[int]]:
+    """Consecutive groups of weights whose Fisher blocks (n_blocks x B x B x 4 bytes) fit the budget."""
+    groups: list[list[int]] = [[]]
+    used = 0.0
+    for i, n_blocks in enumerate(blocks_per_tensor(shapes, block_size)):
+        need = n_blocks * block_size * block_size * 4
+        if groups[-1] and used + need > budget_bytes:
+            groups.append([])
+            used = 0.0
+        groups[-1].append(i)
+        used += need
+    return groups
+
+
+def score(clf: Classifier, k: int, split: Split, config, gamma: float, seed: int, progress: bool = False) -> list[torch.Tensor]:
+    """OBS saliency of every prunable weight of concept k (shaped like the weights).
+
+    When the Fisher blocks of all weights exceed ``config.fisher_memory_gb``,
+    the weights are taken in groups that fit, and the same m mini-batch
+    gradients are recomputed for each group (time traded for memory).
+    """
+    model = clf.model
+    concept = model.config.schema.concepts[k]
+    names = list(model.masks[concept])
+    params = dict(model.backbone.named_parameters())
+    shapes = [params[n].shape for n in names]
+    scores: list[torch.Tensor | None] = [None] * len(names)
+    for group in weight_groups(names, shapes, config.block_size, config.fisher_memory_gb * 2**30):
+        group_names = [names[i] for i in group]
+        group_shapes = [shapes[i] for i in group]
+        weight_blocks = to_blocks([params[n].detach() for n in group_names], config.block_size)
+        fisher = BlockFisher(weight_blocks.shape[0], config.block_size, device=weight_blocks.device)
+        for chunk in gradient_chunks(
+            clf, k, split, group_names, n_grads=config.fisher_grads, batch_size=config.fisher_batch_size,
+            chunk=config.grad_chunk, block_size=config.block_size, gamma=gamma, seed=seed, progress=progress,
+        ):
+            fisher.add(chunk)
+        group_scores = obs_scores(weight_blocks, fisher.inverse_diagonal(config.damp)).float()
+        del fisher
+        for i, s in zip(group, from_blocks(group_scores, group_shapes, config.block_size)):
+            scores[i] = s
+    return scores

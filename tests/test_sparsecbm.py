@@ -1,0 +1,278 @@
+"""SparseCBM correctness: every concept reads its own mask (the authors' code did not)."""
+
+import json
+
+import pytest
+import torch
+
+from sparsecbm import TrainConfig, load, load_dataset, train
+from sparsecbm.backbones import load_backbone
+from sparsecbm.data import Schema
+from sparsecbm.masks import jaccard, kept, load_masks, prunable_names, save_masks, summary
+from sparsecbm.model import ConceptBottleneckModel, ModelConfig
+from sparsecbm.pruning import PruneConfig, cubic_schedule, mine_masks, select
+from sparsecbm.pruning.fisher import BlockFisher, from_blocks, obs_scores, to_blocks
+
+from .conftest import CONCEPTS
+
+SCHEMA = Schema(labels=("a", "b", "c"), concepts=("food", "service", "noise"), concept_values=(("N", "P", "u"),) * 3)
+
+
+def _random_masks(model, seed, keep=0.4):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        c: {n: torch.rand(m.shape, generator=g) < keep for n, m in per.items()}
+        for c, per in model.masks.items()
+    }
+
+
+@pytest.fixture
+def sparse(tiny_bert):
+    backbone, tokenizer = load_backbone(str(tiny_bert))
+    model = ConceptBottleneckModel(backbone, ModelConfig(kind="sparsecbm", schema=SCHEMA)).eval()
+    model.masks = _random_masks(model, seed=0)
+    batch = tokenizer(["the food was cold", "a quiet room and kind staff"], padding=True, return_tensors="pt")
+    return model, batch
+
+
+def _concept_logits(model, batch):
+    with torch.no_grad():
+        return [model.concept_logits(batch["input_ids"], batch["attention_mask"], k) for k in range(3)]
+
+
+def test_concept_k_reads_mask_k_and_only_mask_k(sparse):
+    model, batch = sparse
+    before = _concept_logits(model, batch)
+    name = prunable_names(model.backbone)[0]
+    model.masks["service"][name] = ~model.masks["service"][name]  # change M_service only
+    after = _concept_logits(model, batch)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[2], after[2])
+    assert not torch.allclose(before[1], after[1])
+
+
+def test_in_place_mask_edits_reach_prediction(sparse):
+    model, batch = sparse
+    before = _concept_logits(model, batch)  # fills the masked-weight cache
+    for mask in model.masks["noise"].values():
+        mask.zero_()  # an experiment: concept "noise" keeps nothing
+    after = _concept_logits(model, batch)
+    assert torch.equal(before[0], after[0])
+    assert not torch.allclose(before[2], after[2])
+
+
+def test_task_logits_are_the_sum_of_concept_terms(sparse):
+    model, batch = sparse
+    with torch.no_grad():
+        out = model(batch["input_ids"], batch["attention_mask"])
+        terms = model.concept_terms(out.activations)  # (n, K, C_y)
+    assert terms.shape == (2, 3, 3)
+    torch.testing.assert_close(out.task_logits, terms.sum(1) + model.classifier.bias)
+    # Eq. 3 term by term: phi_k . sigmoid(psi_k . z_k) with z_k from subnetwork k.
+    for k, logits in enumerate(_concept_logits(model, batch)):
+        phi_k = model.classifier.weight[:, model.concept_slice(k)]
+        torch.testing.assert_close(terms[:, k], torch.sigmoid(logits) @ phi_k.T)
+
+
+def test_gradients_reach_weights_only_through_kept_positions(sparse):
+    model, batch = sparse
+    model.train()
+    params = dict(model.backbone.named_parameters())
+    for k, concept in enumerate(SCHEMA.concepts):
+        model.zero_grad()
+        model.concept_logits(batch["input_ids"], batch["attention_mask"], k).pow(2).sum().backward()
+        for name, mask in model.masks[concept].items():
+            grad = params[name].grad
+            assert torch.all(grad[~mask] == 0), name
+        assert any(params[n].grad[m].abs().sum() > 0 for n, m in model.masks[concept].items())
+    # The joint loss: theta receives the sum over concepts, zero where no concept keeps a weight.
+    model.zero_grad()
+    out = model(batch["input_ids"], batch["attention_mask"])
+    out.task_logits.sum().backward()
+    for name in prunable_names(model.backbone):
+        union = torch.zeros_like(model.masks["food"][name])
+        for c in SCHEMA.concepts:
+            union |= model.masks[c][name]
+        assert torch.all(params[name].grad[~union] == 0), name
+
+
+def test_block_fisher_matches_direct_float64_inverse():
+    torch.manual_seed(0)
+    shapes = [torch.Size([7, 9]), torch.Size([13])]  # 63 + 13 weights, B = 10 -> padded blocks
+    B, m, damp = 10, 24, 1e-3
+    grads = [[torch.randn(s) for s in shapes] for _ in range(m)]
+    weights = [torch.randn(s) for s in shapes]
+    fisher = BlockFisher(n_blocks=to_blocks(weights, B).shape[0], block_size=B)
+    for start in range(0, m, 5):  # chunks of 5, the last one shorter
+        fisher.add(torch.stack([to_blocks(g, B) for g in grads[start : start + 5]]))
+    inv_diag = fisher.inverse_diagonal(damp)
+    scores = from_blocks(obs_scores(to_blocks(weights, B), inv_diag), shapes, B)
+
+    G = torch.stack([to_blocks(g, B) for g in grads]).double()  # (m, n_blocks, B)
+    w = to_blocks(weights, B).double()
+    for b in range(G.shape[1]):
+        F = damp * torch.eye(B, dtype=torch.float64) + G[:, b].T @ G[:, b] / m
+        direct = torch.linalg.inv(F).diagonal()
+        torch.testing.assert_close(inv_diag[b], direct, rtol=1e-5, atol=0)
+        torch.testing.assert_close(obs_scores(w[b], direct), obs_scores(w[b], inv_diag[b]), rtol=1e-5, atol=0)
+    assert [s.shape for s in scores] == shapes
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_select_keeps_exactly_the_schedule_and_never_regrows(scope):
+    torch.manual_seed(0)
+    shapes = [(40, 30), (30,), (17, 5)]
+    masks = [torch.ones(s, dtype=torch.bool) for s in shapes]
+    for sparsity in cubic_schedule(0.75, 4):
+        new = select([torch.randn(s) for s in shapes], masks, sparsity, scope)
+        if scope == "global":
+            assert sum(int(m.sum()) for m in new) == round((1 - sparsity) * sum(m.numel() for m in new))
+        else:
+            assert [int(m.sum()) for m in new] == [round((1 - sparsity) * m.numel()) for m in new]
+        assert all(not torch.any(n & ~o) for n, o in zip(new, masks))  # pruned stay pruned
+        masks = new
+    assert cubic_schedule(0.75, 4)[-1] == pytest.approx(0.75)
+
+
+@pytest.fixture(scope="module")
+def data(reviews):
+    return load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
+                        label_column="stars", concept_columns=CONCEPTS)
+
+
+QUICK = dict(epochs=1, batch_size=8, lr=1e-3, max_length=32)
+PRUNE = dict(fisher_grads=6, fisher_batch_size=4, grad_chunk=4, block_size=8, damp=1e-4, prune_steps=2, finetune_epochs=0.5)
+
+
+def _sparse_train(data, backbone, out=None, **prune):
+    config = TrainConfig(model="sparsecbm", backbone=str(backbone), **QUICK)
+    return train(data, config, prune=PruneConfig(**{**PRUNE, **prune}), out=out, progress=False)
+
+
+@pytest.mark.parametrize("pruner", ["obs", "magnitude", "wanda"])
+def test_pipeline_reaches_the_target_sparsity(data, tiny_bert, pruner):
+    clf = _sparse_train(data, tiny_bert, pruner=pruner)
+    for concept, per in clf.model.masks.items():
+        total = sum(m.numel() for m in per.values())
+        assert kept(per) == round((1 - 2 / 3) * total), concept  # default s = 1 - 1/K, K = 3
+    if pruner == "magnitude":  # identical scores -> identical masks, the control
+        assert jaccard(clf.model.masks["food"], clf.model.masks["price"]) == 1.0
+    else:  # data-dependent scores give concept-specific subnetworks
+        assert jaccard(clf.model.masks["food"], clf.model.masks["price"]) < 1.0
+
+
+def test_same_seed_same_masks(data, tiny_bert):
+    a = _sparse_train(data, tiny_bert).model.masks
+    b = _sparse_train(data, tiny_bert).model.masks
+    assert all(torch.equal(a[c][n], b[c][n]) for c in a for n in a[c])
+
+
+@pytest.fixture(scope="module")
+def saved_sparse(tmp_path_factory, data, tiny_llama):
+    out = tmp_path_factory.mktemp("sparse") / "m"
+    return _sparse_train(data, tiny_llama, out=out), out
+
+
+def test_saved_sparsecbm_restores_masks_and_predictions(saved_sparse, data):
+    clf, out = saved_sparse
+    assert (out / "dense" / "config.json").exists()  # the dense phase is kept
+    loaded = load(out)
+    assert loaded.config.kind == "sparsecbm"
+    for c, per in clf.model.masks.items():
+        assert all(torch.equal(per[n].cpu(), loaded.model.masks[c][n]) for n in per)
+    texts = list(data["test"].texts)
+    assert torch.equal(clf.forward_texts(texts).task_logits, loaded.forward_texts(texts).task_logits)
+    # Bit-packed: an eighth of a byte per weight, plus the header.
+    n_bits = sum(m.numel() for per in clf.model.masks.values() for m in per.values())
+    assert (out / "masks.safetensors").stat().st_size < n_bits / 8 + 20_000
+
+
+def test_init_from_a_dense_cbm(tmp_path, data, tiny_bert, saved_sparse):
+    train(data, TrainConfig(model="cbm", backbone=str(tiny_bert), **QUICK), out=tmp_path / "d", progress=False)
+    config = TrainConfig(model="sparsecbm", backbone=str(tiny_bert), **QUICK)
+    clf = train(data, config, prune=PruneConfig(**PRUNE), init_from=tmp_path / "d", out=tmp_path / "s", progress=False)
+    assert clf.config.kind == "sparsecbm"
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert {r["phase"] for r in log} == {"prune", "sparsecbm"}  # no dense phase: it started from the saved CBM
+    assert [r["step"] for r in log if r["phase"] == "prune"] == [1, 2]
+    assert not (tmp_path / "s" / "dense").exists()
+    with pytest.raises(ValueError, match="expected a dense CBM"):
+        train(data, config, init_from=saved_sparse[1], progress=False)
+
+
+def test_mask_file_round_trip_and_summary(tmp_path, sparse):
+    model, _ = sparse
+    save_masks(model.masks, tmp_path / "masks.safetensors")
+    again = load_masks(tmp_path / "masks.safetensors")
+    assert all(torch.equal(model.masks[c][n], again[c][n]) for c in model.masks for n in model.masks[c])
+    s = summary(model.masks)
+    assert set(s["concepts"]) == set(SCHEMA.concepts)
+    assert s["concepts"]["food"]["sparsity"] == pytest.approx(0.6, abs=0.02)
+    assert set(s["jaccard"]) == {"food|service", "food|noise", "service|noise"}
+    json.dumps(s)  # JSON-ready
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"pruner": "random"}, "--pruner must be one of"), ({"sparsity": 1.0}, "--sparsity must be in"),
+     ({"damp": 0}, "--damp must be positive"), ({"scope": "row"}, "--scope must be one of")],
+)
+def test_bad_prune_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PruneConfig(**kwargs)
+
+
+def test_cli_sparsecbm_train_masks_and_pathway(tmp_path, capsys, reviews, tiny_bert):
+    from sparsecbm.cli import main
+
+    out = tmp_path / "m"
+    argv = ["-q", "train", "--data", str(reviews["train"]), "--dev", str(reviews["dev"]), "--test", str(reviews["test"]),
+            "--text-column", "text", "--label-column", "stars", "--concept-columns", ",".join(CONCEPTS),
+            "--model", "sparsecbm", "--backbone", str(tiny_bert), "--out", str(out), "--epochs", "1",
+            "--batch-size", "8", "--max-length", "32", "--sparsity", "0.5", "--pruner", "obs", "--fisher-grads", "4",
+            "--fisher-batch-size", "4", "--block-size", "10", "--damp", "1e-4", "--prune-steps", "2",
+            "--finetune-epochs", "0.25"]
+    assert main(argv) == 0
+    assert "subnetwork sparsity: food 50.0%" in capsys.readouterr().out
+
+    assert main(["-q", "masks", str(out), "--json", str(tmp_path / "masks.json")]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "masks.json").read_text())
+    assert set(summary) == {"concepts", "jaccard"}
+    assert summary["concepts"]["food"]["sparsity"] == pytest.approx(0.5, abs=1e-6)
+    assert "encoder.layer.0.attention.self.query.weight" in summary["concepts"]["food"]["layers"]
+    assert set(summary["jaccard"]) == {"food|service", "food|price", "service|price"}
+    assert "overlap of kept weights (Jaccard)" in printed
+
+    assert main(["-q", "evaluate", str(out), "--pathway"]) == 0
+    printed = capsys.readouterr().out
+    assert "predicted label" in printed and "pushed" in printed
+    # A dense CBM has no masks: a clear error, exit 2.
+    assert main(["-q", "train", *argv[2:argv.index("--model")], "--model", "cbm", "--backbone", str(tiny_bert),
+                 "--out", str(tmp_path / "d"), "--epochs", "1", "--max-length", "32"]) == 0
+    capsys.readouterr()
+    assert main(["-q", "masks", str(tmp_path / "d")]) == 2
+    assert "has no concept masks" in capsys.readouterr().err
+
+
+def test_pathway_contributions_add_up(saved_sparse, data):
+    from sparsecbm.pathway import pathway
+
+    clf, _ = saved_sparse
+    text = data["test"].texts[0]
+    p = pathway(clf, text)
+    logits = clf.forward_texts([text]).task_logits[0]
+    y = clf.schema.labels.index(p.label)
+    assert sum(s.contribution for s in p.concepts) + p.bias == pytest.approx(float(logits[y]), abs=1e-5)
+    assert [abs(s.contribution) for s in p.concepts] == sorted((abs(s.contribution) for s in p.concepts), reverse=True)
+
+
+def test_obs_scores_do_not_depend_on_the_fisher_memory_budget(saved_sparse, data):
+    """Grouped scoring (a small budget: one weight matrix at a time) gives the same scores."""
+    from sparsecbm.pruning import obs
+
+    clf, _ = saved_sparse
+    config = PruneConfig(**PRUNE)
+    whole = obs.score(clf, 1, data["train"], config, gamma=5.0, seed=3)
+    grouped = obs.score(clf, 1, data["train"], PruneConfig(**PRUNE, fisher_memory_gb=1e-9), gamma=5.0, seed=3)
+    for a, b in zip(whole, grouped):
+        torch.testing.assert_close(a, b)
