@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -120,8 +121,6 @@ def save_masks(masks: Masks, path: str | os.PathLike) -> None:
 
 
 def load_masks(path: str | os.PathLike) -> Masks:
-    from safetensors import safe_open
-
     path = Path(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}

@@ -180,13 +180,15 @@ class ConceptBottleneckModel(nn.Module):
         cols = self.concept_slice(k)
         return F.linear(z, self.projector.weight[cols], self.projector.bias[cols])
 
+    def concept_term(self, k: int, activations_k: torch.Tensor) -> torch.Tensor:
+        """Concept k's additive share of the task logits, ``phi_k a_k``: (n, C_k) -> (n, C_y)."""
+        return activations_k @ self.classifier.weight[:, self.concept_slice(k)].T
+
     def concept_terms(self, activations: torch.Tensor) -> torch.Tensor:
-        """Each concept's additive share of the task logits, (n, K, C_y):
-        ``phi_k a_k``. Task logits = terms.sum(1) + classifier bias (Eq. 3)."""
-        weight = self.classifier.weight  # (C_y, sum C_k)
+        """Every concept's share of the task logits, (n, K, C_y).
+        Task logits = terms.sum(1) + classifier bias (Eq. 3)."""
         return torch.stack(
-            [activations[:, self.concept_slice(k)] @ weight[:, self.concept_slice(k)].T
-             for k in range(len(self.concept_sizes))],
+            [self.concept_term(k, activations[:, self.concept_slice(k)]) for k in range(len(self.concept_sizes))],
             dim=1,
         )
 

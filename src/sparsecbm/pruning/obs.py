@@ -31,8 +31,7 @@ def concept_loss(clf: Classifier, k: int, batch: dict, labels: torch.Tensor, con
     """L_k on one tokenized batch, through concept k's subnetwork."""
     model = clf.model
     logits = model.concept_logits(batch["input_ids"], batch["attention_mask"], k)  # (n, C_k)
-    cols = model.concept_slice(k)
-    task = torch.sigmoid(logits) @ model.classifier.weight[:, cols].T + model.classifier.bias  # (n, C_y)
+    task = model.concept_term(k, torch.sigmoid(logits)) + model.classifier.bias  # (n, C_y)
     return F.cross_entropy(task, labels) + gamma * F.cross_entropy(logits, concepts[:, k])
 
 
