@@ -15,7 +15,7 @@ from the OS each time) and the diagonal of each inverse is read off.
 
 Memory: the Gram accumulator holds n_blocks x B x B float32 values, i.e.
 (#weights, padded) x B x 4 bytes (MiniLM's 10.6M prunable weights, B = 50:
-about 2.1 GB), plus one chunk of gradients (c x #weights x 4 bytes).
+2.0 GiB), plus one chunk of gradients (c x #weights x 4 bytes).
 """
 
 from __future__ import annotations
