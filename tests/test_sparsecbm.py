@@ -43,11 +43,13 @@ def _concept_logits(model, batch):
 def test_concept_k_reads_mask_k_and_only_mask_k(sparse):
     model, batch = sparse
     before = _concept_logits(model, batch)
-    name = prunable_names(model.backbone)[0]
+    # The last block's output matrix: flipping its mask moves the hidden states
+    # well beyond rounding (a query matrix at init barely moves near-uniform attention).
+    name = prunable_names(model.backbone)[-1]
     model.masks["service"][name] = ~model.masks["service"][name]  # change M_service only
     after = _concept_logits(model, batch)
     assert torch.equal(before[0], after[0]) and torch.equal(before[2], after[2])
-    assert not torch.allclose(before[1], after[1])
+    assert (before[1] - after[1]).abs().max() > 1e-3
 
 
 def test_in_place_mask_edits_reach_prediction(sparse):
@@ -252,18 +254,6 @@ def test_cli_sparsecbm_train_masks_and_pathway(tmp_path, capsys, reviews, tiny_b
     capsys.readouterr()
     assert main(["-q", "masks", str(tmp_path / "d")]) == 2
     assert "has no concept masks" in capsys.readouterr().err
-
-
-def test_pathway_contributions_add_up(saved_sparse, data):
-    from sparsecbm.pathway import pathway
-
-    clf, _ = saved_sparse
-    text = data["test"].texts[0]
-    p = pathway(clf, text)
-    logits = clf.forward_texts([text]).task_logits[0]
-    y = clf.schema.labels.index(p.label)
-    assert sum(s.contribution for s in p.concepts) + p.bias == pytest.approx(float(logits[y]), abs=1e-5)
-    assert [abs(s.contribution) for s in p.concepts] == sorted((abs(s.contribution) for s in p.concepts), reverse=True)
 
 
 def test_obs_scores_do_not_depend_on_the_fisher_memory_budget(saved_sparse, data):

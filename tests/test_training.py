@@ -137,6 +137,6 @@ def test_evaluate_rejects_data_of_another_schema(data, tiny_bert, shared_data):
 def test_public_api_is_small_and_pinned():
     assert sorted(sparsecbm.__all__) == [
         "CBMOutput", "Classifier", "ConceptBottleneckModel", "ConceptPrediction", "DataError",
-        "Dataset", "ModelConfig", "Pathway", "Prediction", "PruneConfig", "Schema", "Split", "TrainConfig",
-        "convert_gguf", "load", "load_dataset", "pathway", "train",
+        "Dataset", "Explanation", "ModelConfig", "Prediction", "PruneConfig", "Schema", "Split", "TrainConfig",
+        "convert_gguf", "explain", "load", "load_dataset", "train",
     ]

@@ -6,7 +6,7 @@
     >>> clf.evaluate(data, "test")["concepts"]["mean"]
     >>> sparsecbm.load("runs/cbm").predict(["The food was great but the waiter ignored us."])
     >>> sparse = sparsecbm.train(data, sparsecbm.TrainConfig(model="sparsecbm"), prune=sparsecbm.PruneConfig())
-    >>> print(sparsecbm.pathway(sparse, "Cold food, lovely staff.").describe())
+    >>> print(sparse.explain("Cold food, lovely staff.").describe())
 """
 
 __version__ = "0.1.0"
@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 from .backbones import convert_gguf
 from .classifier import Classifier, ConceptPrediction, Prediction, load
 from .data import DataError, Dataset, Schema, Split, load_dataset
+from .explanations import Explanation, explain
 from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
-from .pathway import Pathway, pathway
 from .pruning import PruneConfig
 from .training import TrainConfig, train
 
@@ -26,16 +26,16 @@ __all__ = [
     "ConceptPrediction",
     "DataError",
     "Dataset",
+    "Explanation",
     "ModelConfig",
-    "Pathway",
     "Prediction",
     "PruneConfig",
     "Schema",
     "Split",
     "TrainConfig",
     "convert_gguf",
+    "explain",
     "load",
     "load_dataset",
-    "pathway",
     "train",
 ]

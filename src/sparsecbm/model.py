@@ -135,38 +135,60 @@ class ConceptBottleneckModel(nn.Module):
         start = sum(self.concept_sizes[:k])
         return slice(start, start + self.concept_sizes[k])
 
-    def masked_weights(self, concept: str) -> dict[str, torch.Tensor]:
+    def masked_weights(self, concept: str, trainable: bool | None = None) -> dict[str, torch.Tensor]:
         """``M_k * theta`` for every prunable weight of ``concept``'s subnetwork.
 
-        With gradients enabled the products are built fresh (gradients reach
-        theta only through kept positions). Without, they are cached and
-        rebuilt when the weight or the mask changes (in place or replaced).
+        Trainable products (the default when gradients are enabled) are built
+        fresh, so gradients reach theta only through kept positions. Otherwise
+        they are constants, cached and rebuilt when the weight or the mask
+        changes (in place or replaced); explanations take gradients with
+        respect to the input through these constants.
         """
         assert self.masks is not None
         params = dict(self.backbone.named_parameters())
-        track = torch.is_grad_enabled()
+        if trainable is None:
+            trainable = torch.is_grad_enabled()
         out = {}
         for name, mask in self.masks[concept].items():
             weight = params[name]
-            if track:  # (cached products may be inference tensors: never put them in a graph)
+            if trainable:
                 out[name] = weight * mask.to(weight.device)
                 continue
             # Holding the tensors keeps their ids unique while the stamp lives.
             stamp = (weight, weight._version, mask, mask._version, weight.device)
             hit = self._masked_cache.get((concept, name))
             if hit is None or not _same_stamp(hit[0], stamp):
-                hit = (stamp, weight.detach() * mask.to(weight.device))
+                # Never an inference tensor: a cached constant may enter an autograd graph.
+                with torch.inference_mode(False), torch.no_grad():
+                    hit = (stamp, weight.detach() * mask.to(weight.device))
                 self._masked_cache[(concept, name)] = hit
             out[name] = hit[1]
         return out
 
     def encode(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, concept: str | None = None
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        concept: str | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        weights: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Pooled representation z, (n, E), in float32: through the dense
-        backbone, or through ``concept``'s subnetwork."""
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if concept is None:
+        backbone, or through ``concept``'s subnetwork.
+
+        ``inputs_embeds`` (n, T, E) replaces the token embeddings of
+        ``input_ids`` (explanations take gradients with respect to them);
+        ``weights`` overrides ``concept``'s masked weights (interventions pass
+        their own ``M_k * theta`` with gradients)."""
+        inputs = {"attention_mask": attention_mask}
+        if inputs_embeds is not None:
+            inputs["inputs_embeds"] = inputs_embeds
+        else:
+            inputs["input_ids"] = input_ids
+        if weights is not None:
+            hidden = functional_call(self.backbone, weights, args=(), kwargs=inputs).last_hidden_state
+        elif concept is None:
             hidden = self.backbone(**inputs).last_hidden_state
         else:
             weights = self.masked_weights(concept)
@@ -174,9 +196,13 @@ class ConceptBottleneckModel(nn.Module):
         pool = masked_mean if self.config.pooling == "mean" else last_token
         return pool(hidden.float(), attention_mask)
 
-    def concept_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> torch.Tensor:
-        """Concept k's logits (n, C_k) from its own subnetwork (SparseCBM)."""
-        z = self.encode(input_ids, attention_mask, self.config.schema.concepts[k])
+    def concept_logits(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, k: int, **encode_kwargs
+    ) -> torch.Tensor:
+        """Concept k's logits (n, C_k): from its own subnetwork (SparseCBM) or
+        the dense backbone (CBM). ``encode_kwargs`` go to :meth:`encode`."""
+        concept = self.config.schema.concepts[k] if self.config.kind == "sparsecbm" else None
+        z = self.encode(input_ids, attention_mask, concept, **encode_kwargs)
         cols = self.concept_slice(k)
         return F.linear(z, self.projector.weight[cols], self.projector.bias[cols])
 

@@ -1,0 +1,402 @@
+"""Explanations of one prediction at three levels, and the decision pathway.
+
+- Concept level (METHOD.md §4): each concept's predicted value, its
+  activation ``a_k = sigmoid(logits_k)`` and its contribution to the
+  predicted label ``y``, ``phi_{y,k} . a_k``. The label's logit is the sum of
+  the contributions plus the classifier bias (Eq. 3), so the contributions
+  say exactly how much each concept pushed the label.
+- Token level: per concept, a score for every word read, from the gradient of
+  that concept's predicted logit with respect to the input token embeddings,
+  taken through the concept's own subnetwork (the dense backbone for a CBM).
+  Word pieces are summed back into words; special tokens get no score.
+- Subnetwork level (SparseCBM): per concept the kept fraction of every weight
+  matrix, a downsampled heatmap of its mask, and the pairwise Jaccard overlap.
+
+``Explanation.to_dict()`` is the stable JSON form (see the README); the
+rendering to HTML and PNG lives in :mod:`sparsecbm.report`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .classifier import Classifier, check_texts
+from .files import atomic_path
+from .masks import count, jaccard, kept, total
+
+METHODS = ("grad", "grad_x_input", "integrated_gradients")
+JSON_VERSION = 1
+HEATMAP_CELLS = 16  # a mask heatmap is at most this many cells a side
+
+
+@dataclass(frozen=True)
+class WordScore:
+    text: str
+    score: float
+    start: int  # character offsets in the explained text
+    end: int
+
+
+@dataclass(frozen=True)
+class ConceptExplanation:
+    name: str
+    value: str  # the predicted value
+    probability: float  # softmax over the concept's values
+    activation: float  # a_k of the predicted value (sigmoid of its logit)
+    activations: dict[str, float]
+    contribution: float  # phi_{y,k} . a_k for the predicted label y
+    contributions: dict[str, float]  # per value: phi_{y,k,v} a_{k,v}
+    words: tuple[WordScore, ...] = ()  # every word read, in text order (empty without a token method)
+
+    def top_words(self, n: int = 5) -> list[WordScore]:
+        return sorted(self.words, key=lambda w: -w.score)[:n]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One text's prediction, explained. ``concepts`` are ranked by |contribution|."""
+
+    text: str
+    label: str
+    probabilities: dict[str, float]
+    bias: float  # classifier bias of the predicted label
+    concepts: tuple[ConceptExplanation, ...]
+    method: str | None  # token-score method, None when token scores were not asked for
+    truncated: bool = False  # the text was longer than the model's max length; later words were not read
+    subnetworks: dict[str, Any] | None = field(default=None, repr=False)
+
+    def describe(self, words: int = 3) -> str:
+        """The pathway in words, for a person."""
+        p = self.probabilities[self.label]
+        lines = [f"text: {self.text!r}", f"predicted label {self.label!r} ({100 * p:.0f}%), because:"]
+        for c in self.concepts:
+            verb = "pushed toward" if c.contribution >= 0 else "pushed against"
+            line = f"  {c.name} = {c.value} ({100 * c.probability:.0f}%) {verb} it by {abs(c.contribution):.2f}"
+            if c.words:
+                line += "; read from: " + ", ".join(repr(w.text) for w in c.top_words(words))
+            lines.append(line)
+        lines.append(f"  (plus a constant {self.bias:+.2f}; the label's logit is the sum)")
+        return "\n".join(lines)
+
+    def to_dict(self, subnetworks: bool = True) -> dict[str, Any]:
+        d = {
+            "version": JSON_VERSION,
+            "text": self.text,
+            "label": self.label,
+            "probabilities": dict(self.probabilities),
+            "bias": self.bias,
+            "method": self.method,
+            "truncated": self.truncated,
+            "concepts": [
+                {
+                    "name": c.name,
+                    "value": c.value,
+                    "probability": c.probability,
+                    "activation": c.activation,
+                    "activations": dict(c.activations),
+                    "contribution": c.contribution,
+                    "contributions": dict(c.contributions),
+                    "tokens": [{"text": w.text, "score": w.score, "start": w.start, "end": w.end} for w in c.words],
+                }
+                for c in self.concepts
+            ],
+        }
+        if subnetworks:
+            d["subnetworks"] = self.subnetworks
+        return d
+
+
+# ---------------------------------------------------------------- words
+
+
+@dataclass(frozen=True)
+class Words:
+    """A tokenized text and which word each piece belongs to."""
+
+    input_ids: torch.Tensor  # (1, T)
+    attention_mask: torch.Tensor  # (1, T)
+    spans: tuple[tuple[int, int], ...]  # character span of each word read
+    piece_word: torch.Tensor  # (T,) word index per piece, -1 for special tokens
+    truncated: bool
+
+    def texts(self, text: str) -> list[str]:
+        return [text[a:b] for a, b in self.spans]
+
+
+def words(clf: Classifier, text: str) -> Words:
+    """Tokenize ``text`` as the model reads it and group word pieces into words."""
+    tok = clf.tokenizer
+    if not tok.is_fast:
+        raise ValueError("explanations need a fast tokenizer (word offsets); this model's tokenizer is not one")
+    enc = tok(text, truncation=True, max_length=clf.max_length, return_offsets_mapping=True,
+              return_overflowing_tokens=False, return_tensors="pt")
+    full = tok(text, add_special_tokens=False, return_attention_mask=False)
+    word_ids = enc.word_ids(0)
+    offsets = enc["offset_mapping"][0].tolist()
+    spans: list[list[int]] = []
+    index: dict[int, int] = {}
+    piece_word = []
+    for wid, (a, b) in zip(word_ids, offsets):
+        if wid is None or b <= a:
+            piece_word.append(-1)
+            continue
+        if wid not in index:
+            index[wid] = len(spans)
+            spans.append([a, b])
+        spans[index[wid]][1] = b
+        piece_word.append(index[wid])
+    # Byte-level BPE offsets include the space before a word: trim it.
+    for s in spans:
+        while s[0] < s[1] and text[s[0]].isspace():
+            s[0] += 1
+    read = sum(1 for w in piece_word if w >= 0)
+    return Words(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        spans=tuple((a, b) for a, b in spans),
+        piece_word=torch.tensor(piece_word),
+        truncated=len(full["input_ids"]) > read,
+    )
+
+
+def _to_words(piece_scores: torch.Tensor, piece_word: torch.Tensor, n_words: int) -> np.ndarray:
+    """Sum piece scores (T,) into word scores (n_words,); special tokens are dropped."""
+    real = piece_word >= 0
+    out = torch.zeros(n_words, dtype=piece_scores.dtype)
+    out.index_add_(0, piece_word[real], piece_scores[real])
+    return out.numpy()
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def _weights(clf: Classifier, k: int, dense: bool) -> dict[str, torch.Tensor] | None:
+    """Concept k's masked weights as constants (None: the dense backbone)."""
+    model = clf.model
+    if model.config.kind != "sparsecbm" or dense:
+        return None
+    return model.masked_weights(model.config.schema.concepts[k], trainable=False)
+
+
+def concept_logits_with_grad(
+    clf: Classifier, k: int, embeds: torch.Tensor, attention_mask: torch.Tensor, *, dense: bool = False
+) -> torch.Tensor:
+    """Concept k's logits (n, C_k) from input embeddings, in the autograd graph.
+
+    ``dense=True`` reads a SparseCBM's shared weights without masks (the
+    comparison the faithfulness benchmark makes)."""
+    model = clf.model
+    weights = _weights(clf, k, dense)
+    if weights is None and model.config.kind == "sparsecbm":  # dense pass of a SparseCBM
+        z = model.encode(None, attention_mask, None, inputs_embeds=embeds)
+        cols = model.concept_slice(k)
+        return F.linear(z, model.projector.weight[cols], model.projector.bias[cols])
+    return model.concept_logits(None, attention_mask, k, inputs_embeds=embeds, weights=weights)
+
+
+def token_scores(
+    clf: Classifier,
+    enc: Words,
+    k: int,
+    target: int | None = None,
+    method: str = "grad",
+    *,
+    steps: int = 20,
+    dense: bool = False,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Word scores for concept k's logit ``target`` (default: the predicted
+    value's), and concept k's logits (1, C_k) on the text, from the same pass.
+
+    grad: the norm of the gradient at each piece's embedding (>= 0).
+    grad_x_input: gradient . embedding (signed: > 0 supports the value).
+    integrated_gradients: (x - x0) . mean gradient on ``steps`` midpoints of
+    the straight path from x0 (the pad token's embedding) to x; special tokens
+    stay fixed. Signed, and sums to about logit(x) - logit(x0).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    model = clf.model
+    device = clf.device
+    ids, attn = enc.input_ids.to(device), enc.attention_mask.to(device)
+    embedding = model.backbone.get_input_embeddings()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            x = embedding(ids).detach()  # (1, T, E)
+            if method == "integrated_gradients":
+                if steps < 1:
+                    raise ValueError(f"steps must be >= 1, got {steps}")
+                with torch.no_grad():
+                    logits = concept_logits_with_grad(clf, k, x, attn, dense=dense)
+                target = int(logits[0].argmax()) if target is None else target
+                pad = clf.tokenizer.pad_token_id
+                x0 = embedding(torch.full_like(ids, pad if pad is not None else 0)).detach()
+                special = (enc.piece_word < 0).to(device).view(1, -1, 1)
+                x0 = torch.where(special, x, x0)
+                alphas = ((torch.arange(steps, device=device, dtype=x.dtype) + 0.5) / steps).view(-1, 1, 1)
+                path = (x0 + alphas * (x - x0)).requires_grad_(True)  # (steps, T, E)
+                path_logits = concept_logits_with_grad(clf, k, path, attn.expand(steps, -1), dense=dense)
+                (grad,) = torch.autograd.grad(path_logits[:, target].sum(), path)
+                pieces = ((x - x0)[0] * grad.mean(0)).sum(-1)
+            else:
+                x.requires_grad_(True)
+                logits = concept_logits_with_grad(clf, k, x, attn, dense=dense)
+                target = int(logits[0].argmax()) if target is None else target
+                (grad,) = torch.autograd.grad(logits[0, target], x)
+                pieces = grad[0].norm(dim=-1) if method == "grad" else (grad[0] * x[0]).sum(-1)
+    finally:
+        model.train(was_training)
+    scores = _to_words(pieces.detach().float().cpu(), enc.piece_word, len(enc.spans))
+    return scores, logits.detach().float().cpu()
+
+
+# ---------------------------------------------------------------- subnetworks
+
+
+def _heatmap(mask: torch.Tensor, cells: int = HEATMAP_CELLS) -> list[list[float]]:
+    """Kept fraction of the mask in a grid of at most ``cells`` x ``cells`` (near-equal bins)."""
+    m = mask.detach().cpu().numpy().reshape(mask.shape[0], -1)
+    rows = np.linspace(0, m.shape[0], min(cells, m.shape[0]) + 1).astype(int)
+    cols = np.linspace(0, m.shape[1], min(cells, m.shape[1]) + 1).astype(int)
+    sums = np.add.reduceat(np.add.reduceat(m.astype(np.int32), rows[:-1], axis=0), cols[:-1], axis=1)
+    pooled = sums / np.outer(np.diff(rows), np.diff(cols))
+    return [[round(float(v), 4) for v in row] for row in pooled]
+
+
+def subnetworks(clf: Classifier, heatmaps: bool = True) -> dict[str, Any] | None:
+    """Per concept: overall and per-matrix kept fraction, mask heatmaps; pairwise Jaccard.
+
+    Cached on the classifier until any mask changes (in place or replaced)."""
+    masks = clf.model.masks
+    if masks is None:
+        return None
+    stamp = tuple((id(m), m._version) for per in masks.values() for m in per.values()) + (heatmaps,)
+    cached = getattr(clf, "_subnetwork_cache", None)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    concepts = {}
+    for c, per in masks.items():
+        entry: dict[str, Any] = {
+            "kept": kept(per) / total(per),
+            "layers": {n: count(m) / m.numel() for n, m in per.items()},
+        }
+        if heatmaps:
+            entry["heatmaps"] = {n: _heatmap(m) for n, m in per.items()}
+        concepts[c] = entry
+    result = {
+        "concepts": concepts,
+        "jaccard": {f"{a}|{b}": jaccard(masks[a], masks[b]) for a, b in itertools.combinations(masks, 2)},
+    }
+    clf._subnetwork_cache = (stamp, result)
+    return result
+
+
+# ---------------------------------------------------------------- the explanation
+
+
+def explain(
+    clf: Classifier,
+    text: str,
+    method: str | None = "grad",
+    *,
+    steps: int = 20,
+    subnetwork_level: bool = True,
+    heatmaps: bool = True,
+) -> Explanation:
+    """Explain one text's prediction at the concept, token and subnetwork levels.
+
+    ``method`` is the token-score method (``grad``, ``grad_x_input`` or
+    ``integrated_gradients``; None skips the token level). The subnetwork level
+    exists for a SparseCBM only.
+    """
+    if isinstance(text, str) and not text.strip():
+        raise ValueError("the text to explain is empty")
+    (text,) = check_texts([text])
+    if not clf.config.has_concepts:
+        raise ValueError("a Standard model has no concepts to explain its label with")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    model = clf.model
+    schema = clf.schema
+    enc = words(clf, text)
+    if method is None:
+        out = clf.forward_texts([text])
+        logits = list(out.concept_logits)
+        scores: list[np.ndarray | None] = [None] * len(logits)
+    else:
+        # Concept k's logits come out of its own gradient pass: no second forward.
+        logits, scores = [], []
+        for k in range(len(schema.concepts)):
+            s, lk = token_scores(clf, enc, k, None, method, steps=steps)
+            logits.append(lk)
+            scores.append(s)
+    with torch.no_grad():
+        activations = torch.sigmoid(torch.cat(logits, dim=1))
+        task = model.classifier(activations.to(clf.device)).float().cpu()[0]
+        probs = task.softmax(-1)
+        y = int(probs.argmax())
+        phi = model.classifier.weight[y].float().cpu()
+    spans = enc.spans
+    word_texts = enc.texts(text)
+    concepts = []
+    for k, (name, values) in enumerate(zip(schema.concepts, schema.concept_values)):
+        cols = model.concept_slice(k)
+        a = activations[0, cols]
+        per_value = (a * phi[cols]).tolist()
+        p = logits[k][0].softmax(-1)
+        v = int(p.argmax())
+        ws = ()
+        if scores[k] is not None:
+            ws = tuple(WordScore(t, float(s), a_, b_) for t, s, (a_, b_) in zip(word_texts, scores[k], spans))
+        concepts.append(ConceptExplanation(
+            name=name,
+            value=values[v],
+            probability=float(p[v]),
+            activation=float(a[v]),
+            activations=dict(zip(values, map(float, a))),
+            contribution=float(sum(per_value)),
+            contributions=dict(zip(values, per_value)),
+            words=ws,
+        ))
+    concepts.sort(key=lambda c: -abs(c.contribution))
+    return Explanation(
+        text=text,
+        label=schema.labels[y],
+        probabilities=dict(zip(schema.labels, map(float, probs))),
+        bias=float(model.classifier.bias[y].detach()),
+        concepts=tuple(concepts),
+        method=method,
+        truncated=enc.truncated,
+        subnetworks=subnetworks(clf, heatmaps) if subnetwork_level else None,
+    )
+
+
+def explain_many(
+    clf: Classifier,
+    texts: list[str],
+    path: str | os.PathLike,
+    method: str | None = "grad",
+    *,
+    steps: int = 20,
+    progress: bool = True,
+) -> int:
+    """Explain every text into one JSONL file (a line per text, in order, with
+    its ``index``; the input-independent subnetwork level is left out: see
+    ``sparsecbm masks --json``). Written to a temporary name, then renamed.
+    Returns the number of lines."""
+    texts = check_texts(texts)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for i, text in enumerate(tqdm(texts, desc="explain", disable=not progress)):
+            e = explain(clf, text, method, steps=steps, subnetwork_level=False)
+            f.write(json.dumps({"index": i, **e.to_dict(subnetworks=False)}, ensure_ascii=False) + "\n")
+    return len(texts)
