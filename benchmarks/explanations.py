@@ -17,7 +17,7 @@
    subnetwork caches) reported apart.
 
     python benchmarks/explanations.py --model runs/pipeline/cebab-sparsecbm
-    python benchmarks/explanations.py --model DIR --n 50 --skip-faithfulness
+    python benchmarks/explanations.py --only speed     # rerun one part, keep the others
 
 Writes explanations.json and explanations.md to --out.
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import platform
 import statistics
@@ -155,10 +156,11 @@ def markdown(r: dict) -> str:
                   "pairs; lower = concepts read more different words):", "",
                   "| scores through | Spearman | top-20% Jaccard |", "|---|---|---|"]
         lines += [f"| {name} | {v['spearman']:.3f} | {v['top_jaccard']:.3f} |" for name, v in spec.items()]
-    s = r["speed"]
-    lines += ["", f"`explain` (three levels, grad), model loaded: median {1000 * s['median_seconds']:.0f} ms, "
-              f"p90 {1000 * s['p90_seconds']:.0f} ms over {s['n']} texts; first call {s['first_call_seconds']:.1f} s "
-              "(builds the masked-weight and subnetwork caches)."]
+    s = r.get("speed")
+    if s:
+        lines += ["", f"`explain` (three levels, grad), model loaded: median {1000 * s['median_seconds']:.0f} ms, "
+                  f"p90 {1000 * s['p90_seconds']:.0f} ms over {s['n']} texts; first call {s['first_call_seconds']:.1f} s "
+                  "(builds the masked-weight and subnetwork caches)."]
     return "\n".join(lines) + "\n"
 
 
@@ -168,7 +170,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="test texts for faithfulness and specificity")
     parser.add_argument("--steps", type=int, default=20, help="integrated-gradients steps")
     parser.add_argument("--specificity-method", default="grad_x_input", choices=METHODS)
-    parser.add_argument("--skip-faithfulness", action="store_true")
+    parser.add_argument("--only", nargs="*", choices=("speed", "faithfulness", "specificity"),
+                        help="parts to (re)run; the others are kept from an earlier explanations.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
@@ -176,24 +179,30 @@ def main() -> None:
     clf = sparsecbm.load(args.model)
     data = dataset_from_spec(clf.data_spec)
     texts = list(data["test"].texts[: args.n])
-    result = {
+    out = Path(args.out)
+    parts = set(args.only or ("speed", "faithfulness", "specificity"))
+    previous = out / "explanations.json"
+    result = json.loads(previous.read_text()) if args.only and previous.exists() else {}
+    result.update({
         "command": "python benchmarks/explanations.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (False, None)),
+            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if v not in (False, None)),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "model": args.model,
         "n_texts": len(texts),
-    }
-    result["speed"] = speed(clf, list(data["test"].texts[:50]))
-    print(f"speed: {result['speed']}", flush=True)
-    if not args.skip_faithfulness:
+    })
+    if "speed" in parts:
+        result["speed"] = speed(clf, list(data["test"].texts[:50]))
+        print(f"speed: {result['speed']}", flush=True)
+    if "faithfulness" in parts:
         result["faithfulness"] = faithfulness(clf, texts, args.steps, args.seed)
-    variants = {"SparseCBM subnetworks": (clf, False), "same weights, no masks": (clf, True)}
-    dense_dir = Path(args.model) / "dense"
-    if (dense_dir / "config.json").exists():
-        variants["dense CBM it was pruned from"] = (sparsecbm.load(dense_dir), False)
-    result["specificity_method"] = args.specificity_method
-    result["specificity"] = specificity(variants, texts, args.specificity_method)
-    out = Path(args.out)
+    if "specificity" in parts:
+        variants = {"SparseCBM subnetworks": (clf, False), "same weights, no masks": (clf, True)}
+        dense_dir = Path(args.model) / "dense"
+        if (dense_dir / "config.json").exists():
+            variants["dense CBM it was pruned from"] = (sparsecbm.load(dense_dir), False)
+        result["specificity_method"] = args.specificity_method
+        result["specificity"] = specificity(variants, texts, args.specificity_method)
     write_json(out / "explanations.json", result)
     write_text(out / "explanations.md", markdown(result))
     print((out / "explanations.md").read_text())

@@ -98,6 +98,8 @@ def _sparse(data: str, extra: list[str], seed_args: list[str], pruner: str, spar
 
 
 def _mean(runs: list[dict], path: tuple[str, ...]) -> float | None:
+    if not runs:
+        return None
     values = []
     for r in runs:
         v = r["test"]

@@ -76,3 +76,29 @@ def reviews(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return find_data_dir()
+
+
+def random_masks(model, seed: int, keep: float = 0.4) -> dict:
+    """Random concept masks keeping about ``keep`` of every prunable weight."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        c: {n: torch.rand(m.shape, generator=g) < keep for n, m in per.items()}
+        for c, per in model.masks.items()
+    }
+
+
+TINY_SCHEMA = dict(labels=("a", "b", "c"), concepts=("food", "service", "noise"), concept_values=(("N", "P", "u"),) * 3)
+
+
+@pytest.fixture
+def sparse_clf(tiny_bert):
+    """An untrained tiny SparseCBM classifier with random masks (fast, no training)."""
+    from sparsecbm import Classifier
+    from sparsecbm.data import Schema
+    from sparsecbm.model import ConceptBottleneckModel, ModelConfig
+
+    torch.manual_seed(0)
+    backbone, tokenizer = backbones.load_backbone(str(tiny_bert))
+    model = ConceptBottleneckModel(backbone, ModelConfig(kind="sparsecbm", schema=Schema(**TINY_SCHEMA))).eval()
+    model.masks = random_masks(model, seed=0)
+    return Classifier(model, tokenizer, max_length=32)

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from sparsecbm import Classifier, TrainConfig, train
+from sparsecbm import Classifier
 from sparsecbm.backbones import load_backbone
 from sparsecbm.cli import main
 from sparsecbm.data import Schema
@@ -14,19 +14,10 @@ from sparsecbm.explanations import METHODS, explain, words
 from sparsecbm.model import ConceptBottleneckModel, ModelConfig
 from sparsecbm.report import html_report, save_png
 
-from .test_sparsecbm import QUICK, _random_masks
+from .conftest import TINY_SCHEMA
 
-SCHEMA = Schema(labels=("a", "b", "c"), concepts=("food", "service", "noise"), concept_values=(("N", "P", "u"),) * 3)
+SCHEMA = Schema(**TINY_SCHEMA)
 TEXT = "the food was unbelievably awful and the service lovely"
-
-
-@pytest.fixture
-def sparse_clf(tiny_bert):
-    torch.manual_seed(0)
-    backbone, tokenizer = load_backbone(str(tiny_bert))
-    model = ConceptBottleneckModel(backbone, ModelConfig(kind="sparsecbm", schema=SCHEMA)).eval()
-    model.masks = _random_masks(model, seed=0)
-    return Classifier(model, tokenizer, max_length=32)
 
 
 @pytest.mark.parametrize("method", METHODS)

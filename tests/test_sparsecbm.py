@@ -13,24 +13,17 @@ from sparsecbm.model import ConceptBottleneckModel, ModelConfig
 from sparsecbm.pruning import PruneConfig, cubic_schedule, mine_masks, select
 from sparsecbm.pruning.fisher import BlockFisher, from_blocks, obs_scores, to_blocks
 
-from .conftest import CONCEPTS
+from .conftest import CONCEPTS, TINY_SCHEMA, random_masks
 
-SCHEMA = Schema(labels=("a", "b", "c"), concepts=("food", "service", "noise"), concept_values=(("N", "P", "u"),) * 3)
-
-
-def _random_masks(model, seed, keep=0.4):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        c: {n: torch.rand(m.shape, generator=g) < keep for n, m in per.items()}
-        for c, per in model.masks.items()
-    }
+SCHEMA = Schema(**TINY_SCHEMA)
 
 
 @pytest.fixture
 def sparse(tiny_bert):
+    torch.manual_seed(0)  # the heads' initialisation
     backbone, tokenizer = load_backbone(str(tiny_bert))
     model = ConceptBottleneckModel(backbone, ModelConfig(kind="sparsecbm", schema=SCHEMA)).eval()
-    model.masks = _random_masks(model, seed=0)
+    model.masks = random_masks(model, seed=0)
     batch = tokenizer(["the food was cold", "a quiet room and kind staff"], padding=True, return_tensors="pt")
     return model, batch
 
@@ -49,7 +42,7 @@ def test_concept_k_reads_mask_k_and_only_mask_k(sparse):
     model.masks["service"][name] = ~model.masks["service"][name]  # change M_service only
     after = _concept_logits(model, batch)
     assert torch.equal(before[0], after[0]) and torch.equal(before[2], after[2])
-    assert (before[1] - after[1]).abs().max() > 1e-3
+    assert (before[1] - after[1]).abs().max() > 1e-5  # rounding differences are ~1e-7
 
 
 def test_in_place_mask_edits_reach_prediction(sparse):

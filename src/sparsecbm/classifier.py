@@ -114,6 +114,8 @@ class Classifier:
         self.max_length = max_length
         self.data_spec = data_spec or {}
         self.meta = meta or {}  # training settings and the selected epoch's dev scores
+        self.path: Path | None = None  # the folder it was loaded from or last saved to
+        self.interventions: list = []  # persisted mask edits (sparsecbm.intervention.Edit), oldest first
 
     @property
     def config(self) -> ModelConfig:
@@ -226,21 +228,51 @@ class Classifier:
 
         return explain(self, text, method, **kwargs)
 
+    def intervene(self, text: str, concept: str, value: str, **kwargs: Any):
+        """Correct ``concept`` to ``value`` on ``text`` by rewiring its mask (SparseCBM).
+
+        ``ratio`` (0.01), ``steps`` (1), ``persist`` (False), ``label``: see
+        :func:`sparsecbm.intervention.intervene`. Returns the before/after result."""
+        from .intervention import intervene
+
+        return intervene(self, text, concept, value, **kwargs)
+
+    def undo(self):
+        """Revert the last persisted intervention bit for bit; returns its record."""
+        from .intervention import undo
+
+        return undo(self)
+
+    def oracle(self, text: str, corrections: dict[str, str]) -> dict[str, Any]:
+        """Oracle intervention: the label once the corrected concepts' activations are set to the truth."""
+        from .intervention import oracle
+
+        return oracle(self, text, corrections)
+
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the model folder (each file to a temporary name, then renamed)."""
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the model folder (each file to a temporary name, then renamed);
+        with no path, the folder it was loaded from. Masks and the intervention log included."""
+        if path is None:
+            if self.path is None:
+                raise ValueError("this model was never saved or loaded: give a folder to save it to")
+            path = self.path
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         with atomic_path(path / "model.safetensors") as tmp:
             save_model(self.model, str(tmp), metadata={"format": FORMAT})
         if self.model.masks is not None:
+            from .intervention import save_log
+
             save_masks(self.model.masks, path / "masks.safetensors")
+            save_log(self, path)
         if not (path / "tokenizer").exists():
             with atomic_path(path / "tokenizer", is_dir=True) as tmp:
                 self.tokenizer.save_pretrained(tmp)
         # config.json last: its presence marks a complete checkpoint.
         self.save_config(path)
+        self.path = path
         return path
 
     def save_config(self, path: str | os.PathLike) -> None:
@@ -285,4 +317,9 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Clas
         data_spec=meta.pop("data", {}),
         meta=meta,
     )
+    if masks is not None:
+        from .intervention import load_log
+
+        clf.interventions = load_log(path)
+    clf.path = path
     return clf.to(device)

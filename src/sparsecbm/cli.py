@@ -53,6 +53,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.01, got {text!r}") from None
+    if not 0.0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 0.5), got {value}")
+    return value
+
+
 def _test_rows(text: str) -> int | None:
     return None if text == "all" else _positive_int(text)
 
@@ -162,6 +172,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Per concept: sparsity overall and per weight matrix; pairwise Jaccard overlap.")
     m.add_argument("model_dir", metavar="DIR")
     m.add_argument("--json", dest="json_out", metavar="FILE", help="write the summary as JSON")
+    m.add_argument("--diff", metavar="OTHER_DIR",
+                   help="instead: which weights differ in OTHER_DIR's masks (e.g. after interventions), per matrix")
 
     x = sub.add_parser(
         "explain", help="explain predictions: concepts, the words they read, their subnetworks",
@@ -178,6 +190,26 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--split", default="test", help="batch mode: the split to explain (default test)")
     x.add_argument("--jsonl", metavar="FILE", help="batch mode: one explanation per line")
     x.add_argument("--max-examples", type=_positive_int, help="batch mode: the split's first N rows only")
+
+    v = sub.add_parser(
+        "intervene", help="correct concepts by rewiring their masks: NI / SI / oracle over a split",
+        description="per-example: correct each wrong concept, re-predict, restore (the paper's protocol). "
+        "persistent: edits from --edit-split accumulate; --eval-split is scored before and after.",
+    )
+    v.add_argument("model_dir", metavar="DIR")
+    _add_data_args(v, required=False)
+    v.add_argument("--mode", choices=("per-example", "persistent"), default="per-example")
+    v.add_argument("--split", default="test", help="per-example: the split (default test)")
+    v.add_argument("--edit-split", default="dev", help="persistent: the split whose corrections are applied")
+    v.add_argument("--eval-split", default="test", help="persistent: the split the edits never see")
+    v.add_argument("--ratio", type=_ratio, nargs="+", default=[0.01],
+                   help="fraction of prunable weights dropped (and grown) per step; several give a curve")
+    v.add_argument("--steps", type=_positive_int, default=1, help="steps per correction while still wrong")
+    v.add_argument("--max-examples", type=_positive_int, help="the split's first N rows only")
+    v.add_argument("--without-label", action="store_true", help="rank weights by the concept loss only (no task term)")
+    v.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON")
+    v.add_argument("--png", metavar="FILE", help="per-example: plot accuracy against the ratio")
+    v.add_argument("--save-to", metavar="OUT", help="persistent: save the edited model (masks + log) here")
 
     c = sub.add_parser("convert-gguf", help="convert the SmolLM2 GGUF file once into a safetensors folder",
                        description="Make the decoder backbone 'smollm2-135m' usable offline.")
@@ -227,7 +259,28 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(explain(clf, dataset[args.split].texts[0], subnetwork_level=False).describe())
 
 
+def _diff_masks(args: argparse.Namespace) -> None:
+    a, b = (masks.load_masks(_masks_file(d)) for d in (args.model_dir, args.diff))
+    result = masks.diff(a, b)
+    for concept, d in result["concepts"].items():
+        print(f"{concept}: {d['dropped']} weights dropped, {d['grown']} grown")
+        for layer, n in d["layers"].items():
+            print(f"  {layer}: -{n['dropped']} +{n['grown']}")
+    if args.json_out:
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out}")
+
+
+def _masks_file(model_dir: str) -> Path:
+    path = Path(model_dir) / "masks.safetensors"
+    if not path.exists():
+        raise ValueError(f"{model_dir}: no masks.safetensors (not a SparseCBM model folder)")
+    return path
+
+
 def cmd_masks(args: argparse.Namespace) -> None:
+    if args.diff:
+        return _diff_masks(args)
     clf = load(args.model_dir)
     if clf.model.masks is None:
         raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks")
@@ -242,6 +295,9 @@ def cmd_masks(args: argparse.Namespace) -> None:
     print("\noverlap of kept weights (Jaccard):")
     for pair, j in summary["jaccard"].items():
         print(f"  {pair.replace('|', ' & ')}: {j:.3f}")
+    for e in clf.interventions:
+        print(f"intervention: {e.concept} -> {e.value}, ratio {e.ratio:g}, {e.steps} step(s), "
+              f"{2 * e.drop.numel()} bits flipped, on {e.text[:50]!r}")
     if args.json_out:
         write_json(args.json_out, summary)
         print(f"wrote {args.json_out}")
@@ -296,6 +352,52 @@ def cmd_explain(args: argparse.Namespace) -> None:
             print(f"wrote {path}")
 
 
+def cmd_intervene(args: argparse.Namespace) -> None:
+    from . import protocols
+
+    clf = load(args.model_dir)
+    if clf.model.masks is None:
+        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks to rewire")
+    if args.mode == "persistent" and len(args.ratio) != 1:
+        raise ValueError("--mode persistent takes one --ratio")
+    if args.save_to and args.mode != "persistent":
+        raise ValueError("--save-to saves persistent edits; use it with --mode persistent")
+    if args.png and args.mode != "per-example":
+        raise ValueError("--png plots the per-example curve; use it with --mode per-example")
+    dataset = _load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    clf.check_schema(dataset.schema, dataset.name)
+    progress = not args.quiet
+    if args.mode == "per-example":
+        split = dataset[args.split].head(args.max_examples)
+        result = protocols.per_example(clf, split, args.ratio, steps=args.steps, use_label=not args.without_label,
+                                       progress=progress)
+        print(f"{dataset.name} {args.split}: {result['n']} examples, {result['wrong_concepts']} wrong concepts "
+              f"in {result['examples_with_a_wrong_concept']} examples")
+        print(f"{'':<22}{'concept acc %':>14}{'task acc %':>12}{'fixed %':>9}")
+        for name, r in (("NI", result["NI"]), *((f"SI r={k}", v) for k, v in result["SI"].items()), ("oracle", result["oracle"])):
+            fixed = f"{100 * r['corrections_fixed']:>9.1f}" if "corrections_fixed" in r else ""
+            print(f"{name:<22}{100 * r['concept_accuracy']:>14.1f}{100 * r['task_accuracy']:>12.1f}{fixed}")
+        if args.png:
+            protocols.plot_ratios(result, args.png)
+            print(f"wrote {args.png}")
+    else:
+        result = protocols.persistent(clf, dataset[args.edit_split].head(args.max_examples), dataset[args.eval_split],
+                                      args.ratio[0], steps=args.steps, use_label=not args.without_label, progress=progress)
+        print(f"{result['edits']} edits for {result['wrong_concepts']} wrong concepts on {args.edit_split}; "
+              f"fixed when edited {result['fixed_when_edited']}, still fixed at the end {result['still_fixed_at_end']}; "
+              f"{result['bits_changed']} mask bits differ from the original")
+        for split_name, key in ((args.edit_split, "edit_split"), (args.eval_split, "eval_split")):
+            b, a = result[key]["before"], result[key]["after"]
+            print(f"{split_name}: concept acc {100 * b['concept_accuracy']:.1f} -> {100 * a['concept_accuracy']:.1f} %, "
+                  f"task acc {100 * b['task_accuracy']:.1f} -> {100 * a['task_accuracy']:.1f} %")
+        if args.save_to:
+            clf.save(args.save_to)
+            print(f"saved the edited model to {args.save_to}")
+    if args.json_out:
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out}")
+
+
 def cmd_convert_gguf(args: argparse.Namespace) -> None:
     out = convert_gguf(args.out, args.gguf)
     print(f"converted backbone in {out}; train with --backbone {out}" + (
@@ -304,7 +406,7 @@ def cmd_convert_gguf(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "masks": cmd_masks,
-    "explain": cmd_explain, "convert-gguf": cmd_convert_gguf,
+    "explain": cmd_explain, "intervene": cmd_intervene, "convert-gguf": cmd_convert_gguf,
 }
 
 

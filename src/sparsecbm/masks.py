@@ -117,6 +117,24 @@ def summary(masks: Masks) -> dict:
     }
 
 
+def diff(a: Masks, b: Masks) -> dict:
+    """What changes from masks ``a`` to masks ``b``: per concept and weight matrix,
+    the weights dropped (kept in a, not in b) and grown (the reverse)."""
+    if list(a) != list(b) or any(sorted(a[c]) != sorted(b[c]) for c in a):
+        raise ValueError("the two models' masks cover different concepts or weights")
+    out = {}
+    for c in a:
+        layers = {}
+        for n in a[c]:
+            x, y = _bits(a[c][n]), _bits(b[c][n])
+            dropped, grown = int(np.count_nonzero(x & ~y)), int(np.count_nonzero(~x & y))
+            if dropped or grown:
+                layers[n] = {"dropped": dropped, "grown": grown}
+        out[c] = {"dropped": sum(v["dropped"] for v in layers.values()),
+                  "grown": sum(v["grown"] for v in layers.values()), "layers": layers}
+    return {"concepts": out}
+
+
 def save_masks(masks: Masks, path: str | os.PathLike) -> None:
     """Bit-packed safetensors, shapes in the metadata (written atomically)."""
     tensors, shapes = {}, {}

@@ -165,6 +165,26 @@ class ConceptBottleneckModel(nn.Module):
             out[name] = hit[1]
         return out
 
+    def update_mask(self, concept: str, name: str, clear: torch.Tensor, set_: torch.Tensor) -> None:
+        """Clear flat positions ``clear`` and set ``set_`` of one mask in place, and
+        patch the cached ``M_k * theta`` at those positions only (instead of
+        rebuilding it on the next pass) when the cache was current."""
+        mask = self.masks[concept][name]
+        hit = self._masked_cache.get((concept, name))
+        was_current = hit is not None and hit[0][2] is mask and hit[0][3] == mask._version
+        flat = mask.view(-1)
+        clear, set_ = clear.to(mask.device), set_.to(mask.device)
+        flat[clear] = False
+        flat[set_] = True
+        if not was_current or hit[0][0]._version != hit[0][1]:
+            return  # no current cache (or the weight changed too): the next pass rebuilds
+        stamp, product = hit
+        weight = stamp[0].detach().view(-1)
+        with torch.inference_mode(False), torch.no_grad():
+            product.view(-1)[clear] = 0.0
+            product.view(-1)[set_] = weight[set_]
+        self._masked_cache[(concept, name)] = ((stamp[0], stamp[1], mask, mask._version, stamp[4]), product)
+
     def encode(
         self,
         input_ids: torch.Tensor | None,

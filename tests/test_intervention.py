@@ -1,0 +1,175 @@
+"""Interventions change one concept's mask and nothing else, by exactly 2n bits, and can be undone."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sparsecbm import load
+from sparsecbm.cli import main
+from sparsecbm.data import Split
+from sparsecbm.intervention import pick
+from sparsecbm.masks import kept, total
+from sparsecbm.protocols import per_example
+
+TEXT = "the food was awful and the service lovely"
+
+
+def _snapshot(clf):
+    weights = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    masks = {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
+    return weights, masks
+
+
+def _same_masks(a, b, concepts=None):
+    return all(torch.equal(a[c][n], b[c][n]) for c in (concepts or a) for n in a[c])
+
+
+def _flipped(a, b, concept):
+    return sum(int((a[concept][n] != b[concept][n]).sum()) for n in a[concept])
+
+
+def _wrong_value(clf, concept):
+    """A value the model does not predict for TEXT (so the intervention has work to do)."""
+    predicted = clf.predict([TEXT])[0].concepts[concept].value
+    return next(v for v in ("N", "P", "u") if v != predicted)
+
+
+def test_only_mask_k_changes_by_exactly_2n_bits(sparse_clf):
+    weights, masks = _snapshot(sparse_clf)
+    value = _wrong_value(sparse_clf, "service")
+    r = sparse_clf.intervene(TEXT, "service", value, ratio=0.03, steps=1, persist=True)
+    n = round(0.03 * total(masks["service"]))
+    assert r.steps == 1 and r.n == n and r.persisted
+    assert all(torch.equal(v, sparse_clf.model.state_dict()[k]) for k, v in weights.items())  # theta, psi, phi
+    now = sparse_clf.model.masks
+    assert _same_masks(masks, now, ["food", "noise"])
+    assert _flipped(masks, now, "service") == 2 * n
+    assert kept(now["service"]) == kept(masks["service"])  # sparsity unchanged
+    assert sum(v["dropped"] for v in r.per_layer.values()) == sum(v["grown"] for v in r.per_layer.values()) == n
+    assert r.before["value"] != value and r.fixed == (r.after["value"] == value)
+
+
+def test_transient_intervention_restores_the_mask(sparse_clf):
+    _, masks = _snapshot(sparse_clf)
+    r = sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.05, steps=3)
+    assert r.steps >= 1 and not r.persisted
+    assert _same_masks(masks, sparse_clf.model.masks) and sparse_clf.interventions == []
+
+
+def test_ratio_zero_changes_nothing(sparse_clf):
+    _, masks = _snapshot(sparse_clf)
+    r = sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.0, persist=True)
+    assert r.n == 0 and r.per_layer == {} and not r.fixed
+    assert _same_masks(masks, sparse_clf.model.masks)
+
+
+def test_undo_restores_the_masks_bit_for_bit(sparse_clf):
+    _, masks = _snapshot(sparse_clf)
+    for concept in ("food", "food", "noise"):
+        sparse_clf.intervene(TEXT, concept, _wrong_value(sparse_clf, concept), ratio=0.04, steps=3, persist=True)
+    assert len(sparse_clf.interventions) == 3
+    for _ in range(3):
+        sparse_clf.undo()
+    assert _same_masks(masks, sparse_clf.model.masks)
+    with pytest.raises(ValueError, match="no intervention to undo"):
+        sparse_clf.undo()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(concept="price", value="P"), "unknown concept 'price'"),
+    (dict(concept="food", value="Great"), "unknown value 'Great' for concept 'food'"),
+    (dict(concept="food", value="P", ratio=0.7), "ratio must be in"),
+    (dict(concept="food", value="P", label="z"), "unknown label 'z'"),
+])
+def test_bad_intervention_is_refused_and_changes_nothing(sparse_clf, kwargs, message):
+    weights, masks = _snapshot(sparse_clf)
+    with pytest.raises(ValueError, match=message):
+        sparse_clf.intervene(TEXT, persist=True, **kwargs)
+    assert _same_masks(masks, sparse_clf.model.masks) and sparse_clf.interventions == []
+
+
+def test_persisted_log_reloads_with_the_model(sparse_clf, tmp_path):
+    _, original = _snapshot(sparse_clf)
+    sparse_clf.intervene(TEXT, "noise", _wrong_value(sparse_clf, "noise"), ratio=0.02, steps=2, persist=True, label="b")
+    sparse_clf.save(tmp_path / "m")
+    loaded = load(tmp_path / "m")
+    assert [e.to_json() for e in loaded.interventions] == [e.to_json() for e in sparse_clf.interventions]
+    assert _same_masks(sparse_clf.model.masks, loaded.model.masks)
+    loaded.undo()
+    loaded.save()  # back to the folder it came from
+    assert _same_masks(original, load(tmp_path / "m").model.masks) and load(tmp_path / "m").interventions == []
+
+
+@pytest.mark.parametrize("largest", [False, True])
+def test_pick_is_exact_with_ties_and_only_allowed_positions(largest):
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 50, 200_000).astype(np.float32)  # many ties
+    allowed = rng.random(200_000) < 0.3
+    for n in (0, 1, 777, 30_000, int(allowed.sum())):
+        idx = pick(values, allowed, n, largest=largest)
+        assert idx.size == n and np.unique(idx).size == n and bool(allowed[idx].all())
+        if n:
+            chosen = np.zeros_like(allowed)
+            chosen[idx] = True
+            rest = values[allowed & ~chosen]
+            if rest.size:
+                assert (values[chosen].min() >= rest.max()) if largest else (values[chosen].max() <= rest.min())
+    with pytest.raises(ValueError, match="cannot choose"):
+        pick(values, allowed, int(allowed.sum()) + 1, largest=largest)
+
+
+def test_per_example_protocol_restores_masks_and_reports_ni_si_oracle(sparse_clf):
+    g = torch.Generator().manual_seed(1)
+    texts = tuple(f"{TEXT} {w}" for w in ("today", "again", "twice", "sadly", "once", "later"))
+    split = Split(texts, torch.randint(3, (6,), generator=g).numpy(), torch.randint(3, (6, 3), generator=g).numpy())
+    _, masks = _snapshot(sparse_clf)
+    result = per_example(sparse_clf, split, [0.0, 0.05], steps=2, progress=False)
+    assert _same_masks(masks, sparse_clf.model.masks)
+    assert result["oracle"]["concept_accuracy"] == 1.0
+    assert result["SI"]["0"]["concept_accuracy"] == result["NI"]["concept_accuracy"]  # n = 0: no change
+    assert result["SI"]["0.05"]["bits_per_step"] == 2 * round(0.05 * total(masks["food"]))
+
+
+def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, reviews, tiny_bert):
+    data = ["--data", str(reviews["train"]), "--dev", str(reviews["dev"]), "--test", str(reviews["test"]),
+            "--text-column", "text", "--label-column", "stars", "--concept-columns", "food,service,price"]
+    out = tmp_path / "m"
+    assert main(["-q", "train", *data, "--model", "sparsecbm", "--backbone", str(tiny_bert), "--out", str(out),
+                 "--epochs", "1", "--max-length", "32", "--prune-steps", "1", "--pruner", "magnitude",
+                 "--finetune-epochs", "0"]) == 0
+    capsys.readouterr()
+    j, png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["-q", "intervene", str(out), *data, "--ratio", "0.01", "0.05", "--max-examples", "6",
+                 "--json", str(j), "--png", str(png)]) == 0
+    assert "oracle" in capsys.readouterr().out
+    result = json.loads(j.read_text())
+    assert set(result["SI"]) == {"0.01", "0.05"} and png.read_bytes()[:4] == b"\x89PNG"
+
+    edited = tmp_path / "edited"
+    assert main(["-q", "intervene", str(out), *data, "--mode", "persistent", "--ratio", "0.02",
+                 "--max-examples", "6", "--save-to", str(edited), "--json", str(j)]) == 0
+    persistent = json.loads(j.read_text())
+    assert persistent["kept_counts_unchanged"] and persistent["eval_split"]["n"] == 16
+    capsys.readouterr()
+    assert main(["-q", "masks", str(out), "--diff", str(edited), "--json", str(j)]) == 0
+    diff = json.loads(j.read_text())["concepts"]
+    assert sum(d["dropped"] for d in diff.values()) == sum(d["grown"] for d in diff.values())
+    assert 2 * sum(d["dropped"] for d in diff.values()) == persistent["bits_changed"]
+    assert len(load(edited).interventions) == persistent["edits"]
+
+    with pytest.raises(SystemExit):  # argparse refuses it before anything loads
+        main(["-q", "intervene", str(out), *data, "--ratio", "0.9"])
+    assert "expected a fraction in [0, 0.5)" in capsys.readouterr().err
+
+
+def test_patched_masked_weight_cache_equals_a_rebuild(sparse_clf):
+    model = sparse_clf.model
+    sparse_clf.predict([TEXT])  # fills the cache of masked weights
+    sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.05, steps=2, persist=True)
+    sparse_clf.undo()
+    sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.02, persist=True)
+    params = dict(model.backbone.named_parameters())
+    cached = model.masked_weights("food", trainable=False)
+    assert all(torch.equal(cached[n], params[n].detach() * m) for n, m in model.masks["food"].items())
