@@ -1,5 +1,5 @@
 # The README's two set-up commands: `make run` (install + the SparseCBM pipeline
-# on CEBaB, then test scores and one pathway) and `make test` (install + the
+# on CEBaB, then test scores, one pathway in words and an HTML/PNG explanation) and `make test` (install + the
 # test suite). Both create .venv
 # and install through constraints.txt, so nothing is needed by hand.
 PYTHON ?= python3
@@ -9,6 +9,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 RUN_DIR ?= runs/cebab-sparsecbm
 DATA_DIR ?=
 RUN_ARGS ?=
+EXPLAIN_TEXT ?= The pasta was cold and bland, but our waiter was lovely and the room was quiet.
 data_dir_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 .PHONY: install run test smollm2 clean
@@ -23,6 +24,7 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/sparsecbm train --data cebab $(data_dir_flag) --model sparsecbm --out $(RUN_DIR) --overwrite $(RUN_ARGS)
 	$(BIN)/sparsecbm evaluate $(RUN_DIR) $(data_dir_flag) --split test --json $(RUN_DIR)/test_scores.json --pathway
+	$(BIN)/sparsecbm explain $(RUN_DIR) "$(EXPLAIN_TEXT)" --html $(RUN_DIR)/explanation.html --png $(RUN_DIR)/pathway.png
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -179,28 +179,19 @@ def _to_words(piece_scores: torch.Tensor, piece_word: torch.Tensor, n_words: int
 # ---------------------------------------------------------------- gradients
 
 
-def _weights(clf: Classifier, k: int, dense: bool) -> dict[str, torch.Tensor] | None:
-    """Concept k's masked weights as constants (None: the dense backbone)."""
-    model = clf.model
-    if model.config.kind != "sparsecbm" or dense:
-        return None
-    return model.masked_weights(model.config.schema.concepts[k], trainable=False)
-
-
 def concept_logits_with_grad(
     clf: Classifier, k: int, embeds: torch.Tensor, attention_mask: torch.Tensor, *, dense: bool = False
 ) -> torch.Tensor:
-    """Concept k's logits (n, C_k) from input embeddings, in the autograd graph.
+    """Concept k's logits (n, C_k) from input embeddings, in the autograd graph,
+    through its subnetwork's masked weights held as constants.
 
     ``dense=True`` reads a SparseCBM's shared weights without masks (the
     comparison the faithfulness benchmark makes)."""
     model = clf.model
-    weights = _weights(clf, k, dense)
-    if weights is None and model.config.kind == "sparsecbm":  # dense pass of a SparseCBM
-        z = model.encode(None, attention_mask, None, inputs_embeds=embeds)
-        cols = model.concept_slice(k)
-        return F.linear(z, model.projector.weight[cols], model.projector.bias[cols])
-    return model.concept_logits(None, attention_mask, k, inputs_embeds=embeds, weights=weights)
+    weights = None
+    if model.config.kind == "sparsecbm" and not dense:
+        weights = model.masked_weights(model.config.schema.concepts[k], trainable=False)
+    return model.concept_logits(None, attention_mask, k, dense=dense, inputs_embeds=embeds, weights=weights)
 
 
 def token_scores(

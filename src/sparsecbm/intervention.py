@@ -269,6 +269,8 @@ def edit(
     drops: list[torch.Tensor] = []
     grows: list[torch.Tensor] = []
     logits = concept_k_logits(clf, batch, k)
+    if n == 0:  # nothing would flip: no gradient, no step
+        return drops, grows, logits
     try:
         for step in range(steps):
             if int(logits.argmax()) == value:

@@ -217,11 +217,13 @@ class ConceptBottleneckModel(nn.Module):
         return pool(hidden.float(), attention_mask)
 
     def concept_logits(
-        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, k: int, **encode_kwargs
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, k: int, *, dense: bool = False,
+        **encode_kwargs,
     ) -> torch.Tensor:
         """Concept k's logits (n, C_k): from its own subnetwork (SparseCBM) or
-        the dense backbone (CBM). ``encode_kwargs`` go to :meth:`encode`."""
-        concept = self.config.schema.concepts[k] if self.config.kind == "sparsecbm" else None
+        the dense backbone (CBM, or ``dense=True``: a SparseCBM's shared weights
+        without masks). ``encode_kwargs`` go to :meth:`encode`."""
+        concept = self.config.schema.concepts[k] if self.config.kind == "sparsecbm" and not dense else None
         z = self.encode(input_ids, attention_mask, concept, **encode_kwargs)
         cols = self.concept_slice(k)
         return F.linear(z, self.projector.weight[cols], self.projector.bias[cols])
