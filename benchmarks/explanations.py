@@ -141,7 +141,8 @@ def speed(clf, texts: list[str]) -> dict:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"`{r['command']}` on {r['machine']}.", "",
+    lines = [f"Machine: {r['machine']}. Commands: " + "; ".join(
+        f"{part}: `{c}`" for part, c in r.get("commands", {}).items()) + ".", "",
              f"Faithfulness on {r['n_texts']} CEBaB test texts (top {100 * FRACTION:.0f}% words; probabilities of the "
              "concept's predicted value through its own subnetwork; comprehensiveness higher = better, sufficiency "
              "lower = better):", "",
@@ -183,14 +184,15 @@ def main() -> None:
     parts = set(args.only or ("speed", "faithfulness", "specificity"))
     previous = out / "explanations.json"
     result = json.loads(previous.read_text()) if args.only and previous.exists() else {}
+    command = "python benchmarks/explanations.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
+        for k, v in vars(args).items() if v not in (False, None))
     result.update({
-        "command": "python benchmarks/explanations.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v not in (False, None)),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "model": args.model,
         "n_texts": len(texts),
     })
+    result["commands"] = {**result.get("commands", {}), **{part: command for part in parts}}
     if "speed" in parts:
         result["speed"] = speed(clf, list(data["test"].texts[:50]))
         print(f"speed: {result['speed']}", flush=True)

@@ -106,7 +106,8 @@ def speed(clf, split, ratio: float, n_examples: int) -> dict:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"`{r['command']}` on {r['machine']}."]
+    lines = [f"Machine: {r['machine']}. Commands: " + "; ".join(
+        f"{part}: `{c}`" for part, c in r.get("commands", {}).items()) + "."]
     s = r.get("speed")
     if s:
         lines += ["", f"One intervention step (ratio {s['ratio']:g}, {s['bits_per_step']} bits), median over {s['n_examples']} test texts:", "",
@@ -164,13 +165,14 @@ def main() -> None:
     out = Path(args.out)
     previous = out / "intervention.json"
     result = json.loads(previous.read_text()) if args.only and previous.exists() else {}
+    command = "python benchmarks/intervention.py " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items() if v not in (None, False))
     result.update({
-        "command": "python benchmarks/intervention.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v not in (None, False)),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "model": args.model,
     })
+    result["commands"] = {**result.get("commands", {}), **{part: command for part in parts}}
     if "speed" in parts:
         result["speed"] = speed(clf, data["test"], 0.01, args.speed_n)
         longest = sorted(range(len(data["test"])), key=lambda i: -len(data["test"].texts[i]))[: args.speed_n + 1]
