@@ -20,9 +20,9 @@ from . import __version__, masks
 from .backbones import DEFAULT_BACKBONE, convert_gguf
 from .classifier import load
 from .data import CEBAB_TEST_ROWS, Dataset, dataset_from_spec, load_dataset
+from .explanations import METHODS, explain, explain_many
 from .files import write_json
 from .metrics import concept_ceiling, format_table
-from .explanations import METHODS, explain, explain_many
 from .pruning import PRUNERS, PruneConfig
 from .training import TrainConfig, train
 
@@ -386,6 +386,8 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         print(f"{result['edits']} edits for {result['wrong_concepts']} wrong concepts on {args.edit_split}; "
               f"fixed when edited {result['fixed_when_edited']}, still fixed at the end {result['still_fixed_at_end']}; "
               f"{result['bits_changed']} mask bits differ from the original")
+        print("sparsity per concept (unchanged by edits): " + ", ".join(
+            f"{c} {100 * v:.1f}%" for c, v in result["sparsity"].items()))
         for split_name, key in ((args.edit_split, "edit_split"), (args.eval_split, "eval_split")):
             b, a = result[key]["before"], result[key]["after"]
             print(f"{split_name}: concept acc {100 * b['concept_accuracy']:.1f} -> {100 * a['concept_accuracy']:.1f} %, "
