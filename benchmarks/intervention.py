@@ -27,7 +27,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,7 +35,7 @@ from sparsecbm import protocols
 from sparsecbm.data import Split, dataset_from_spec
 from sparsecbm.files import write_json, write_text
 from sparsecbm.intervention import (
-    _buffers, _tokenize, _undo_all, concept_k_logits, drop_and_grow, flip, saliency,
+    _buffers, tokenize_one, revert, concept_k_logits, drop_and_grow, flip, saliency,
 )
 
 RATIOS = (0.001, 0.005, 0.01, 0.02, 0.05)
@@ -74,7 +73,7 @@ def speed(clf, split, ratio: float, n_examples: int) -> dict:
     k = 0
     concept = clf.schema.concepts[k]
     for i in range(n_examples + 1):  # the first round warms caches and is not counted
-        batch = _tokenize(clf, split.texts[i])
+        batch = tokenize_one(clf, split.texts[i])
         value = (int(concept_k_logits(clf, batch, k).argmax()) + 1) % len(clf.schema.concept_values[k])  # a wrong-now value
         _, t_fb = _timed(lambda: _forward_backward(clf, k, batch, value))
         start = time.perf_counter()
@@ -84,7 +83,7 @@ def speed(clf, split, ratio: float, n_examples: int) -> dict:
         _, t_flip = _timed(lambda: flip(model, concept, drop, grow))
         _, t_pred = _timed(lambda: concept_k_logits(clf, batch, k))
         t_step = time.perf_counter() - start
-        _undo_all(model, concept, [drop], [grow])
+        revert(model, concept, [drop], [grow])
 
         def finetune():
             with torch.enable_grad():

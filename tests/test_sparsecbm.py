@@ -10,7 +10,7 @@ from sparsecbm.backbones import load_backbone
 from sparsecbm.data import Schema
 from sparsecbm.masks import jaccard, kept, load_masks, prunable_names, save_masks, summary
 from sparsecbm.model import ConceptBottleneckModel, ModelConfig
-from sparsecbm.pruning import PruneConfig, cubic_schedule, mine_masks, select
+from sparsecbm.pruning import PruneConfig, cubic_schedule, select
 from sparsecbm.pruning.fisher import BlockFisher, from_blocks, obs_scores, to_blocks
 
 from .conftest import CONCEPTS, TINY_SCHEMA, random_masks

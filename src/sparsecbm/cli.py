@@ -7,17 +7,16 @@ and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from tqdm.auto import tqdm
 
 from . import __version__, masks
-from .backbones import DEFAULT_BACKBONE, convert_gguf
+from .backbones import convert_gguf
 from .classifier import load
 from .data import CEBAB_TEST_ROWS, Dataset, dataset_from_spec, load_dataset
 from .explanations import METHODS, explain, explain_many
@@ -117,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_args(t, required=True)
     t.add_argument("--model", choices=("standard", "cbm", "sparsecbm"), default=d.model)
     t.add_argument("--backbone", default=d.backbone,
-                   help=f"'minilm' (default), 'smollm2-135m' (after convert-gguf), a model folder or a hub id")
+                   help="'minilm' (default), 'smollm2-135m' (after convert-gguf), a model folder or a hub id")
     t.add_argument("--out", required=True, help="folder for the model, its config and the training log")
     t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs)

@@ -202,7 +202,8 @@ def _check(clf: Classifier, concept: str, value: str, label: str | None, ratio: 
     return k, v, None if label is None else schema.labels.index(label)
 
 
-def _tokenize(clf: Classifier, text: str) -> dict[str, torch.Tensor]:
+def tokenize_one(clf: Classifier, text: str) -> dict[str, torch.Tensor]:
+    """One text, tokenized as the model reads it, on the model's device."""
     enc = clf.tokenizer([text], truncation=True, max_length=clf.max_length, return_tensors="pt")
     return {"input_ids": enc["input_ids"].to(clf.device), "attention_mask": enc["attention_mask"].to(clf.device)}
 
@@ -282,7 +283,7 @@ def edit(
             grows.append(grow)
             logits = concept_k_logits(clf, batch, k)
     except BaseException:
-        _undo_all(clf.model, concept, drops, grows)
+        revert(clf.model, concept, drops, grows)
         raise
     return drops, grows, logits
 
@@ -316,7 +317,7 @@ def intervene(
     k, v, y = _check(clf, concept, value, label, ratio, steps)
     masks_k = clf.model.masks[concept]
     n = round(ratio * sum(m.numel() for m in masks_k.values()))
-    batch = _tokenize(clf, text)
+    batch = tokenize_one(clf, text)
     logits = [concept_k_logits(clf, batch, j) for j in range(len(clf.schema.concepts))]
     before = _describe(clf, k, logits)
     drops, grows, logits[k] = edit(clf, k, batch, v, y, n, steps, seed)
@@ -328,12 +329,13 @@ def intervene(
         clf.interventions.append(Edit(concept, value, ratio, len(drops), text, label, time.time(), per_layer,
                                       drop_all.to(torch.int64), grow_all.to(torch.int64)))
     else:
-        _undo_all(clf.model, concept, drops, grows)
+        revert(clf.model, concept, drops, grows)
     return InterventionResult(concept, value, before, after, after["value"] == value, len(drops), n, per_layer,
                               persist and bool(drops))
 
 
-def _undo_all(model, concept: str, drops, grows) -> None:
+def revert(model, concept: str, drops, grows) -> None:
+    """Undo per-step flips, last step first."""
     for d, g in zip(reversed(drops), reversed(grows)):
         flip(model, concept, d, g, undo=True)
 
@@ -353,7 +355,7 @@ def undo(clf: Classifier) -> Edit:
     # Steps are undone last-first: a bit dropped at one step and grown back at a
     # later one ends where it started.
     steps = _split_steps(edit)
-    _undo_all(clf.model, edit.concept, [d for d, _ in steps], [g for _, g in steps])
+    revert(clf.model, edit.concept, [d for d, _ in steps], [g for _, g in steps])
     clf.interventions.pop()
     return edit
 

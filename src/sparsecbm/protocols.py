@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .classifier import Classifier
 from .data import Split
-from .intervention import _tokenize, _undo_all, edit, intervene, oracle_labels, task_from
+from .intervention import tokenize_one, revert, edit, intervene, oracle_labels, task_from
 from .masks import Masks, kept, sparsity
 from .metrics import evaluate_predictions
 
@@ -77,12 +77,12 @@ def per_example(
         new = [l.clone() for l in logits]
         fixed = 0
         for i in tqdm(rows, desc=f"intervene r={ratio:g}", disable=not progress):
-            batch = _tokenize(clf, split.texts[i])
+            batch = tokenize_one(clf, split.texts[i])
             for k in np.flatnonzero(wrong[i]):
                 concept = schema.concepts[k]
                 label = int(split.labels[i]) if use_label else None
                 drops, grows, new[k][i] = edit(clf, k, batch, int(split.concepts[i, k]), label, n, steps, seed=int(i))
-                _undo_all(clf.model, concept, drops, grows)
+                revert(clf.model, concept, drops, grows)
                 fixed += int(new[k][i].argmax()) == int(split.concepts[i, k])
         si = evaluate_predictions(split, schema, _task(clf, new), _pred(new))
         result["SI"][f"{ratio:g}"] = {**_summary(si), "ratio": ratio, "bits_per_step": 2 * n,
