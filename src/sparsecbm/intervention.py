@@ -85,8 +85,8 @@ class InterventionResult:
 
 
 def pick(scores: np.ndarray, allowed: np.ndarray, n: int, largest: bool, seed: int = 0) -> np.ndarray:
-    """Flat indices of the n smallest (or largest) ``scores`` among the ``allowed``
-    positions, exactly, without sorting all of them.
+    """Flat indices (ascending) of the n smallest (or largest) ``scores`` among
+    the ``allowed`` positions, exactly, without sorting all of them.
 
     A threshold from a seeded sample keeps a candidate set about 1.5 n large; a
     partition (not a sort) of the candidates picks the n. numpy, on the CPU:
@@ -113,8 +113,9 @@ def pick(scores: np.ndarray, allowed: np.ndarray, n: int, largest: bool, seed: i
     if candidates is None:  # few allowed positions, or a large share of them: take them all
         candidates = np.flatnonzero(allowed)
     values = scores[candidates]
-    chosen = np.argpartition(-values if largest else values, n - 1)[:n]
-    return candidates[chosen].astype(np.int64)
+    chosen = np.zeros(candidates.size, bool)
+    chosen[np.argpartition(-values if largest else values, n - 1)[:n]] = True
+    return candidates[chosen].astype(np.int64)  # ascending, as the candidates are (no sort needed)
 
 
 def _offsets(masks_k: dict[str, torch.Tensor]) -> list[tuple[str, int, int]]:
@@ -127,7 +128,9 @@ def _offsets(masks_k: dict[str, torch.Tensor]) -> list[tuple[str, int, int]]:
 
 def _split(indices, offsets: list[tuple[str, int, int]]) -> list[np.ndarray]:
     """Flat indices -> per parameter local indices (sorted)."""
-    idx = np.sort(np.asarray(indices, dtype=np.int64))
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.size > 1 and not (idx[1:] > idx[:-1]).all():
+        idx = np.sort(idx)
     cuts = np.searchsorted(idx, [start for _, start, _ in offsets[1:]])
     return [part - start for part, (_, start, _) in zip(np.split(idx, cuts), offsets)]
 
@@ -141,9 +144,8 @@ def flip(model, concept: str, drop, grow, undo: bool = False) -> dict[str, dict[
     counts = {}
     for (name, _, _), d, g in zip(offsets, _split(drop, offsets), _split(grow, offsets)):
         if d.size or g.size:
-            d, g = torch.from_numpy(d), torch.from_numpy(g)
             model.update_mask(concept, name, clear=g if undo else d, set_=d if undo else g)
-            counts[name] = {"dropped": int(d.numel()), "grown": int(g.numel())}
+            counts[name] = {"dropped": int(d.size), "grown": int(g.size)}
     return counts
 
 

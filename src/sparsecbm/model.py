@@ -18,9 +18,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.graph import increment_version
 from torch.func import functional_call
 from transformers import PreTrainedModel
 
@@ -165,24 +167,24 @@ class ConceptBottleneckModel(nn.Module):
             out[name] = hit[1]
         return out
 
-    def update_mask(self, concept: str, name: str, clear: torch.Tensor, set_: torch.Tensor) -> None:
+    def update_mask(self, concept: str, name: str, clear: np.ndarray, set_: np.ndarray) -> None:
         """Clear flat positions ``clear`` and set ``set_`` of one mask in place, and
         patch the cached ``M_k * theta`` at those positions only (instead of
-        rebuilding it on the next pass) when the cache was current."""
+        rebuilding it on the next pass) when the cache was current.
+
+        On the CPU the writes go through numpy views (torch's per-call overhead
+        on small index sets costs more than the writes); the mask's version
+        counter is bumped by hand so every cache keyed on it still sees the edit."""
         mask = self.masks[concept][name]
         hit = self._masked_cache.get((concept, name))
         was_current = hit is not None and hit[0][2] is mask and hit[0][3] == mask._version
-        flat = mask.view(-1)
-        clear, set_ = clear.to(mask.device), set_.to(mask.device)
-        flat[clear] = False
-        flat[set_] = True
+        _write(mask, clear, False)
+        _write(mask, set_, True)
         if not was_current or hit[0][0]._version != hit[0][1]:
             return  # no current cache (or the weight changed too): the next pass rebuilds
         stamp, product = hit
-        weight = stamp[0].detach().view(-1)
-        with torch.inference_mode(False), torch.no_grad():
-            product.view(-1)[clear] = 0.0
-            product.view(-1)[set_] = weight[set_]
+        _write(product, clear, 0.0)
+        _write(product, set_, stamp[0].detach(), source_index=set_)
         self._masked_cache[(concept, name)] = ((stamp[0], stamp[1], mask, mask._version, stamp[4]), product)
 
     def encode(
@@ -254,6 +256,20 @@ class ConceptBottleneckModel(nn.Module):
             concept_logits=torch.split(logits, self.concept_sizes, dim=1),
             activations=activations,
         )
+
+
+def _write(target: torch.Tensor, index: np.ndarray, value, source_index: np.ndarray | None = None) -> None:
+    """``target.view(-1)[index] = value`` (a scalar, or ``value.view(-1)[source_index]``), in place."""
+    if index.size == 0:
+        return
+    if target.device.type == "cpu" and target.is_contiguous() and not target.requires_grad:
+        flat = target.numpy().reshape(-1)  # a view
+        flat[index] = value if source_index is None else value.numpy().reshape(-1)[source_index]
+        increment_version(target)
+        return
+    idx = torch.from_numpy(index).to(target.device)
+    with torch.inference_mode(False), torch.no_grad():
+        target.view(-1)[idx] = value if source_index is None else value.reshape(-1)[idx]
 
 
 def _same_stamp(a: tuple, b: tuple) -> bool:
