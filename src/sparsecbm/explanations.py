@@ -18,7 +18,6 @@ rendering to HTML and PNG lives in :mod:`sparsecbm.report`.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .classifier import Classifier, check_texts
 from .files import atomic_path
-from .masks import count, jaccard, kept, total
+from .masks import summary as masks_summary
 
 METHODS = ("grad", "grad_x_input", "integrated_gradients")
 JSON_VERSION = 1
@@ -274,19 +273,17 @@ def subnetworks(clf: Classifier, heatmaps: bool = True) -> dict[str, Any] | None
     cached = getattr(clf, "_subnetwork_cache", None)
     if cached is not None and cached[0] == stamp:
         return cached[1]
+    base = masks_summary(masks)  # sparsity per concept and matrix, pairwise Jaccard
     concepts = {}
     for c, per in masks.items():
         entry: dict[str, Any] = {
-            "kept": kept(per) / total(per),
-            "layers": {n: count(m) / m.numel() for n, m in per.items()},
+            "kept": 1.0 - base["concepts"][c]["sparsity"],
+            "layers": {n: 1.0 - s for n, s in base["concepts"][c]["layers"].items()},
         }
         if heatmaps:
             entry["heatmaps"] = {n: _heatmap(m) for n, m in per.items()}
         concepts[c] = entry
-    result = {
-        "concepts": concepts,
-        "jaccard": {f"{a}|{b}": jaccard(masks[a], masks[b]) for a, b in itertools.combinations(masks, 2)},
-    }
+    result = {"concepts": concepts, "jaccard": base["jaccard"]}
     clf._subnetwork_cache = (stamp, result)
     return result
 

@@ -255,9 +255,9 @@ def concept_k_logits(clf: Classifier, batch: dict[str, torch.Tensor], k: int) ->
 
 
 def task_from(clf: Classifier, concept_logits: list[torch.Tensor]) -> torch.Tensor:
-    """Task logits (C_y,) from every concept's logits (Eq. 3)."""
+    """Task logits (C_y,) or (n, C_y) from every concept's logits, (C_k,) or (n, C_k) each (Eq. 3)."""
     with torch.inference_mode():
-        a = torch.sigmoid(torch.cat(concept_logits)).to(clf.device)
+        a = torch.sigmoid(torch.cat(concept_logits, dim=-1)).to(clf.device)
         return clf.model.classifier(a).float().cpu()
 
 

@@ -29,8 +29,10 @@ def _pred(concept_logits: list[torch.Tensor]) -> np.ndarray:
     return np.stack([l.argmax(-1).numpy() for l in concept_logits], axis=1)  # (n, K)
 
 
-def _task(clf: Classifier, concept_logits: list[torch.Tensor]) -> np.ndarray:
-    return np.array([int(task_from(clf, [l[i] for l in concept_logits]).argmax()) for i in range(len(concept_logits[0]))])
+def _scores(clf: Classifier, split: Split, concept_logits: list[torch.Tensor]) -> dict[str, float]:
+    """Summary scores of the predictions that these concept logits (n, C_k) give."""
+    task = task_from(clf, concept_logits).argmax(-1).numpy()
+    return _summary(evaluate_predictions(split, clf.schema, task, _pred(concept_logits)))
 
 
 def _summary(result: dict[str, Any]) -> dict[str, float]:
@@ -60,14 +62,13 @@ def per_example(
     logits = [l.clone() for l in out.concept_logits]
     pred = _pred(logits)
     wrong = pred != split.concepts  # (n, K)
-    ni = evaluate_predictions(split, schema, out.task_logits.argmax(-1).numpy(), pred)
     corrections = [{schema.concepts[k]: schema.concept_values[k][split.concepts[i, k]] for k in np.flatnonzero(wrong[i])}
                    for i in range(len(split))]
     oracle_task = np.array([schema.labels.index(o["label"]) for o in oracle_labels(clf, out.activations, corrections)])
     result: dict[str, Any] = {
         "n": len(split), "wrong_concepts": int(wrong.sum()), "examples_with_a_wrong_concept": int(wrong.any(1).sum()),
         "steps": steps, "uses_task_label": use_label,
-        "NI": _summary(ni),
+        "NI": _scores(clf, split, logits),
         "oracle": _summary(evaluate_predictions(split, schema, oracle_task, split.concepts)),
         "SI": {},
     }
@@ -84,8 +85,7 @@ def per_example(
                 drops, grows, new[k][i] = edit(clf, k, batch, int(split.concepts[i, k]), label, n, steps, seed=int(i))
                 revert(clf.model, concept, drops, grows)
                 fixed += int(new[k][i].argmax()) == int(split.concepts[i, k])
-        si = evaluate_predictions(split, schema, _task(clf, new), _pred(new))
-        result["SI"][f"{ratio:g}"] = {**_summary(si), "ratio": ratio, "bits_per_step": 2 * n,
+        result["SI"][f"{ratio:g}"] = {**_scores(clf, split, new), "ratio": ratio, "bits_per_step": 2 * n,
                                       "corrections_fixed": fixed / max(1, int(wrong.sum()))}
     return result
 
@@ -111,8 +111,8 @@ def persistent(
     schema = clf.schema
     original = {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
     eval_before = clf.evaluate(eval_split, progress=progress)
-    edit_before = clf.evaluate(edit_split, progress=progress)
     out = clf.forward_texts(edit_split.texts, progress=progress, desc="predict")
+    edit_before = _scores(clf, edit_split, list(out.concept_logits))
     wrong = _pred(list(out.concept_logits)) != edit_split.concepts
     corrected = []  # (row, k) fixed at the time of its edit
     for i in tqdm(np.flatnonzero(wrong.any(1)), desc=f"persistent edits r={ratio:g}", disable=not progress):
@@ -126,8 +126,8 @@ def persistent(
     final = clf.forward_texts(edit_split.texts, progress=progress, desc="re-check")
     final_pred = _pred(list(final.concept_logits))
     still = sum(int(final_pred[i, k] == edit_split.concepts[i, k]) for i, k in corrected)
+    edit_after = _scores(clf, edit_split, list(final.concept_logits))
     eval_after = clf.evaluate(eval_split, progress=progress)
-    edit_after = clf.evaluate(edit_split, progress=progress)
     kept_same = all(kept(original[c]) == kept(per) for c, per in clf.model.masks.items())
     return {
         "ratio": ratio, "steps": steps, "uses_task_label": use_label,
@@ -137,7 +137,7 @@ def persistent(
         "bits_flipped_by_edits": sum(2 * int(e.drop.numel()) for e in clf.interventions),
         "kept_counts_unchanged": kept_same,
         "sparsity": {c: sparsity(per) for c, per in clf.model.masks.items()},
-        "edit_split": {"before": _summary(edit_before), "after": _summary(edit_after), "n": len(edit_split)},
+        "edit_split": {"before": edit_before, "after": edit_after, "n": len(edit_split)},
         "eval_split": {"before": _summary(eval_before), "after": _summary(eval_after), "n": len(eval_split)},
     }
 

@@ -1,4 +1,4 @@
-"""Render an :class:`~sparsecbm.explain.Explanation` as a picture or a web page.
+"""Render an :class:`~sparsecbm.explanations.Explanation` as a picture or a web page.
 
 - :func:`pathway_figure` / :func:`save_png`: the decision pathway (paper
   Fig. 2) for a person who is not an ML engineer: per concept, the words it
