@@ -40,7 +40,7 @@ SHORT = ["--finetune-epochs", "0", "--epochs", "1"]
 DECODER = ["--backbone", "smollm2-135m", "--max-train", "300", "--max-eval", "300", "--batch-size", "8"]
 # SmolLM2 has 106M prunable weights: m = 16 gradients, so blocks of B = 8 (m > B keeps each block's
 # empirical Fisher full rank; with B = 50 and m = 16 the damped Fisher was not positive definite at
-# damp 1e-7), one mining step, and the Fisher then fits in one 3.4 GiB group.
+# damp 1e-7), one mining step, and the Fisher then fits in one 3.2 GiB group.
 DECODER_SPARSE = [*DECODER, "--epochs", "2", "--fisher-grads", "16", "--block-size", "8", "--prune-steps", "1",
                   "--finetune-epochs", "0"]
 # Runs that an earlier benchmark already made with exactly the arguments planned here (seed 0 is the default).

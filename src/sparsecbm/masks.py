@@ -74,7 +74,7 @@ def check_masks(masks: Masks, backbone: nn.Module, concepts: tuple[str, ...]) ->
 
 
 def _bits(mask: torch.Tensor) -> np.ndarray:
-    # numpy counts bools ~100x faster than torch's bool sum on the CPU.
+    # numpy counts bools ~40x faster than torch's bool sum on this CPU (0.6 vs 24 ms for 10.6M).
     return mask.detach().cpu().numpy()
 
 
