@@ -262,16 +262,17 @@ def task_from(clf: Classifier, concept_logits: list[torch.Tensor]) -> torch.Tens
 
 
 def edit(
-    clf: Classifier, k: int, batch: dict[str, torch.Tensor], value: int, label: int | None, n: int, steps: int, seed: int = 0
+    clf: Classifier, k: int, batch: dict[str, torch.Tensor], logits: torch.Tensor, value: int, label: int | None,
+    n: int, steps: int, seed: int = 0,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """Run up to ``steps`` drop/grow steps on concept k's mask (left edited), stopping
-    once the concept predicts ``value``. Returns per-step drops and grows and the
+    once the concept predicts ``value``; ``logits`` (C_k,) are its logits before the
+    edit, which the caller already has. Returns per-step drops and grows and the
     concept's logits afterwards."""
     concept = clf.schema.concepts[k]
     masks_k = clf.model.masks[concept]
     drops: list[torch.Tensor] = []
     grows: list[torch.Tensor] = []
-    logits = concept_k_logits(clf, batch, k)
     if n == 0:  # nothing would flip: no gradient, no step
         return drops, grows, logits
     try:
@@ -322,7 +323,7 @@ def intervene(
     batch = tokenize_one(clf, text)
     logits = [concept_k_logits(clf, batch, j) for j in range(len(clf.schema.concepts))]
     before = _describe(clf, k, logits)
-    drops, grows, logits[k] = edit(clf, k, batch, v, y, n, steps, seed)
+    drops, grows, logits[k] = edit(clf, k, batch, logits[k], v, y, n, steps, seed)
     after = _describe(clf, k, logits)
     drop_all = torch.cat(drops) if drops else torch.zeros(0, dtype=torch.long)
     grow_all = torch.cat(grows) if grows else torch.zeros(0, dtype=torch.long)

@@ -82,7 +82,8 @@ def per_example(
             for k in np.flatnonzero(wrong[i]):
                 concept = schema.concepts[k]
                 label = int(split.labels[i]) if use_label else None
-                drops, grows, new[k][i] = edit(clf, k, batch, int(split.concepts[i, k]), label, n, steps, seed=int(i))
+                drops, grows, new[k][i] = edit(clf, k, batch, logits[k][i], int(split.concepts[i, k]), label, n, steps,
+                                               seed=int(i))
                 revert(clf.model, concept, drops, grows)
                 fixed += int(new[k][i].argmax()) == int(split.concepts[i, k])
         result["SI"][f"{ratio:g}"] = {**_scores(clf, split, new), "ratio": ratio, "bits_per_step": 2 * n,
