@@ -39,7 +39,8 @@ def _wrong_value(clf, concept):
 def test_only_mask_k_changes_by_exactly_2n_bits(sparse_clf):
     weights, masks = _snapshot(sparse_clf)
     value = _wrong_value(sparse_clf, "service")
-    r = sparse_clf.intervene(TEXT, "service", value, ratio=0.03, steps=1, persist=True)
+    r = sparse_clf.intervene(TEXT, "service", value, ratio=0.03, selection="paper", steps=1, persist=True,
+                             keep_unfixed=True)
     n = round(0.03 * total(masks["service"]))
     assert r.steps == 1 and r.n == n and r.persisted
     assert all(torch.equal(v, sparse_clf.model.state_dict()[k]) for k, v in weights.items())  # theta, psi, phi
@@ -48,7 +49,8 @@ def test_only_mask_k_changes_by_exactly_2n_bits(sparse_clf):
     assert _flipped(masks, now, "service") == 2 * n
     assert kept(now["service"]) == kept(masks["service"])  # sparsity unchanged
     assert sum(v["dropped"] for v in r.per_layer.values()) == sum(v["grown"] for v in r.per_layer.values()) == n
-    assert r.before["value"] != value and r.fixed == (r.after["value"] == value)
+    assert r.before["value"] != value
+    assert r.fixed == (sparse_clf.predict([TEXT])[0].concepts["service"].value == value)  # what the model now says
 
 
 def test_transient_intervention_restores_the_mask(sparse_clf):
@@ -61,14 +63,15 @@ def test_transient_intervention_restores_the_mask(sparse_clf):
 def test_ratio_zero_changes_nothing(sparse_clf):
     _, masks = _snapshot(sparse_clf)
     r = sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.0, persist=True)
-    assert r.n == 0 and r.per_layer == {} and not r.fixed
+    assert r.n == 0 and r.per_layer == {} and not r.fixed and not r.persisted
     assert _same_masks(masks, sparse_clf.model.masks)
 
 
 def test_undo_restores_the_masks_bit_for_bit(sparse_clf):
     _, masks = _snapshot(sparse_clf)
     for concept in ("food", "food", "noise"):
-        sparse_clf.intervene(TEXT, concept, _wrong_value(sparse_clf, concept), ratio=0.04, steps=3, persist=True)
+        sparse_clf.intervene(TEXT, concept, _wrong_value(sparse_clf, concept), ratio=0.04, steps=3, persist=True,
+                             keep_unfixed=True)
     assert len(sparse_clf.interventions) == 3
     for _ in range(3):
         sparse_clf.undo()
@@ -80,8 +83,11 @@ def test_undo_restores_the_masks_bit_for_bit(sparse_clf):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(concept="price", value="P"), "unknown concept 'price'"),
     (dict(concept="food", value="Great"), "unknown value 'Great' for concept 'food'"),
-    (dict(concept="food", value="P", ratio=0.7), "ratio must be in"),
+    (dict(concept="food", value="P", ratio=0.7), "ratio must be 'auto' or a fraction"),
+    (dict(concept="food", value="P", ratio="most"), "ratio must be 'auto' or a fraction"),
     (dict(concept="food", value="P", label="z"), "unknown label 'z'"),
+    (dict(concept="food", value="P", selection="greedy"), "selection must be one of"),
+    (dict(concept="food", value="P", max_ratio=0.0), "max_ratio must be"),
 ])
 def test_bad_intervention_is_refused_and_changes_nothing(sparse_clf, kwargs, message):
     weights, masks = _snapshot(sparse_clf)
@@ -92,7 +98,8 @@ def test_bad_intervention_is_refused_and_changes_nothing(sparse_clf, kwargs, mes
 
 def test_persisted_log_reloads_with_the_model(sparse_clf, tmp_path):
     _, original = _snapshot(sparse_clf)
-    sparse_clf.intervene(TEXT, "noise", _wrong_value(sparse_clf, "noise"), ratio=0.02, steps=2, persist=True, label="b")
+    sparse_clf.intervene(TEXT, "noise", _wrong_value(sparse_clf, "noise"), ratio=0.02, steps=2, persist=True, label="b",
+                         keep_unfixed=True)
     sparse_clf.save(tmp_path / "m")
     loaded = load(tmp_path / "m")
     assert [e.to_json() for e in loaded.interventions] == [e.to_json() for e in sparse_clf.interventions]
@@ -120,16 +127,19 @@ def test_pick_is_exact_with_ties_and_only_allowed_positions(largest):
         pick(values, allowed, int(allowed.sum()) + 1, largest=largest)
 
 
-def test_per_example_protocol_restores_masks_and_reports_ni_si_oracle(sparse_clf):
+def test_per_example_protocol_restores_masks_and_counts_its_fixes(sparse_clf):
     g = torch.Generator().manual_seed(1)
     texts = tuple(f"{TEXT} {w}" for w in ("today", "again", "twice", "sadly", "once", "later"))
     split = Split(texts, torch.randint(3, (6,), generator=g).numpy(), torch.randint(3, (6, 3), generator=g).numpy())
     _, masks = _snapshot(sparse_clf)
-    result = per_example(sparse_clf, split, [0.0, 0.05], steps=2, progress=False)
+    result = per_example(sparse_clf, split, [0.05, "auto"], max_ratio=0.2, steps=2, progress=False)
     assert _same_masks(masks, sparse_clf.model.masks)
-    assert result["oracle"]["concept_accuracy"] == 1.0
-    assert result["SI"]["0"]["concept_accuracy"] == result["NI"]["concept_accuracy"]  # n = 0: no change
-    assert result["SI"]["0.05"]["bits_per_step"] == 2 * round(0.05 * total(masks["food"]))
+    for key in ("0.05", "auto"):
+        si = result["SI"][key]
+        assert si["fixed"] > 0
+        # Only wrong concepts are edited, so each fix adds exactly one right concept prediction.
+        gained = (si["concept_accuracy"] - result["NI"]["concept_accuracy"]) * 6 * 3
+        assert gained == pytest.approx(si["fixed"])
 
 
 def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, reviews, tiny_bert):
@@ -148,7 +158,7 @@ def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, re
     assert set(result["SI"]) == {"0.01", "0.05"} and png.read_bytes()[:4] == b"\x89PNG"
 
     edited = tmp_path / "edited"
-    assert main(["-q", "intervene", str(out), *data, "--mode", "persistent", "--ratio", "0.02",
+    assert main(["-q", "intervene", str(out), *data, "--mode", "persistent", "--ratio", "0.02", "--selection", "paper",
                  "--max-examples", "6", "--save-to", str(edited), "--json", str(j)]) == 0
     persistent = json.loads(j.read_text())
     assert persistent["kept_counts_unchanged"] and persistent["eval_split"]["n"] == 16
@@ -167,9 +177,11 @@ def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, re
 def test_patched_masked_weight_cache_equals_a_rebuild(sparse_clf):
     model = sparse_clf.model
     sparse_clf.predict([TEXT])  # fills the cache of masked weights
-    sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.05, steps=2, persist=True)
+    sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.05, steps=2, persist=True,
+                         keep_unfixed=True)
     sparse_clf.undo()
-    sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.02, persist=True)
+    sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.02, persist=True, keep_unfixed=True)
+    assert sparse_clf.interventions
     params = dict(model.backbone.named_parameters())
     cached = model.masked_weights("food", trainable=False)
     assert all(torch.equal(cached[n], params[n].detach() * m) for n, m in model.masks["food"].items())

@@ -126,6 +126,11 @@ class Classifier:
         return self.model.config.schema
 
     @property
+    def gamma(self) -> float:
+        """The weight of the concept losses the model was trained with (5 when unknown)."""
+        return float(self.meta.get("training", {}).get("gamma", 5.0))
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -231,11 +236,21 @@ class Classifier:
     def intervene(self, text: str, concept: str, value: str, **kwargs: Any):
         """Correct ``concept`` to ``value`` on ``text`` by rewiring its mask (SparseCBM).
 
-        ``ratio`` (0.01), ``steps`` (1), ``persist`` (False), ``label``: see
+        ``ratio`` ("auto"), ``selection`` ("taylor"), ``steps`` (1), ``persist`` (False),
+        ``label``, ``guard``: see
         :func:`sparsecbm.intervention.intervene`. Returns the before/after result."""
         from .intervention import intervene
 
         return intervene(self, text, concept, value, **kwargs)
+
+    def correct(self, texts: Sequence[str], concept: str, values, labels=None, **kwargs: Any):
+        """Correct ``concept`` on several texts at once with one logged, undoable edit
+        of its mask (SparseCBM): ``values`` per text (or one str for all), ``labels``
+        optional. ``ratio`` ("auto"), ``selection`` ("taylor"), ``persist``, ``guard``:
+        see :func:`sparsecbm.intervention.correct`."""
+        from .intervention import correct
+
+        return correct(self, texts, concept, values, labels, **kwargs)
 
     def undo(self):
         """Revert the last persisted intervention bit for bit; returns its record."""

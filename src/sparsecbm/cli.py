@@ -18,9 +18,11 @@ from tqdm.auto import tqdm
 from . import __version__, masks
 from .backbones import convert_gguf
 from .classifier import load
-from .data import CEBAB_TEST_ROWS, Dataset, dataset_from_spec, load_dataset
+from .data import CEBAB_TEST_ROWS, Dataset, dataset_from_spec, load_dataset, load_table, read_corrections
 from .explanations import METHODS, explain, explain_many
 from .files import write_json
+from .guard import Guard
+from .intervention import MAX_RATIO, SELECTIONS
 from .metrics import concept_ceiling, format_table
 from .pruning import PRUNERS, PruneConfig
 from .training import TrainConfig, train
@@ -62,6 +64,20 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _ratio_or_auto(text: str) -> float | str:
+    return "auto" if text == "auto" else _ratio(text)
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.01 (one point), got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1] (0.01 = one point), got {value}")
+    return value
+
+
 def _test_rows(text: str) -> int | None:
     return None if text == "all" else _positive_int(text)
 
@@ -100,6 +116,49 @@ def _load_data(args: argparse.Namespace) -> Dataset:
         name, text_column=args.text_column, label_column=args.label_column,
         concept_columns=args.concept_columns, labels=args.labels, dev=args.dev, test=args.test,
     )
+
+
+def _add_edit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--selection", choices=SELECTIONS, default="taylor",
+                   help="taylor (default): signed first-order estimate; paper: |G theta|, the paper's rule")
+    p.add_argument("--max-ratio", type=_ratio, default=MAX_RATIO, help=f"cap of --ratio auto (default {MAX_RATIO:g})")
+    p.add_argument("--steps", type=_positive_int, default=1, help="steps per correction while still wrong")
+
+
+def _add_guard_args(p: argparse.ArgumentParser, prefix: str) -> None:
+    p.add_argument("--guard", metavar="SPLIT[:N]|FILE",
+                   help=f"{prefix}keep an edit only if accuracy on these texts does not drop: a split of the data "
+                   "(e.g. train:300, its first 300 rows) or a file with text, label and concept columns")
+    p.add_argument("--tolerance", type=_tolerance, default=0.0,
+                   help="largest allowed drop of the concept's accuracy on the guard (fraction, default 0)")
+    p.add_argument("--task-tolerance", type=_tolerance, default=0.0,
+                   help="largest allowed drop of the task accuracy on the guard (fraction, default 0)")
+
+
+def _guard(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | None:
+    """The --guard set: a split of the data (SPLIT or SPLIT:N) or a file in the model's schema."""
+    if not args.guard:
+        if args.tolerance or args.task_tolerance:
+            raise ValueError("--tolerance and --task-tolerance apply to a --guard; name one")
+        return None
+    spec = args.guard
+    path = Path(spec)
+    if not path.exists():
+        name, _, n = spec.partition(":")
+        if dataset is None:
+            dataset = _load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+        if name not in dataset.splits:
+            raise ValueError(f"--guard {spec!r}: neither a file nor a split of {dataset.name!r} "
+                             f"({sorted(dataset.splits)}, optionally :N)")
+        if n and not (n.isdigit() and int(n) > 0):
+            raise ValueError(f"--guard {spec!r}: N must be a whole number of at least 1, got {n!r}")
+        split = dataset[name].head(int(n) if n else None)
+    else:
+        schema = clf.schema
+        split = load_table(path, dev=path, text_column=args.text_column or "text",
+                           label_column=args.label_column or "label", concept_columns=schema.concepts,
+                           labels=schema.labels, concept_values=dict(zip(schema.concepts, schema.concept_values)))["train"]
+    return Guard(split, tolerance=args.tolerance, task_tolerance=args.task_tolerance)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -201,14 +260,40 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--split", default="test", help="per-example: the split (default test)")
     v.add_argument("--edit-split", default="dev", help="persistent: the split whose corrections are applied")
     v.add_argument("--eval-split", default="test", help="persistent: the split the edits never see")
-    v.add_argument("--ratio", type=_ratio, nargs="+", default=[0.01],
-                   help="fraction of prunable weights dropped (and grown) per step; several give a curve")
-    v.add_argument("--steps", type=_positive_int, default=1, help="steps per correction while still wrong")
+    v.add_argument("--ratio", type=_ratio_or_auto, nargs="+", default=["auto"],
+                   help="'auto' (default: the fewest bits that fix) or a fraction of prunable weights dropped "
+                   "(and grown) per step; several give a curve")
+    _add_edit_args(v)
     v.add_argument("--max-examples", type=_positive_int, help="the split's first N rows only")
     v.add_argument("--without-label", action="store_true", help="rank weights by the concept loss only (no task term)")
     v.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON")
     v.add_argument("--png", metavar="FILE", help="per-example: plot accuracy against the ratio")
     v.add_argument("--save-to", metavar="OUT", help="persistent: save the edited model (masks + log) here")
+    _add_guard_args(v, "persistent: ")
+
+    r = sub.add_parser(
+        "correct", help="correct one concept on one or several texts: one logged, undoable edit of its mask",
+        description="Edit the concept's mask from the summed gradient of the corrections and save the model "
+        "(into DIR unless --save-to or --dry-run). Undo with 'sparsecbm undo DIR'.",
+    )
+    r.add_argument("model_dir", metavar="DIR")
+    r.add_argument("texts", nargs="*", help="texts to correct, right after DIR (or --file)")
+    r.add_argument("--concept", required=True, help="the concept to correct")
+    r.add_argument("--value", help="its true value for every text (or a 'value' column in --file)")
+    r.add_argument("--label", help="the task label of every text, when known (or a 'label' column in --file)")
+    r.add_argument("--file", help="a CSV/TSV/JSONL file with columns text, value and optionally label")
+    r.add_argument("--ratio", type=_ratio_or_auto, default="auto",
+                   help="'auto' (default: the fewest bits that fix) or a fraction of prunable weights per step")
+    _add_edit_args(r)
+    r.add_argument("--keep-unfixed", action="store_true", help="keep an edit even if it fixes none of the texts")
+    _add_data_args(r, required=False)
+    _add_guard_args(r, "")
+    r.add_argument("--save-to", metavar="OUT", help="save the corrected model here instead of into DIR")
+    r.add_argument("--dry-run", action="store_true", help="show what the edit would do; save nothing")
+    r.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON")
+
+    u = sub.add_parser("undo", help="revert the last logged correction of a model folder, bit for bit, and save it")
+    u.add_argument("model_dir", metavar="DIR")
 
     c = sub.add_parser("convert-gguf", help="convert the SmolLM2 GGUF file once into a safetensors folder",
                        description="Make the decoder backbone 'smollm2-135m' usable offline.")
@@ -295,8 +380,7 @@ def cmd_masks(args: argparse.Namespace) -> None:
     for pair, j in summary["jaccard"].items():
         print(f"  {pair.replace('|', ' & ')}: {j:.3f}")
     for e in clf.interventions:
-        print(f"intervention: {e.concept} -> {e.value}, ratio {e.ratio:g}, {e.steps} step(s), "
-              f"{2 * e.drop.numel()} bits flipped, on {e.text[:50]!r}")
+        print(f"intervention: {e.describe()}")
     if args.json_out:
         write_json(args.json_out, summary)
         print(f"wrote {args.json_out}")
@@ -368,22 +452,27 @@ def cmd_intervene(args: argparse.Namespace) -> None:
     progress = not args.quiet
     if args.mode == "per-example":
         split = dataset[args.split].head(args.max_examples)
-        result = protocols.per_example(clf, split, args.ratio, steps=args.steps, use_label=not args.without_label,
-                                       progress=progress)
+        if args.guard:
+            raise ValueError("--guard judges kept edits; use it with --mode persistent")
+        result = protocols.per_example(clf, split, args.ratio, selection=args.selection, steps=args.steps,
+                                       max_ratio=args.max_ratio, use_label=not args.without_label, progress=progress)
         print(f"{dataset.name} {args.split}: {result['n']} examples, {result['wrong_concepts']} wrong concepts "
               f"in {result['examples_with_a_wrong_concept']} examples")
-        print(f"{'':<22}{'concept acc %':>14}{'task acc %':>12}{'fixed %':>9}")
+        print(f"{'':<22}{'concept acc %':>14}{'task acc %':>12}{'fixed %':>9}{'median bits per fix':>21}")
         for name, r in (("NI", result["NI"]), *((f"SI r={k}", v) for k, v in result["SI"].items()), ("oracle", result["oracle"])):
-            fixed = f"{100 * r['corrections_fixed']:>9.1f}" if "corrections_fixed" in r else ""
+            fixed = f"{100 * r['corrections_fixed']:>9.1f}{r['median_bits_per_fix']:>21.0f}" if "corrections_fixed" in r else ""
             print(f"{name:<22}{100 * r['concept_accuracy']:>14.1f}{100 * r['task_accuracy']:>12.1f}{fixed}")
         if args.png:
             protocols.plot_ratios(result, args.png)
             print(f"wrote {args.png}")
     else:
         result = protocols.persistent(clf, dataset[args.edit_split].head(args.max_examples), dataset[args.eval_split],
-                                      args.ratio[0], steps=args.steps, use_label=not args.without_label, progress=progress)
-        print(f"{result['edits']} edits for {result['wrong_concepts']} wrong concepts on {args.edit_split}; "
-              f"fixed when edited {result['fixed_when_edited']}, still fixed at the end {result['still_fixed_at_end']}; "
+                                      args.ratio[0], selection=args.selection, steps=args.steps,
+                                      max_ratio=args.max_ratio, use_label=not args.without_label,
+                                      guard=_guard(args, clf, dataset), progress=progress)
+        print(f"{result['edits']} edits kept for {result['wrong_concepts']} wrong concepts on {args.edit_split} "
+              f"({', '.join(f'{k}: {v}' for k, v in result['outcomes'].items())}); fixed when kept "
+              f"{result['fixed_when_edited']}, still fixed at the end {result['still_fixed_at_end']}; "
               f"{result['bits_changed']} mask bits differ from the original")
         print("sparsity per concept (unchanged by edits): " + ", ".join(
             f"{c} {100 * v:.1f}%" for c, v in result["sparsity"].items()))
@@ -399,6 +488,53 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         print(f"wrote {args.json_out}")
 
 
+def cmd_correct(args: argparse.Namespace) -> None:
+    if bool(args.texts) == bool(args.file):
+        raise ValueError("give the texts to correct either as arguments or with --file, not both" if args.texts
+                         else "no texts to correct: give them as arguments or with --file")
+    if args.save_to and args.dry_run:
+        raise ValueError("--dry-run saves nothing; leave out --save-to")
+    if args.file:
+        texts, values, labels = read_corrections(args.file, value=args.value)
+        labels = labels if labels is not None else args.label
+    else:
+        if not args.value:
+            raise ValueError("--value: the true value of the concept is required with texts given as arguments")
+        texts, values, labels = args.texts, args.value, args.label
+    clf = load(args.model_dir)
+    if clf.model.masks is None:
+        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks to rewire")
+    guard = _guard(args, clf, None)
+    r = clf.correct(texts, args.concept, values, labels, ratio=args.ratio, selection=args.selection,
+                    steps=args.steps, max_ratio=args.max_ratio, persist=not args.dry_run, guard=guard,
+                    keep_unfixed=args.keep_unfixed)
+    for text, b, a, ok in zip(texts, r.before, r.after, r.fixed):
+        print(f"{'fixed' if ok else 'not fixed'}: {args.concept} {b['value']} -> {a['value']} "
+              f"(p {a['probability']:.2f}), label {b['label']} -> {a['label']}: {text[:60]!r}")
+    print(f"{sum(r.fixed)} of {len(r.fixed)} fixed; {r.bits_flipped} mask bits flipped in {r.steps} step(s) "
+          f"({r.selection}, ratio {r.ratio}); {r.outcome}")
+    if r.guard:
+        g = r.guard
+        print(f"guard ({g['n']} texts): {args.concept} accuracy {100 * g['concept_accuracy'][0]:.1f} -> "
+              f"{100 * g['concept_accuracy'][1]:.1f} %, task accuracy {100 * g['task_accuracy'][0]:.1f} -> "
+              f"{100 * g['task_accuracy'][1]:.1f} %")
+    if r.persisted:
+        out = clf.save(args.save_to or args.model_dir)
+        print(f"saved the corrected model to {out} ({len(clf.interventions)} logged edit(s); undo: sparsecbm undo {out})")
+    if args.json_out:
+        write_json(args.json_out, r.to_dict())
+        print(f"wrote {args.json_out}")
+
+
+def cmd_undo(args: argparse.Namespace) -> None:
+    clf = load(args.model_dir)
+    if clf.model.masks is None:
+        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks or edits")
+    edit = clf.undo()
+    clf.save()
+    print(f"undid {edit.describe()}; {len(clf.interventions)} edit(s) remain in {args.model_dir}")
+
+
 def cmd_convert_gguf(args: argparse.Namespace) -> None:
     out = convert_gguf(args.out, args.gguf)
     print(f"converted backbone in {out}; train with --backbone {out}" + (
@@ -407,7 +543,8 @@ def cmd_convert_gguf(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "masks": cmd_masks,
-    "explain": cmd_explain, "intervene": cmd_intervene, "convert-gguf": cmd_convert_gguf,
+    "explain": cmd_explain, "intervene": cmd_intervene, "correct": cmd_correct, "undo": cmd_undo,
+    "convert-gguf": cmd_convert_gguf,
 }
 
 

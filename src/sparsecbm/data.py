@@ -623,3 +623,31 @@ def dataset_from_spec(spec: Mapping[str, Any], data_dir: str | os.PathLike | Non
     if name == "table":
         return load_table(**spec)
     raise ValueError(f"cannot reload data from spec {dict(spec, name=name)}; pass --data")
+
+
+def read_corrections(
+    path: str | os.PathLike, *, value: str | None = None, text_column: str = "text", value_column: str = "value",
+    label_column: str = "label",
+) -> tuple[list[str], list[str], list[str] | None]:
+    """(texts, values, labels or None) from a CSV/TSV/JSONL/JSON file of corrections:
+    a ``text`` column, a ``value`` column (or one ``value`` for every row) and an
+    optional ``label`` column. A blank text or value is an error naming its row."""
+    path = Path(path)
+    rows = list(_iter_rows(path))
+    _check_columns(path, rows, [text_column] + ([] if value is not None else [value_column]))
+    has_labels = label_column in rows[0][1]
+    texts, values, labels = [], [], []
+    for row, record in rows:
+        text = _cell(record, text_column, path, row).strip()
+        given = value if value is not None else _cell(record, value_column, path, row).strip()
+        for column, cell in ((text_column, text), (value_column, given)):
+            if not cell:
+                raise DataError(f"{_row_name(path, row)}: column {column!r} is empty")
+        texts.append(text)
+        values.append(given)
+        if has_labels:
+            label = _cell(record, label_column, path, row).strip()
+            if not label:
+                raise DataError(f"{_row_name(path, row)}: column {label_column!r} is empty (leave the column out if labels are unknown)")
+            labels.append(label)
+    return texts, values, labels if has_labels else None

@@ -1,24 +1,35 @@
 """Sparsity-based intervention: correct a concept by rewiring its mask (METHOD.md §5).
 
 The backbone theta, projector psi and classifier phi never change; only
-concept k's mask M_k does. One step on text x with the true value c_k:
+concept k's mask M_k does. One step on texts x_1..x_n with true values c_k:
 
-1. G = dL_k / d(M_k * theta) at x through subnetwork k, with L_k the concept's
-   cross-entropy against c_k, plus (when the task label y is known) the
-   cross-entropy of concept k's share of the task logits against y.
-2. Saliency S_q = |G_q theta_q| for every prunable weight q (pruned ones too:
-   the gradient at a pruned position says what growing it would do).
-3. Drop the n kept weights with the lowest S, grow the n pruned weights with
-   the highest S, n = round(ratio * #prunable weights). Sparsity is unchanged
-   and exactly 2n mask bits flip. n = 0 changes nothing. Among equal
-   saliencies the choice is deterministic (a seeded threshold estimate, then
-   top-k over the candidates): exactly n either way.
-4. Re-predict; repeat up to ``steps`` times while the concept is still wrong.
+1. G = dL_k / d(M_k * theta), summed over the texts, through subnetwork k,
+   with L_k = CE(phi_k a_k + b, y) + gamma * CE(logits_k, c_k) (the model's
+   one definition, as in mining; the task term only when the labels are known).
+2. Rank the weights (``selection``):
+
+   - ``taylor`` (default): by a first-order Taylor expansion in the mask bit,
+     dropping kept weight q changes L_k by about ``-G_q theta_q`` and growing
+     pruned weight q by about ``+G_q theta_q``. Drop the kept weights with the
+     largest positive ``G theta``, grow the pruned ones with the most negative;
+     a bit whose estimate would not lower the loss is never flipped.
+   - ``paper``: saliency ``|G theta|``; drop the kept weights of lowest
+     saliency, grow the pruned ones of highest (the paper's rule, blind to
+     sign; kept to reproduce its Fig. 3).
+
+3. Flip the first n of each ranking: n = round(ratio * #prunable weights), or
+   with ``ratio="auto"`` the smallest n of a geometric ladder (1e-6 of the
+   prunable weights, doubling, up to ``max_ratio``) that fixes every text of
+   the batch (failing that, the one fixing the most, then of lowest loss).
+   Sparsity is unchanged: as many bits are dropped as grown.
+4. Re-predict; repeat up to ``steps`` times while a text is still wrong.
 
 Edits are flat indices over the concatenation of the concept's prunable
 weights (in ``model.masks[concept]`` order), so an edit can be undone bit for
 bit. Persistent edits are logged on the classifier (``clf.interventions``) and
-saved with it (``interventions.json`` + ``interventions.safetensors``).
+saved with it (``interventions.json`` + ``interventions.safetensors``). A
+:class:`~sparsecbm.guard.Guard` checks an edit on texts it did not see and
+rolls it back when that concept's or the task's accuracy there drops.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +52,11 @@ from .files import atomic_path, write_json
 
 LOG_JSON = "interventions.json"
 LOG_TENSORS = "interventions.safetensors"
+SELECTIONS = ("taylor", "paper")
+AUTO = "auto"
+AUTO_START = 1e-6  # the auto ladder's first rung, as a fraction of the prunable weights
+MAX_RATIO = 1e-3  # the auto ladder's default cap (0.1 %)
+CHUNK = 32  # texts per forward pass when a correction batch is large
 
 
 @dataclass
@@ -48,37 +64,101 @@ class Edit:
     """One persisted mask edit: which bits of which concept flipped, and why."""
 
     concept: str
-    value: str  # the corrected value
-    ratio: float
+    values: list[str]  # the corrected value, per text
+    texts: list[str]
+    labels: list[str] | None  # the task labels used in the loss, or None
+    ratio: float | str  # as asked: a fraction, or "auto"
+    selection: str
     steps: int
-    text: str
-    label: str | None
+    step_sizes: list[int]  # bits dropped (= grown) at each step
     time: float
     per_layer: dict[str, dict[str, int]]  # param -> {"dropped": n, "grown": n}
+    guard: dict[str, Any] | None  # the guard's verdict, when one checked the edit
     drop: torch.Tensor = field(repr=False)  # flat indices, every step concatenated
     grow: torch.Tensor = field(repr=False)
+
+    @property
+    def bits_flipped(self) -> int:
+        return 2 * int(self.drop.numel())
+
+    def describe(self) -> str:
+        what = f"{self.concept} -> {self.values[0]!r}" if len(set(self.values)) == 1 else f"{self.concept} -> {self.values}"
+        on = repr(self.texts[0][:50]) if len(self.texts) == 1 else f"{len(self.texts)} texts"
+        return (f"{what}, ratio {self.ratio}, {self.selection}, {self.steps} step(s), "
+                f"{self.bits_flipped} bits flipped, on {on}")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         del d["drop"], d["grow"]
-        d["bits_flipped"] = 2 * int(self.drop.numel())
+        d["bits_flipped"] = self.bits_flipped
         return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], drop: torch.Tensor, grow: torch.Tensor) -> "Edit":
+        d = {k: v for k, v in d.items() if k != "bits_flipped"}
+        if "text" in d:  # a log written before batch corrections: one text, equal steps, the paper's rule
+            steps = max(int(d["steps"]), 1)
+            d = {**d, "texts": [d.pop("text")], "values": [d.pop("value")],
+                 "labels": None if d.get("label") is None else [d["label"]], "selection": "paper",
+                 "step_sizes": [int(drop.numel()) // steps] * steps, "guard": None}
+            d.pop("label", None)
+        return cls(**d, drop=drop, grow=grow)
+
+
+@dataclass(frozen=True)
+class CorrectionResult:
+    """What one correction (of one or several texts, one concept) did."""
+
+    concept: str
+    values: list[str]  # the corrected value, per text
+    before: list[dict[str, Any]]  # per text {"value", "probability", "label"}
+    after: list[dict[str, Any]]  # the same once the edit is in place (or what it would have been, if rolled back)
+    fixed: list[bool]  # per text: the concept now predicts the corrected value
+    selection: str
+    ratio: float | str  # as asked
+    steps: int  # steps run (stops early once every text is fixed)
+    step_sizes: list[int]  # bits dropped (= grown) at each step
+    per_layer: dict[str, dict[str, int]]  # param -> {"dropped": n, "grown": n}, over all steps
+    persisted: bool  # the edit is in place and logged
+    outcome: str  # what happened to the edit and why, in words
+    guard: dict[str, Any] | None = None  # the guard's verdict (accepted, reason, accuracies before/after)
+
+    @property
+    def n(self) -> int:
+        """Bits dropped (= grown) in all."""
+        return sum(self.step_sizes)
+
+    @property
+    def bits_flipped(self) -> int:
+        return 2 * self.n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "n": self.n, "bits_flipped": self.bits_flipped}
 
 
 @dataclass(frozen=True)
 class InterventionResult:
+    """What correcting one concept on one text did."""
+
     concept: str
     value: str  # the corrected value
     before: dict[str, Any]  # {"value", "probability", "label"}
     after: dict[str, Any]
     fixed: bool  # the concept now predicts ``value``
+    selection: str
     steps: int  # steps run (stops early once fixed)
-    n: int  # bits dropped (= grown) per step
+    n: int  # bits dropped (= grown) over all steps
     per_layer: dict[str, dict[str, int]]  # param -> {"dropped": n, "grown": n}, over all steps
     persisted: bool
+    outcome: str  # what happened to the edit and why, in words
+    guard: dict[str, Any] | None = None
+
+    @property
+    def bits_flipped(self) -> int:
+        return 2 * self.n
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "bits_flipped": self.bits_flipped}
 
 
 # ---------------------------------------------------------------- selection
@@ -160,22 +240,213 @@ def _buffers(clf: Classifier, masks_k: dict[str, torch.Tensor]) -> tuple[np.ndar
     return cached
 
 
-def drop_and_grow(
-    clf: Classifier, masks_k: dict[str, torch.Tensor], scores: np.ndarray, n: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The n kept weights of lowest saliency and the n pruned ones of highest, as
-    flat indices. The two searches run on two threads (numpy releases the GIL)."""
+def rank(
+    clf: Classifier, masks_k: dict[str, torch.Tensor], scores: np.ndarray, n_max: int, selection: str, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kept weights to drop and pruned weights to grow, best first, at most ``n_max``
+    of each and as many of one as of the other (flat indices).
+
+    ``taylor`` (scores ``G theta``): drop the largest positive, grow the most
+    negative; bits whose first-order estimate would not lower the loss are left
+    out, so the lists may be shorter than ``n_max``. ``paper`` (scores
+    ``|G theta|``): drop the lowest, grow the highest. The two searches run on
+    two threads (numpy releases the GIL)."""
     _, kept_bits, pruned_bits = _buffers(clf, masks_k)
     for name, start, end in _offsets(masks_k):
         kept_bits[start:end] = masks_k[name].detach().cpu().numpy().reshape(-1)
     np.logical_not(kept_bits, out=pruned_bits)
+    n_kept = int(np.count_nonzero(kept_bits))
+    n_drop, n_grow = min(n_max, n_kept), min(n_max, kept_bits.size - n_kept)
+    drop_largest = selection == "taylor"
+    grow_largest = selection == "paper"
     with ThreadPoolExecutor(2) as pool:
-        drop = pool.submit(pick, scores, kept_bits, n, False, seed)
-        grow = pool.submit(pick, scores, pruned_bits, n, True, seed)
-        return torch.from_numpy(drop.result()), torch.from_numpy(grow.result())
+        drop = pool.submit(pick, scores, kept_bits, n_drop, drop_largest, seed)
+        grow = pool.submit(pick, scores, pruned_bits, n_grow, grow_largest, seed)
+        drop, grow = drop.result(), grow.result()
+    drop = drop[np.argsort(-scores[drop] if drop_largest else scores[drop], kind="stable")]
+    grow = grow[np.argsort(-scores[grow] if grow_largest else scores[grow], kind="stable")]
+    if selection == "taylor":
+        drop = drop[: int(np.count_nonzero(scores[drop] > 0))]
+        grow = grow[: int(np.count_nonzero(scores[grow] < 0))]
+    n = min(drop.size, grow.size)
+    return drop[:n], grow[:n]
 
 
-# ---------------------------------------------------------------- one step
+def auto_ladder(total: int, n_max: int) -> list[int]:
+    """The bit counts ``ratio="auto"`` tries: 1e-6 of the ``total`` prunable weights
+    (at least 1), doubling, then ``n_max`` itself."""
+    rungs, n = [], max(1, int(np.ceil(AUTO_START * total)))
+    while n < n_max:
+        rungs.append(n)
+        n *= 2
+    return rungs + [n_max] if n_max > 0 else []
+
+
+# ---------------------------------------------------------------- one edit
+
+
+def tokenize(clf: Classifier, texts: Sequence[str]) -> list[tuple[slice, dict[str, torch.Tensor]]]:
+    """Texts as the model reads them, in chunks of at most CHUNK (padded per chunk), on its device."""
+    chunks = []
+    for start in range(0, len(texts), CHUNK):
+        enc = clf.tokenizer(list(texts[start : start + CHUNK]), padding=True, truncation=True,
+                            max_length=clf.max_length, return_tensors="pt")
+        chunks.append((slice(start, start + CHUNK), {key: enc[key].to(clf.device) for key in ("input_ids", "attention_mask")}))
+    return chunks
+
+
+def tokenize_one(clf: Classifier, text: str) -> list[tuple[slice, dict[str, torch.Tensor]]]:
+    """One text, tokenized as the model reads it (one chunk)."""
+    return tokenize(clf, [text])
+
+
+def concept_k_logits(clf: Classifier, batches: list[tuple[slice, dict]], k: int) -> torch.Tensor:
+    """Concept k's logits (n, C_k) on tokenized texts, through its current mask, on the CPU."""
+    model = clf.model
+    with model.evaluating(), torch.inference_mode():
+        return torch.cat([model.concept_logits(b["input_ids"], b["attention_mask"], k).float().cpu() for _, b in batches])
+
+
+def saliency(
+    clf: Classifier, k: int, batches: list[tuple[slice, dict]], values: torch.Tensor, labels: torch.Tensor | None,
+    *, selection: str = "taylor", out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``G theta`` (taylor) or ``|G theta|`` (paper) over concept k's prunable weights,
+    flat float32 (into ``out``); G is the gradient of L_k summed over the texts."""
+    model = clf.model
+    concept = clf.schema.concepts[k]
+    params = dict(model.backbone.named_parameters())
+    masked = {n: w.detach().requires_grad_(True) for n, w in model.masked_weights(concept, trainable=False).items()}
+    grads = None
+    with model.evaluating(), torch.enable_grad():
+        for rows, b in batches:
+            y = None if labels is None else labels[rows].to(clf.device)
+            loss = model.concept_loss(b["input_ids"], b["attention_mask"], k, values[rows].to(clf.device), y,
+                                      gamma=clf.gamma, reduction="sum", weights=masked)
+            g = torch.autograd.grad(loss, list(masked.values()))
+            grads = list(g) if grads is None else [a.add_(c) for a, c in zip(grads, g)]
+    if out is None:
+        out = np.empty(sum(g.numel() for g in grads), np.float32)
+    start = 0
+    for n, g in zip(masked, grads):
+        piece = torch.from_numpy(out[start : start + g.numel()]).view(g.shape)
+        if g.device.type == "cpu":
+            torch.mul(g, params[n].detach(), out=piece)  # no temporaries
+        else:
+            piece.copy_(g.mul_(params[n].detach()))
+        if selection == "paper":
+            piece.abs_()
+        start += g.numel()
+    return out
+
+
+def _n_bits(total: int, ratio: float) -> int:
+    return round(ratio * total)
+
+
+def edit(
+    clf: Classifier, k: int, batches: list[tuple[slice, dict]], logits: torch.Tensor, values: torch.Tensor,
+    labels: torch.Tensor | None, *, ratio: float | str, selection: str, steps: int, max_ratio: float = MAX_RATIO,
+    seed: int = 0,
+) -> tuple[list[np.ndarray], list[np.ndarray], torch.Tensor]:
+    """Run up to ``steps`` drop/grow steps on concept k's mask (left edited), stopping
+    once every text predicts its ``values`` (n,); ``logits`` (n, C_k) are concept k's
+    logits before the edit, which the caller already has. Returns per-step drops
+    and grows (sorted flat indices) and the concept's logits afterwards."""
+    concept = clf.schema.concepts[k]
+    masks_k = clf.model.masks[concept]
+    total = sum(m.numel() for m in masks_k.values())
+    n_max = _n_bits(total, max_ratio if ratio == AUTO else ratio)
+    drops: list[np.ndarray] = []
+    grows: list[np.ndarray] = []
+    try:
+        for step in range(steps):
+            if n_max == 0 or bool((logits.argmax(-1) == values).all()):
+                break  # nothing to flip, or nothing left to fix: no gradient, no step
+            scores = saliency(clf, k, batches, values, labels, selection=selection, out=_buffers(clf, masks_k)[0])
+            drop, grow = rank(clf, masks_k, scores, n_max, selection, seed + step)
+            if drop.size == 0:
+                break  # no bit would lower the loss
+            if ratio == AUTO:
+                n, logits = _search(clf, k, batches, values, drop, grow, total)
+            else:
+                n = drop.size
+                flip(clf.model, concept, drop, grow)
+                logits = concept_k_logits(clf, batches, k)
+            drops.append(np.sort(drop[:n]))
+            grows.append(np.sort(grow[:n]))
+    except BaseException:
+        revert(clf.model, concept, drops, grows)
+        raise
+    return drops, grows, logits
+
+
+def _search(
+    clf: Classifier, k: int, batches: list[tuple[slice, dict]], values: torch.Tensor, drop: np.ndarray,
+    grow: np.ndarray, total: int,
+) -> tuple[int, torch.Tensor]:
+    """Flip growing prefixes of the rankings along the auto ladder; stop at the first
+    that fixes every text. Leaves the best prefix flipped (every text fixed, else
+    the most fixed, then the lowest concept loss) and returns its size and logits."""
+    model, concept = clf.model, clf.schema.concepts[k]
+    done, best = 0, None
+    try:
+        for n in auto_ladder(total, drop.size):
+            flip(model, concept, drop[done:n], grow[done:n])  # the rankings nest: flip only what is new
+            done = n
+            logits = concept_k_logits(clf, batches, k)
+            fixed = int((logits.argmax(-1) == values).sum())
+            loss = float(F.cross_entropy(logits, values, reduction="sum"))
+            if best is None or (fixed, -loss) > (best[1], -best[2]):
+                best = (n, fixed, loss, logits)
+            if fixed == len(values):
+                break
+        n = best[0]
+        flip(model, concept, drop[n:done], grow[n:done], undo=True)
+    except BaseException:
+        flip(model, concept, drop[:done], grow[:done], undo=True)
+        raise
+    return n, best[3]
+
+
+def _as_list(name: str, given, n: int, allow_none: bool = False) -> list | None:
+    """One str for every text, or a sequence of n; a clear error naming the argument otherwise."""
+    if given is None and allow_none:
+        return None
+    if isinstance(given, str):
+        return [given] * n
+    if given is None or not hasattr(given, "__len__"):
+        raise TypeError(f"{name}: expected a str or a list of {n} str, got {type(given).__name__}")
+    given = list(given)
+    if len(given) != n:
+        raise ValueError(f"{name}: {len(given)} given for {n} texts; give one per text (or one str for all)")
+    return given
+
+
+def _check(
+    clf: Classifier, concept: str, values: list[str], labels: list[str] | None, ratio, selection: str, steps: int,
+    max_ratio: float,
+) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+    if clf.config.kind != "sparsecbm":
+        raise ValueError(f"interventions rewire concept masks; a {clf.config.kind!r} model has none (train --model sparsecbm)")
+    schema = clf.schema
+    k, _ = concept_value(clf, concept, values[0])
+    v = torch.tensor([concept_value(clf, concept, value)[1] for value in values])
+    y = None
+    if labels is not None:
+        for label in labels:
+            if label not in schema.labels:
+                raise ValueError(f"labels: unknown label {label!r}; the labels are {list(schema.labels)}")
+        y = torch.tensor([schema.labels.index(label) for label in labels])
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
+    if ratio != AUTO and (isinstance(ratio, str) or not 0.0 <= ratio < 0.5):
+        raise ValueError(f"ratio must be {AUTO!r} or a fraction in [0, 0.5), got {ratio!r}")
+    if not 0.0 < max_ratio < 0.5:
+        raise ValueError(f"max_ratio must be a fraction in (0, 0.5), got {max_ratio!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    return k, v, y
 
 
 def concept_value(clf: Classifier, concept: str, value: str) -> tuple[int, int]:
@@ -190,70 +461,6 @@ def concept_value(clf: Classifier, concept: str, value: str) -> tuple[int, int]:
     return k, values.index(value)
 
 
-def _check(clf: Classifier, concept: str, value: str, label: str | None, ratio: float, steps: int) -> tuple[int, int, int | None]:
-    if clf.config.kind != "sparsecbm":
-        raise ValueError(f"interventions rewire concept masks; a {clf.config.kind!r} model has none (train --model sparsecbm)")
-    schema = clf.schema
-    k, v = concept_value(clf, concept, value)
-    if label is not None and label not in schema.labels:
-        raise ValueError(f"unknown label {label!r}; the labels are {list(schema.labels)}")
-    if not 0.0 <= ratio < 0.5:
-        raise ValueError(f"ratio must be in [0, 0.5), got {ratio}")
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    return k, v, None if label is None else schema.labels.index(label)
-
-
-def tokenize_one(clf: Classifier, text: str) -> dict[str, torch.Tensor]:
-    """One text, tokenized as the model reads it, on the model's device."""
-    enc = clf.tokenizer([text], truncation=True, max_length=clf.max_length, return_tensors="pt")
-    return {"input_ids": enc["input_ids"].to(clf.device), "attention_mask": enc["attention_mask"].to(clf.device)}
-
-
-def saliency(
-    clf: Classifier, k: int, batch: dict[str, torch.Tensor], value: int, label: int | None, out: np.ndarray | None = None
-) -> np.ndarray:
-    """S = |dL_k/d(M_k theta) * theta| over concept k's prunable weights, flat float32 (into ``out``)."""
-    model = clf.model
-    concept = clf.schema.concepts[k]
-    params = dict(model.backbone.named_parameters())
-    masked = {n: w.detach().requires_grad_(True) for n, w in model.masked_weights(concept, trainable=False).items()}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            z = model.encode(batch["input_ids"], batch["attention_mask"], weights=masked)
-            cols = model.concept_slice(k)
-            logits = F.linear(z, model.projector.weight[cols], model.projector.bias[cols])
-            loss = F.cross_entropy(logits, torch.tensor([value], device=logits.device))
-            if label is not None:
-                task = model.concept_term(k, torch.sigmoid(logits)) + model.classifier.bias
-                loss = loss + F.cross_entropy(task, torch.tensor([label], device=logits.device))
-            grads = torch.autograd.grad(loss, list(masked.values()))
-    finally:
-        model.train(was_training)
-    if out is None:
-        out = np.empty(sum(g.numel() for g in grads), np.float32)
-    start = 0
-    for n, g in zip(masked, grads):
-        piece = torch.from_numpy(out[start : start + g.numel()]).view(g.shape)
-        torch.mul(g, params[n].detach(), out=piece).abs_()  # no temporaries
-        start += g.numel()
-    return out
-
-
-def concept_k_logits(clf: Classifier, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
-    """Concept k's logits (C_k,) on one tokenized text, through its current mask."""
-    model = clf.model
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            return model.concept_logits(batch["input_ids"], batch["attention_mask"], k)[0].float().cpu()
-    finally:
-        model.train(was_training)
-
-
 def task_from(clf: Classifier, concept_logits: list[torch.Tensor]) -> torch.Tensor:
     """Task logits (C_y,) or (n, C_y) from every concept's logits, (C_k,) or (n, C_k) each (Eq. 3)."""
     with torch.inference_mode():
@@ -261,41 +468,86 @@ def task_from(clf: Classifier, concept_logits: list[torch.Tensor]) -> torch.Tens
         return clf.model.classifier(a).float().cpu()
 
 
-def edit(
-    clf: Classifier, k: int, batch: dict[str, torch.Tensor], logits: torch.Tensor, value: int, label: int | None,
-    n: int, steps: int, seed: int = 0,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-    """Run up to ``steps`` drop/grow steps on concept k's mask (left edited), stopping
-    once the concept predicts ``value``; ``logits`` (C_k,) are its logits before the
-    edit, which the caller already has. Returns per-step drops and grows and the
-    concept's logits afterwards."""
-    concept = clf.schema.concepts[k]
-    masks_k = clf.model.masks[concept]
-    drops: list[torch.Tensor] = []
-    grows: list[torch.Tensor] = []
-    if n == 0:  # nothing would flip: no gradient, no step
-        return drops, grows, logits
+def _describe(clf: Classifier, k: int, concept_logits: list[torch.Tensor]) -> list[dict[str, Any]]:
+    p = concept_logits[k].softmax(-1)  # (n, C_k)
+    v = p.argmax(-1)
+    label = task_from(clf, concept_logits).argmax(-1)
+    schema = clf.schema
+    return [{"value": schema.concept_values[k][int(v[i])], "probability": float(p[i, v[i]]),
+             "label": schema.labels[int(label[i])]} for i in range(len(p))]
+
+
+def correct(
+    clf: Classifier,
+    texts: Sequence[str],
+    concept: str,
+    values: str | Sequence[str],
+    labels: str | Sequence[str] | None = None,
+    *,
+    ratio: float | str = AUTO,
+    selection: str = "taylor",
+    steps: int = 1,
+    max_ratio: float = MAX_RATIO,
+    persist: bool = False,
+    guard=None,
+    keep_unfixed: bool = False,
+    seed: int = 0,
+) -> CorrectionResult:
+    """Correct ``concept`` to ``values`` (one per text, or one for all) on ``texts``
+    with one edit of its mask, ranked by the gradient of L_k summed over them.
+
+    ``ratio``: a fraction of the prunable weights to drop (and grow) per step, or
+    ``"auto"``: the smallest count on the ladder (up to ``max_ratio``) that fixes
+    them. ``labels``, when known, add the task term to L_k. ``persist=True``
+    keeps the edit and logs it as one entry of ``clf.interventions`` (undo with
+    :func:`undo`); otherwise the mask is restored. An edit that fixes none of
+    the texts is rolled back unless ``keep_unfixed``. A ``guard``
+    (:class:`~sparsecbm.guard.Guard`) judges the edit on its own texts: a
+    rejected edit is rolled back bit for bit and not logged. ``outcome`` in the
+    result says what happened and why."""
+    texts = check_texts(texts)
+    if not texts:
+        raise ValueError("texts: no corrections given (an empty batch)")
+    values = _as_list("values", values, len(texts))
+    labels = _as_list("labels", labels, len(texts), allow_none=True)
+    k, v, y = _check(clf, concept, values, labels, ratio, selection, steps, max_ratio)
+    batches = tokenize(clf, texts)
+    logits = [concept_k_logits(clf, batches, j) for j in range(len(clf.schema.concepts))]
+    before = _describe(clf, k, logits)
+    guard_before = guard.concept_logits(clf) if guard is not None else None
+    drops, grows, logits[k] = edit(clf, k, batches, logits[k], v, y, ratio=ratio, selection=selection, steps=steps,
+                                   max_ratio=max_ratio, seed=seed)
+    keep, verdict = persist and bool(drops), None
     try:
-        for step in range(steps):
-            if int(logits.argmax()) == value:
-                break
-            scores = saliency(clf, k, batch, value, label, out=_buffers(clf, masks_k)[0])
-            drop, grow = drop_and_grow(clf, masks_k, scores, n, seed + step)
-            flip(clf.model, concept, drop, grow)
-            drops.append(drop)
-            grows.append(grow)
-            logits = concept_k_logits(clf, batch, k)
+        after = _describe(clf, k, logits)
+        fixed = [a["value"] == value for a, value in zip(after, values)]
+        if not drops:
+            outcome = "nothing flipped: " + ("already right" if all(fixed) else "no weight would lower the loss")
+        elif not (any(fixed) or keep_unfixed):
+            keep, outcome = False, "rolled back: the edit fixed none of the texts"
+        else:
+            outcome = "kept" if persist else "previewed: the mask is restored (persist=False)"
+        if guard is not None and drops:
+            verdict = guard.judge(clf, k, guard_before)
+            if not verdict["accepted"]:
+                keep, outcome = False, f"rolled back by the guard: {verdict['reason']}"
     except BaseException:
-        revert(clf.model, concept, drops, grows)
+        keep = False
         raise
-    return drops, grows, logits
-
-
-def _describe(clf: Classifier, k: int, concept_logits: list[torch.Tensor]) -> dict[str, Any]:
-    p = concept_logits[k].softmax(-1)
-    v = int(p.argmax())
-    return {"value": clf.schema.concept_values[k][v], "probability": float(p[v]),
-            "label": clf.schema.labels[int(task_from(clf, concept_logits).argmax())]}
+    finally:
+        if not keep:
+            revert(clf.model, concept, drops, grows)
+            if guard is not None and drops:
+                guard.restore(clf, k, guard_before[k])
+    drop_all = np.concatenate(drops) if drops else np.zeros(0, np.int64)
+    grow_all = np.concatenate(grows) if grows else np.zeros(0, np.int64)
+    per_layer = _count(clf.model.masks[concept], drop_all, grow_all)
+    sizes = [int(d.size) for d in drops]
+    if keep:
+        clf.interventions.append(Edit(concept, values, texts, labels, ratio, selection, len(drops), sizes, time.time(),
+                                      per_layer, verdict, torch.from_numpy(drop_all), torch.from_numpy(grow_all)))
+    return CorrectionResult(concept, values, before, after, fixed, selection, ratio, len(drops), sizes, per_layer,
+                            keep, outcome, verdict)
 
 
 def intervene(
@@ -304,37 +556,18 @@ def intervene(
     concept: str,
     value: str,
     *,
-    ratio: float = 0.01,
-    steps: int = 1,
-    persist: bool = False,
     label: str | None = None,
-    seed: int = 0,
+    **kwargs: Any,
 ) -> InterventionResult:
-    """Correct ``concept`` to ``value`` on ``text`` by rewiring its mask.
+    """Correct ``concept`` to ``value`` on one ``text`` by rewiring its mask.
 
-    ``persist=False`` restores the mask afterwards (the paper's per-example
-    protocol); ``persist=True`` keeps the edit and appends it to
-    ``clf.interventions`` (undo with :func:`undo`). ``label``, when known, adds
-    the task term to the loss whose gradient ranks the weights."""
+    ``ratio`` ("auto"), ``selection`` ("taylor"), ``steps`` (1), ``max_ratio``,
+    ``persist`` (False), ``guard``, ``keep_unfixed``, ``seed``: as in :func:`correct`. ``label``,
+    when known, adds the task term to the loss that ranks the weights."""
     (text,) = check_texts([text])
-    k, v, y = _check(clf, concept, value, label, ratio, steps)
-    masks_k = clf.model.masks[concept]
-    n = round(ratio * sum(m.numel() for m in masks_k.values()))
-    batch = tokenize_one(clf, text)
-    logits = [concept_k_logits(clf, batch, j) for j in range(len(clf.schema.concepts))]
-    before = _describe(clf, k, logits)
-    drops, grows, logits[k] = edit(clf, k, batch, logits[k], v, y, n, steps, seed)
-    after = _describe(clf, k, logits)
-    drop_all = torch.cat(drops) if drops else torch.zeros(0, dtype=torch.long)
-    grow_all = torch.cat(grows) if grows else torch.zeros(0, dtype=torch.long)
-    per_layer = _count(masks_k, drop_all, grow_all)
-    if persist and drops:
-        clf.interventions.append(Edit(concept, value, ratio, len(drops), text, label, time.time(), per_layer,
-                                      drop_all.to(torch.int64), grow_all.to(torch.int64)))
-    else:
-        revert(clf.model, concept, drops, grows)
-    return InterventionResult(concept, value, before, after, after["value"] == value, len(drops), n, per_layer,
-                              persist and bool(drops))
+    r = correct(clf, [text], concept, [value], None if label is None else [label], **kwargs)
+    return InterventionResult(concept, value, r.before[0], r.after[0], r.fixed[0], r.selection, r.steps, r.n,
+                              r.per_layer, r.persisted, r.outcome, r.guard)
 
 
 def revert(model, concept: str, drops, grows) -> None:
@@ -357,15 +590,10 @@ def undo(clf: Classifier) -> Edit:
     edit = clf.interventions[-1]
     # Steps are undone last-first: a bit dropped at one step and grown back at a
     # later one ends where it started.
-    steps = _split_steps(edit)
-    revert(clf.model, edit.concept, [d for d, _ in steps], [g for _, g in steps])
+    cuts = np.cumsum(edit.step_sizes)[:-1]
+    revert(clf.model, edit.concept, np.split(edit.drop.numpy(), cuts), np.split(edit.grow.numpy(), cuts))
     clf.interventions.pop()
     return edit
-
-
-def _split_steps(edit: Edit) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    n = edit.drop.numel() // max(edit.steps, 1)
-    return [(edit.drop[i * n : (i + 1) * n], edit.grow[i * n : (i + 1) * n]) for i in range(edit.steps)]
 
 
 def oracle(clf: Classifier, text: str, corrections: dict[str, str]) -> dict[str, Any]:
@@ -424,8 +652,4 @@ def load_log(path: str | os.PathLike) -> list[Edit]:
         return []
     meta = json.loads((path / LOG_JSON).read_text(encoding="utf-8"))
     tensors = load_file(str(path / LOG_TENSORS))
-    edits = []
-    for i, d in enumerate(meta["edits"]):
-        d = {k: v for k, v in d.items() if k != "bits_flipped"}
-        edits.append(Edit(**d, drop=tensors[f"{i}.drop"], grow=tensors[f"{i}.grow"]))
-    return edits
+    return [Edit.from_json(d, tensors[f"{i}.drop"], tensors[f"{i}.grow"]) for i, d in enumerate(meta["edits"])]

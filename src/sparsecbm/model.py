@@ -15,8 +15,9 @@ never reached the masked layers, so every concept used the first mask.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -128,6 +129,16 @@ class ConceptBottleneckModel(nn.Module):
             self._masked_cache.clear()
         return self
 
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for the block, then the mode it was in."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters outside the backbone (trained with their own learning rate)."""
         return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
@@ -229,6 +240,22 @@ class ConceptBottleneckModel(nn.Module):
         z = self.encode(input_ids, attention_mask, concept, **encode_kwargs)
         cols = self.concept_slice(k)
         return F.linear(z, self.projector.weight[cols], self.projector.bias[cols])
+
+    def concept_loss(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, k: int, values: torch.Tensor,
+        labels: torch.Tensor | None = None, *, gamma: float, reduction: str = "mean", **encode_kwargs,
+    ) -> torch.Tensor:
+        """L_k = CE(phi_k a_k + b, y) + gamma * CE(logits_k, c_k) (METHOD.md §3.1), through
+        concept k's subnetwork: the loss that ranks weights for mining and for
+        interventions. The task term uses concept k's own share of the task
+        logits, so one pass suffices; without ``labels`` it is left out.
+        ``values`` (n,) are concept k's value indices; ``encode_kwargs`` go to :meth:`encode`."""
+        logits = self.concept_logits(input_ids, attention_mask, k, **encode_kwargs)  # (n, C_k)
+        loss = gamma * F.cross_entropy(logits, values, reduction=reduction)
+        if labels is not None:
+            task = self.concept_term(k, torch.sigmoid(logits)) + self.classifier.bias  # (n, C_y)
+            loss = loss + F.cross_entropy(task, labels, reduction=reduction)
+        return loss
 
     def concept_term(self, k: int, activations_k: torch.Tensor) -> torch.Tensor:
         """Concept k's additive share of the task logits, ``phi_k a_k``: (n, C_k) -> (n, C_y)."""

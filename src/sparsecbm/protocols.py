@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ from tqdm.auto import tqdm
 
 from .classifier import Classifier
 from .data import Split
-from .intervention import tokenize_one, revert, edit, intervene, oracle_labels, task_from
+from .guard import Guard
+from .intervention import MAX_RATIO, edit, intervene, oracle_labels, revert, task_from, tokenize
 from .masks import Masks, kept, sparsity
 from .metrics import evaluate_predictions
 
@@ -40,21 +42,27 @@ def _summary(result: dict[str, Any]) -> dict[str, float]:
             "task_accuracy": result["task"]["accuracy"], "task_macro_f1": result["task"]["macro_f1"]}
 
 
-def _n_bits(clf: Classifier, ratio: float) -> int:
-    masks_0 = next(iter(clf.model.masks.values()))
-    return round(ratio * sum(m.numel() for m in masks_0.values()))
+def _ratio_key(ratio: float | str) -> str:
+    return ratio if isinstance(ratio, str) else f"{ratio:g}"
+
+
+def _median(xs: list[int]) -> float:
+    return float(np.median(xs)) if xs else 0.0
 
 
 def per_example(
     clf: Classifier,
     split: Split,
-    ratios: list[float],
+    ratios: list[float | str],
     *,
+    selection: str = "taylor",
     steps: int = 1,
+    max_ratio: float = MAX_RATIO,
     use_label: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """NI, SI per ratio and oracle scores on ``split`` (every mask restored after each example)."""
+    """NI, SI per ratio (a fraction or "auto") and oracle scores on ``split`` (every
+    mask restored after each example), with the bits each fix flipped."""
     if clf.model.masks is None:
         raise ValueError(f"interventions rewire concept masks; a {clf.config.kind!r} model has none")
     schema = clf.schema
@@ -67,27 +75,33 @@ def per_example(
     oracle_task = np.array([schema.labels.index(o["label"]) for o in oracle_labels(clf, out.activations, corrections)])
     result: dict[str, Any] = {
         "n": len(split), "wrong_concepts": int(wrong.sum()), "examples_with_a_wrong_concept": int(wrong.any(1).sum()),
-        "steps": steps, "uses_task_label": use_label,
+        "steps": steps, "uses_task_label": use_label, "selection": selection, "max_ratio": max_ratio,
         "NI": _scores(clf, split, logits),
         "oracle": _summary(evaluate_predictions(split, schema, oracle_task, split.concepts)),
         "SI": {},
     }
     rows = np.flatnonzero(wrong.any(1))
     for ratio in ratios:
-        n = _n_bits(clf, ratio)
         new = [l.clone() for l in logits]
-        fixed = 0
-        for i in tqdm(rows, desc=f"intervene r={ratio:g}", disable=not progress):
-            batch = tokenize_one(clf, split.texts[i])
+        bits_per_fix, bits_all = [], []
+        for i in tqdm(rows, desc=f"intervene {selection} r={_ratio_key(ratio)}", disable=not progress):
+            batches = tokenize(clf, [split.texts[i]])
+            label = torch.tensor([int(split.labels[i])]) if use_label else None
             for k in np.flatnonzero(wrong[i]):
-                concept = schema.concepts[k]
-                label = int(split.labels[i]) if use_label else None
-                drops, grows, new[k][i] = edit(clf, k, batch, logits[k][i], int(split.concepts[i, k]), label, n, steps,
-                                               seed=int(i))
-                revert(clf.model, concept, drops, grows)
-                fixed += int(new[k][i].argmax()) == int(split.concepts[i, k])
-        result["SI"][f"{ratio:g}"] = {**_scores(clf, split, new), "ratio": ratio, "bits_per_step": 2 * n,
-                                      "corrections_fixed": fixed / max(1, int(wrong.sum()))}
+                value = torch.tensor([int(split.concepts[i, k])])
+                drops, grows, after = edit(clf, k, batches, logits[k][i : i + 1], value, label, ratio=ratio,
+                                           selection=selection, steps=steps, max_ratio=max_ratio, seed=int(i))
+                revert(clf.model, schema.concepts[k], drops, grows)
+                new[k][i] = after[0]
+                bits = 2 * sum(int(d.size) for d in drops)
+                bits_all.append(bits)
+                if int(after[0].argmax()) == int(value):
+                    bits_per_fix.append(bits)
+        result["SI"][_ratio_key(ratio)] = {
+            **_scores(clf, split, new), "ratio": ratio,
+            "corrections_fixed": len(bits_per_fix) / max(1, int(wrong.sum())), "fixed": len(bits_per_fix),
+            "median_bits_per_fix": _median(bits_per_fix), "mean_bits_per_correction": float(np.mean(bits_all)) if bits_all else 0.0,
+        }
     return result
 
 
@@ -99,14 +113,20 @@ def persistent(
     clf: Classifier,
     edit_split: Split,
     eval_split: Split,
-    ratio: float,
+    ratio: float | str,
     *,
+    selection: str = "taylor",
     steps: int = 1,
+    max_ratio: float = MAX_RATIO,
     use_label: bool = True,
+    guard: Guard | None = None,
+    keep_unfixed: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Correct every wrong concept of ``edit_split`` cumulatively (edits stay, logged
-    on ``clf``); score ``eval_split`` before and after, and re-check the corrections."""
+    """Correct every wrong concept of ``edit_split``, in order, cumulatively (kept edits
+    stay, logged on ``clf``); score ``eval_split`` before and after, and re-check the
+    corrections that were fixed when their edit was kept. With a ``guard``, each
+    edit is kept only if the guard's accuracies do not drop beyond its tolerances."""
     if clf.model.masks is None:
         raise ValueError(f"interventions rewire concept masks; a {clf.config.kind!r} model has none")
     schema = clf.schema
@@ -115,27 +135,44 @@ def persistent(
     out = clf.forward_texts(edit_split.texts, progress=progress, desc="predict")
     edit_before = _scores(clf, edit_split, list(out.concept_logits))
     wrong = _pred(list(out.concept_logits)) != edit_split.concepts
-    corrected = []  # (row, k) fixed at the time of its edit
-    for i in tqdm(np.flatnonzero(wrong.any(1)), desc=f"persistent edits r={ratio:g}", disable=not progress):
+    corrected = []  # (row, k) fixed at the time of its kept edit
+    outcomes: dict[str, int] = {}
+    bits_kept, seconds = [], []
+    for i in tqdm(np.flatnonzero(wrong.any(1)), desc=f"persistent edits {selection} r={_ratio_key(ratio)}",
+                  disable=not progress):
         for k in np.flatnonzero(wrong[i]):
             value = schema.concept_values[k][edit_split.concepts[i, k]]
             label = schema.labels[edit_split.labels[i]] if use_label else None
-            r = intervene(clf, edit_split.texts[i], schema.concepts[k], value, ratio=ratio, steps=steps,
-                          persist=True, label=label, seed=int(i))
-            if r.fixed:
-                corrected.append((int(i), int(k)))
+            start = time.perf_counter()
+            r = intervene(clf, edit_split.texts[i], schema.concepts[k], value, ratio=ratio, selection=selection,
+                          steps=steps, max_ratio=max_ratio, persist=True, label=label, guard=guard,
+                          keep_unfixed=keep_unfixed, seed=int(i))
+            seconds.append(time.perf_counter() - start)
+            kind = r.outcome.split(":")[0]
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+            if r.persisted:
+                bits_kept.append(r.bits_flipped)
+                if r.fixed:
+                    corrected.append((int(i), int(k)))
     final = clf.forward_texts(edit_split.texts, progress=progress, desc="re-check")
     final_pred = _pred(list(final.concept_logits))
     still = sum(int(final_pred[i, k] == edit_split.concepts[i, k]) for i, k in corrected)
+    right_at_end = int(np.count_nonzero(final_pred[wrong] == edit_split.concepts[wrong]))
     edit_after = _scores(clf, edit_split, list(final.concept_logits))
     eval_after = clf.evaluate(eval_split, progress=progress)
     kept_same = all(kept(original[c]) == kept(per) for c, per in clf.model.masks.items())
     return {
-        "ratio": ratio, "steps": steps, "uses_task_label": use_label,
-        "edits": len(clf.interventions), "wrong_concepts": int(wrong.sum()),
+        "ratio": ratio, "selection": selection, "steps": steps, "max_ratio": max_ratio, "uses_task_label": use_label,
+        "guard": None if guard is None else {"n": len(guard), "tolerance": guard.tolerance,
+                                             "task_tolerance": guard.task_tolerance},
+        "edits": len(clf.interventions), "wrong_concepts": int(wrong.sum()), "outcomes": outcomes,
         "fixed_when_edited": len(corrected), "still_fixed_at_end": still,
+        "still_fixed_fraction": still / max(1, len(corrected)),
+        "wrong_concepts_right_at_end": right_at_end,
+        "median_bits_per_kept_edit": _median(bits_kept),
+        "median_seconds_per_correction": float(np.median(seconds)) if seconds else 0.0,
         "bits_changed": _diff_bits(original, clf.model.masks),
-        "bits_flipped_by_edits": sum(2 * int(e.drop.numel()) for e in clf.interventions),
+        "bits_flipped_by_edits": sum(e.bits_flipped for e in clf.interventions),
         "kept_counts_unchanged": kept_same,
         "sparsity": {c: sparsity(per) for c, per in clf.model.masks.items()},
         "edit_split": {"before": edit_before, "after": edit_after, "n": len(edit_split)},
@@ -152,7 +189,7 @@ def plot_ratios(result: dict[str, Any], path) -> None:
 
     from .files import atomic_path
 
-    si = sorted(result["SI"].values(), key=lambda r: r["ratio"])
+    si = sorted((r for r in result["SI"].values() if not isinstance(r["ratio"], str)), key=lambda r: r["ratio"])
     xs = [100 * r["ratio"] for r in si]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
     for ax, key, title in ((axes[0], "concept_accuracy", "concept accuracy"), (axes[1], "task_accuracy", "task accuracy")):

@@ -19,7 +19,6 @@ from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..classifier import Classifier, iter_batches
@@ -28,11 +27,8 @@ from .fisher import BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_
 
 
 def concept_loss(clf: Classifier, k: int, batch: dict, labels: torch.Tensor, concepts: torch.Tensor, gamma: float) -> torch.Tensor:
-    """L_k on one tokenized batch, through concept k's subnetwork."""
-    model = clf.model
-    logits = model.concept_logits(batch["input_ids"], batch["attention_mask"], k)  # (n, C_k)
-    task = model.concept_term(k, torch.sigmoid(logits)) + model.classifier.bias  # (n, C_y)
-    return F.cross_entropy(task, labels) + gamma * F.cross_entropy(logits, concepts[:, k])
+    """L_k on one tokenized batch, through concept k's subnetwork (the model's one definition)."""
+    return clf.model.concept_loss(batch["input_ids"], batch["attention_mask"], k, concepts[:, k], labels, gamma=gamma)
 
 
 def gradient_chunks(

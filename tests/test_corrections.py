@@ -1,0 +1,255 @@
+"""Corrections that stick: signed selection, the smallest sufficient edit, batch edits, the guard."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sparsecbm import load
+from sparsecbm.cli import main
+from sparsecbm.data import Split
+from sparsecbm.guard import Guard
+from sparsecbm.intervention import (
+    auto_ladder, concept_k_logits, flip, rank, saliency, tokenize, _buffers,
+)
+from sparsecbm.masks import kept, total
+
+TEXT = "the food was awful and the service lovely"
+TEXTS = [TEXT, "the food was lovely , prices some", "service awful , food some today"]
+
+
+@pytest.fixture
+def poised(sparse_clf):
+    """The tiny SparseCBM made sensitive and just decided on TEXT: every concept predicts
+    'u' there, by margins of 1 and 2 logits, so a correction needs tens of bits."""
+    model = sparse_clf.model
+    with torch.no_grad():
+        model.projector.weight.mul_(30)
+        b = tokenize(sparse_clf, [TEXT])[0][1]
+        for k, concept in enumerate(model.config.schema.concepts):
+            z = model.encode(b["input_ids"], b["attention_mask"], concept)[0]
+            cols = model.concept_slice(k)
+            model.projector.bias[cols] = -(model.projector.weight[cols] @ z) + torch.tensor([0.0, 1.0, 2.0])
+    return sparse_clf
+
+
+def _masks(clf):
+    return {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[c][n], b[c][n]) for c in a for n in a[c])
+
+
+def _predicted(clf, texts, concept):
+    return [p.concepts[concept].value for p in clf.predict(texts)]
+
+
+def _wrong(clf, texts, concept):
+    return [next(v for v in ("N", "P", "u") if v != p) for p in _predicted(clf, texts, concept)]
+
+
+def _scores(clf, k, text, value, selection="taylor"):
+    return saliency(clf, k, tokenize(clf, [text]), torch.tensor([value]), None, selection=selection).copy()
+
+
+def test_signed_selection_flips_only_bits_that_lower_the_first_order_loss(sparse_clf):
+    k, concept = 0, "food"
+    value = "NPu".index(_wrong(sparse_clf, [TEXT], concept)[0])
+    s = _scores(sparse_clf, k, TEXT, value)  # G * theta, before the edit
+    before = _masks(sparse_clf)
+    kept_bits = np.concatenate([m.numpy().reshape(-1) for m in before[concept].values()])
+    r = sparse_clf.intervene(TEXT, concept, "NPu"[value], ratio=0.05, persist=True, keep_unfixed=True)
+    after = np.concatenate([m.numpy().reshape(-1) for m in sparse_clf.model.masks[concept].values()])
+    dropped, grown = np.flatnonzero(kept_bits & ~after), np.flatnonzero(~kept_bits & after)
+    assert dropped.size == grown.size == r.n > 0
+    assert (s[dropped] > 0).all() and (s[grown] < 0).all()  # each flip lowers -G theta (drop) / +G theta (grow)
+    # ... and they are the best such bits: no kept weight left has a larger G theta, no pruned one a smaller.
+    assert s[dropped].min() >= s[kept_bits & after].max()
+    assert s[grown].max() <= s[~kept_bits & ~after].min()
+
+
+@pytest.mark.parametrize("selection, raises", [("taylor", True), ("paper", None)])
+def test_a_small_signed_step_raises_the_target_log_probability(sparse_clf, selection, raises):
+    """Swapping drop and grow (or dropping the sign) must fail this for the taylor rule."""
+    k, concept = 1, "service"
+    target = _wrong(sparse_clf, [TEXT], concept)[0]
+    batches = tokenize(sparse_clf, [TEXT])
+    v = "NPu".index(target)
+    logp = lambda: float(concept_k_logits(sparse_clf, batches, k).log_softmax(-1)[0, v])
+    start = logp()
+    for ratio in (0.001, 0.005, 0.02):
+        r = sparse_clf.intervene(TEXT, concept, target, ratio=ratio, selection=selection, persist=True, keep_unfixed=True)
+        if raises:
+            assert r.n > 0 and logp() > start
+        sparse_clf.undo() if r.persisted else None
+        assert logp() == start
+
+
+@pytest.mark.parametrize("selection", ["taylor", "paper"])
+@pytest.mark.parametrize("ratio", [0.01, "auto"])
+def test_every_rule_keeps_sparsity_and_changes_only_mask_k(sparse_clf, selection, ratio):
+    before = _masks(sparse_clf)
+    r = sparse_clf.correct(TEXTS, "noise", _wrong(sparse_clf, TEXTS, "noise"), ratio=ratio, selection=selection,
+                           max_ratio=0.1, steps=2, persist=True, keep_unfixed=True)
+    now = sparse_clf.model.masks
+    assert r.n > 0 and all(kept(now[c]) == kept(before[c]) for c in now)
+    assert all(torch.equal(now[c][n], before[c][n]) for c in ("food", "service") for n in now[c])
+    assert sum(int((now["noise"][n] != before["noise"][n]).sum()) for n in now["noise"]) <= r.bits_flipped
+
+
+def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
+    sparse_clf = poised
+    k, concept = 0, "food"
+    target = _wrong(sparse_clf, [TEXT], concept)[0]
+    v = "NPu".index(target)
+    before = _masks(sparse_clf)
+    r = sparse_clf.intervene(TEXT, concept, target, ratio="auto", max_ratio=0.3)
+    assert r.fixed and r.n > 0 and not r.persisted and _same(before, sparse_clf.model.masks)
+    # Replay the search by hand: the rung below r.n does not fix, r.n does.
+    masks_k = sparse_clf.model.masks[concept]
+    n_total = total(masks_k)
+    s = _scores(sparse_clf, k, TEXT, v)
+    drop, grow = rank(sparse_clf, masks_k, s, round(0.3 * n_total), "taylor", seed=0)
+    ladder = auto_ladder(n_total, drop.size)
+    assert r.n in ladder and ladder[0] == 1
+    batches = tokenize(sparse_clf, [TEXT])
+    for n, fixes in ((ladder[ladder.index(r.n) - 1], False) if r.n != ladder[0] else (None, None), (r.n, True)):
+        if n is None:
+            continue
+        flip(sparse_clf.model, concept, drop[:n], grow[:n])
+        assert (int(concept_k_logits(sparse_clf, batches, k)[0].argmax()) == v) == fixes
+        flip(sparse_clf.model, concept, drop[:n], grow[:n], undo=True)
+    assert _same(before, sparse_clf.model.masks)
+    # Already right: nothing to do, nothing flipped.
+    right = _predicted(sparse_clf, [TEXT], concept)[0]
+    r = sparse_clf.intervene(TEXT, concept, right, persist=True)
+    assert r.n == 0 and r.fixed and not r.persisted and r.outcome.startswith("nothing flipped")
+
+
+def test_batch_correction_is_one_log_entry_that_undoes_bit_for_bit(sparse_clf, tmp_path):
+    before = _masks(sparse_clf)
+    values = _wrong(sparse_clf, TEXTS, "food")
+    r = sparse_clf.correct(TEXTS, "food", values, ["a", "b", "c"], ratio="auto", max_ratio=0.3, steps=3, persist=True,
+                           keep_unfixed=True)
+    assert r.persisted and len(sparse_clf.interventions) == 1 and r.n > 0
+    e = sparse_clf.interventions[0]
+    assert e.texts == TEXTS and e.values == values and e.labels == ["a", "b", "c"] and sum(e.step_sizes) == r.n
+    assert [p == v for p, v in zip(_predicted(sparse_clf, TEXTS, "food"), values)] == r.fixed
+    sparse_clf.save(tmp_path / "m")
+    loaded = load(tmp_path / "m")
+    assert [x.to_json() for x in loaded.interventions] == [e.to_json()]
+    loaded.undo()
+    assert _same(before, loaded.model.masks)
+    sparse_clf.undo()
+    assert _same(before, sparse_clf.model.masks)
+
+
+def _guard_against(clf, concept, texts, gold_values):
+    """A guard of ``texts`` whose gold value of ``concept`` is ``gold_values`` (labels as predicted)."""
+    k = clf.schema.concepts.index(concept)
+    preds = clf.predict(texts)
+    concepts = np.array([[clf.schema.concept_values[j].index(p.concepts[c].value) for j, c in enumerate(clf.schema.concepts)]
+                         for p in preds])
+    concepts[:, k] = ["NPu".index(v) for v in gold_values]
+    labels = np.array([clf.schema.labels.index(p.label) for p in preds])
+    return Split(tuple(texts), labels, concepts)
+
+
+def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
+    sparse_clf = poised
+    sparse_clf.intervene(TEXT, "service", _wrong(sparse_clf, [TEXT], "service")[0], ratio=0.02, persist=True,
+                         keep_unfixed=True)  # a log entry that must survive
+    log = [e.to_json() for e in sparse_clf.interventions]
+    before = _masks(sparse_clf)
+    predicted = _predicted(sparse_clf, [TEXT], "food")[0]
+    # The guard holds the same text with the model's current value as gold: fixing it breaks the guard.
+    guard = Guard(_guard_against(sparse_clf, "food", [TEXT, TEXT + " ."], [predicted] * 2))
+    r = sparse_clf.intervene(TEXT, "food", _wrong(sparse_clf, [TEXT], "food")[0], max_ratio=0.3, persist=True,
+                             guard=guard)
+    assert r.fixed and not r.persisted and not r.guard["accepted"]
+    assert r.guard["concept_accuracy"][0] > r.guard["concept_accuracy"][1] and "food accuracy" in r.guard["reason"]
+    assert r.outcome.startswith("rolled back by the guard")
+    assert _same(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
+    # The guard's cached logits still match the model after the rollback.
+    assert torch.equal(guard.concept_logits(sparse_clf)[0], concept_k_logits(sparse_clf, tokenize(sparse_clf, guard.split.texts), 0))
+
+
+def test_an_accepted_guarded_edit_is_logged_with_its_verdict(poised):
+    sparse_clf = poised
+    target = _wrong(sparse_clf, [TEXT], "food")[0]
+    guard = Guard(_guard_against(sparse_clf, "food", [TEXT, TEXT + " ."], [target] * 2), task_tolerance=1.0)
+    r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard)
+    assert r.fixed and r.persisted and r.guard["accepted"]
+    assert r.guard["concept_accuracy"][1] >= r.guard["concept_accuracy"][0]
+    assert sparse_clf.interventions[-1].guard == r.guard
+
+
+def test_saliency_uses_gamma_of_the_model(sparse_clf):
+    """L_k = CE(task share) + gamma CE(concept): the saliency is affine in gamma."""
+    batches = tokenize(sparse_clf, [TEXT])
+    s = {}
+    for gamma in (1.0, 2.0, 3.0):
+        sparse_clf.meta = {"training": {"gamma": gamma}}
+        s[gamma] = saliency(sparse_clf, 0, batches, torch.tensor([1]), torch.tensor([2])).astype(np.float64)
+    assert not np.allclose(s[2.0], s[1.0])
+    np.testing.assert_allclose(s[3.0] - s[1.0], 2 * (s[2.0] - s[1.0]), rtol=1e-3, atol=1e-9)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda c: c.correct([], "food", "P"), ValueError, "texts: no corrections given"),
+    (lambda c: c.correct(TEXTS, "food", ["P", "N"]), ValueError, "values: 2 given for 3 texts"),
+    (lambda c: c.correct(TEXTS, "food", "P", ["a"]), ValueError, "labels: 1 given for 3 texts"),
+    (lambda c: c.correct(TEXTS, "food", "P", selection="abs"), ValueError, "selection must be one of"),
+    (lambda c: c.correct(TEXT, "food", "P"), TypeError, "expected a list of texts"),
+    (lambda c: c.correct(TEXTS, "food", ["P", "P", "Great"]), ValueError, "unknown value 'Great'"),
+    (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), tolerance=-0.1), ValueError,
+     "tolerance must be a fraction"),
+    (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), task_tolerance=2), ValueError,
+     "task_tolerance must be a fraction"),
+    (lambda c: Guard(Split((), np.zeros(0, int), np.zeros((0, 3), int))), ValueError, "guard set is empty"),
+])
+def test_bad_corrections_are_refused_naming_the_argument(sparse_clf, call, error, message):
+    before = _masks(sparse_clf)
+    with pytest.raises(error, match=message):
+        call(sparse_clf)
+    assert _same(before, sparse_clf.model.masks) and sparse_clf.interventions == []
+
+
+def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, reviews, tiny_bert):
+    data = ["--data", str(reviews["train"]), "--dev", str(reviews["dev"]), "--test", str(reviews["test"]),
+            "--text-column", "text", "--label-column", "stars", "--concept-columns", "food,service,price"]
+    out = tmp_path / "m"
+    assert main(["-q", "train", *data, "--model", "sparsecbm", "--backbone", str(tiny_bert), "--out", str(out),
+                 "--epochs", "1", "--max-length", "32", "--prune-steps", "1", "--pruner", "magnitude",
+                 "--finetune-epochs", "0"]) == 0
+    clf = load(out)
+    texts = ["the food was awful today", "food awful and service some"]
+    wrong = [next(v for v in ("Negative", "Positive", "unknown") if v != p.concepts["food"].value) for p in clf.predict(texts)]
+    corrections = tmp_path / "c.csv"
+    corrections.write_text("text,value\n" + "".join(f"{t},{v}\n" for t, v in zip(texts, wrong)), encoding="utf-8")
+    j = tmp_path / "r.json"
+    capsys.readouterr()
+    code = main(["-q", "correct", str(out), "--concept", "food", "--file", str(corrections), "--max-ratio", "0.2",
+                 "--steps", "3", "--keep-unfixed", "--guard", "dev:8", "--tolerance", "1", "--task-tolerance", "1",
+                 "--json", str(j)])
+    assert code == 0
+    result = json.loads(j.read_text())
+    printed = capsys.readouterr().out
+    assert result["persisted"] and result["guard"]["n"] == 8 and "guard (8 texts)" in printed
+    assert len(load(out).interventions) == 1
+    assert main(["-q", "undo", str(out)]) == 0
+    assert load(out).interventions == [] and _same(clf.model.masks, load(out).model.masks)
+    assert main(["-q", "undo", str(out)]) == 2
+    assert "no intervention to undo" in capsys.readouterr().err
+    # Bad input: one clear line, exit 2, nothing saved.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,value\nfine text,Negative\n ,Positive\n", encoding="utf-8")
+    assert main(["-q", "correct", str(out), "--concept", "food", "--file", str(bad)]) == 2
+    assert "bad.csv: row 3: column 'text' is empty" in capsys.readouterr().err
+    assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--guard", "nope:3"]) == 2
+    assert "--guard 'nope:3': neither a file nor a split" in capsys.readouterr().err
+    assert main(["-q", "correct", str(out), "some text", "--concept", "food"]) == 2
+    assert "--value" in capsys.readouterr().err
+    assert load(out).interventions == []
