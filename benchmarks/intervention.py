@@ -1,192 +1,340 @@
-"""Sparsity-based intervention: latency of one step, NI vs SI vs oracle, persistent edits.
+"""Corrections side by side: no intervention, oracle, the paper's rule, the signed
+(taylor) rule at fixed ratios and "auto", and fine-tuning on the same corrections.
 
-1. Speed: one intervention step on one example (gradient through subnetwork
-   k, saliency, drop/grow selection over every prunable weight, mask flip,
-   re-predict) against, in the same run, one forward+backward of that
-   subnetwork, and one fine-tuning step (forward+backward+AdamW step on the
-   backbone) for the same correction, which is what the paper says the
-   intervention avoids. Medians over --speed-n examples.
-2. The paper's Fig. 3 protocol on the first --n test examples for each ratio:
-   NI, SI and the oracle (concept and task accuracy), JSON + PNG.
-3. Persistent mode: corrections from the first --persistent-n dev examples
-   accumulate at each of --persistent-ratios (a fresh model each); the test
-   split, which the edits never see, is scored before and after.
+1. per-example (the paper's Fig. 3 protocol, label known, one step): each wrong
+   concept of the first --n test examples is corrected, re-predicted and
+   restored. Reports corrections fixed, median bits flipped per fix, and the
+   concept / task accuracy with the corrections applied. Fine-tuning rows take
+   up to --ft-steps AdamW steps on exactly that correction (the concept's head
+   rows, or the whole backbone) and are restored the same way.
+2. persistent: every wrong concept of the first --persistent-n dev examples, in
+   order; edits (or fine-tuning steps) accumulate. Re-checks the corrections
+   at the end and scores the unseen test split before and after; with and
+   without a guard of the first --guard-n train examples.
+3. speed: one guarded correction split into saliency, selection + search,
+   and the guard's forward pass, against one forward+backward of the subnetwork.
+
+Every finished row is saved to --out/intervention.json at once and skipped when
+the script is run again (resumable); --redo NAME reruns a row.
 
     python benchmarks/intervention.py --model runs/pipeline/cebab-sparsecbm
-
-Writes intervention.json, intervention.md and intervention_ratios.png to --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 import sparsecbm
 from sparsecbm import protocols
 from sparsecbm.data import Split, dataset_from_spec
 from sparsecbm.files import write_json, write_text
-from sparsecbm.intervention import (
-    _buffers, tokenize_one, revert, concept_k_logits, drop_and_grow, flip, saliency,
-)
+from sparsecbm.guard import Guard
+from sparsecbm.intervention import concept_k_logits, intervene, saliency, tokenize
+from sparsecbm.protocols import _pred, _scores, _summary
 
-RATIOS = (0.001, 0.005, 0.01, 0.02, 0.05)
-
-
-def _subset(split: Split, idx: list[int]) -> Split:
-    return Split(tuple(split.texts[i] for i in idx), split.labels[idx], split.concepts[idx], split.source)
+RULES = [("taylor", 1e-4), ("taylor", 1e-3), ("taylor", 1e-2), ("taylor", "auto"),
+         ("paper", 1e-4), ("paper", 1e-3), ("paper", 1e-2)]
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+def _name(selection: str, ratio) -> str:
+    return f"{selection} r={ratio if isinstance(ratio, str) else f'{100 * ratio:g}%'}"
 
 
-def _forward_backward(clf, k: int, batch, value: int) -> None:
-    """Loss of concept k through its subnetwork, gradient w.r.t. its masked weights."""
-    model = clf.model
-    masked = {n: w.detach().requires_grad_(True)
-              for n, w in model.masked_weights(clf.schema.concepts[k], trainable=False).items()}
-    with torch.enable_grad():
-        z = model.encode(batch["input_ids"], batch["attention_mask"], weights=masked)
+# ---------------------------------------------------------------- fine-tuning baselines
+
+
+class FineTuner:
+    """AdamW on the corrected concept's head rows ("head") or on the whole backbone
+    ("backbone"), minimising the same L_k as the intervention, for up to ``max_steps``
+    steps per correction, stopping once the concept predicts the corrected value."""
+
+    def __init__(self, clf, part: str, max_steps: int, lr: float) -> None:
+        self.clf, self.part, self.max_steps = clf, part, max_steps
+        model = clf.model
+        self.params = [model.projector.weight, model.projector.bias] if part == "head" else list(model.backbone.parameters())
+        # No weight decay: a decoupled decay would move every other concept's rows too.
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=0.0)
+
+    def state(self):
+        return [p.detach().clone() for p in self.params]
+
+    def restore(self, state) -> None:
+        with torch.no_grad():
+            for p, s in zip(self.params, state):
+                p.copy_(s)
+        self.optimizer.state.clear()
+
+    def fix(self, k: int, batches, value: int, label: int | None) -> torch.Tensor:
+        model = self.clf.model
         cols = model.concept_slice(k)
-        loss = F.cross_entropy(F.linear(z, model.projector.weight[cols], model.projector.bias[cols]), torch.tensor([value]))
-        torch.autograd.grad(loss, list(masked.values()))
+        frozen = [p for p in model.parameters() if all(p is not q for q in self.params)]
+        for p in frozen:
+            p.requires_grad_(False)
+        v = torch.tensor([value])
+        y = None if label is None else torch.tensor([label])
+        try:
+            for _ in range(self.max_steps):
+                if int(concept_k_logits(self.clf, batches, k)[0].argmax()) == value:
+                    break
+                with model.evaluating(), torch.enable_grad():
+                    b = batches[0][1]
+                    loss = model.concept_loss(b["input_ids"], b["attention_mask"], k, v, y, gamma=self.clf.gamma)
+                    loss.backward()
+                if self.part == "head":  # only concept k's rows learn
+                    for p in self.params:
+                        keep = torch.zeros_like(p.grad)
+                        keep[cols] = 1
+                        p.grad.mul_(keep)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return concept_k_logits(self.clf, batches, k)[0]
 
 
-def speed(clf, split, ratio: float, n_examples: int) -> dict:
+def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: float) -> dict:
+    """The per-example protocol with fine-tuning instead of mask edits (state restored after each)."""
+    schema = clf.schema
+    logits = [l.clone() for l in out.concept_logits]
+    wrong = _pred(logits) != split.concepts
+    tuner = FineTuner(clf, part, max_steps, lr)
+    original = tuner.state()
+    new = [l.clone() for l in logits]
+    fixed = 0
+    for i in np.flatnonzero(wrong.any(1)):
+        batches = tokenize(clf, [split.texts[i]])
+        for k in np.flatnonzero(wrong[i]):
+            after = tuner.fix(int(k), batches, int(split.concepts[i, k]), int(split.labels[i]))
+            tuner.restore(original)
+            new[k][i] = after
+            fixed += int(after.argmax()) == int(split.concepts[i, k])
+    return {**_scores(clf, split, new), "corrections_fixed": fixed / max(1, int(wrong.sum())), "fixed": fixed,
+            "method": f"fine-tune {part}", "max_steps": max_steps, "lr": lr}
+
+
+def persistent_finetune(clf, edit_split: Split, eval_split: Split, part: str, max_steps: int, lr: float) -> dict:
+    """The persistent stream with fine-tuning: steps accumulate over the corrections."""
+    eval_before = clf.evaluate(eval_split)
+    out = clf.forward_texts(edit_split.texts)
+    edit_before = _scores(clf, edit_split, list(out.concept_logits))
+    wrong = _pred(list(out.concept_logits)) != edit_split.concepts
+    tuner = FineTuner(clf, part, max_steps, lr)
+    corrected = []
+    for i in np.flatnonzero(wrong.any(1)):
+        batches = tokenize(clf, [edit_split.texts[i]])
+        for k in np.flatnonzero(wrong[i]):
+            after = tuner.fix(int(k), batches, int(edit_split.concepts[i, k]), int(edit_split.labels[i]))
+            if int(after.argmax()) == int(edit_split.concepts[i, k]):
+                corrected.append((int(i), int(k)))
+    final = clf.forward_texts(edit_split.texts)
+    final_pred = _pred(list(final.concept_logits))
+    still = sum(int(final_pred[i, k] == edit_split.concepts[i, k]) for i, k in corrected)
+    eval_after = clf.evaluate(eval_split)
+    return {
+        "method": f"fine-tune {part}", "max_steps": max_steps, "lr": lr, "wrong_concepts": int(wrong.sum()),
+        "fixed_when_edited": len(corrected), "still_fixed_at_end": still,
+        "still_fixed_fraction": still / max(1, len(corrected)),
+        "wrong_concepts_right_at_end": int(np.count_nonzero(final_pred[wrong] == edit_split.concepts[wrong])),
+        "edit_split": {"before": edit_before, "after": _scores(clf, edit_split, list(final.concept_logits)),
+                       "n": len(edit_split)},
+        "eval_split": {"before": _summary(eval_before), "after": _summary(eval_after), "n": len(eval_split)},
+    }
+
+
+# ---------------------------------------------------------------- speed
+
+
+def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
+    """Median times of one correction (taylor, auto, label known) and its parts."""
     model = clf.model
-    masks_0 = next(iter(model.masks.values()))
-    n = round(ratio * sum(m.numel() for m in masks_0.values()))
-    tuner = copy.deepcopy(model).train()
-    optimizer = torch.optim.AdamW(tuner.backbone.parameters(), lr=5e-5)
-    rows = {"step": [], "forward_backward": [], "finetune_step": [], "saliency": [], "select": [], "flip": [], "re_predict": []}
-    k = 0
-    concept = clf.schema.concepts[k]
-    for i in range(n_examples + 1):  # the first round warms caches and is not counted
-        batch = tokenize_one(clf, split.texts[i])
-        value = (int(concept_k_logits(clf, batch, k).argmax()) + 1) % len(clf.schema.concept_values[k])  # a wrong-now value
-        _, t_fb = _timed(lambda: _forward_backward(clf, k, batch, value))
-        start = time.perf_counter()
-        scores = _buffers(clf, model.masks[concept])[0]
-        _, t_sal = _timed(lambda: saliency(clf, k, batch, value, int(split.labels[i]), out=scores))
-        (drop, grow), t_sel = _timed(lambda: drop_and_grow(clf, model.masks[concept], scores, n, seed=i))
-        _, t_flip = _timed(lambda: flip(model, concept, drop, grow))
-        _, t_pred = _timed(lambda: concept_k_logits(clf, batch, k))
-        t_step = time.perf_counter() - start
-        revert(model, concept, [drop], [grow])
+    out = clf.forward_texts(split.texts)
+    wrong = _pred(list(out.concept_logits)) != split.concepts
+    cases = [(int(i), int(k)) for i, k in zip(*np.nonzero(wrong))][: n_examples + 1]
+    guard.concept_logits(clf)  # fills the guard's cache (once per model, not per edit)
+    rows = {key: [] for key in ("forward_backward", "saliency", "correction", "guarded_correction", "guard_forward")}
+    for j, (i, k) in enumerate(cases):  # the first round warms caches and is not counted
+        concept, value = clf.schema.concepts[k], clf.schema.concept_values[k][split.concepts[i, k]]
+        label = clf.schema.labels[split.labels[i]]
+        batches = tokenize(clf, [split.texts[i]])
+        v, y = torch.tensor([int(split.concepts[i, k])]), torch.tensor([int(split.labels[i])])
+        masked = {n: w.detach().requires_grad_(True) for n, w in model.masked_weights(concept, trainable=False).items()}
 
-        def finetune():
-            with torch.enable_grad():
-                logits = tuner.concept_logits(batch["input_ids"], batch["attention_mask"], k)
-                F.cross_entropy(logits, torch.tensor([value])).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        def forward_backward():
+            with model.evaluating(), torch.enable_grad():
+                b = batches[0][1]
+                loss = model.concept_loss(b["input_ids"], b["attention_mask"], k, v, y, gamma=clf.gamma, weights=masked)
+                torch.autograd.grad(loss, list(masked.values()))
 
-        _, t_ft = _timed(finetune)
-        if i == 0:
-            continue
-        for key, t in (("step", t_step), ("forward_backward", t_fb), ("finetune_step", t_ft), ("saliency", t_sal),
-                       ("select", t_sel), ("flip", t_flip), ("re_predict", t_pred)):
-            rows[key].append(t)
+        times = {}
+        for key, fn in (("forward_backward", forward_backward),
+                        ("saliency", lambda: saliency(clf, k, batches, v, y)),
+                        ("correction", lambda: intervene(clf, split.texts[i], concept, value, label=label)),
+                        ("guarded_correction", lambda: intervene(clf, split.texts[i], concept, value, label=label,
+                                                                 guard=guard)),
+                        ("guard_forward", lambda: concept_k_logits(clf, guard._batches, k))):
+            start = time.perf_counter()
+            fn()
+            times[key] = time.perf_counter() - start
+        if j:
+            for key, t in times.items():
+                rows[key].append(t)
     med = {f"{key}_median_s": statistics.median(v) for key, v in rows.items()}
-    return {**med, "n_examples": n_examples, "ratio": ratio, "bits_per_step": 2 * n,
-            "step_over_forward_backward": med["step_median_s"] / med["forward_backward_median_s"],
-            "finetune_over_step": med["finetune_step_median_s"] / med["step_median_s"]}
+    return {**med, "n_examples": len(cases) - 1, "guard_n": len(guard),
+            "correction_over_forward_backward": med["correction_median_s"] / med["forward_backward_median_s"],
+            "guarded_minus_guard_over_forward_backward":
+                (med["guarded_correction_median_s"] - med["guard_forward_median_s"]) / med["forward_backward_median_s"]}
+
+
+# ---------------------------------------------------------------- report
 
 
 def markdown(r: dict) -> str:
-    lines = [f"Machine: {r['machine']}. Commands: " + "; ".join(
-        f"{part}: `{c}`" for part, c in r.get("commands", {}).items()) + "."]
+    lines = [f"Machine: {r['machine']}. Model: `{r['model']}`. Commands: "
+             + "; ".join(f"{part}: `{c}`" for part, c in r.get("commands", {}).items()) + "."]
+    pe = r.get("per_example", {})
+    if pe:
+        ni = r["per_example_NI"]
+        lines += ["", f"Per-example, first {ni['n']} CEBaB test examples ({ni['wrong_concepts']} wrong concepts in "
+                  f"{ni['examples_with_a_wrong_concept']} examples), one step, task label in the loss:", "",
+                  "| method | corrections fixed % | median bits flipped per fix | concept acc % | task acc % |",
+                  "|---|---|---|---|---|",
+                  f"| no intervention | - | - | {100 * ni['NI']['concept_accuracy']:.1f} | {100 * ni['NI']['task_accuracy']:.1f} |",
+                  f"| oracle (true activations) | 100 | - | {100 * ni['oracle']['concept_accuracy']:.1f} | "
+                  f"{100 * ni['oracle']['task_accuracy']:.1f} |"]
+        for name, v in pe.items():
+            bits = f"{v['median_bits_per_fix']:.0f}" if "median_bits_per_fix" in v else "- (weights)"
+            lines.append(f"| {name} | {100 * v['corrections_fixed']:.1f} | {bits} | {100 * v['concept_accuracy']:.1f} "
+                         f"| {100 * v['task_accuracy']:.1f} |")
+    ps = r.get("persistent", {})
+    if ps:
+        any_p = next(iter(ps.values()))
+        lines += ["", f"Persistent: every wrong concept of the first {any_p['edit_split']['n']} dev examples "
+                  f"({any_p['wrong_concepts']}), in order; the unseen test split ({any_p['eval_split']['n']}) "
+                  "scored before and after:", "",
+                  "| method | kept edits | fixed when kept | still fixed at end | wrong concepts right at end "
+                  "| test concept acc before -> after | test task acc before -> after | mask bits changed |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, p in ps.items():
+            b, a = p["eval_split"]["before"], p["eval_split"]["after"]
+            lines.append(
+                f"| {name} | {p.get('edits', '-')} | {p['fixed_when_edited']} | {p['still_fixed_at_end']} "
+                f"({100 * p['still_fixed_fraction']:.0f} %) | {p['wrong_concepts_right_at_end']} / {p['wrong_concepts']} "
+                f"| {100 * b['concept_accuracy']:.1f} -> {100 * a['concept_accuracy']:.1f} "
+                f"| {100 * b['task_accuracy']:.1f} -> {100 * a['task_accuracy']:.1f} | {p.get('bits_changed', '-')} |")
     s = r.get("speed")
     if s:
-        lines += ["", f"One intervention step (ratio {s['ratio']:g}, {s['bits_per_step']} bits), median over {s['n_examples']} test texts:", "",
-                 f"- step {1000 * s['step_median_s']:.0f} ms = saliency (forward+backward) {1000 * s['saliency_median_s']:.0f} ms "
-                 f"+ select {1000 * s['select_median_s']:.0f} ms + flip {1000 * s['flip_median_s']:.0f} ms "
-                 f"+ re-predict {1000 * s['re_predict_median_s']:.0f} ms",
-                 f"- forward+backward of the subnetwork alone: {1000 * s['forward_backward_median_s']:.0f} ms -> step / fwd+bwd = "
-                 f"{s['step_over_forward_backward']:.2f}x (target <= 3x)",
-                 f"- one fine-tuning step of the backbone (fwd+bwd+AdamW) for the same correction: "
-                 f"{1000 * s['finetune_step_median_s']:.0f} ms ({s['finetune_over_step']:.2f}x the intervention step)"]
-        lo = r.get("speed_longest_texts")
-        if lo:
-            lines.append(f"- on the {lo['n_examples']} longest test texts: step {1000 * lo['step_median_s']:.0f} ms, "
-                         f"fwd+bwd {1000 * lo['forward_backward_median_s']:.0f} ms -> {lo['step_over_forward_backward']:.2f}x; "
-                         f"fine-tuning step {1000 * lo['finetune_step_median_s']:.0f} ms")
-    pe = r.get("per_example")
-    if pe:
-        lines += ["", f"Per-example protocol (Fig. 3), first {pe['n']} CEBaB test examples, {pe['wrong_concepts']} wrong "
-                  f"concepts in {pe['examples_with_a_wrong_concept']} examples, {pe['steps']} step(s), task label in the "
-                  f"loss: {pe['uses_task_label']}:", "",
-                  "| | concept acc % | task acc % | corrections fixed % |", "|---|---|---|---|",
-                  f"| NI | {100 * pe['NI']['concept_accuracy']:.1f} | {100 * pe['NI']['task_accuracy']:.1f} | - |"]
-        for key, v in pe["SI"].items():
-            lines.append(f"| SI r = {100 * float(key):g}% | {100 * v['concept_accuracy']:.1f} | {100 * v['task_accuracy']:.1f} "
-                         f"| {100 * v['corrections_fixed']:.1f} |")
-        lines.append(f"| oracle | {100 * pe['oracle']['concept_accuracy']:.1f} | {100 * pe['oracle']['task_accuracy']:.1f} | - |")
-    for p in r.get("persistent", {}).values():
-        lines += ["", f"Persistent edits (ratio {p['ratio']:g}): {p['edits']} edits for {p['wrong_concepts']} wrong concepts on "
-                  f"{p['edit_split']['n']} dev examples; fixed when edited {p['fixed_when_edited']}, still fixed after all "
-                  f"edits {p['still_fixed_at_end']}; {p['bits_changed']} mask bits differ from the original "
-                  f"({p['bits_flipped_by_edits']} flipped in all); sparsity unchanged: {p['kept_counts_unchanged']}.", "",
-                  "| split | concept acc before -> after | task acc before -> after |", "|---|---|---|"]
-        for name in ("edit_split", "eval_split"):
-            b, a = p[name]["before"], p[name]["after"]
-            lines.append(f"| {name.replace('_split', '')} ({p[name]['n']}) | {100 * b['concept_accuracy']:.1f} -> "
-                         f"{100 * a['concept_accuracy']:.1f} | {100 * b['task_accuracy']:.1f} -> {100 * a['task_accuracy']:.1f} |")
+        lines += ["", f"Speed (taylor, auto, label known), median over {s['n_examples']} wrong test concepts:", "",
+                  f"- forward+backward of the subnetwork: {1000 * s['forward_backward_median_s']:.0f} ms; "
+                  f"saliency {1000 * s['saliency_median_s']:.0f} ms",
+                  f"- one correction (saliency, ranking, auto search, re-predict): {1000 * s['correction_median_s']:.0f} ms "
+                  f"= {s['correction_over_forward_backward']:.2f}x forward+backward",
+                  f"- guarded ({s['guard_n']} guard texts): {1000 * s['guarded_correction_median_s']:.0f} ms, of which "
+                  f"the guard's forward pass {1000 * s['guard_forward_median_s']:.0f} ms; without it "
+                  f"{s['guarded_minus_guard_over_forward_backward']:.2f}x forward+backward (target <= 5x)"]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/pipeline/cebab-sparsecbm")
-    parser.add_argument("--n", type=int, default=300, help="test examples for the per-example protocol")
-    parser.add_argument("--ratios", type=float, nargs="*", default=list(RATIOS))
-    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--n", type=int, default=None, help="per-example: the first N test examples (default all)")
+    parser.add_argument("--persistent-n", type=int, default=300)
+    parser.add_argument("--guard-n", type=int, default=300)
+    parser.add_argument("--max-ratio", type=float, default=1e-3, help="cap of ratio auto")
+    parser.add_argument("--ft-steps", type=int, default=10)
+    parser.add_argument("--ft-lr-head", type=float, default=1e-2)
+    parser.add_argument("--ft-lr-backbone", type=float, default=1e-4)
     parser.add_argument("--speed-n", type=int, default=30)
-    parser.add_argument("--persistent-n", type=int, default=200)
-    parser.add_argument("--persistent-ratios", type=float, nargs="*", default=[0.001, 0.01])
-    parser.add_argument("--only", nargs="*", choices=("speed", "per-example", "persistent"))
+    parser.add_argument("--only", nargs="*", choices=("per-example", "persistent", "speed"))
+    parser.add_argument("--redo", nargs="*", default=[], help="row names to run again")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    parts = set(args.only or ("speed", "per-example", "persistent"))
+    parts = set(args.only or ("per-example", "persistent", "speed"))
     clf = sparsecbm.load(args.model)
     data = dataset_from_spec(clf.data_spec)
-    out = Path(args.out)
-    previous = out / "intervention.json"
-    result = json.loads(previous.read_text()) if args.only and previous.exists() else {}
+    out_dir = Path(args.out)
+    path = out_dir / "intervention.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    n_test = len(data["test"].head(args.n))
+    if (result.get("format") != 2 or result.get("model") != args.model
+            or result.get("per_example_NI", {}).get("n", n_test) != n_test):
+        result = {"format": 2}  # another model, another test slice or an older layout: start over
     command = "python benchmarks/intervention.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items() if v not in (None, False))
-    result.update({
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "model": args.model,
-    })
+        for k, v in vars(args).items() if v not in (None, False, []))
+    result.update({"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+                   "model": args.model})
     result["commands"] = {**result.get("commands", {}), **{part: command for part in parts}}
-    if "speed" in parts:
-        result["speed"] = speed(clf, data["test"], 0.01, args.speed_n)
-        longest = sorted(range(len(data["test"])), key=lambda i: -len(data["test"].texts[i]))[: args.speed_n + 1]
-        result["speed_longest_texts"] = speed(clf, _subset(data["test"], longest), 0.01, args.speed_n)
-        print(result["speed"], result["speed_longest_texts"], flush=True)
+
+    def save() -> None:
+        write_json(path, result)
+        write_text(out_dir / "intervention.md", markdown(result))
+
+    def todo(section: str, name: str) -> bool:
+        return name in args.redo or name not in result.setdefault(section, {})
+
+    guard_split = data["train"].head(args.guard_n)
     if "per-example" in parts:
-        result["per_example"] = protocols.per_example(clf, data["test"].head(args.n), args.ratios, steps=args.steps)
-        protocols.plot_ratios(result["per_example"], out / "intervention_ratios.png")
+        test = data["test"].head(args.n)
+        out = clf.forward_texts(test.texts, progress=True, desc="predict test")
+        base = protocols.per_example(clf, test, [], out=out, progress=False)
+        result["per_example_NI"] = {key: base[key] for key in ("n", "wrong_concepts", "examples_with_a_wrong_concept",
+                                                              "NI", "oracle")}
+        for selection, ratio in RULES:
+            name = _name(selection, ratio)
+            if todo("per_example", name):
+                start = time.perf_counter()
+                r = protocols.per_example(clf, test, [ratio], selection=selection, max_ratio=args.max_ratio, out=out)
+                result["per_example"][name] = {**next(iter(r["SI"].values())), "seconds": time.perf_counter() - start}
+                save()
+                print(name, result["per_example"][name], flush=True)
+        for part, lr in (("head", args.ft_lr_head), ("backbone", args.ft_lr_backbone)):
+            name = f"fine-tune {part} ({args.ft_steps} AdamW steps max, lr {lr:g})"
+            if todo("per_example", name):
+                result["per_example"][name] = per_example_finetune(clf, test, out, part, args.ft_steps, lr)
+                save()
+                print(name, result["per_example"][name], flush=True)
     if "persistent" in parts:
-        result["persistent"] = {  # a fresh copy of the model for each ratio: edits accumulate
-            f"{r:g}": protocols.persistent(sparsecbm.load(args.model), data["dev"].head(args.persistent_n), data["test"],
-                                           r, steps=args.steps) for r in args.persistent_ratios}
-    write_json(out / "intervention.json", result)
-    write_text(out / "intervention.md", markdown(result))
-    print((out / "intervention.md").read_text())
+        edit_split, test = data["dev"].head(args.persistent_n), data["test"]
+        guard_name = f"train:{args.guard_n}"
+        streams = [
+            ("paper r=1% (the paper's rule, every edit kept)", dict(ratio=0.01, selection="paper", keep_unfixed=True)),
+            ("taylor auto, no guard", dict(ratio="auto", selection="taylor")),
+            (f"taylor auto, guard {guard_name}", dict(ratio="auto", selection="taylor", guard=True)),
+            (f"taylor auto, guard {guard_name}, task tolerance 0.5 points",
+             dict(ratio="auto", selection="taylor", guard=True, task_tolerance=0.005)),
+        ]
+        for name, kw in streams:
+            if todo("persistent", name):
+                kw = dict(kw)
+                guard = Guard(guard_split, task_tolerance=kw.pop("task_tolerance", 0.0)) if kw.pop("guard", False) else None
+                r = protocols.persistent(sparsecbm.load(args.model), edit_split, test, max_ratio=args.max_ratio,
+                                         guard=guard, **kw)
+                result["persistent"][name] = r
+                save()
+                print(name, {key: r[key] for key in ("edits", "fixed_when_edited", "still_fixed_at_end")}, r["eval_split"],
+                      flush=True)
+        for part, lr in (("head", args.ft_lr_head), ("backbone", args.ft_lr_backbone)):
+            name = f"fine-tune {part} ({args.ft_steps} AdamW steps max, lr {lr:g})"
+            if todo("persistent", name):
+                result["persistent"][name] = persistent_finetune(sparsecbm.load(args.model), edit_split, test, part,
+                                                                 args.ft_steps, lr)
+                save()
+                print(name, result["persistent"][name]["eval_split"], flush=True)
+    if "speed" in parts:
+        result["speed"] = speed(clf, data["test"], Guard(guard_split), args.speed_n)
+        save()
+    save()
+    print((out_dir / "intervention.md").read_text())
 
 
 if __name__ == "__main__":

@@ -253,3 +253,21 @@ def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, review
     assert main(["-q", "correct", str(out), "some text", "--concept", "food"]) == 2
     assert "--value" in capsys.readouterr().err
     assert load(out).interventions == []
+
+
+def test_a_log_written_before_batch_corrections_still_loads_and_undoes(sparse_clf, tmp_path):
+    before = _masks(sparse_clf)
+    sparse_clf.intervene(TEXT, "food", _wrong(sparse_clf, [TEXT], "food")[0], ratio=0.02, selection="paper", steps=2,
+                         persist=True, keep_unfixed=True)
+    sparse_clf.save(tmp_path / "m")
+    log = tmp_path / "m" / "interventions.json"
+    meta = json.loads(log.read_text())
+    e = meta["edits"][0]
+    meta["edits"][0] = {"concept": e["concept"], "value": e["values"][0], "ratio": e["ratio"], "steps": e["steps"],
+                        "text": e["texts"][0], "label": None, "time": e["time"], "per_layer": e["per_layer"],
+                        "bits_flipped": e["bits_flipped"]}  # the layout of sparsecbm 0.1's first logs
+    log.write_text(json.dumps(meta))
+    old = load(tmp_path / "m")
+    assert old.interventions[0].texts == [TEXT] and old.interventions[0].step_sizes == e["step_sizes"]
+    old.undo()
+    assert _same(before, old.model.masks)

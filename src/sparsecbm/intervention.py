@@ -98,10 +98,9 @@ class Edit:
         d = {k: v for k, v in d.items() if k != "bits_flipped"}
         if "text" in d:  # a log written before batch corrections: one text, equal steps, the paper's rule
             steps = max(int(d["steps"]), 1)
-            d = {**d, "texts": [d.pop("text")], "values": [d.pop("value")],
-                 "labels": None if d.get("label") is None else [d["label"]], "selection": "paper",
-                 "step_sizes": [int(drop.numel()) // steps] * steps, "guard": None}
-            d.pop("label", None)
+            text, value, label = d.pop("text"), d.pop("value"), d.pop("label", None)
+            d.update(texts=[text], values=[value], labels=None if label is None else [label], selection="paper",
+                     step_sizes=[int(drop.numel()) // steps] * steps, guard=None)
         return cls(**d, drop=drop, grow=grow)
 
 
@@ -527,7 +526,7 @@ def correct(
             keep, outcome = False, "rolled back: the edit fixed none of the texts"
         else:
             outcome = "kept" if persist else "previewed: the mask is restored (persist=False)"
-        if guard is not None and drops:
+        if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
             verdict = guard.judge(clf, k, guard_before)
             if not verdict["accepted"]:
                 keep, outcome = False, f"rolled back by the guard: {verdict['reason']}"

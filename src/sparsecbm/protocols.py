@@ -24,6 +24,7 @@ from .data import Split
 from .guard import Guard
 from .intervention import MAX_RATIO, edit, intervene, oracle_labels, revert, task_from, tokenize
 from .masks import Masks, kept, sparsity
+from .model import CBMOutput
 from .metrics import evaluate_predictions
 
 
@@ -60,13 +61,15 @@ def per_example(
     max_ratio: float = MAX_RATIO,
     use_label: bool = True,
     progress: bool = True,
+    out: CBMOutput | None = None,
 ) -> dict[str, Any]:
     """NI, SI per ratio (a fraction or "auto") and oracle scores on ``split`` (every
-    mask restored after each example), with the bits each fix flipped."""
+    mask restored after each example), with the bits each fix flipped. ``out``: the
+    model's outputs on ``split`` when the caller already has them."""
     if clf.model.masks is None:
         raise ValueError(f"interventions rewire concept masks; a {clf.config.kind!r} model has none")
     schema = clf.schema
-    out = clf.forward_texts(split.texts, progress=progress, desc="predict")
+    out = out if out is not None else clf.forward_texts(split.texts, progress=progress, desc="predict")
     logits = [l.clone() for l in out.concept_logits]
     pred = _pred(logits)
     wrong = pred != split.concepts  # (n, K)
