@@ -15,6 +15,8 @@ from sparsecbm.intervention import (
 )
 from sparsecbm.masks import kept, total
 
+from .conftest import train_tiny_sparsecbm
+
 TEXT = "the food was awful and the service lovely"
 TEXTS = [TEXT, "the food was lovely , prices some", "service awful , food some today"]
 
@@ -218,12 +220,7 @@ def test_bad_corrections_are_refused_naming_the_argument(sparse_clf, call, error
 
 
 def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, reviews, tiny_bert):
-    data = ["--data", str(reviews["train"]), "--dev", str(reviews["dev"]), "--test", str(reviews["test"]),
-            "--text-column", "text", "--label-column", "stars", "--concept-columns", "food,service,price"]
-    out = tmp_path / "m"
-    assert main(["-q", "train", *data, "--model", "sparsecbm", "--backbone", str(tiny_bert), "--out", str(out),
-                 "--epochs", "1", "--max-length", "32", "--prune-steps", "1", "--pruner", "magnitude",
-                 "--finetune-epochs", "0"]) == 0
+    data, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert)
     clf = load(out)
     texts = ["the food was awful today", "food awful and service some"]
     wrong = [next(v for v in ("Negative", "Positive", "unknown") if v != p.concepts["food"].value) for p in clf.predict(texts)]

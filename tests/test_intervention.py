@@ -13,6 +13,8 @@ from sparsecbm.intervention import pick
 from sparsecbm.masks import kept, total
 from sparsecbm.protocols import per_example
 
+from .conftest import train_tiny_sparsecbm
+
 TEXT = "the food was awful and the service lovely"
 
 
@@ -143,12 +145,7 @@ def test_per_example_protocol_restores_masks_and_counts_its_fixes(sparse_clf):
 
 
 def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, reviews, tiny_bert):
-    data = ["--data", str(reviews["train"]), "--dev", str(reviews["dev"]), "--test", str(reviews["test"]),
-            "--text-column", "text", "--label-column", "stars", "--concept-columns", "food,service,price"]
-    out = tmp_path / "m"
-    assert main(["-q", "train", *data, "--model", "sparsecbm", "--backbone", str(tiny_bert), "--out", str(out),
-                 "--epochs", "1", "--max-length", "32", "--prune-steps", "1", "--pruner", "magnitude",
-                 "--finetune-epochs", "0"]) == 0
+    data, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert)
     capsys.readouterr()
     j, png = tmp_path / "r.json", tmp_path / "r.png"
     assert main(["-q", "intervene", str(out), *data, "--ratio", "0.01", "0.05", "--max-examples", "6",
