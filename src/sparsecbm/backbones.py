@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 
 import torch
@@ -76,17 +77,44 @@ def resolve(name: str) -> str:
     return name  # a hub id: only works with internet
 
 
-def load_backbone(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Pretrained weights and tokenizer for ``name`` (see :func:`resolve`)."""
-    source = resolve(name)
+HUB_HOST = ("huggingface.co", 443)
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """One quick TCP connect instead of the hub client's minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModel.from_pretrained(source, dtype=torch.float32)
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(source: str, local_only: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    return AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=local_only), tokenizer
+
+
+def load_backbone(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Pretrained weights and tokenizer for ``name`` (see :func:`resolve`). A hub id is
+    read from the local cache when it is there; otherwise fetched only when the
+    hub answers, and refused at once when it does not."""
+    source = resolve(name)
+    local = Path(source).exists()
+    hint = "Offline, use 'minilm', 'smollm2-135m' or a local model folder"
+    try:
+        model, tokenizer = _from_pretrained(source, local_only=True)
     except OSError as e:
-        raise ValueError(
-            f"could not load backbone {name!r} from {source!r}: {e}. Offline, use 'minilm', "
-            "'smollm2-135m' or a local model folder"
-        ) from None
+        if local:
+            raise ValueError(f"could not load backbone {name!r} from {source!r}: {e}. {hint}") from None
+        if not _hub_reachable():
+            raise ValueError(f"backbone {name!r} is not a known short name, a local folder, or a hub id in the local "
+                             f"cache, and the Hugging Face hub cannot be reached. {hint}") from None
+        try:
+            model, tokenizer = _from_pretrained(source, local_only=False)
+        except OSError as e:
+            raise ValueError(f"could not load backbone {name!r} from the hub: {e}. {hint}") from None
     return model, prepare_tokenizer(tokenizer)
 
 

@@ -30,7 +30,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .backbones import backbone_from_config, prepare_tokenizer
 from .data import Dataset, Schema, Split
-from .files import atomic_path, write_json
+from .files import atomic_path, folder_lock, write_json
 from .masks import load_masks, save_masks
 from .metrics import evaluate_predictions
 from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
@@ -115,6 +115,7 @@ class Classifier:
         self.data_spec = data_spec or {}
         self.meta = meta or {}  # training settings and the selected epoch's dev scores
         self.path: Path | None = None  # the folder it was loaded from or last saved to
+        self.revision = 0  # that folder's revision (config.json), bumped by every save
         self.interventions: list = []  # persisted mask edits (sparsecbm.intervention.Edit), oldest first
 
     @property
@@ -266,35 +267,55 @@ class Classifier:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the model folder (each file to a temporary name, then renamed);
-        with no path, the folder it was loaded from. Masks and the intervention log included."""
+    def save(self, path: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
+        """Write the model folder; with no path, the folder it was loaded from. Masks and
+        the intervention log included.
+
+        The folder's lock is held throughout, so a concurrent load never sees it half
+        written, and each file is written to a temporary name and renamed. A save
+        into the folder this model came from is refused if another process saved
+        there since (its revision moved on: load it again and redo the change);
+        a save into another folder that holds a model needs ``overwrite=True``."""
         if path is None:
             if self.path is None:
                 raise ValueError("this model was never saved or loaded: give a folder to save it to")
             path = self.path
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path / "model.safetensors") as tmp:
-            save_model(self.model, str(tmp), metadata={"format": FORMAT})
-        if self.model.masks is not None:
-            from .intervention import save_log
+        with folder_lock(path):
+            on_disk = _disk_revision(path)
+            same = self.path is not None and self.path.exists() and path.exists() and path.samefile(self.path)
+            if on_disk is not None and same and on_disk != self.revision:
+                raise ValueError(f"{path}: saved by someone else since this copy was loaded (revision {on_disk}, "
+                                 f"this copy is based on {self.revision}); load it again and redo the change")
+            if on_disk is not None and not same and not overwrite:
+                raise ValueError(f"{path}: already holds a model; choose another folder or overwrite it explicitly")
+            path.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path / "model.safetensors") as tmp:
+                save_model(self.model, str(tmp), metadata={"format": FORMAT})
+            if self.model.masks is not None:
+                from .intervention import save_log
 
-            save_masks(self.model.masks, path / "masks.safetensors")
-            save_log(self, path)
-        if not (path / "tokenizer").exists():
+                save_masks(self.model.masks, path / "masks.safetensors")
+                save_log(self, path)
+            # Always: a folder retrained with another backbone must not keep the old tokenizer.
             with atomic_path(path / "tokenizer", is_dir=True) as tmp:
                 self.tokenizer.save_pretrained(tmp)
-        # config.json last: its presence marks a complete checkpoint.
-        self.save_config(path)
+            # config.json last: its presence marks a complete checkpoint.
+            self.revision = (on_disk or 0) + 1
+            self._write_config(path)
         self.path = path
         return path
 
     def save_config(self, path: str | os.PathLike) -> None:
-        """(Re)write only ``config.json`` of a saved model folder."""
-        write_json(Path(path) / "config.json", {
+        """(Re)write only ``config.json`` of a saved model folder (e.g. final training notes)."""
+        with folder_lock(path):
+            self._write_config(Path(path))
+
+    def _write_config(self, path: Path) -> None:
+        write_json(path / "config.json", {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "revision": self.revision,
             "model": self.config.to_dict(),
             "backbone_config": self.model.backbone.config.to_dict(),
             "max_length": self.max_length,
@@ -303,28 +324,82 @@ class Classifier:
         })
 
 
-def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Classifier:
-    """Load a model folder written by ``train`` or :meth:`Classifier.save`."""
-    path = Path(path)
-    config_path = path / "config.json"
-    if not config_path.exists():
-        what = "no such folder" if not path.exists() else "no config.json (not a saved sparsecbm model, or an unfinished one)"
-        raise FileNotFoundError(f"{path}: {what}")
-    meta = json.loads(config_path.read_text(encoding="utf-8"))
+def _disk_revision(path: Path) -> int | None:
+    """The revision in ``path``/config.json (0 for folders written before revisions), or None without one."""
+    config = path / "config.json"
+    if not config.exists():
+        return None
+    try:
+        return int(json.loads(config.read_text(encoding="utf-8")).get("revision", 0))
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+        return 0  # a damaged config: loading it names the problem; saving over it is allowed
+
+
+def _read_config(config_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config_path}: not valid JSON ({e}); the model folder is damaged") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{config_path}: expected a JSON object, got {type(meta).__name__}; the model folder is damaged")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{config_path}: not a sparsecbm model (format {meta.get('format')!r})")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(
             f"{config_path}: written by a newer sparsecbm (format {meta['format_version']}); upgrade sparsecbm"
         )
-    config = ModelConfig.from_dict(meta.pop("model"))
-    backbone = backbone_from_config(meta.pop("backbone_config"))
+    missing = [key for key in ("model", "backbone_config", "max_length") if key not in meta]
+    if missing:
+        raise ValueError(f"{config_path}: missing key(s) {missing}; the model folder is damaged")
+    return meta
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Classifier:
+    """Load a model folder written by ``train`` or :meth:`Classifier.save`. A damaged
+    folder gets one ValueError (or FileNotFoundError) naming the file and what is wrong."""
+    path = Path(path)
+    config_path = path / "config.json"
+    if not config_path.exists():
+        what = "no such folder" if not path.exists() else "no config.json (not a saved sparsecbm model, or an unfinished one)"
+        raise FileNotFoundError(f"{path}: {what}")
+    # Normal tensors even when called under torch.inference_mode(): masks keep
+    # version counters (the masked-weight caches depend on them).
+    with torch.inference_mode(False), folder_lock(path, create=False):
+        clf = _load_unlocked(path, config_path)
+    return clf.to(device)
+
+
+def _load_unlocked(path: Path, config_path: Path) -> Classifier:
+    meta = _read_config(config_path)
+    try:
+        config = ModelConfig.from_dict(meta.pop("model"))
+        backbone = backbone_from_config(meta.pop("backbone_config"))
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise ValueError(f"{config_path}: the model or backbone description is wrong ({type(e).__name__}: {e})") from None
     masks = load_masks(path / "masks.safetensors") if config.kind == "sparsecbm" else None
-    model = ConceptBottleneckModel(backbone, config, masks)
-    load_model(model, str(path / "model.safetensors"), strict=True)
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path / "tokenizer"))
+    try:
+        model = ConceptBottleneckModel(backbone, config, masks)
+    except ValueError as e:
+        raise ValueError(f"{path}: masks.safetensors does not fit config.json: {e}") from None
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights}: missing; the model folder is incomplete")
+    try:
+        load_model(model, str(weights), strict=True)
+    except RuntimeError as e:  # shapes or names that do not match config.json
+        raise ValueError(f"{weights}: does not match config.json ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # safetensors' own error type: truncated or garbled
+        raise ValueError(f"{weights}: damaged or not a safetensors file ({e})") from None
+    tokenizer_dir = path / "tokenizer"
+    if not tokenizer_dir.is_dir():
+        raise FileNotFoundError(f"{tokenizer_dir}: missing; the model folder is incomplete")
+    try:
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{tokenizer_dir}: cannot load the tokenizer ({e})") from None
+    revision = int(meta.pop("revision", 0))
     for key in ("format", "format_version"):
-        meta.pop(key)
+        meta.pop(key, None)
     clf = Classifier(
         model.eval(),
         tokenizer,
@@ -336,5 +411,5 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Clas
         from .intervention import load_log
 
         clf.interventions = load_log(path)
-    clf.path = path
-    return clf.to(device)
+    clf.path, clf.revision = path, revision
+    return clf

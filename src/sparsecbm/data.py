@@ -200,6 +200,13 @@ def _iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
         if not reader.fieldnames:
             raise DataError(f"{path}: empty file, expected a header row")
+        seen, dupes = set(), []
+        for name in reader.fieldnames:
+            if name in seen and name not in dupes:
+                dupes.append(name)
+            seen.add(name)
+        if dupes:  # DictReader would silently keep the last one's cells
+            raise DataError(f"{path}: row 1: duplicated column name(s) {dupes}; rename or remove the repeats")
         # Spreadsheet numbering (a quoted cell may span lines): the header is
         # row 1, the first example row 2.
         for row, record in enumerate(reader, start=2):

@@ -1,4 +1,5 @@
-"""Writes that never leave a half-written file behind: temporary name, then rename."""
+"""Writes that never leave a half-written file behind (temporary name, then rename),
+and a per-folder lock so that a folder is never read while it is half rewritten."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from filelock import FileLock, Timeout
+
+LOCK_TIMEOUT = 120.0  # seconds to wait for another process's save or load of a folder
 
 
 @contextmanager
@@ -50,3 +55,43 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def folder_lock(path: str | os.PathLike, *, create: bool = True) -> Iterator[None]:
+    """Hold the lock of a model folder (``.NAME.lock`` beside it) while reading or
+    writing it, so that no load sees a save half done and two saves never mix.
+    Temporaries left in the folder by a killed save are removed once the lock is
+    held (no live writer can own them then). A folder whose parent is read-only
+    is read without a lock (nobody can write it either)."""
+    path = Path(path)
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.parent / f".{path.name}.lock"), timeout=LOCK_TIMEOUT)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TimeoutError(f"{path}: another process has held this model folder for over {LOCK_TIMEOUT:g} s") from None
+    except (PermissionError, FileNotFoundError):
+        if create:
+            raise
+        yield  # read-only parent: nobody can write the folder
+        return
+    try:
+        remove_orphans(path)
+        yield
+    finally:
+        lock.release()
+
+
+def remove_orphans(path: Path) -> list[Path]:
+    """Delete temporaries (``.*.tmp``) that a killed save left in ``path`` (call with the lock held)."""
+    removed = []
+    if path.is_dir():
+        for tmp in path.glob(".*.tmp"):
+            try:
+                shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass  # e.g. read-only: harmless, it is only wasted space
+    return removed

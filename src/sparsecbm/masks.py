@@ -137,7 +137,7 @@ def diff(a: Masks, b: Masks) -> dict:
 
 def save_masks(masks: Masks, path: str | os.PathLike) -> None:
     """Bit-packed safetensors, shapes in the metadata (written atomically)."""
-    tensors, shapes = {}, {}
+    tensors, shapes, kept_bits = {}, {}, {}
     for concept, per_param in masks.items():
         if _SEP in concept:
             raise ValueError(f"concept name {concept!r} may not contain {_SEP!r}")
@@ -146,23 +146,46 @@ def save_masks(masks: Masks, path: str | os.PathLike) -> None:
             flat = mask.detach().to("cpu").reshape(-1).numpy()
             tensors[key] = torch.from_numpy(np.packbits(flat))
             shapes[key] = list(mask.shape)
-    meta = {"format": "sparsecbm-masks", "shapes": json.dumps(shapes), "concepts": json.dumps(list(masks))}
+            kept_bits[key] = int(np.count_nonzero(flat))
+    meta = {"format": "sparsecbm-masks", "shapes": json.dumps(shapes), "concepts": json.dumps(list(masks)),
+            "kept": json.dumps(kept_bits)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_masks(path: str | os.PathLike) -> Masks:
+    """Read masks written by :func:`save_masks`; a damaged file gets a ValueError
+    naming it and what is wrong (never masks silently padded with zeros)."""
     path = Path(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (a SparseCBM model folder needs its masks)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        packed = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for truncated or garbled files
+        raise ValueError(f"{path}: damaged or not a safetensors file ({e})") from None
     if meta.get("format") != "sparsecbm-masks":
         raise ValueError(f"{path}: not a sparsecbm masks file")
-    shapes = json.loads(meta["shapes"])
-    packed = load_file(str(path))
-    masks: Masks = {c: {} for c in json.loads(meta["concepts"])}
+    try:
+        shapes = json.loads(meta["shapes"])
+        concepts = json.loads(meta["concepts"])
+        kept_bits = json.loads(meta["kept"]) if "kept" in meta else {}  # older files have no counts
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: damaged metadata ({e})") from None
+    masks: Masks = {c: {} for c in concepts}
     for key, shape in shapes.items():
-        concept, name = key.split(_SEP, 1)
+        concept, _, name = key.partition(_SEP)
+        if concept not in masks or key not in packed:
+            raise ValueError(f"{path}: mask {key!r} is listed but {'its concept is not' if concept not in masks else 'not stored'}")
         n = int(np.prod(shape))
-        bits = np.unpackbits(packed[key].numpy(), count=n).astype(bool)
+        stored = packed[key].numpy()
+        if stored.size != (n + 7) // 8:
+            raise ValueError(f"{path}: mask {key!r} holds {8 * stored.size} bits for a {tuple(shape)} weight "
+                             f"({n} bits); the file is damaged")
+        bits = np.unpackbits(stored, count=n).astype(bool)
+        if key in kept_bits and int(np.count_nonzero(bits)) != kept_bits[key]:
+            raise ValueError(f"{path}: mask {key!r} keeps {int(np.count_nonzero(bits))} weights, its metadata says "
+                             f"{kept_bits[key]}; the file is damaged")
         masks[concept][name] = torch.from_numpy(bits).reshape(shape)
     return masks

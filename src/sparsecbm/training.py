@@ -320,7 +320,7 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             clf.meta = run.meta(best)
             if out is not None:
-                clf.save(out)
+                clf.save(out, overwrite=True)  # check_out_dir has refused an unasked overwrite
         run.write_log()
 
     assert best is not None and best_state is not None  # at least one epoch ran

@@ -13,9 +13,15 @@ blocks are factorised together with a batched Cholesky (float64, in slices of
 1024 blocks: 20 MB temporaries that the allocator reuses instead of fresh pages
 from the OS each time) and the diagonal of each inverse is read off.
 
-Memory: the Gram accumulator holds n_blocks x B x B float32 values, i.e.
-(#weights, padded) x B x 4 bytes (MiniLM's 10.6M prunable weights, B = 50:
-2.0 GiB), plus one chunk of gradients (c x #weights x 4 bytes).
+The Gram is accumulated in float64: a sum of m < B rank-one terms is singular,
+and float32 rounding leaves eigenvalues of about 1e-7 x its norm that may be
+negative, which a small ``damp`` does not cover (with m = 16, B = 50, gradients
+of norm ~1 and damp 1e-7, every block failed to factorise in float32; none does
+in float64, see tests/test_sparsecbm.py).
+
+Memory: the Gram accumulator holds n_blocks x B x B float64 values, i.e.
+(#weights, padded) x B x 8 bytes (MiniLM's 10.6M prunable weights, B = 50:
+4.0 GiB), plus one chunk of gradients (c x #weights x 4 bytes).
 """
 
 from __future__ import annotations
@@ -57,12 +63,12 @@ class BlockFisher:
 
     def __init__(self, n_blocks: int, block_size: int, device: torch.device | str = "cpu") -> None:
         self.block_size = block_size
-        self.gram = torch.zeros(n_blocks, block_size, block_size, device=device)  # (n_blocks, B, B)
+        self.gram = torch.zeros(n_blocks, block_size, block_size, dtype=torch.float64, device=device)  # (n_blocks, B, B)
         self.count = 0
 
     def add(self, chunk: torch.Tensor) -> None:
         """``chunk``: (c, n_blocks, B) gradients; adds sum_i g_i g_i^T to every block."""
-        g = chunk.to(self.gram.device, torch.float32).permute(1, 0, 2)  # (n_blocks, c, B)
+        g = chunk.to(self.gram.device, torch.float64).permute(1, 0, 2)  # (n_blocks, c, B)
         self.gram.baddbmm_(g.transpose(1, 2), g)  # (n_blocks, B, c) @ (n_blocks, c, B)
         self.count += chunk.shape[0]
 
@@ -75,11 +81,12 @@ class BlockFisher:
         eye = torch.eye(self.block_size, dtype=torch.float64, device=self.gram.device)
         out = torch.empty(self.gram.shape[:2], dtype=torch.float64, device=self.gram.device)
         for start in range(0, self.gram.shape[0], slice_blocks):
-            f = self.gram[start : start + slice_blocks].double() / self.count + damp * eye
+            f = self.gram[start : start + slice_blocks] / self.count + damp * eye
             chol, info = torch.linalg.cholesky_ex(f)
             if bool((info > 0).any()):
+                bad = int((info > 0).sum())
                 raise FloatingPointError(
-                    f"the dampened Fisher is not positive definite (damp={damp}); raise --damp"
+                    f"the dampened Fisher is not positive definite in {bad} block(s) (damp={damp}); raise --damp"
                 )
             out[start : start + slice_blocks] = torch.cholesky_inverse(chol).diagonal(dim1=-2, dim2=-1)
         return out
