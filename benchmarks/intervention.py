@@ -36,7 +36,7 @@ import sparsecbm
 from sparsecbm import protocols
 from sparsecbm.data import Split, dataset_from_spec
 from sparsecbm.files import write_json, write_text
-from sparsecbm.guard import Guard
+from sparsecbm.guard import CAUTION, Guard
 from sparsecbm.intervention import concept_k_logits, intervene, saliency, tokenize
 from sparsecbm.protocols import _pred, _scores, _summary
 
@@ -159,7 +159,13 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
     out = clf.forward_texts(split.texts)
     wrong = _pred(list(out.concept_logits)) != split.concepts
     cases = [(int(i), int(k)) for i, k in zip(*np.nonzero(wrong))][: n_examples + 1]
+    start = time.perf_counter()
     guard.concept_logits(clf)  # fills the guard's cache (once per model, not per edit)
+    once = {"guard_logits_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    for k in range(len(clf.schema.concepts)):
+        guard.penalty(clf, k)  # the guard's curvature: once per concept, not per edit
+    once["guard_curvature_s"] = time.perf_counter() - start
     rows = {key: [] for key in ("forward_backward", "saliency", "correction", "guarded_correction", "guard_forward")}
     for j, (i, k) in enumerate(cases):  # the first round warms caches and is not counted
         concept, value = clf.schema.concepts[k], clf.schema.concept_values[k][split.concepts[i, k]]
@@ -175,9 +181,13 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
                 torch.autograd.grad(loss, list(masked.values()))
 
         times = {}
+        # The unguarded correction just flipped and restored bits, which stales the guard's
+        # cache; in a guarded stream every edit goes through the guard, which keeps it true.
+        prime = (lambda: guard.concept_logits(clf))
         for key, fn in (("forward_backward", forward_backward),
                         ("saliency", lambda: saliency(clf, k, batches, v, y)),
                         ("correction", lambda: intervene(clf, split.texts[i], concept, value, label=label)),
+                        ("prime", prime),
                         ("guarded_correction", lambda: intervene(clf, split.texts[i], concept, value, label=label,
                                                                  guard=guard)),
                         ("guard_forward", lambda: concept_k_logits(clf, guard._batches, k))):
@@ -186,9 +196,10 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
             times[key] = time.perf_counter() - start
         if j:
             for key, t in times.items():
-                rows[key].append(t)
+                if key in rows:
+                    rows[key].append(t)
     med = {f"{key}_median_s": statistics.median(v) for key, v in rows.items()}
-    return {**med, "n_examples": len(cases) - 1, "guard_n": len(guard),
+    return {**med, **once, "n_examples": len(cases) - 1, "guard_n": len(guard), "caution": guard.caution,
             "correction_over_forward_backward": med["correction_median_s"] / med["forward_backward_median_s"],
             "guarded_minus_guard_over_forward_backward":
                 (med["guarded_correction_median_s"] - med["guard_forward_median_s"]) / med["forward_backward_median_s"]}
@@ -240,6 +251,10 @@ def markdown(r: dict) -> str:
                   f"- guarded ({s['guard_n']} guard texts): {1000 * s['guarded_correction_median_s']:.0f} ms, of which "
                   f"the guard's forward pass {1000 * s['guard_forward_median_s']:.0f} ms; without it "
                   f"{s['guarded_minus_guard_over_forward_backward']:.2f}x forward+backward (target <= 5x)"]
+        if "guard_curvature_s" in s:
+            lines.append(f"- once per guard: every concept's logits on it {s['guard_logits_s']:.1f} s; its curvature "
+                         f"(caution {s['caution']:g}; one forward+backward per guard text and concept) "
+                         f"{s['guard_curvature_s']:.1f} s")
     return "\n".join(lines) + "\n"
 
 
@@ -254,6 +269,7 @@ def main() -> None:
     parser.add_argument("--ft-lr-head", type=float, default=1e-2)
     parser.add_argument("--ft-lr-backbone", type=float, default=1e-4)
     parser.add_argument("--speed-n", type=int, default=30)
+    parser.add_argument("--caution", type=float, default=CAUTION, help="the guard's caution (guarded rows)")
     parser.add_argument("--task-tolerance-stream", action="store_true",
                         help="persistent: also a guarded stream that allows 0.5 points of task accuracy on the guard")
     parser.add_argument("--only", nargs="*", choices=("per-example", "persistent", "speed"))
@@ -311,15 +327,20 @@ def main() -> None:
         streams = [
             ("paper r=1% (the paper's rule, every edit kept)", dict(ratio=0.01, selection="paper", keep_unfixed=True)),
             ("taylor auto, no guard", dict(ratio="auto", selection="taylor")),
-            (f"taylor auto, guard {guard_name}", dict(ratio="auto", selection="taylor", guard=True)),
+            (f"taylor auto, guard {guard_name}, caution {args.caution:g}", dict(ratio="auto", selection="taylor",
+                                                                               guard=True, caution=args.caution)),
+            (f"taylor auto, guard {guard_name}, judge only (caution 0)", dict(ratio="auto", selection="taylor",
+                                                                             guard=True, caution=0.0)),
         ]
         if args.task_tolerance_stream:
             streams.append((f"taylor auto, guard {guard_name}, task tolerance 0.5 points",
-                            dict(ratio="auto", selection="taylor", guard=True, task_tolerance=0.005)))
+                            dict(ratio="auto", selection="taylor", guard=True, task_tolerance=0.005,
+                                 caution=args.caution)))
         for name, kw in streams:
             if todo("persistent", name):
                 kw = dict(kw)
-                guard = Guard(guard_split, task_tolerance=kw.pop("task_tolerance", 0.0)) if kw.pop("guard", False) else None
+                guard = (Guard(guard_split, task_tolerance=kw.pop("task_tolerance", 0.0), caution=kw.pop("caution"),
+                               progress=True) if kw.pop("guard", False) else None)
                 r = protocols.persistent(sparsecbm.load(args.model), edit_split, test, max_ratio=args.max_ratio,
                                          guard=guard, **kw)
                 result["persistent"][name] = r
@@ -334,7 +355,7 @@ def main() -> None:
                 save()
                 print(name, result["persistent"][name]["eval_split"], flush=True)
     if "speed" in parts:
-        result["speed"] = speed(clf, data["test"], Guard(guard_split), args.speed_n)
+        result["speed"] = speed(clf, data["test"], Guard(guard_split, caution=args.caution), args.speed_n)
         save()
     save()
     print((out_dir / "intervention.md").read_text())

@@ -167,7 +167,7 @@ def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
     before = _masks(sparse_clf)
     predicted = _predicted(sparse_clf, [TEXT], "food")[0]
     # The guard holds the same text with the model's current value as gold: fixing it breaks the guard.
-    guard = Guard(_guard_against(sparse_clf, "food", [TEXT, TEXT + " ."], [predicted] * 2))
+    guard = Guard(_guard_against(sparse_clf, "food", [TEXT, TEXT + " ."], [predicted] * 2), caution=0)
     r = sparse_clf.intervene(TEXT, "food", _wrong(sparse_clf, [TEXT], "food")[0], max_ratio=0.3, persist=True,
                              guard=guard)
     assert r.fixed and not r.persisted and not r.guard["accepted"]
@@ -181,11 +181,63 @@ def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
 def test_an_accepted_guarded_edit_is_logged_with_its_verdict(poised):
     sparse_clf = poised
     target = _wrong(sparse_clf, [TEXT], "food")[0]
-    guard = Guard(_guard_against(sparse_clf, "food", [TEXT, TEXT + " ."], [target] * 2), task_tolerance=1.0)
+    guard = Guard(_guard_against(sparse_clf, "food", [TEXT, TEXT + " ."], [target] * 2), task_tolerance=1.0,
+                  caution=0)
     r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard)
     assert r.fixed and r.persisted and r.guard["accepted"]
     assert r.guard["concept_accuracy"][1] >= r.guard["concept_accuracy"][0]
     assert sparse_clf.interventions[-1].guard == r.guard
+
+
+def test_a_guarded_edit_may_not_undo_an_earlier_logged_correction(poised):
+    sparse_clf = poised
+    first, second = [v for v in ("N", "P", "u") if v != _predicted(sparse_clf, [TEXT], "food")[0]]
+    assert sparse_clf.intervene(TEXT, "food", first, max_ratio=0.3, persist=True).persisted
+    log, before = [e.to_json() for e in sparse_clf.interventions], _masks(sparse_clf)
+    # Tolerances that accept anything: only the logged correction can stop the second edit.
+    guard = Guard(_guard_against(sparse_clf, "food", [TEXTS[1]], [first]), tolerance=1.0, task_tolerance=1.0, caution=0)
+    r = sparse_clf.intervene(TEXT, "food", second, max_ratio=0.3, persist=True, guard=guard)
+    assert r.fixed and not r.persisted and r.guard["corrections_undone"] == 1
+    assert "undo 1 earlier correction(s) of food" in r.outcome
+    assert _same(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
+
+
+def test_curvature_is_half_theta_squared_times_the_mean_squared_per_text_gradient(sparse_clf):
+    from sparsecbm.intervention import curvature
+
+    k, concept = 1, "service"
+    values, labels = torch.tensor([0, 2, 1]), torch.tensor([1, 0, 2])
+    got = curvature(sparse_clf, k, TEXTS, values, labels)
+    model = sparse_clf.model
+    params = dict(model.backbone.named_parameters())
+    names = list(model.masks[concept])
+    want = [torch.zeros_like(params[n]) for n in names]
+    for i, text in enumerate(TEXTS):  # an independent loop: plain autograd through the masked forward
+        enc = sparse_clf.tokenizer([text], return_tensors="pt")
+        weights = {n: w.detach().requires_grad_(True) for n, w in model.masked_weights(concept, trainable=False).items()}
+        with model.evaluating():
+            loss = model.concept_loss(enc["input_ids"], enc["attention_mask"], k, values[i : i + 1], labels[i : i + 1],
+                                      gamma=sparse_clf.gamma, weights=weights)
+        for w, g in zip(want, torch.autograd.grad(loss, [weights[n] for n in names])):
+            w.add_(g * g)
+    want = torch.cat([(0.5 * w / len(TEXTS) * params[n].detach() ** 2).reshape(-1) for w, n in zip(want, names)])
+    assert (got >= 0).all() and got.max() > 0
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-12)
+
+
+def test_a_penalty_flips_only_bits_whose_gain_exceeds_their_cost(sparse_clf):
+    k, concept = 0, "food"
+    masks_k = sparse_clf.model.masks[concept]
+    g_theta = _scores(sparse_clf, k, TEXT, 1)
+    cost = np.abs(g_theta) * np.random.default_rng(0).uniform(0, 2, g_theta.size).astype(np.float32)
+    drop, grow = rank(sparse_clf, masks_k, g_theta.copy(), 200, "taylor", 0, penalty=cost)
+    assert drop.size > 0
+    assert (g_theta[drop] - cost[drop] > 0).all() and (-g_theta[grow] - cost[grow] > 0).all()
+    kept_bits = np.concatenate([m.numpy().reshape(-1) for m in masks_k.values()]).astype(bool)
+    net_drop = np.where(kept_bits, g_theta - cost, -np.inf)
+    assert (g_theta[drop] - cost[drop]).min() >= np.sort(net_drop)[-drop.size] - 1e-6  # the best ones
+    with pytest.raises(ValueError, match="applies to selection=.taylor. only"):
+        rank(sparse_clf, masks_k, g_theta.copy(), 10, "paper", 0, penalty=cost)
 
 
 def test_saliency_uses_gamma_of_the_model(sparse_clf):
@@ -211,6 +263,8 @@ def test_saliency_uses_gamma_of_the_model(sparse_clf):
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), task_tolerance=2), ValueError,
      "task_tolerance must be a fraction"),
     (lambda c: Guard(Split((), np.zeros(0, int), np.zeros((0, 3), int))), ValueError, "guard set is empty"),
+    (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), caution=-1), ValueError,
+     "caution must be a number >= 0"),
 ])
 def test_bad_corrections_are_refused_naming_the_argument(sparse_clf, call, error, message):
     before = _masks(sparse_clf)

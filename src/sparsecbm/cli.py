@@ -21,7 +21,7 @@ from .classifier import load
 from .data import CEBAB_TEST_ROWS, Dataset, dataset_from_spec, load_dataset, load_table, read_corrections
 from .explanations import METHODS, explain, explain_many
 from .files import write_json
-from .guard import Guard
+from .guard import CAUTION, Guard
 from .intervention import MAX_RATIO, SELECTIONS
 from .metrics import concept_ceiling, format_table
 from .pruning import PRUNERS, PruneConfig
@@ -66,6 +66,16 @@ def _ratio(text: str) -> float:
 
 def _ratio_or_auto(text: str) -> float | str:
     return "auto" if text == "auto" else _ratio(text)
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e4, got {text!r}") from None
+    if not value >= 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
+    return value
 
 
 def _tolerance(text: str) -> float:
@@ -133,13 +143,16 @@ def _add_guard_args(p: argparse.ArgumentParser, prefix: str) -> None:
                    help="largest allowed drop of the concept's accuracy on the guard (fraction, default 0)")
     p.add_argument("--task-tolerance", type=_tolerance, default=0.0,
                    help="largest allowed drop of the task accuracy on the guard (fraction, default 0)")
+    p.add_argument("--caution", type=_non_negative, default=CAUTION,
+                   help="weight of a flipped bit's second-order cost on the guard against its gain on the "
+                   f"corrected texts (taylor rule; 0: the guard only judges; default {CAUTION:g})")
 
 
 def _guard(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | None:
     """The --guard set: a split of the data (SPLIT or SPLIT:N) or a file in the model's schema."""
     if not args.guard:
-        if args.tolerance or args.task_tolerance:
-            raise ValueError("--tolerance and --task-tolerance apply to a --guard; name one")
+        if args.tolerance or args.task_tolerance or args.caution != CAUTION:
+            raise ValueError("--tolerance, --task-tolerance and --caution apply to a --guard; name one")
         return None
     spec = args.guard
     path = Path(spec)
@@ -158,7 +171,8 @@ def _guard(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | No
         split = load_table(path, dev=path, text_column=args.text_column or "text",
                            label_column=args.label_column or "label", concept_columns=schema.concepts,
                            labels=schema.labels, concept_values=dict(zip(schema.concepts, schema.concept_values)))["train"]
-    return Guard(split, tolerance=args.tolerance, task_tolerance=args.task_tolerance)
+    return Guard(split, tolerance=args.tolerance, task_tolerance=args.task_tolerance, caution=args.caution,
+                 progress=not args.quiet)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -223,8 +237,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict labels and concepts for texts", description="Predict texts.")
     p.add_argument("model_dir", metavar="DIR")
     p.add_argument("texts", nargs="*", help="texts to classify (or --file)")
-    p.add_argument("--file", help="a UTF-8 file with one text per line")
-    p.add_argument("--json", dest="json_out", metavar="FILE", help="write predictions as JSON")
+    p.add_argument("--file", help="a UTF-8 file with one text per line (a blank line is an error, see --skip-blank)")
+    p.add_argument("--skip-blank", action="store_true", help="skip blank lines of --file (and say how many)")
+    p.add_argument("--json", dest="json_out", metavar="FILE",
+                   help="write predictions as JSON, one record per input with its index, text (and --file line)")
 
     m = sub.add_parser("masks", help="sparsity and overlap of a SparseCBM's concept subnetworks",
                        description="Per concept: sparsity overall and per weight matrix; pairwise Jaccard overlap.")
@@ -269,6 +285,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON")
     v.add_argument("--png", metavar="FILE", help="per-example: plot accuracy against the ratio")
     v.add_argument("--save-to", metavar="OUT", help="persistent: save the edited model (masks + log) here")
+    v.add_argument("--overwrite", action="store_true", help="let --save-to replace a model already there")
     _add_guard_args(v, "persistent: ")
 
     r = sub.add_parser(
@@ -289,6 +306,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_args(r, required=False)
     _add_guard_args(r, "")
     r.add_argument("--save-to", metavar="OUT", help="save the corrected model here instead of into DIR")
+    r.add_argument("--overwrite", action="store_true", help="let --save-to replace a model already there")
     r.add_argument("--dry-run", action="store_true", help="show what the edit would do; save nothing")
     r.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON")
 
@@ -386,14 +404,44 @@ def cmd_masks(args: argparse.Namespace) -> None:
         print(f"wrote {args.json_out}")
 
 
-def cmd_predict(args: argparse.Namespace) -> None:
-    texts = list(args.texts)
+def _predict_inputs(args: argparse.Namespace) -> tuple[list[str], list[int | None]]:
+    """The texts to predict and, per text, its --file line number (None for an argument)."""
+    texts, lines = list(args.texts), [None] * len(args.texts)
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"text argument {i + 1} is empty")
     if args.file:
-        texts += [line for line in Path(args.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        path = Path(args.file)
+        if not path.is_file():
+            raise FileNotFoundError(f"--file {path}: no such file")
+        try:
+            content = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError(f"--file {path}: not valid UTF-8; re-save it as UTF-8") from None
+        skipped = []
+        for number, line in enumerate(content.splitlines(), start=1):
+            if line.strip():
+                texts.append(line)
+                lines.append(number)
+            elif args.skip_blank:
+                skipped.append(number)
+            else:
+                raise ValueError(f"--file {path}: line {number} is blank; remove it or pass --skip-blank")
+        if skipped:
+            log.warning("--file %s: skipped %d blank line(s): %s", path, len(skipped),
+                        ", ".join(map(str, skipped[:20])) + (" ..." if len(skipped) > 20 else ""))
+    elif args.skip_blank:
+        raise ValueError("--skip-blank applies to --file")
     if not texts:
         raise ValueError("no texts given: pass them as arguments or with --file")
+    return texts, lines
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    texts, lines = _predict_inputs(args)
     clf = load(args.model_dir)
-    predictions = [p.to_dict() for p in clf.predict(texts)]
+    predictions = [{"index": i, "text": text, **({} if line is None else {"line": line}), **p.to_dict()}
+                   for i, (text, line, p) in enumerate(zip(texts, lines, clf.predict(texts)))]
     if args.json_out:
         write_json(args.json_out, predictions)
         print(f"wrote {args.json_out}")
@@ -445,6 +493,7 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         raise ValueError("--mode persistent takes one --ratio")
     if args.save_to and args.mode != "persistent":
         raise ValueError("--save-to saves persistent edits; use it with --mode persistent")
+    _check_save_to(args)
     if args.png and args.mode != "per-example":
         raise ValueError("--png plots the per-example curve; use it with --mode per-example")
     dataset = _load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
@@ -481,11 +530,19 @@ def cmd_intervene(args: argparse.Namespace) -> None:
             print(f"{split_name}: concept acc {100 * b['concept_accuracy']:.1f} -> {100 * a['concept_accuracy']:.1f} %, "
                   f"task acc {100 * b['task_accuracy']:.1f} -> {100 * a['task_accuracy']:.1f} %")
         if args.save_to:
-            clf.save(args.save_to)
+            clf.save(args.save_to, overwrite=args.overwrite)
             print(f"saved the edited model to {args.save_to}")
     if args.json_out:
         write_json(args.json_out, result)
         print(f"wrote {args.json_out}")
+
+
+def _check_save_to(args: argparse.Namespace) -> None:
+    """Refuse at once (not after the work) a --save-to that would replace another model."""
+    out = Path(args.save_to) if args.save_to else None
+    if (out is not None and (out / "config.json").exists() and not args.overwrite
+            and not (Path(args.model_dir).exists() and out.samefile(args.model_dir))):
+        raise ValueError(f"--save-to {out}: already holds a model; pass --overwrite or choose another folder")
 
 
 def cmd_correct(args: argparse.Namespace) -> None:
@@ -494,6 +551,7 @@ def cmd_correct(args: argparse.Namespace) -> None:
                          else "no texts to correct: give them as arguments or with --file")
     if args.save_to and args.dry_run:
         raise ValueError("--dry-run saves nothing; leave out --save-to")
+    _check_save_to(args)
     if args.file:
         texts, values, labels = read_corrections(args.file, value=args.value)
         labels = labels if labels is not None else args.label
@@ -519,7 +577,7 @@ def cmd_correct(args: argparse.Namespace) -> None:
               f"{100 * g['concept_accuracy'][1]:.1f} %, task accuracy {100 * g['task_accuracy'][0]:.1f} -> "
               f"{100 * g['task_accuracy'][1]:.1f} %")
     if r.persisted:
-        out = clf.save(args.save_to or args.model_dir)
+        out = clf.save(args.save_to or args.model_dir, overwrite=args.overwrite)
         print(f"saved the corrected model to {out} ({len(clf.interventions)} logged edit(s); undo: sparsecbm undo {out})")
     if args.json_out:
         write_json(args.json_out, r.to_dict())
@@ -557,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         COMMANDS[args.command](args)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, FloatingPointError) as e:
         print(f"sparsecbm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,10 +1,18 @@
 """A guard against regressions: texts with known concepts that a kept edit must not hurt.
 
-An edit of concept k's mask changes only concept k's logits, so the guard
-caches every concept's logits on its texts and, per edit, re-runs concept k's
-subnetwork alone (one forward pass over the guard). The edit is accepted only if
-concept k's accuracy on the guard drops by at most ``tolerance`` and the task
-accuracy by at most ``task_tolerance`` (fractions: 0.01 is one point).
+The guard does two things to an edit of concept k's mask:
+
+1. **Shapes it** (taylor rule, ``caution > 0``): each bit's gain on the
+   corrected texts must exceed ``caution`` times its second-order cost on the
+   guard's texts, ``theta^2 F / 2`` (:func:`~sparsecbm.intervention.curvature`;
+   one forward+backward per guard text, once per concept, then cached). Without
+   it the cheapest fix drops a few large weights that every input relies on.
+2. **Judges it**: an edit changes only concept k's logits, so the guard caches
+   every concept's logits on its texts and re-runs concept k's subnetwork alone
+   (one forward pass over the guard). The edit is kept only if concept k's
+   accuracy on the guard drops by at most ``tolerance``, the task accuracy by
+   at most ``task_tolerance`` (fractions: 0.01 is one point), and no earlier
+   correction of concept k in the model's log that is right now turns wrong.
 
     guard = Guard(data["train"].head(300))
     r = clf.intervene(text, "food", "Positive", persist=True, guard=guard)
@@ -20,9 +28,10 @@ import numpy as np
 import torch
 
 from .data import Split
-from .intervention import concept_k_logits, task_from, tokenize
+from .intervention import concept_k_logits, curvature, task_from, tokenize
 
 EPS = 1e-9  # accuracies are ratios of counts: equal ones may differ in the last bit
+CAUTION = 1e4  # chosen by benchmarks/intervention.py (README "Interventions"): fixes as many, changes far fewer
 
 
 def _stamp(model, k: int) -> tuple:
@@ -45,8 +54,12 @@ class Guard:
     split: Split
     tolerance: float = 0.0  # largest allowed drop of the edited concept's accuracy (fraction)
     task_tolerance: float = 0.0  # largest allowed drop of the task accuracy (fraction)
+    caution: float = CAUTION  # weight of a flip's cost on the guard against its gain (0: judge only)
+    progress: bool = False  # show progress while the curvature is computed
     _batches: list | None = field(default=None, init=False, repr=False)
     _cache: dict[int, tuple[tuple, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    _penalty: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _logged: dict[int, tuple[tuple, list[str], torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.split, Split):
@@ -57,6 +70,8 @@ class Guard:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a fraction in [0, 1] (0.01 = one point), got {value!r}")
+        if isinstance(self.caution, bool) or not isinstance(self.caution, (int, float)) or not self.caution >= 0:
+            raise ValueError(f"caution must be a number >= 0 (0 turns the guard's cost term off), got {self.caution!r}")
 
     def __len__(self) -> int:
         return len(self.split)
@@ -76,9 +91,43 @@ class Guard:
         """Every concept's logits on the guard, (n, C_k) each."""
         return [self._logits(clf, k) for k in range(len(clf.schema.concepts))]
 
-    def restore(self, clf, k: int, logits: torch.Tensor) -> None:
-        """After a bit-exact rollback: concept k's logits are ``logits`` again (no pass needed)."""
+    def penalty(self, clf, k: int) -> np.ndarray | None:
+        """``caution * theta^2 F / 2`` per prunable weight of concept k on the guard, or
+        None with ``caution=0``. Computed at the first edit of concept k and reused:
+        edits flip a few bits, which barely move the Fisher."""
+        if not self.caution:
+            return None
+        if k not in self._penalty:
+            split = self.split
+            cost = curvature(clf, k, split.texts, torch.as_tensor(split.concepts[:, k]),
+                             torch.as_tensor(split.labels), progress=self.progress)
+            self._penalty[k] = np.multiply(cost, np.float32(self.caution), out=cost)
+        return self._penalty[k]
+
+    def logged_logits(self, clf, k: int) -> tuple[list[str], torch.Tensor] | None:
+        """The texts of the model's logged corrections of concept k, their corrected
+        value indices and concept k's logits on them now (cached), or None."""
+        concept = clf.schema.concepts[k]
+        texts, values = [], []
+        for e in clf.interventions:
+            if e.concept == concept:
+                texts += e.texts
+                values += [clf.schema.concept_values[k].index(v) for v in e.values]
+        if not texts:
+            return None
+        stamp = _stamp(clf.model, k)
+        hit = self._logged.get(k)
+        if hit is None or hit[1] != texts or not _same(hit[0], stamp):
+            hit = (stamp, texts, concept_k_logits(clf, tokenize(clf, texts), k))
+            self._logged[k] = hit
+        return texts, torch.tensor(values), hit[2]
+
+    def restore(self, clf, k: int, logits: torch.Tensor, logged=None) -> None:
+        """After a bit-exact rollback: concept k's logits are ``logits`` (and, on the
+        logged corrections, ``logged``) again, with no pass needed."""
         self._cache[k] = (_stamp(clf.model, k), logits)
+        if logged is not None:
+            self._logged[k] = (_stamp(clf.model, k), logged[0], logged[2])
 
     def scores(self, clf, logits: list[torch.Tensor], k: int) -> tuple[float, float]:
         """(concept k accuracy, task accuracy) on the guard from these concept logits."""
@@ -86,8 +135,9 @@ class Guard:
         task = float(np.mean(task_from(clf, logits).argmax(-1).numpy() == self.split.labels))
         return concept, task
 
-    def judge(self, clf, k: int, before: list[torch.Tensor]) -> dict[str, Any]:
-        """The verdict on the edit now in concept k's mask, against the logits ``before`` it."""
+    def judge(self, clf, k: int, before: list[torch.Tensor], logged=None) -> dict[str, Any]:
+        """The verdict on the edit now in concept k's mask, against the logits ``before``
+        it (and ``logged``, :meth:`logged_logits` before it)."""
         after = list(before)
         after[k] = self._logits(clf, k)
         (c0, t0), (c1, t1) = self.scores(clf, before, k), self.scores(clf, after, k)
@@ -98,7 +148,14 @@ class Guard:
         if t1 < t0 - self.task_tolerance - EPS:
             reasons.append(f"task accuracy on the guard fell {100 * t0:.1f} -> {100 * t1:.1f} % "
                            f"(tolerance {100 * self.task_tolerance:g} points)")
+        undone = 0
+        if logged is not None:
+            _, values, logits = logged
+            now = self.logged_logits(clf, k)[2].argmax(-1)
+            undone = int(((logits.argmax(-1) == values) & (now != values)).sum())
+            if undone:
+                reasons.append(f"it would undo {undone} earlier correction(s) of {clf.schema.concepts[k]}")
         changed = int((after[k].argmax(-1) != before[k].argmax(-1)).sum())
-        return {"accepted": not reasons, "reason": "; ".join(reasons) or "no drop beyond the tolerances",
+        return {"accepted": not reasons, "corrections_undone": undone, "caution": self.caution, "reason": "; ".join(reasons) or "no drop beyond the tolerances",
                 "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1],
                 "predictions_changed": changed, "tolerance": self.tolerance, "task_tolerance": self.task_tolerance}

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from .classifier import Classifier, check_texts
 from .files import atomic_path, write_json
@@ -240,7 +241,8 @@ def _buffers(clf: Classifier, masks_k: dict[str, torch.Tensor]) -> tuple[np.ndar
 
 
 def rank(
-    clf: Classifier, masks_k: dict[str, torch.Tensor], scores: np.ndarray, n_max: int, selection: str, seed: int
+    clf: Classifier, masks_k: dict[str, torch.Tensor], scores: np.ndarray, n_max: int, selection: str, seed: int,
+    penalty: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kept weights to drop and pruned weights to grow, best first, at most ``n_max``
     of each and as many of one as of the other (flat indices).
@@ -249,11 +251,21 @@ def rank(
     negative; bits whose first-order estimate would not lower the loss are left
     out, so the lists may be shorter than ``n_max``. ``paper`` (scores
     ``|G theta|``): drop the lowest, grow the highest. The two searches run on
-    two threads (numpy releases the GIL)."""
+    two threads (numpy releases the GIL).
+
+    ``penalty`` (taylor only; >= 0 per weight, e.g. ``caution *`` :func:`curvature`)
+    is the estimated cost of flipping each bit elsewhere: it is subtracted from
+    a drop's gain ``G theta`` and from a grow's ``-G theta`` (``scores`` is
+    changed in place), so only bits whose gain exceeds their cost are flipped."""
     _, kept_bits, pruned_bits = _buffers(clf, masks_k)
     for name, start, end in _offsets(masks_k):
         kept_bits[start:end] = masks_k[name].detach().cpu().numpy().reshape(-1)
     np.logical_not(kept_bits, out=pruned_bits)
+    if penalty is not None:
+        if selection != "taylor":
+            raise ValueError("a penalty (the guard's caution) applies to selection='taylor' only")
+        np.subtract(scores, penalty, out=scores, where=kept_bits)
+        np.add(scores, penalty, out=scores, where=pruned_bits)
     n_kept = int(np.count_nonzero(kept_bits))
     n_drop, n_grow = min(n_max, n_kept), min(n_max, kept_bits.size - n_kept)
     drop_largest = selection == "taylor"
@@ -306,37 +318,81 @@ def concept_k_logits(clf: Classifier, batches: list[tuple[slice, dict]], k: int)
         return torch.cat([model.concept_logits(b["input_ids"], b["attention_mask"], k).float().cpu() for _, b in batches])
 
 
+def _gradients(
+    clf: Classifier, k: int, batches: list[tuple[slice, dict]], values: torch.Tensor, labels: torch.Tensor | None,
+    masked: dict[str, torch.Tensor],
+):
+    """Per batch, the gradient of L_k (summed over its texts) with respect to concept
+    k's masked weights ``masked`` (which must require grad): a generator of lists."""
+    model = clf.model
+    with model.evaluating(), torch.enable_grad():
+        for rows, b in batches:
+            y = None if labels is None else labels[rows].to(clf.device)
+            loss = model.concept_loss(b["input_ids"], b["attention_mask"], k, values[rows].to(clf.device), y,
+                                      gamma=clf.gamma, reduction="sum", weights=masked)
+            yield torch.autograd.grad(loss, list(masked.values()))
+
+
+def _masked_leaves(clf: Classifier, k: int) -> dict[str, torch.Tensor]:
+    concept = clf.schema.concepts[k]
+    return {n: w.detach().requires_grad_(True) for n, w in clf.model.masked_weights(concept, trainable=False).items()}
+
+
+def _flat_times_theta(clf: Classifier, names, tensors, out: np.ndarray, square: bool = False) -> np.ndarray:
+    """``out`` (flat float32) = concat of ``tensors * theta`` (or ``tensors * theta^2``) over the named weights."""
+    params = dict(clf.model.backbone.named_parameters())
+    start = 0
+    for n, g in zip(names, tensors):
+        piece = torch.from_numpy(out[start : start + g.numel()]).view(g.shape)
+        theta = params[n].detach()
+        if square:
+            piece.copy_((g * theta * theta).cpu())
+        elif g.device.type == "cpu":
+            torch.mul(g, theta, out=piece)  # no temporaries
+        else:
+            piece.copy_((g * theta).cpu())
+        start += g.numel()
+    return out
+
+
 def saliency(
     clf: Classifier, k: int, batches: list[tuple[slice, dict]], values: torch.Tensor, labels: torch.Tensor | None,
     *, selection: str = "taylor", out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``G theta`` (taylor) or ``|G theta|`` (paper) over concept k's prunable weights,
     flat float32 (into ``out``); G is the gradient of L_k summed over the texts."""
-    model = clf.model
-    concept = clf.schema.concepts[k]
-    params = dict(model.backbone.named_parameters())
-    masked = {n: w.detach().requires_grad_(True) for n, w in model.masked_weights(concept, trainable=False).items()}
+    masked = _masked_leaves(clf, k)
     grads = None
-    with model.evaluating(), torch.enable_grad():
-        for rows, b in batches:
-            y = None if labels is None else labels[rows].to(clf.device)
-            loss = model.concept_loss(b["input_ids"], b["attention_mask"], k, values[rows].to(clf.device), y,
-                                      gamma=clf.gamma, reduction="sum", weights=masked)
-            g = torch.autograd.grad(loss, list(masked.values()))
-            grads = list(g) if grads is None else [a.add_(c) for a, c in zip(grads, g)]
+    for g in _gradients(clf, k, batches, values, labels, masked):
+        grads = list(g) if grads is None else [a.add_(c) for a, c in zip(grads, g)]
     if out is None:
         out = np.empty(sum(g.numel() for g in grads), np.float32)
-    start = 0
-    for n, g in zip(masked, grads):
-        piece = torch.from_numpy(out[start : start + g.numel()]).view(g.shape)
-        if g.device.type == "cpu":
-            torch.mul(g, params[n].detach(), out=piece)  # no temporaries
-        else:
-            piece.copy_(g.mul_(params[n].detach()))
-        if selection == "paper":
-            piece.abs_()
-        start += g.numel()
+    _flat_times_theta(clf, masked, grads, out)
+    if selection == "paper":
+        np.abs(out, out=out)
     return out
+
+
+def curvature(
+    clf: Classifier, k: int, texts: Sequence[str], values: torch.Tensor, labels: torch.Tensor | None,
+    *, progress: bool = False,
+) -> np.ndarray:
+    """What flipping each of concept k's mask bits costs on ``texts``, to second order:
+    ``theta^2 F / 2`` with F the diagonal empirical Fisher of L_k (the mean of
+    squared per-text gradients), flat float32 over the prunable weights. One
+    forward+backward per text. At a trained model the first-order term of a
+    general set's loss is small; this is the term that grows with |theta|, which
+    is what makes a large weight's drop hurt every input."""
+    masked = _masked_leaves(clf, k)
+    fisher = [torch.zeros_like(w) for w in masked.values()]
+    singles = [(slice(i, i + 1), b) for i in range(len(texts)) for _, b in tokenize(clf, [texts[i]])]
+    for g in tqdm(_gradients(clf, k, singles, values, labels, masked), total=len(singles),
+                  desc=f"guard curvature ({clf.schema.concepts[k]})", disable=not progress, leave=False):
+        for f, x in zip(fisher, g):
+            f.addcmul_(x, x)
+    for f in fisher:
+        f.mul_(0.5 / max(1, len(texts)))
+    return _flat_times_theta(clf, masked, fisher, np.empty(sum(f.numel() for f in fisher), np.float32), square=True)
 
 
 def _n_bits(total: int, ratio: float) -> int:
@@ -346,12 +402,13 @@ def _n_bits(total: int, ratio: float) -> int:
 def edit(
     clf: Classifier, k: int, batches: list[tuple[slice, dict]], logits: torch.Tensor, values: torch.Tensor,
     labels: torch.Tensor | None, *, ratio: float | str, selection: str, steps: int, max_ratio: float = MAX_RATIO,
-    seed: int = 0,
+    seed: int = 0, penalty: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], torch.Tensor]:
     """Run up to ``steps`` drop/grow steps on concept k's mask (left edited), stopping
     once every text predicts its ``values`` (n,); ``logits`` (n, C_k) are concept k's
     logits before the edit, which the caller already has. Returns per-step drops
-    and grows (sorted flat indices) and the concept's logits afterwards."""
+    and grows (sorted flat indices) and the concept's logits afterwards.
+    ``penalty``: per-bit cost of a flip elsewhere, see :func:`rank`."""
     concept = clf.schema.concepts[k]
     masks_k = clf.model.masks[concept]
     total = sum(m.numel() for m in masks_k.values())
@@ -363,7 +420,7 @@ def edit(
             if n_max == 0 or bool((logits.argmax(-1) == values).all()):
                 break  # nothing to flip, or nothing left to fix: no gradient, no step
             scores = saliency(clf, k, batches, values, labels, selection=selection, out=_buffers(clf, masks_k)[0])
-            drop, grow = rank(clf, masks_k, scores, n_max, selection, seed + step)
+            drop, grow = rank(clf, masks_k, scores, n_max, selection, seed + step, penalty)
             if drop.size == 0:
                 break  # no bit would lower the loss
             if ratio == AUTO:
@@ -501,8 +558,11 @@ def correct(
     keeps the edit and logs it as one entry of ``clf.interventions`` (undo with
     :func:`undo`); otherwise the mask is restored. An edit that fixes none of
     the texts is rolled back unless ``keep_unfixed``. A ``guard``
-    (:class:`~sparsecbm.guard.Guard`) judges the edit on its own texts: a
-    rejected edit is rolled back bit for bit and not logged. ``outcome`` in the
+    (:class:`~sparsecbm.guard.Guard`) shapes and judges the edit: with the
+    taylor rule each bit's gain must exceed its second-order cost on the guard's
+    texts (``guard.caution``), and the edit is kept only if the guard's
+    accuracies hold and no earlier logged correction of the concept is undone;
+    a rejected edit is rolled back bit for bit and not logged. ``outcome`` in the
     result says what happened and why."""
     texts = check_texts(texts)
     if not texts:
@@ -514,8 +574,10 @@ def correct(
     logits = [concept_k_logits(clf, batches, j) for j in range(len(clf.schema.concepts))]
     before = _describe(clf, k, logits)
     guard_before = guard.concept_logits(clf) if guard is not None else None
+    logged_before = guard.logged_logits(clf, k) if guard is not None else None
+    penalty = guard.penalty(clf, k) if guard is not None and selection == "taylor" else None
     drops, grows, logits[k] = edit(clf, k, batches, logits[k], v, y, ratio=ratio, selection=selection, steps=steps,
-                                   max_ratio=max_ratio, seed=seed)
+                                   max_ratio=max_ratio, seed=seed, penalty=penalty)
     keep, verdict = persist and bool(drops), None
     try:
         after = _describe(clf, k, logits)
@@ -527,7 +589,7 @@ def correct(
         else:
             outcome = "kept" if persist else "previewed: the mask is restored (persist=False)"
         if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
-            verdict = guard.judge(clf, k, guard_before)
+            verdict = guard.judge(clf, k, guard_before, logged_before)
             if not verdict["accepted"]:
                 keep, outcome = False, f"rolled back by the guard: {verdict['reason']}"
     except BaseException:
@@ -537,7 +599,7 @@ def correct(
         if not keep:
             revert(clf.model, concept, drops, grows)
             if guard is not None and drops:
-                guard.restore(clf, k, guard_before[k])
+                guard.restore(clf, k, guard_before[k], logged_before)
     drop_all = np.concatenate(drops) if drops else np.zeros(0, np.int64)
     grow_all = np.concatenate(grows) if grows else np.zeros(0, np.int64)
     per_layer = _count(clf.model.masks[concept], drop_all, grow_all)
@@ -646,9 +708,21 @@ def save_log(clf: Classifier, path: str | os.PathLike) -> None:
 
 
 def load_log(path: str | os.PathLike) -> list[Edit]:
+    """The intervention log of a model folder ([] when it has none); a damaged log
+    gets a ValueError naming the file."""
     path = Path(path)
     if not (path / LOG_JSON).exists():
         return []
-    meta = json.loads((path / LOG_JSON).read_text(encoding="utf-8"))
-    tensors = load_file(str(path / LOG_TENSORS))
-    return [Edit.from_json(d, tensors[f"{i}.drop"], tensors[f"{i}.grow"]) for i, d in enumerate(meta["edits"])]
+    try:
+        meta = json.loads((path / LOG_JSON).read_text(encoding="utf-8"))
+        edits = meta["edits"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path / LOG_JSON}: damaged intervention log ({type(e).__name__}: {e})") from None
+    try:
+        tensors = load_file(str(path / LOG_TENSORS))
+    except Exception as e:  # missing, truncated or garbled
+        raise ValueError(f"{path / LOG_TENSORS}: damaged or missing ({e}); it must match {LOG_JSON}") from None
+    try:
+        return [Edit.from_json(d, tensors[f"{i}.drop"], tensors[f"{i}.grow"]) for i, d in enumerate(edits)]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path / LOG_JSON}: does not match {LOG_TENSORS} ({type(e).__name__}: {e})") from None
