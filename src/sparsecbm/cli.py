@@ -192,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="'minilm' (default), 'smollm2-135m' (after convert-gguf), a model folder or a hub id")
     t.add_argument("--out", required=True, help="folder for the model, its config and the training log")
     t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its last finished epoch or pruning step "
+                        "(same command otherwise; gives the same model as an uninterrupted run)")
     t.add_argument("--epochs", type=_positive_int, default=d.epochs)
     t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.lr, help=f"backbone learning rate (default {d.lr})")
@@ -332,8 +335,10 @@ def _configs(args: argparse.Namespace) -> tuple[TrainConfig, PruneConfig | None]
 def cmd_train(args: argparse.Namespace) -> None:
     config, prune = _configs(args)
     dataset = _load_data(args)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out; --overwrite would start it again: give one")
     clf = train(dataset, config, prune=prune, init_from=args.init_from, out=args.out,
-                overwrite=args.overwrite, progress=not args.quiet)
+                overwrite=args.overwrite, progress=not args.quiet, resume=args.resume)
     print(f"saved the best epoch ({clf.meta['best_epoch']}) to {args.out}")
     print(format_table(clf.meta["best_dev"], title=f"dev scores of the saved model ({dataset.name})"))
     if clf.model.masks is not None:
@@ -349,6 +354,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         dataset = dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
     result = clf.evaluate(dataset, args.split, batch_size=args.batch_size, progress=not args.quiet)
+    if clf.unfinished:
+        result["unfinished"] = clf.unfinished
+        print(f"sparsecbm: warning: {args.model_dir}: {clf.unfinished}", file=sys.stderr)
     ceiling = None
     if clf.config.has_concepts and "train" in dataset.splits:
         ceiling = concept_ceiling(dataset["train"], dataset[args.split], dataset.schema)
@@ -619,7 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sparsecbm: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = f"; the best checkpoint so far is in {args.out}" if args.command == "train" else ""
+        hint = (f"; the best checkpoint so far is in {args.out}; continue with the same command and --resume"
+                if args.command == "train" else "")
         print(f"sparsecbm: interrupted{hint}", file=sys.stderr)
         return 130
     return 0

@@ -24,8 +24,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from . import checkpoint
 from .backbones import DEFAULT_BACKBONE, load_backbone
-from .classifier import Classifier, iter_batches, load
+from .batching import iter_batches
+from .classifier import Classifier, load
 from .data import Dataset
 from .files import write_text
 from .model import MODEL_KINDS, POOLINGS, ConceptBottleneckModel, ModelConfig, joint_loss
@@ -134,6 +136,7 @@ def train(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
 ) -> Classifier:
     """Train a model on ``dataset``'s train split, choosing the epoch by dev score.
 
@@ -141,18 +144,36 @@ def train(
     (or the one saved in ``init_from``), gradual per-concept mask mining
     (``prune``), then fine-tuning of the shared weights under the fixed masks.
 
-    With ``out``, the best checkpoint is written there as soon as it is found
-    (so an interrupted run keeps it) together with ``train_log.jsonl``; a
-    SparseCBM run also keeps its dense phase in ``out/dense``. Returns the
-    classifier with the best epoch's weights.
+    With ``out``, the best checkpoint is written there as soon as it is found,
+    marked unfinished (``"finished": false`` in its config) until its last epoch
+    ran, together with ``train_log.jsonl``; a SparseCBM run also keeps its dense
+    phase in ``out/dense``. After every epoch and pruning step a resume point is
+    written to ``out/resume/``; ``resume=True`` continues an interrupted run from
+    it with the same settings, giving the same model as an uninterrupted run. The
+    resume point is removed when the run finishes. Returns the classifier with
+    the best epoch's weights.
     """
     out = Path(out) if out is not None else None
-    if out is not None:
-        check_out_dir(out, overwrite)
     if config.model != "sparsecbm" and (prune is not None or init_from is not None):
         raise ValueError("pruning settings and --init-from apply to --model sparsecbm only")
+    if config.model == "sparsecbm":
+        prune = prune or PruneConfig()
+    settings = {"training": {k: v for k, v in asdict(config).items() if k != "device"},
+                "pruning": asdict(prune) if prune is not None else None,
+                "init_from": str(init_from) if init_from is not None else None, "data": dataset.spec}
+    point = None
+    if resume:
+        if out is None:
+            raise ValueError("--resume needs --out: the folder of the interrupted run")
+        point = checkpoint.load(out)
+        _check_same_run(point.run, settings, out)
+    elif out is not None:
+        check_out_dir(out, overwrite)
     seed_everything(config.seed)
-    run = _Run(config, out, progress)
+    run = _Run(config, out, progress, settings)
+    if point is not None:
+        run.history, run.start = point.history, run.start - point.seconds
+        log.info("resuming %s after %s %d", out, "pruning step" if point.phase == "prune" else f"{point.phase} epoch", point.done)
     train_split = dataset["train"].sample(config.max_train, config.seed)
     dev_split = dataset["dev"].head(config.max_eval)
     log.info(
@@ -161,9 +182,9 @@ def train(
     )
     if config.model != "sparsecbm":
         clf = _new_classifier(dataset, config, config.model, run.device)
-        return _fit(clf, train_split, dev_split, run, phase=config.model, out=out)
+        clf = _fit(clf, train_split, dev_split, run, phase=config.model, out=out, point=point)
+        return run.finish(clf)
 
-    prune = prune or PruneConfig()
     if init_from is not None:
         dense = load(init_from, device=run.device)
         if dense.config.kind != "cbm":
@@ -172,9 +193,16 @@ def train(
         log.info("starting from the dense CBM in %s", init_from)
     else:
         dense = _new_classifier(dataset, config, "cbm", run.device)
-        dense = _fit(dense, train_split, dev_split, run, phase="dense", out=out / "dense" if out else None)
+        if point is None or point.phase == "dense":
+            dense = _fit(dense, train_split, dev_split, run, phase="dense", out=out / "dense" if out else None, point=point)
     clf = _sparse_from_dense(dense, dataset, run.device)
 
+    mined = 0
+    if point is not None and point.phase in ("prune", "sparsecbm"):
+        mined = point.done if point.phase == "prune" else prune.prune_steps
+        if point.phase == "prune":
+            clf.model.load_state_dict(point.model)
+            checkpoint.set_rng_state(point.rng, run.rng)
     steps = max(1, round(prune.finetune_epochs * _steps_per_epoch(train_split, config)))
 
     def finetune(t: int) -> None:
@@ -191,19 +219,36 @@ def train(
         record["seconds"] = run.seconds()
         run.history.append(record)
         run.write_log()
+        run.save_point("prune", t, clf.model)
 
-    mine_masks(clf, train_split, prune, gamma=config.gamma, seed=config.seed, finetune=finetune, progress=progress)
+    mine_masks(clf, train_split, prune, gamma=config.gamma, seed=config.seed, finetune=finetune, progress=progress,
+               done=mined)
     run.prune = prune
-    return _fit(clf, train_split, dev_split, run, phase="sparsecbm", out=out)
+    clf = _fit(clf, train_split, dev_split, run, phase="sparsecbm", out=out, point=point)
+    return run.finish(clf)
+
+
+def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
+    """A resumed run must have the settings and data it was started with (the device may differ)."""
+    saved, now = json.loads(json.dumps(saved)), json.loads(json.dumps(now))  # tuples vs lists
+    diffs = [f"{part}.{key}: {saved.get(part, {}).get(key)!r} then, {value!r} now"
+             for part in ("training", "pruning") for key, value in (now.get(part) or {}).items()
+             if (saved.get(part) or {}).get(key) != value]
+    diffs += [f"{key}: {saved.get(key)!r} then, {now[key]!r} now" for key in ("init_from", "data")
+              if saved.get(key) != now[key]]
+    if diffs:
+        raise ValueError(f"--resume: {out} was started with other settings ({'; '.join(diffs)}); "
+                         "resume with the same command, or start again with --overwrite")
 
 
 class _Run:
-    """What the phases of one training run share: settings, clock, device, log."""
+    """What the phases of one training run share: settings, clock, device, log, resume points."""
 
-    def __init__(self, config: TrainConfig, out: Path | None, progress: bool) -> None:
+    def __init__(self, config: TrainConfig, out: Path | None, progress: bool, settings: dict[str, Any]) -> None:
         self.config = config
         self.out = out
         self.progress = progress
+        self.settings = settings
         self.device = pick_device(config.device)
         self.start = time.perf_counter()
         self.history: list[dict[str, Any]] = []
@@ -213,9 +258,11 @@ class _Run:
     def seconds(self) -> float:
         return round(time.perf_counter() - self.start, 1)
 
-    def meta(self, best: dict[str, Any]) -> dict[str, Any]:
+    def meta(self, best: dict[str, Any], epochs_done: int) -> dict[str, Any]:
         meta = {
             "training": asdict(self.config),
+            "finished": epochs_done == self.config.epochs,
+            "epochs_done": epochs_done,
             "best_epoch": best["epoch"],
             "best_dev": best["dev"],
             "wall_seconds": self.seconds(),
@@ -228,6 +275,22 @@ class _Run:
     def write_log(self) -> None:
         if self.out is not None:
             write_text(self.out / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+    def save_point(self, phase: str, done: int, model: ConceptBottleneckModel, *, best_state=None, best=None,
+                   optimizer=None, scheduler=None) -> None:
+        """Write the resume point after ``done`` epochs (or pruning steps) of ``phase``."""
+        if self.out is None:
+            return
+        checkpoint.save(self.out, checkpoint.ResumePoint(
+            phase=phase, done=done, model=model.state_dict(), best=best_state, best_record=best,
+            optimizer=optimizer.state_dict() if optimizer is not None else None,
+            scheduler=scheduler.state_dict() if scheduler is not None else None,
+            rng=checkpoint.rng_state(self.rng), history=self.history, seconds=self.seconds(), run=self.settings))
+
+    def finish(self, clf: Classifier) -> Classifier:
+        if self.out is not None:
+            checkpoint.remove(self.out)
+        return clf
 
 
 def _new_classifier(dataset: Dataset, config: TrainConfig, kind: str, device: torch.device) -> Classifier:
@@ -300,13 +363,22 @@ def _train_epoch(clf: Classifier, split, run: _Run, optimizer, scheduler, desc: 
     return means
 
 
-def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out: Path | None) -> Classifier:
-    """``config.epochs`` epochs; keeps (and writes to ``out``) the best by dev score."""
+def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out: Path | None,
+         point: checkpoint.ResumePoint | None = None) -> Classifier:
+    """``config.epochs`` epochs; keeps (and writes to ``out``) the best by dev score.
+    A resume ``point`` of this phase continues after its last finished epoch."""
     config, model = run.config, clf.model
     optimizer, scheduler = _optimizer(model, config, _steps_per_epoch(train_split, config) * config.epochs, config.warmup)
     best: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] | None = None
-    for epoch in range(1, config.epochs + 1):
+    first = 1
+    if point is not None and point.phase == phase:
+        model.load_state_dict(point.model)
+        optimizer.load_state_dict(point.optimizer)
+        scheduler.load_state_dict(point.scheduler)
+        checkpoint.set_rng_state(point.rng, run.rng)
+        best, best_state, first = point.best_record, point.best, point.done + 1
+    for epoch in range(first, config.epochs + 1):
         losses = _train_epoch(clf, train_split, run, optimizer, scheduler, f"{phase} epoch {epoch}/{config.epochs}")
         dev = clf.evaluate(dev_split, batch_size=config.eval_batch_size, progress=run.progress)
         score = dev_score(dev, config.selection)
@@ -318,14 +390,18 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
         if improved:
             best = record
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            clf.meta = run.meta(best)
-            if out is not None:
+        clf.meta = run.meta(best, epoch)
+        if out is not None:
+            if improved:
                 clf.save(out, overwrite=True)  # check_out_dir has refused an unasked overwrite
+            else:
+                clf.save_config(out)  # epochs_done moved on
         run.write_log()
+        run.save_point(phase, epoch, model, best_state=best_state, best=best, optimizer=optimizer, scheduler=scheduler)
 
     assert best is not None and best_state is not None  # at least one epoch ran
     model.load_state_dict(best_state)
-    clf.meta = run.meta(best)
+    clf.meta = run.meta(best, config.epochs)
     if out is not None:  # the final wall time and memory, next to the best weights
         clf.save_config(out)
     model.eval()

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..classifier import Classifier
 from ..data import Split
 from . import magnitude, obs, wanda
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ def prune_step(clf: Classifier, split: Split, config: PruneConfig, sparsity: flo
         current = [model.masks[concept][n] for n in names]
         scores = score(clf, k, split, config, gamma, seed + k, progress)
         new = select(scores, current, sparsity, config.scope)
-        model.masks[concept] = dict(zip(names, new))
+        model.set_masks(concept, dict(zip(names, new)))
 
 
 def mine_masks(
@@ -116,10 +118,14 @@ def mine_masks(
     seed: int,
     finetune: Callable[[int], None] | None = None,
     progress: bool = False,
+    done: int = 0,
 ) -> None:
-    """Gradual mining to ``config.target(K)``; ``finetune(t)`` runs after each step."""
+    """Gradual mining to ``config.target(K)``; ``finetune(t)`` runs after each step.
+    ``done`` steps already ran (a resumed run: the masks are those of step ``done``)."""
     schedule = cubic_schedule(config.target(len(clf.schema.concepts)), config.prune_steps)
     for t, sparsity in enumerate(schedule, start=1):
+        if t <= done:
+            continue
         log.info("pruning step %d/%d: %s scores, sparsity %.3f per concept", t, len(schedule), config.pruner, sparsity)
         prune_step(clf, split, config, sparsity, gamma, seed + 1000 * t, progress)
         if finetune is not None:

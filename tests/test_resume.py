@@ -1,0 +1,88 @@
+"""train --resume: an interrupted run continues to the same model as an uninterrupted one."""
+
+import pytest
+import torch
+
+from sparsecbm import checkpoint, load, load_dataset, train
+from sparsecbm.pruning import PruneConfig
+from sparsecbm.training import TrainConfig
+
+from .conftest import CONCEPTS
+
+
+@pytest.fixture(scope="module")
+def data(reviews):
+    return load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
+                        label_column="stars", concept_columns=CONCEPTS)
+
+
+def _settings(tiny_bert, **kw):
+    # Dropout is on (BertConfig's default 0.1), so a resumed run must also restore the RNG.
+    config = TrainConfig(**{"model": "sparsecbm", "backbone": str(tiny_bert), "epochs": 2, "batch_size": 16,
+                            "lr": 1e-3, "max_length": 32, **kw})
+    return config, PruneConfig(pruner="magnitude", prune_steps=2, finetune_epochs=0.5)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tiny_bert, tmp_path_factory):
+    config, prune = _settings(tiny_bert)
+    out = tmp_path_factory.mktemp("full") / "m"
+    return train(data, config, prune=prune, out=out, progress=False), out
+
+
+def _interrupt_after(monkeypatch, n_points: int) -> None:
+    """Stop the run (as Ctrl-C would) right after its n-th resume point is written."""
+    real, written = checkpoint.save, []
+
+    def save_then_stop(out, point):
+        real(out, point)
+        written.append(point.phase)
+        if len(written) == n_points:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_stop)
+
+
+# Resume points of this run: dense epochs 1-2, pruning steps 1-2, sparse epochs 1-2.
+@pytest.mark.parametrize("stop_after, phase", [(1, "dense"), (3, "prune"), (5, "sparsecbm")])
+def test_resumed_run_equals_the_uninterrupted_one(data, tiny_bert, tmp_path, monkeypatch, uninterrupted, stop_after, phase):
+    full, full_out = uninterrupted
+    config, prune = _settings(tiny_bert)
+    out = tmp_path / "m"
+    _interrupt_after(monkeypatch, stop_after)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, prune=prune, out=out, progress=False)
+    assert checkpoint.load(out).phase == phase
+    unfinished = out / "dense" if phase == "dense" else out
+    if phase != "prune":
+        assert "--resume" in load(unfinished).unfinished  # the saved best-so-far says it is not done
+    monkeypatch.undo()
+
+    resumed = train(data, config, prune=prune, out=out, progress=False, resume=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and any(k.startswith("concept_masks.") for k in a)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert different == []
+    assert resumed.meta["best_epoch"] == full.meta["best_epoch"]
+    assert load(out).unfinished is None and load(out / "dense").unfinished is None
+    assert not (out / "resume").exists()  # removed once the run finished
+    assert (out / "train_log.jsonl").read_text().count("\n") == (full_out / "train_log.jsonl").read_text().count("\n")
+
+
+def test_resume_refuses_other_settings_and_missing_points(data, tiny_bert, tmp_path, monkeypatch):
+    config, prune = _settings(tiny_bert, epochs=1)
+    out = tmp_path / "m"
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train(data, config, prune=prune, out=out, progress=False, resume=True)
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, prune=prune, out=out, progress=False)
+    monkeypatch.undo()
+    other, _ = _settings(tiny_bert, epochs=1, lr=2e-3)
+    with pytest.raises(ValueError, match=r"training.lr: 0.001 then, 0.002 now"):
+        train(data, other, prune=prune, out=out, progress=False, resume=True)
+    with pytest.raises(ValueError, match="needs --out"):
+        train(data, config, prune=prune, progress=False, resume=True)
+    (out / "resume" / "state.json").write_text("{not json")
+    with pytest.raises(ValueError, match="damaged resume point"):
+        train(data, config, prune=prune, out=out, progress=False, resume=True)
