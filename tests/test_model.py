@@ -83,3 +83,78 @@ def test_cbm_without_concepts_is_rejected():
         ModelConfig(kind="cbm", schema=Schema(labels=("a", "b")))
     with pytest.raises(ValueError, match="model kind must be one of"):
         ModelConfig(kind="sparse", schema=SCHEMA)
+
+
+# ---------------------------------------------------------------- robustness (issue 10)
+
+
+def test_masks_round_trip_through_state_dict_bit_exact(sparse_clf):
+    from .conftest import random_masks
+
+    model = sparse_clf.model
+    state = model.state_dict()
+    assert any(k.startswith("concept_masks.") for k in state)
+    fresh = ConceptBottleneckModel(type(model.backbone)(model.backbone.config), model.config)
+    assert all(bool(m.all()) for per in fresh.masks.values() for m in per.values())  # dense before loading
+    fresh.load_state_dict(state)
+    for concept, per in model.masks.items():
+        for name, mask in per.items():
+            assert torch.equal(fresh.masks[concept][name], mask), (concept, name)
+    # and the loaded masks are the ones the forward pass reads
+    batch = sparse_clf.tokenizer(["the food was awful"], return_tensors="pt")
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        assert torch.allclose(fresh.eval()(ids, attention).task_logits, model(ids, attention).task_logits, atol=1e-6)
+    new = random_masks(fresh, seed=5)
+    fresh.masks = new  # assignment copies into the buffers, which state_dict holds
+    key = next(iter(new["food"]))
+    assert torch.equal(fresh.state_dict()["concept_masks.0." + key.replace(".", ":")], new["food"][key])
+    flipped = ~new["food"][key]
+    fresh.masks["food"][key] = flipped  # item assignment reaches the buffer too
+    assert torch.equal(fresh.state_dict()["concept_masks.0." + key.replace(".", ":")], flipped)
+    with pytest.raises(ValueError, match="expected bool"):
+        fresh.masks["food"][key] = flipped.float()
+
+
+@pytest.mark.parametrize("kind", ["standard", "cbm", "sparsecbm"])
+def test_bfloat16_model_predicts_and_trains(tiny_bert, kind):
+    from sparsecbm import Classifier
+
+    model, tokenizer = _model(tiny_bert, kind=kind)
+    model = model.to(torch.bfloat16)
+    if kind == "sparsecbm":
+        assert all(m.dtype == torch.bool for per in model.masks.values() for m in per.values())
+    clf = Classifier(model, tokenizer, max_length=16)
+    preds = clf.predict(["good food", "rude waiter"])
+    assert len(preds) == 2 and abs(sum(preds[0].label_probs.values()) - 1) < 1e-2
+    batch = tokenizer(["good food"], return_tensors="pt")
+    out = model(batch["input_ids"], batch["attention_mask"])
+    assert out.task_logits.dtype == torch.bfloat16
+    loss, _ = joint_loss(out, torch.tensor([1]), torch.tensor([[0, 1]]) if kind != "standard" else None, gamma=5.0)
+    loss.backward()
+
+
+@pytest.mark.parametrize("kind", ["albert", "t5"])
+def test_backbones_with_nested_layer_lists(kind):
+    from transformers import AlbertConfig, AlbertModel, T5Config, T5EncoderModel
+
+    from sparsecbm.masks import prunable_names
+
+    torch.manual_seed(0)
+    if kind == "albert":
+        backbone = AlbertModel(AlbertConfig(vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, intermediate_size=37))
+    else:
+        backbone = T5EncoderModel(T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=2))
+    names = prunable_names(backbone)
+    assert len(names) == len(set(names)) > 0
+    model = ConceptBottleneckModel(backbone, ModelConfig(kind="sparsecbm", schema=SCHEMA)).eval()
+    ids = torch.randint(100, (2, 7))
+    out = model(ids, torch.ones_like(ids))
+    assert out.task_logits.shape == (2, 3)
+    # concept 1's pass really reads mask 1: emptying it changes concept 1 only
+    first = model.masks["service"][names[0]]
+    first.zero_()
+    after = model(ids, torch.ones_like(ids))
+    assert torch.equal(after.concept_logits[0], out.concept_logits[0])
+    assert not torch.allclose(after.concept_logits[1], out.concept_logits[1])

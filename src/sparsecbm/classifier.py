@@ -29,7 +29,9 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .backbones import backbone_from_config, prepare_tokenizer
+from .batching import check_texts, iter_batches  # noqa: F401  (re-exported)
 from .data import Dataset, Schema, Split
+from . import explanations, intervention
 from .files import atomic_path, folder_lock, write_json
 from .masks import load_masks, save_masks
 from .metrics import evaluate_predictions
@@ -65,38 +67,6 @@ class Prediction:
         }
 
 
-def check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("expected a list of texts, got one str; wrap it in a list")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"text {i}: expected a str, got {type(text).__name__}")
-        if not text.strip():
-            raise ValueError(f"text {i}: empty text")
-    return texts
-
-
-def iter_batches(
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    order: Sequence[int],
-    batch_size: int,
-    max_length: int,
-) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
-    """(indices, tokenized batch) over ``texts`` in ``order``, padded per batch."""
-    for start in range(0, len(order), batch_size):
-        idx = np.asarray(order[start : start + batch_size])
-        enc = tokenizer(
-            [texts[i] for i in idx],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
-        yield idx, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-
-
 class Classifier:
     """A trained Standard model or CBM with its tokenizer and settings."""
 
@@ -117,6 +87,9 @@ class Classifier:
         self.path: Path | None = None  # the folder it was loaded from or last saved to
         self.revision = 0  # that folder's revision (config.json), bumped by every save
         self.interventions: list = []  # persisted mask edits (sparsecbm.intervention.Edit), oldest first
+        # Derived data that explanations and interventions reuse, each entry keyed
+        # (inside its value) by the state it was computed from.
+        self.caches: dict[str, Any] = {}
 
     @property
     def config(self) -> ModelConfig:
@@ -134,6 +107,16 @@ class Classifier:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def unfinished(self) -> str | None:
+        """Why this model's training is incomplete (a run stopped before its last
+        epoch left its best checkpoint so far), or None."""
+        if self.meta.get("finished", True):
+            return None
+        done, epochs = self.meta.get("epochs_done"), self.meta.get("training", {}).get("epochs")
+        return (f"training stopped after epoch {done} of {epochs} (the best so far is saved); "
+                "continue it with the same train command and --resume")
 
     def to(self, device: str | torch.device) -> "Classifier":
         self.model.to(device)
@@ -230,9 +213,7 @@ class Classifier:
 
         See :func:`sparsecbm.explanations.explain` (``method``: grad, grad_x_input,
         integrated_gradients or None; ``steps`` for integrated gradients)."""
-        from .explanations import explain
-
-        return explain(self, text, method, **kwargs)
+        return explanations.explain(self, text, method, **kwargs)
 
     def intervene(self, text: str, concept: str, value: str, **kwargs: Any):
         """Correct ``concept`` to ``value`` on ``text`` by rewiring its mask (SparseCBM).
@@ -240,30 +221,22 @@ class Classifier:
         ``ratio`` ("auto"), ``selection`` ("taylor"), ``steps`` (1), ``persist`` (False),
         ``label``, ``guard``: see
         :func:`sparsecbm.intervention.intervene`. Returns the before/after result."""
-        from .intervention import intervene
-
-        return intervene(self, text, concept, value, **kwargs)
+        return intervention.intervene(self, text, concept, value, **kwargs)
 
     def correct(self, texts: Sequence[str], concept: str, values, labels=None, **kwargs: Any):
         """Correct ``concept`` on several texts at once with one logged, undoable edit
         of its mask (SparseCBM): ``values`` per text (or one str for all), ``labels``
         optional. ``ratio`` ("auto"), ``selection`` ("taylor"), ``persist``, ``guard``:
         see :func:`sparsecbm.intervention.correct`."""
-        from .intervention import correct
-
-        return correct(self, texts, concept, values, labels, **kwargs)
+        return intervention.correct(self, texts, concept, values, labels, **kwargs)
 
     def undo(self):
         """Revert the last persisted intervention bit for bit; returns its record."""
-        from .intervention import undo
-
-        return undo(self)
+        return intervention.undo(self)
 
     def oracle(self, text: str, corrections: dict[str, str]) -> dict[str, Any]:
         """Oracle intervention: the label once the corrected concepts' activations are set to the truth."""
-        from .intervention import oracle
-
-        return oracle(self, text, corrections)
+        return intervention.oracle(self, text, corrections)
 
     # ------------------------------------------------------------------ persistence
 
@@ -282,21 +255,15 @@ class Classifier:
             path = self.path
         path = Path(path)
         with folder_lock(path):
-            on_disk = _disk_revision(path)
-            same = self.path is not None and self.path.exists() and path.exists() and path.samefile(self.path)
-            if on_disk is not None and same and on_disk != self.revision:
-                raise ValueError(f"{path}: saved by someone else since this copy was loaded (revision {on_disk}, "
-                                 f"this copy is based on {self.revision}); load it again and redo the change")
+            on_disk, same = self._check_revision(path)
             if on_disk is not None and not same and not overwrite:
                 raise ValueError(f"{path}: already holds a model; choose another folder or overwrite it explicitly")
             path.mkdir(parents=True, exist_ok=True)
             with atomic_path(path / "model.safetensors") as tmp:
-                save_model(self.model, str(tmp), metadata={"format": FORMAT})
+                save_model(self.model.weights_only(), str(tmp), metadata={"format": FORMAT})
             if self.model.masks is not None:
-                from .intervention import save_log
-
                 save_masks(self.model.masks, path / "masks.safetensors")
-                save_log(self, path)
+                intervention.save_log(self, path)
             # Always: a folder retrained with another backbone must not keep the old tokenizer.
             with atomic_path(path / "tokenizer", is_dir=True) as tmp:
                 self.tokenizer.save_pretrained(tmp)
@@ -308,8 +275,21 @@ class Classifier:
 
     def save_config(self, path: str | os.PathLike) -> None:
         """(Re)write only ``config.json`` of a saved model folder (e.g. final training notes)."""
+        path = Path(path)
         with folder_lock(path):
-            self._write_config(Path(path))
+            on_disk, _ = self._check_revision(path)
+            self.revision = (on_disk or 0) + 1
+            self._write_config(path)
+
+    def _check_revision(self, path: Path) -> tuple[int | None, bool]:
+        """(revision on disk, whether ``path`` is the folder this copy came from); a
+        save there is refused if another process saved since this copy was loaded."""
+        on_disk = _disk_revision(path)
+        same = self.path is not None and self.path.exists() and path.exists() and path.samefile(self.path)
+        if on_disk is not None and same and on_disk != self.revision:
+            raise ValueError(f"{path}: saved by someone else since this copy was loaded (revision {on_disk}, "
+                             f"this copy is based on {self.revision}); load it again and redo the change")
+        return on_disk, same
 
     def _write_config(self, path: Path) -> None:
         write_json(path / "config.json", {
@@ -385,7 +365,7 @@ def _load_unlocked(path: Path, config_path: Path) -> Classifier:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing; the model folder is incomplete")
     try:
-        load_model(model, str(weights), strict=True)
+        load_model(model.weights_only(), str(weights), strict=True)
     except RuntimeError as e:  # shapes or names that do not match config.json
         raise ValueError(f"{weights}: does not match config.json ({str(e).splitlines()[0]})") from None
     except Exception as e:  # safetensors' own error type: truncated or garbled
@@ -408,8 +388,6 @@ def _load_unlocked(path: Path, config_path: Path) -> Classifier:
         meta=meta,
     )
     if masks is not None:
-        from .intervention import load_log
-
-        clf.interventions = load_log(path)
+        clf.interventions = intervention.load_log(path)
     clf.path, clf.revision = path, revision
     return clf

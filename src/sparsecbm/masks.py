@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -25,25 +26,25 @@ from torch import nn
 
 from .files import atomic_path
 
-Masks = dict[str, dict[str, torch.Tensor]]
+Masks = Mapping[str, Mapping[str, torch.Tensor]]  # model.masks is a read-only view
 _SEP = "::"
 
 
 def prunable_names(backbone: nn.Module) -> list[str]:
     """Names (in ``backbone``) of the weights that concept masks cover."""
-    names = []
+    names: dict[str, None] = {}  # ordered; a layer list inside another (ALBERT, T5) is visited twice
     for list_name, module_list in backbone.named_modules():
         if not isinstance(module_list, nn.ModuleList):
             continue
         for name, module in module_list.named_modules():
             if isinstance(module, nn.Linear):
-                names.append(f"{list_name}.{name}.weight")
+                names[f"{list_name}.{name}.weight"] = None
     if not names:
         raise ValueError(
             f"found no nn.Linear weights inside a layer list of {type(backbone).__name__}; "
             "cannot build concept subnetworks for this backbone"
         )
-    return names
+    return list(names)
 
 
 def full_masks(backbone: nn.Module, concepts: list[str] | tuple[str, ...]) -> Masks:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Any, Iterator
 
 import numpy as np
@@ -94,9 +95,9 @@ class ConceptBottleneckModel(nn.Module):
     """A transformer backbone with a Standard head, a concept bottleneck, or
     a concept bottleneck whose concepts each read their own masked subnetwork.
 
-    For SparseCBM, ``self.masks[concept][param_name]`` is the boolean mask that
-    every pass of that concept reads; edit or replace it and the next forward
-    reflects it.
+    For SparseCBM, ``self.masks[concept][param_name]`` is the boolean mask (a
+    buffer, in ``state_dict`` as ``concept_masks.<k>.<param:name>``) that every
+    pass of that concept reads; edit or replace it and the next forward reflects it.
     """
 
     def __init__(self, backbone: PreTrainedModel, config: ModelConfig, masks: Masks | None = None) -> None:
@@ -112,21 +113,69 @@ class ConceptBottleneckModel(nn.Module):
         else:
             self.concept_sizes = ()
             self.head = nn.Linear(width, n_labels)
-        self.masks: Masks | None = None
+        self.concept_masks: nn.ModuleList | None = None
+        self._mask_view: Masks | None = None
         if config.kind == "sparsecbm":
-            self.masks = masks if masks is not None else full_masks(backbone, config.schema.concepts)
-            check_masks(self.masks, backbone, config.schema.concepts)
+            masks = masks if masks is not None else full_masks(backbone, config.schema.concepts)
+            check_masks(masks, backbone, config.schema.concepts)
+            # Buffers, so state_dict()/load_state_dict() and .to() carry them;
+            # one child per concept, buffer names are parameter names with ":" for ".".
+            self.concept_masks = nn.ModuleList()
+            for concept in config.schema.concepts:
+                store = nn.Module()
+                for name, mask in masks[concept].items():
+                    store.register_buffer(name.replace(".", ":"), mask)  # the model owns them now
+                self.concept_masks.append(store)
         elif masks is not None:
             raise ValueError(f"a {config.kind!r} model has no concept masks")
         self._masked_cache: dict[tuple[str, str], tuple[tuple, torch.Tensor]] = {}
 
+    @property
+    def masks(self) -> Masks | None:
+        """``masks[concept][param_name]``: the boolean buffers every pass of that
+        concept reads (None unless SparseCBM). Edit a tensor in place, or assign
+        ``masks[concept][name] = ...``, ``masks[concept] = {...}`` or
+        ``model.masks = {...}``: each copies into the buffers."""
+        if self.concept_masks is None:
+            return None
+        if self._mask_view is None:
+            self._mask_view = _MaskView(self)
+        return self._mask_view
+
+    @masks.setter
+    def masks(self, masks: Masks) -> None:
+        if self.concept_masks is None:
+            raise ValueError(f"a {self.config.kind!r} model has no concept masks")
+        check_masks(masks, self.backbone, self.config.schema.concepts)
+        for concept, per_param in masks.items():
+            self.set_masks(concept, per_param)
+
+    def set_masks(self, concept: str, per_param: Mapping[str, torch.Tensor]) -> None:
+        """Copy new masks for some of ``concept``'s weights into its buffers (in place:
+        every cache keyed on a mask's version sees the change)."""
+        current = self.masks[concept]
+        with torch.inference_mode(False), torch.no_grad():
+            for name, mask in per_param.items():
+                if name not in current:
+                    raise KeyError(f"{name!r} is not a prunable weight of this backbone")
+                if mask.shape != current[name].shape or mask.dtype != torch.bool:
+                    raise ValueError(f"mask {concept!r}/{name}: expected bool {tuple(current[name].shape)}, "
+                                     f"got {mask.dtype} {tuple(mask.shape)}")
+                current[name].copy_(mask)
+
+    def weights_only(self) -> nn.Module:
+        """A module sharing every child but the mask buffers: what ``model.safetensors``
+        holds (masks are saved bit-packed on their own). Its state_dict keys are the model's."""
+        view = nn.Module()
+        for name, child in self.named_children():
+            if name != "concept_masks":
+                view.add_module(name, child)
+        return view
+
     def _apply(self, fn, recurse=True):
-        # Masks are plain tensors, not buffers (they are saved bit-packed on
-        # their own); move them with the module all the same.
-        super()._apply(fn, recurse)
-        if self.masks is not None:
-            self.masks = {c: {n: fn(m) for n, m in per.items()} for c, per in self.masks.items()}
-            self._masked_cache.clear()
+        super()._apply(fn, recurse)  # moves the mask buffers (as new tensors)
+        self._mask_view = None
+        self._masked_cache.clear()
         return self
 
     @contextmanager
@@ -206,14 +255,17 @@ class ConceptBottleneckModel(nn.Module):
         *,
         inputs_embeds: torch.Tensor | None = None,
         weights: dict[str, torch.Tensor] | None = None,
+        frozen: bool = False,
     ) -> torch.Tensor:
-        """Pooled representation z, (n, E), in float32: through the dense
+        """Pooled representation z, (n, E), in the heads' dtype: through the dense
         backbone, or through ``concept``'s subnetwork.
 
         ``inputs_embeds`` (n, T, E) replaces the token embeddings of
         ``input_ids`` (explanations take gradients with respect to them);
         ``weights`` overrides ``concept``'s masked weights (interventions pass
-        their own ``M_k * theta`` with gradients)."""
+        their own ``M_k * theta`` with gradients); ``frozen`` reads the subnetwork
+        as constants even with gradients on (explanations differentiate with
+        respect to the input only)."""
         inputs = {"attention_mask": attention_mask}
         if inputs_embeds is not None:
             inputs["inputs_embeds"] = inputs_embeds
@@ -224,10 +276,11 @@ class ConceptBottleneckModel(nn.Module):
         elif concept is None:
             hidden = self.backbone(**inputs).last_hidden_state
         else:
-            weights = self.masked_weights(concept)
+            weights = self.masked_weights(concept, trainable=False if frozen else None)
             hidden = functional_call(self.backbone, weights, args=(), kwargs=inputs).last_hidden_state
         pool = masked_mean if self.config.pooling == "mean" else last_token
-        return pool(hidden.float(), attention_mask)
+        head = self.projector if self.config.has_concepts else self.head
+        return pool(hidden.float(), attention_mask).to(head.weight.dtype)  # pooled in float32
 
     def concept_logits(
         self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, k: int, *, dense: bool = False,
@@ -257,6 +310,10 @@ class ConceptBottleneckModel(nn.Module):
             loss = loss + F.cross_entropy(task, labels, reduction=reduction)
         return loss
 
+    def task_logits_from(self, concept_logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Task logits (..., C_y) from every concept's logits (..., C_k each): ``g(sigmoid(.))`` (Eq. 3)."""
+        return self.classifier(torch.sigmoid(torch.cat(list(concept_logits), dim=-1)))
+
     def concept_term(self, k: int, activations_k: torch.Tensor) -> torch.Tensor:
         """Concept k's additive share of the task logits, ``phi_k a_k``: (n, C_k) -> (n, C_y)."""
         return activations_k @ self.classifier.weight[:, self.concept_slice(k)].T
@@ -283,6 +340,51 @@ class ConceptBottleneckModel(nn.Module):
             concept_logits=torch.split(logits, self.concept_sizes, dim=1),
             activations=activations,
         )
+
+
+class _MaskView(Mapping):
+    """``model.masks``: concept -> :class:`_ConceptMasks`, backed by the model's buffers."""
+
+    def __init__(self, model: ConceptBottleneckModel) -> None:
+        self._model = model
+        self._per = {c: _ConceptMasks(model, c, store)
+                     for c, store in zip(model.config.schema.concepts, model.concept_masks)}
+
+    def __getitem__(self, concept: str) -> "_ConceptMasks":
+        return self._per[concept]
+
+    def __setitem__(self, concept: str, per_param: Mapping[str, torch.Tensor]) -> None:
+        if sorted(per_param) != sorted(self._per[concept]):
+            raise ValueError(f"masks of {concept!r} must cover the same weights as the model's")
+        self._model.set_masks(concept, per_param)
+
+    def __iter__(self):
+        return iter(self._per)
+
+    def __len__(self) -> int:
+        return len(self._per)
+
+
+class _ConceptMasks(Mapping):
+    """One concept's masks, param name -> bool buffer; assignment copies into the buffer."""
+
+    def __init__(self, model: ConceptBottleneckModel, concept: str, store: nn.Module) -> None:
+        self._model, self._concept, self._store = model, concept, store
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        try:
+            return self._store._buffers[name.replace(".", ":")]
+        except KeyError:
+            raise KeyError(name) from None
+
+    def __setitem__(self, name: str, mask: torch.Tensor) -> None:
+        self._model.set_masks(self._concept, {name: mask})
+
+    def __iter__(self):
+        return (key.replace(":", ".") for key in self._store._buffers)
+
+    def __len__(self) -> int:
+        return len(self._store._buffers)
 
 
 def _write(target: torch.Tensor, index: np.ndarray, value, source_index: np.ndarray | None = None) -> None:
