@@ -126,7 +126,7 @@ def specificity(variants: dict, texts: list[str], method: str) -> dict:
 
 
 def speed(clf, texts: list[str]) -> dict:
-    clf._subnetwork_cache = None
+    clf.caches.pop("subnetworks", None)
     clf.model._masked_cache.clear()
     start = time.perf_counter()
     explain(clf, texts[0], "grad")

@@ -21,15 +21,18 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .classifier import Classifier, check_texts
+from .batching import check_texts
 from .files import atomic_path
 from .masks import summary as masks_summary
+
+if TYPE_CHECKING:
+    from .classifier import Classifier
 
 METHODS = ("grad", "grad_x_input", "integrated_gradients")
 JSON_VERSION = 1
@@ -185,11 +188,7 @@ def concept_logits_with_grad(
 
     ``dense=True`` reads a SparseCBM's shared weights without masks (the
     comparison the faithfulness benchmark makes)."""
-    model = clf.model
-    weights = None
-    if model.config.kind == "sparsecbm" and not dense:
-        weights = model.masked_weights(model.config.schema.concepts[k], trainable=False)
-    return model.concept_logits(None, attention_mask, k, dense=dense, inputs_embeds=embeds, weights=weights)
+    return clf.model.concept_logits(None, attention_mask, k, dense=dense, inputs_embeds=embeds, frozen=True)
 
 
 def token_scores(
@@ -270,7 +269,7 @@ def subnetworks(clf: Classifier, heatmaps: bool = True) -> dict[str, Any] | None
     if masks is None:
         return None
     stamp = tuple((id(m), m._version) for per in masks.values() for m in per.values()) + (heatmaps,)
-    cached = getattr(clf, "_subnetwork_cache", None)
+    cached = clf.caches.get("subnetworks")
     if cached is not None and cached[0] == stamp:
         return cached[1]
     base = masks_summary(masks)  # sparsity per concept and matrix, pairwise Jaccard
@@ -284,7 +283,7 @@ def subnetworks(clf: Classifier, heatmaps: bool = True) -> dict[str, Any] | None
             entry["heatmaps"] = {n: _heatmap(m) for n, m in per.items()}
         concepts[c] = entry
     result = {"concepts": concepts, "jaccard": base["jaccard"]}
-    clf._subnetwork_cache = (stamp, result)
+    clf.caches["subnetworks"] = (stamp, result)
     return result
 
 

@@ -40,7 +40,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -48,8 +48,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .classifier import Classifier, check_texts
+from .batching import check_texts
 from .files import atomic_path, write_json
+
+if TYPE_CHECKING:
+    from .classifier import Classifier
 
 LOG_JSON = "interventions.json"
 LOG_TENSORS = "interventions.safetensors"
@@ -233,10 +236,10 @@ def _buffers(clf: Classifier, masks_k: dict[str, torch.Tensor]) -> tuple[np.ndar
     """Flat float scores, kept bits and pruned bits, reused across calls (a fresh
     ~40 MB array per step costs more in page faults than the work itself)."""
     total = sum(m.numel() for m in masks_k.values())
-    cached = getattr(clf, "_edit_buffers", None)
+    cached = clf.caches.get("edit_buffers")
     if cached is None or cached[0].size != total:
         cached = (np.empty(total, np.float32), np.empty(total, bool), np.empty(total, bool))
-        clf._edit_buffers = cached
+        clf.caches["edit_buffers"] = cached
     return cached
 
 
@@ -520,8 +523,7 @@ def concept_value(clf: Classifier, concept: str, value: str) -> tuple[int, int]:
 def task_from(clf: Classifier, concept_logits: list[torch.Tensor]) -> torch.Tensor:
     """Task logits (C_y,) or (n, C_y) from every concept's logits, (C_k,) or (n, C_k) each (Eq. 3)."""
     with torch.inference_mode():
-        a = torch.sigmoid(torch.cat(concept_logits, dim=-1)).to(clf.device)
-        return clf.model.classifier(a).float().cpu()
+        return clf.model.task_logits_from([l.to(clf.device) for l in concept_logits]).float().cpu()
 
 
 def _describe(clf: Classifier, k: int, concept_logits: list[torch.Tensor]) -> list[dict[str, Any]]:

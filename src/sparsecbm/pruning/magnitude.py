@@ -3,10 +3,14 @@ what data-dependent (second-order, Wanda) scores add."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ..classifier import Classifier
 from ..data import Split
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier
 
 
 def score(clf: Classifier, k: int, split: Split, config, gamma: float, seed: int, progress: bool = False) -> list[torch.Tensor]:

@@ -15,15 +15,18 @@ only the masks differ between them (a design consequence, METHOD.md §3.4).
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..classifier import Classifier, iter_batches
+from ..batching import iter_batches
 from ..data import Split
 from .fisher import BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_blocks
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier
 
 
 def concept_loss(clf: Classifier, k: int, batch: dict, labels: torch.Tensor, concepts: torch.Tensor, gamma: float) -> torch.Tensor:

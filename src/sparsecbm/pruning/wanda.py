@@ -8,13 +8,18 @@ calibration texts are the concept's data: rows where concept k is annotated
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..classifier import Classifier, iter_batches
+from ..batching import iter_batches
 from ..data import UNKNOWN, Split
+
+if TYPE_CHECKING:
+    from ..classifier import Classifier
 
 
 def concept_rows(split: Split, schema, k: int) -> np.ndarray:

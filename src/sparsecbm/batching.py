@@ -1,0 +1,42 @@
+"""Texts as the model reads them: checked lists of texts and tokenized batches."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """A list of non-empty strings, or a TypeError/ValueError naming the first bad one."""
+    if isinstance(texts, str):
+        raise TypeError("expected a list of texts, got one str; wrap it in a list")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i}: expected a str, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError(f"text {i}: empty text")
+    return texts
+
+
+def iter_batches(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    order: Sequence[int],
+    batch_size: int,
+    max_length: int,
+) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    """(indices, tokenized batch) over ``texts`` in ``order``, padded per batch."""
+    for start in range(0, len(order), batch_size):
+        idx = np.asarray(order[start : start + batch_size])
+        enc = tokenizer(
+            [texts[i] for i in idx],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        yield idx, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
