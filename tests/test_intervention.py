@@ -19,7 +19,7 @@ TEXT = "the food was awful and the service lovely"
 
 
 def _snapshot(clf):
-    weights = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    weights = {k: v.clone() for k, v in clf.model.weights_only().state_dict().items()}  # theta, psi, phi
     masks = {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
     return weights, masks
 
@@ -45,14 +45,32 @@ def test_only_mask_k_changes_by_exactly_2n_bits(sparse_clf):
                              keep_unfixed=True)
     n = round(0.03 * total(masks["service"]))
     assert r.steps == 1 and r.n == n and r.persisted
-    assert all(torch.equal(v, sparse_clf.model.state_dict()[k]) for k, v in weights.items())  # theta, psi, phi
+    assert all(torch.equal(v, sparse_clf.model.weights_only().state_dict()[k]) for k, v in weights.items())  # theta, psi, phi
     now = sparse_clf.model.masks
     assert _same_masks(masks, now, ["food", "noise"])
     assert _flipped(masks, now, "service") == 2 * n
     assert kept(now["service"]) == kept(masks["service"])  # sparsity unchanged
     assert sum(v["dropped"] for v in r.per_layer.values()) == sum(v["grown"] for v in r.per_layer.values()) == n
     assert r.before["value"] != value
-    assert r.fixed == (sparse_clf.predict([TEXT])[0].concepts["service"].value == value)  # what the model now says
+
+
+def test_one_step_raises_the_target_log_probability(sparse_clf):
+    """A small signed drop/grow step moves every concept toward its corrected value
+    (swapping drop and grow anywhere in the code would lower it)."""
+    from sparsecbm.intervention import concept_k_logits, tokenize
+
+    batches = tokenize(sparse_clf, [TEXT])
+    raised = 0
+    for k, concept in enumerate(sparse_clf.schema.concepts):
+        value = _wrong_value(sparse_clf, concept)
+        target = sparse_clf.schema.concept_values[k].index(value)
+        before = concept_k_logits(sparse_clf, batches, k).log_softmax(-1)[0, target]
+        sparse_clf.intervene(TEXT, concept, value, ratio=0.002, selection="taylor", steps=1, persist=True,
+                             keep_unfixed=True)
+        after = concept_k_logits(sparse_clf, batches, k).log_softmax(-1)[0, target]
+        raised += int(after > before)
+        sparse_clf.undo()
+    assert raised == 3
 
 
 def test_transient_intervention_restores_the_mask(sparse_clf):
