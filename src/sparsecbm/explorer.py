@@ -1,0 +1,283 @@
+"""``sparsecbm serve``: a local web app over a saved model to browse a split, read a
+prediction's pathway and correct it.
+
+The page and its script ship in the package (``static/explorer``); nothing is
+fetched at run time. The JSON API (documented in the README) is what the page
+uses and what a script can drive. Every request that touches the model holds
+one lock, so explanations, previews and edits never interleave; a request that
+changes the model names the ``version`` it was made against, and a stale one
+gets 409 and changes nothing. No request names a file: saving writes the
+folder the model was loaded from.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .classifier import Classifier
+from .data import Split
+from .explanations import METHODS, explain, subnetworks
+from .guard import Guard
+from .intervention import MAX_RATIO, oracle, task_from, undo
+from .metrics import evaluate_predictions
+
+STATIC = Path(__file__).parent / "static" / "explorer"
+MAX_TEXT = 2000  # characters of one text sent to the explorer
+MAX_LIMIT = 200  # rows per page of the examples table
+SORTS = ("index", "confidence")
+
+
+class ApiError(Exception):
+    """A request the explorer refuses: HTTP ``status`` and one clear message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Explorer:
+    """The model being explored, its browse split and guard, and the edit version."""
+
+    def __init__(
+        self, clf: Classifier, split: Split | None = None, split_name: str = "", *, guard: Guard | None = None,
+        max_ratio: float = MAX_RATIO, ceiling: dict[str, float] | None = None,
+    ) -> None:
+        if clf.model.masks is None:
+            raise ValueError(f"the explorer corrects concept subnetworks; a {clf.config.kind!r} model has none")
+        self.clf, self.split, self.split_name, self.guard = clf, split, split_name, guard
+        self.max_ratio, self.ceiling = max_ratio, ceiling
+        self.version = 0  # bumped by every kept edit and undo
+        self.lock = threading.Lock()
+        # Concept logits on the browse split, recomputed per concept only when its masks change.
+        self._browse = Guard(split, caution=0) if split is not None and len(split) else None
+
+    # ---------------------------------------------------------------- reads
+
+    def model(self) -> dict[str, Any]:
+        clf = self.clf
+        subnet = subnetworks(clf, heatmaps=False)
+        info = {
+            "kind": clf.config.kind, "backbone": clf.config.backbone, "path": str(clf.path) if clf.path else None,
+            "labels": list(clf.schema.labels),
+            "concepts": {c: list(v) for c, v in zip(clf.schema.concepts, clf.schema.concept_values)},
+            "version": self.version, "edits": len(clf.interventions), "max_text": MAX_TEXT, "methods": list(METHODS),
+            "split": {"name": self.split_name, "n": len(self.split) if self.split is not None else 0},
+            "guard": None if self.guard is None else {
+                "n": len(self.guard), "tolerance": self.guard.tolerance, "task_tolerance": self.guard.task_tolerance,
+                "caution": self.guard.caution},
+            "sparsity": {c: 1.0 - v["kept"] for c, v in subnet["concepts"].items()},
+            "jaccard": subnet["jaccard"], "ceiling": self.ceiling, "best_dev": clf.meta.get("best_dev"),
+        }
+        if self._browse is not None:
+            logits = self._browse.concept_logits(clf)
+            info["scores"] = evaluate_predictions(self.split, clf.schema, task_from(clf, logits).argmax(-1).numpy(),
+                                                  np.stack([l.argmax(-1).numpy() for l in logits], axis=1))
+        return info
+
+    def examples(self, only: str = "all", concept: str | None = None, sort: str = "index", descending: bool = False,
+                 offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        if self._browse is None:
+            return {"total": 0, "rows": [], "version": self.version}
+        schema, split = self.clf.schema, self.split
+        if only not in ("all", "mistakes"):
+            raise ApiError(400, f"only: expected 'all' or 'mistakes', got {only!r}")
+        if concept is not None and concept not in schema.concepts:
+            raise ApiError(400, f"concept: unknown {concept!r}; the model's concepts are {list(schema.concepts)}")
+        if sort not in SORTS:
+            raise ApiError(400, f"sort: expected one of {list(SORTS)}, got {sort!r}")
+        if offset < 0 or not 1 <= limit <= MAX_LIMIT:
+            raise ApiError(400, f"offset must be >= 0 and limit in [1, {MAX_LIMIT}]")
+        logits = self._browse.concept_logits(self.clf)
+        task = task_from(self.clf, logits).softmax(-1)
+        probs = [l.softmax(-1) for l in logits]
+        pred = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)  # (n, K)
+        label = task.argmax(-1).numpy()
+        ks = [schema.concepts.index(concept)] if concept else list(range(len(schema.concepts)))
+        wrong_concepts = pred[:, ks] != split.concepts[:, ks]
+        keep = np.ones(len(split), bool)
+        if only == "mistakes":
+            keep = wrong_concepts.any(1) | (label != split.labels) if not concept else wrong_concepts.any(1)
+        index = np.flatnonzero(keep)
+        confidence = (task.max(-1).values.numpy() if not concept
+                      else probs[ks[0]].max(-1).values.numpy())
+        if sort == "confidence":
+            index = index[np.argsort(confidence[index], kind="stable")]
+        if descending:
+            index = index[::-1]
+        rows = []
+        for i in index[offset: offset + limit]:
+            rows.append({
+                "index": int(i), "text": split.texts[i], "label": schema.labels[split.labels[i]],
+                "predicted": schema.labels[label[i]], "confidence": float(confidence[i]),
+                "concepts": {c: {"true": schema.concept_values[k][split.concepts[i, k]],
+                                 "predicted": schema.concept_values[k][pred[i, k]],
+                                 "probability": float(probs[k][i, pred[i, k]])}
+                             for k, c in enumerate(schema.concepts)},
+            })
+        return {"total": int(index.size), "rows": rows, "version": self.version}
+
+    def explain(self, body: dict[str, Any]) -> dict[str, Any]:
+        text = self._text(body)
+        method = body.get("method", "grad")
+        if method not in METHODS:
+            raise ApiError(400, f"method: expected one of {list(METHODS)}, got {method!r}")
+        e = explain(self.clf, text, method, subnetwork_level=False)
+        return {**e.to_dict(subnetworks=False), "version": self.version}
+
+    def subnetworks(self) -> dict[str, Any]:
+        return {**subnetworks(self.clf, heatmaps=True), "version": self.version}
+
+    def history(self) -> dict[str, Any]:
+        return {"edits": [e.to_json() for e in self.clf.interventions], "version": self.version}
+
+    # ---------------------------------------------------------------- corrections
+
+    def preview(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._correct(body, persist=False)
+
+    def keep(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_version(body)
+        return self._correct(body, persist=True)
+
+    def undo(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_version(body)
+        if not self.clf.interventions:
+            raise ApiError(400, "nothing to undo: no kept edits")
+        edit = undo(self.clf)
+        self.version += 1
+        return {"undone": edit.to_json(), **self.history()}
+
+    def save(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_version(body)
+        try:
+            path = self.clf.save()
+        except ValueError as e:  # another process saved the folder since it was loaded
+            raise ApiError(409, str(e)) from None
+        return {"path": str(path), "revision": self.clf.revision, "edits": len(self.clf.interventions),
+                "version": self.version}
+
+    def _correct(self, body: dict[str, Any], persist: bool) -> dict[str, Any]:
+        text = self._text(body)
+        schema = self.clf.schema
+        concept, value, label = body.get("concept"), body.get("value"), body.get("label")
+        if concept not in schema.concepts:
+            raise ApiError(400, f"concept: unknown {concept!r}; the model's concepts are {list(schema.concepts)}")
+        values = schema.concept_values[schema.concepts.index(concept)]
+        if value not in values:
+            raise ApiError(400, f"value: {value!r} is not a value of {concept!r} ({list(values)})")
+        if label is not None and label not in schema.labels:
+            raise ApiError(400, f"label: {label!r} is not one of {list(schema.labels)}")
+        r = self.clf.intervene(text, concept, value, label=label, persist=persist, guard=self.guard,
+                               max_ratio=self.max_ratio)
+        if r.persisted:
+            self.version += 1
+        return {"result": r.to_dict(), "oracle": oracle(self.clf, text, {concept: value}),
+                "edits": len(self.clf.interventions), "version": self.version}
+
+    def _check_version(self, body: dict[str, Any]) -> None:
+        version = body.get("version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ApiError(400, "version: required (an integer: the model version this request was made against)")
+        if version != self.version:
+            raise ApiError(409, f"stale version {version}: the model is at version {self.version} "
+                                "(another edit or undo came first); reload and retry")
+
+    def _text(self, body: dict[str, Any]) -> str:
+        if "index" in body and body["index"] is not None:
+            i = body["index"]
+            if self.split is None or not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(self.split):
+                n = len(self.split) if self.split is not None else 0
+                raise ApiError(400, f"index: expected a row number in [0, {n}), got {i!r}")
+            return self.split.texts[i]
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "text: required, a non-empty string (or give index, a row of the split)")
+        if len(text) > MAX_TEXT:
+            raise ApiError(413, f"text: {len(text)} characters, the explorer takes at most {MAX_TEXT}")
+        return text
+
+
+def create_app(explorer: Explorer) -> Starlette:
+    """The ASGI app: the page at ``/``, its files under ``/static``, the API under ``/api``."""
+
+    def locked(fn: Callable[..., dict[str, Any]], *, with_body: bool = False, query: bool = False):
+        async def endpoint(request: Request) -> JSONResponse:
+            try:
+                args: list[Any] = []
+                if with_body:
+                    try:
+                        body = await request.json()
+                    except ValueError:
+                        raise ApiError(400, "the request body must be a JSON object") from None
+                    if not isinstance(body, dict):
+                        raise ApiError(400, "the request body must be a JSON object")
+                    args.append(body)
+                kwargs = _query(request) if query else {}
+                return JSONResponse(await _run_locked(explorer, fn, *args, **kwargs))
+            except ApiError as e:
+                return JSONResponse({"error": str(e), "version": explorer.version}, status_code=e.status)
+            except (ValueError, TypeError, KeyError) as e:  # bad input found deeper down; the model is unchanged
+                return JSONResponse({"error": str(e), "version": explorer.version}, status_code=400)
+        return endpoint
+
+    async def index(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    routes = [
+        Route("/", index),
+        Route("/api/model", locked(explorer.model)),
+        Route("/api/examples", locked(explorer.examples, query=True)),
+        Route("/api/subnetworks", locked(explorer.subnetworks)),
+        Route("/api/history", locked(explorer.history)),
+        Route("/api/explain", locked(explorer.explain, with_body=True), methods=["POST"]),
+        Route("/api/preview", locked(explorer.preview, with_body=True), methods=["POST"]),
+        Route("/api/keep", locked(explorer.keep, with_body=True), methods=["POST"]),
+        Route("/api/undo", locked(explorer.undo, with_body=True), methods=["POST"]),
+        Route("/api/save", locked(explorer.save, with_body=True), methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    return Starlette(routes=routes)
+
+
+async def _run_locked(explorer: Explorer, fn, *args, **kwargs):
+    from starlette.concurrency import run_in_threadpool
+
+    def call():
+        with explorer.lock, torch.inference_mode(False):
+            return fn(*args, **kwargs)
+
+    return await run_in_threadpool(call)
+
+
+def _query(request: Request) -> dict[str, Any]:
+    q = request.query_params
+    out: dict[str, Any] = {}
+    for key in ("only", "concept", "sort"):
+        if key in q:
+            out[key] = q[key] or None
+    for key in ("offset", "limit"):
+        if key in q:
+            try:
+                out[key] = int(q[key])
+            except ValueError:
+                raise ApiError(400, f"{key}: expected a whole number, got {q[key]!r}") from None
+    if "descending" in q:
+        out["descending"] = q["descending"] in ("1", "true", "yes")
+    return out
+
+
+def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765) -> None:
+    """Run the explorer with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(explorer), host=host, port=port, log_level="warning")
