@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +141,46 @@ def test_public_api_is_small_and_pinned():
         "Dataset", "Explanation", "ModelConfig", "Prediction", "PruneConfig", "Schema", "Split", "TrainConfig",
         "convert_gguf", "explain", "load", "load_dataset", "train",
     ]
+
+
+# ---------------------------------------------------------------- CBM training modes (Koh et al. 2020)
+
+
+def _relabelled(data):
+    """The same data with the labels permuted: only a model that reads labels can tell."""
+    import dataclasses
+
+    rng = np.random.default_rng(5)
+    splits = {name: dataclasses.replace(s, labels=rng.permutation(s.labels)) for name, s in data.splits.items()}
+    return dataclasses.replace(data, splits=splits)
+
+
+def _concept_model(clf):
+    return {k: v for k, v in clf.model.state_dict().items() if not k.startswith("classifier.")}
+
+
+@pytest.mark.parametrize("kind", ["cbm", "sparsecbm"])
+def test_sequential_and_independent_concept_models_never_see_the_label(data, tiny_bert, kind):
+    from sparsecbm.pruning import PruneConfig
+
+    prune = PruneConfig(fisher_grads=4, fisher_batch_size=4, block_size=8, damp=1e-4, prune_steps=1,
+                        finetune_epochs=0.5) if kind == "sparsecbm" else None
+    runs = {}
+    for mode, d in (("sequential", data), ("sequential-relabelled", _relabelled(data)), ("independent", data)):
+        runs[mode] = train(d, _config(tiny_bert, model=kind, cbm_mode=mode.split("-")[0], epochs=2), prune=prune,
+                           progress=False)
+    a, b, c = (_concept_model(runs[m]) for m in ("sequential", "sequential-relabelled", "independent"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # labels changed, concept model (and masks) identical
+    assert all(torch.equal(a[k], c[k]) for k in a)  # both modes train the same concept model
+    heads = [runs[m].model.classifier.weight for m in runs]
+    assert not torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
+    assert runs["sequential"].meta["head"]["phase"].endswith("head (sequential)")
+    joint = train(data, _config(tiny_bert, model=kind, epochs=2), prune=prune, progress=False)
+    assert not all(torch.equal(a[k], v) for k, v in _concept_model(joint).items())  # joint does read labels
+
+
+def test_cbm_mode_needs_a_concept_model():
+    with pytest.raises(ValueError, match="--cbm-mode applies to concept models"):
+        TrainConfig(model="standard", cbm_mode="sequential")
+    with pytest.raises(ValueError, match="--cbm-mode must be one of"):
+        TrainConfig(cbm_mode="hybrid")

@@ -115,8 +115,9 @@ class Classifier:
         if self.meta.get("finished", True):
             return None
         done, epochs = self.meta.get("epochs_done"), self.meta.get("training", {}).get("epochs")
-        return (f"training stopped after epoch {done} of {epochs} (the best so far is saved); "
-                "continue it with the same train command and --resume")
+        where = (f"after epoch {done} of {epochs} (the best so far is saved)" if done != epochs
+                 else "before its label head was trained")
+        return f"training stopped {where}; continue it with the same train command and --resume"
 
     def to(self, device: str | torch.device) -> "Classifier":
         self.model.to(device)

@@ -25,7 +25,7 @@ from .guard import CAUTION, Guard
 from .intervention import MAX_RATIO, SELECTIONS
 from .metrics import concept_ceiling, format_table
 from .pruning import PRUNERS, PruneConfig
-from .training import TrainConfig, train
+from .training import CBM_MODES, TrainConfig, train
 
 log = logging.getLogger("sparsecbm")
 
@@ -222,6 +222,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-eval", type=_positive_int, help="score each epoch on the first N dev rows")
     t.add_argument("--select", choices=("auto", "task", "concepts", "mean"), default=d.select,
                    help="dev score that picks the best epoch (auto: task for standard, mean of task and concepts for cbm)")
+    t.add_argument("--cbm-mode", choices=CBM_MODES, default=d.cbm_mode,
+                   help="joint (default: concepts and label together), sequential (label head on the frozen concept "
+                        "model's predictions) or independent (label head on gold concepts); the last two never "
+                        "let the label reach the concept model")
     t.add_argument("--device", default=d.device)
     pd = PruneConfig()
     g = t.add_argument_group("SparseCBM (concept-specific subnetworks; --model sparsecbm)")
@@ -645,6 +649,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.host not in (LOCALHOST, "localhost", "::1"):
         print(f"sparsecbm: warning: serving on {args.host}: anyone who can reach this address can edit and save "
               "the model", file=sys.stderr)
+    if not args.quiet:
+        print(f"predicting the {len(explorer.split)} rows of {explorer.split_name} once...", flush=True)
+    explorer.model()  # fills the browse table's cache before the first page load
     print(f"sparsecbm explorer on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     serve(explorer, host=args.host, port=args.port)
 

@@ -406,11 +406,12 @@ def _same_stamp(a: tuple, b: tuple) -> bool:
 
 
 def joint_loss(
-    out: CBMOutput, labels: torch.Tensor, concepts: torch.Tensor | None, gamma: float
+    out: CBMOutput, labels: torch.Tensor, concepts: torch.Tensor | None, gamma: float, task_weight: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """CE(task) + gamma * sum_k CE(concept k logits, c_k) (Eq. 1; CE on logits).
+    """task_weight * CE(task) + gamma * sum_k CE(concept k logits, c_k) (Eq. 1; CE on logits).
 
     ``concepts`` is (n, K) value indices. A Standard model's loss is CE(task).
+    ``task_weight=0`` trains the concept model alone (sequential and independent CBMs).
     """
     task = F.cross_entropy(out.task_logits, labels)
     if not out.concept_logits:
@@ -418,4 +419,4 @@ def joint_loss(
     concept = sum(
         F.cross_entropy(logits, concepts[:, k]) for k, logits in enumerate(out.concept_logits)
     )
-    return task + gamma * concept, {"task": task.item(), "concepts": concept.item()}
+    return task_weight * task + gamma * concept, {"task": task.item(), "concepts": concept.item()}

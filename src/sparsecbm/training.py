@@ -37,6 +37,7 @@ from .pruning import PruneConfig, mine_masks
 log = logging.getLogger(__name__)
 
 SELECT = ("auto", "task", "concepts", "mean")
+CBM_MODES = ("joint", "sequential", "independent")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class TrainConfig:
     max_train: int | None = None  # train on a seeded sample of this many rows (quick runs)
     max_eval: int | None = None  # score on the first this-many dev rows each epoch
     select: str = "auto"  # dev score for the best epoch: task / concepts / mean of both
+    cbm_mode: str = "joint"  # joint (Eq. 1), sequential or independent (Koh et al. 2020): see train()
     grad_clip: float = 1.0
     eval_batch_size: int = 64
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", ...
@@ -67,6 +69,10 @@ class TrainConfig:
             raise ValueError(f"--model must be one of {list(MODEL_KINDS)}, got {self.model!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"--pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if self.cbm_mode not in CBM_MODES:
+            raise ValueError(f"--cbm-mode must be one of {list(CBM_MODES)}, got {self.cbm_mode!r}")
+        if self.model == "standard" and self.cbm_mode != "joint":
+            raise ValueError("--cbm-mode applies to concept models (cbm, sparsecbm), not --model standard")
         if self.select not in SELECT:
             raise ValueError(f"--select must be one of {list(SELECT)}, got {self.select!r}")
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
@@ -88,7 +94,14 @@ class TrainConfig:
     def selection(self) -> str:
         if self.select != "auto":
             return self.select
-        return "task" if self.model == "standard" else "mean"
+        if self.model == "standard":
+            return "task"
+        return "mean" if self.cbm_mode == "joint" else "concepts"  # the concept model never sees the label
+
+    @property
+    def task_weight(self) -> float:
+        """Weight of CE(task) while the backbone trains: 0 unless joint."""
+        return 1.0 if self.cbm_mode == "joint" else 0.0
 
 
 def dev_score(result: dict[str, Any], selection: str) -> float:
@@ -152,12 +165,21 @@ def train(
     it with the same settings, giving the same model as an uninterrupted run. The
     resume point is removed when the run finishes. Returns the classifier with
     the best epoch's weights.
+
+    ``config.cbm_mode`` (Koh et al. 2020): ``joint`` trains concepts and label
+    together (Eq. 1); ``sequential`` trains the concept model on the concept
+    loss alone, then the label head on its frozen predicted activations;
+    ``independent`` trains the label head on the gold concepts (one-hot) and
+    uses it on predicted ones. In the last two the label never reaches the
+    backbone (mask mining then ranks weights by the concept term of L_k only).
     """
     out = Path(out) if out is not None else None
     if config.model != "sparsecbm" and (prune is not None or init_from is not None):
         raise ValueError("pruning settings and --init-from apply to --model sparsecbm only")
     if config.model == "sparsecbm":
         prune = prune or PruneConfig()
+        if config.cbm_mode != "joint":
+            prune = replace(prune, task_term=False)
     settings = {"training": {k: v for k, v in asdict(config).items() if k != "device"},
                 "pruning": asdict(prune) if prune is not None else None,
                 "init_from": str(init_from) if init_from is not None else None, "data": dataset.spec}
@@ -258,10 +280,10 @@ class _Run:
     def seconds(self) -> float:
         return round(time.perf_counter() - self.start, 1)
 
-    def meta(self, best: dict[str, Any], epochs_done: int) -> dict[str, Any]:
+    def meta(self, best: dict[str, Any], epochs_done: int, head_pending: bool = False) -> dict[str, Any]:
         meta = {
             "training": asdict(self.config),
-            "finished": epochs_done == self.config.epochs,
+            "finished": epochs_done == self.config.epochs and not head_pending,
             "epochs_done": epochs_done,
             "best_epoch": best["epoch"],
             "best_dev": best["dev"],
@@ -344,7 +366,7 @@ def _train_epoch(clf: Classifier, split, run: _Run, optimizer, scheduler, desc: 
     for idx, batch in bar:
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(**batch)
-        loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma)
+        loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma, config.task_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -372,6 +394,7 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
     best: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     first = 1
+    separate_head = model.config.has_concepts and config.cbm_mode != "joint"  # trained after the concept model
     if point is not None and point.phase == phase:
         model.load_state_dict(point.model)
         optimizer.load_state_dict(point.optimizer)
@@ -390,7 +413,7 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
         if improved:
             best = record
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        clf.meta = run.meta(best, epoch)
+        clf.meta = run.meta(best, epoch, head_pending=separate_head)
         if out is not None:
             if improved:
                 clf.save(out, overwrite=True)  # check_out_dir has refused an unasked overwrite
@@ -401,12 +424,62 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
 
     assert best is not None and best_state is not None  # at least one epoch ran
     model.load_state_dict(best_state)
+    if separate_head:
+        head = _fit_head(clf, train_split, dev_split, run, phase)
     clf.meta = run.meta(best, config.epochs)
-    if out is not None:  # the final wall time and memory, next to the best weights
+    if separate_head:
+        clf.meta["head"] = head
+        if out is not None:
+            clf.save(out, overwrite=True)
+    elif out is not None:  # the final wall time and memory, next to the best weights
         clf.save_config(out)
     model.eval()
     log.info("%s: best epoch %d (dev score %.4f); %.0f s", phase, best["epoch"], best["dev_score"], run.seconds())
     return clf
+
+
+def _fit_head(clf: Classifier, train_split, dev_split, run: _Run, phase: str) -> dict[str, Any]:
+    """Train the label head g alone on fixed inputs (sequential: the frozen concept
+    model's activations; independent: gold concepts one-hot), ``epochs`` epochs of
+    AdamW at ``head_lr``; keep the epoch with the best dev task accuracy on
+    *predicted* activations (how the model is used)."""
+    config, model = run.config, clf.model
+    with torch.no_grad():
+        dev_a = clf.forward_texts(dev_split.texts, batch_size=config.eval_batch_size,
+                                  progress=run.progress, desc="head: dev activations").activations
+        if config.cbm_mode == "sequential":
+            train_a = clf.forward_texts(train_split.texts, batch_size=config.eval_batch_size,
+                                        progress=run.progress, desc="head: train activations").activations
+        else:
+            train_a = torch.cat([torch.eye(len(v))[train_split.concepts[:, k]]
+                                 for k, v in enumerate(model.config.schema.concept_values)], dim=1)
+    head = model.classifier
+    head.reset_parameters()
+    device = head.weight.device
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.head_lr, weight_decay=0.0)
+    x, y = train_a.to(device), torch.as_tensor(train_split.labels).to(device)
+    dev_y = torch.as_tensor(dev_split.labels)
+    best_acc, best_state, best_epoch = -1.0, None, 0
+    for epoch in range(1, config.epochs + 1):
+        order = torch.as_tensor(run.rng.permutation(len(x)))
+        for start in range(0, len(x), config.batch_size):
+            idx = order[start : start + config.batch_size].to(device)
+            loss = torch.nn.functional.cross_entropy(head(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            acc = float((head(dev_a.to(device)).argmax(-1).cpu() == dev_y).float().mean())
+        if acc > best_acc:
+            best_acc, best_epoch = acc, epoch
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+    head.load_state_dict(best_state)
+    record = {"phase": f"{phase} head ({config.cbm_mode})", "epoch": best_epoch, "dev_task_accuracy": best_acc,
+              "seconds": run.seconds()}
+    run.history.append(record)
+    run.write_log()
+    log.info("%s head (%s): best epoch %d, dev task acc %.1f%%", phase, config.cbm_mode, best_epoch, 100 * best_acc)
+    return record
 
 
 def _report_epoch(record: dict[str, Any]) -> None:

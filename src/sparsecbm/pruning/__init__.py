@@ -45,6 +45,7 @@ class PruneConfig:
     scope: str = "global"  # rank weights across all layers, or within each matrix
     calibration: int = 128  # Wanda: calibration examples per concept
     finetune_epochs: float = 1.0  # fine-tuning between pruning steps, in epochs
+    task_term: bool = True  # L_k includes CE(task); off for sequential/independent CBMs (concepts never see labels)
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from ..classifier import Classifier
 
 
-def concept_loss(clf: Classifier, k: int, batch: dict, labels: torch.Tensor, concepts: torch.Tensor, gamma: float) -> torch.Tensor:
-    """L_k on one tokenized batch, through concept k's subnetwork (the model's one definition)."""
+def concept_loss(clf: Classifier, k: int, batch: dict, labels: torch.Tensor | None, concepts: torch.Tensor, gamma: float) -> torch.Tensor:
+    """L_k on one tokenized batch, through concept k's subnetwork (the model's one definition);
+    without ``labels``, its concept term only."""
     return clf.model.concept_loss(batch["input_ids"], batch["attention_mask"], k, concepts[:, k], labels, gamma=gamma)
 
 
@@ -47,6 +48,7 @@ def gradient_chunks(
     gamma: float,
     seed: int,
     progress: bool = False,
+    task_term: bool = True,
 ) -> Iterator[torch.Tensor]:
     """m mini-batch gradients of L_k w.r.t. the weights ``names``, as (c, n_blocks, B) chunks."""
     model = clf.model
@@ -67,7 +69,8 @@ def gradient_chunks(
             idx = rng.choice(len(split), size=min(batch_size, len(split)), replace=False)
             [(idx, batch)] = list(iter_batches(clf.tokenizer, split.texts, idx, len(idx), clf.max_length))
             batch = {key: v.to(device) for key, v in batch.items()}
-            loss = concept_loss(clf, k, batch, labels[idx].to(device), concepts[idx].to(device), gamma)
+            y = labels[idx].to(device) if task_term else None
+            loss = concept_loss(clf, k, batch, y, concepts[idx].to(device), gamma)
             grads = torch.autograd.grad(loss, weights)
             buffer[filled] = to_blocks([g.detach() for g in grads], block_size)
             filled += 1
@@ -115,6 +118,7 @@ def score(clf: Classifier, k: int, split: Split, config, gamma: float, seed: int
         for chunk in gradient_chunks(
             clf, k, split, group_names, n_grads=config.fisher_grads, batch_size=config.fisher_batch_size,
             chunk=config.grad_chunk, block_size=config.block_size, gamma=gamma, seed=seed, progress=progress,
+            task_term=config.task_term,
         ):
             fisher.add(chunk)
         group_scores = obs_scores(weight_blocks, fisher.inverse_diagonal(config.damp)).float()
