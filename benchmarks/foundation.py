@@ -52,7 +52,9 @@ def _child(argv: list[str]) -> float:
 
 def run_one(name: str, args: list[str], runs_dir: Path) -> dict:
     model_dir = runs_dir / name
-    train_argv = ["train", *args, "--out", str(model_dir), "--overwrite"]
+    # A sitting stopped inside this run continues it (same model as an uninterrupted run).
+    again = "--resume" if (model_dir / "resume" / "state.json").exists() else "--overwrite"
+    train_argv = ["train", *args, "--out", str(model_dir), again]
     scores_path = model_dir / "test_scores.json"
     eval_argv = ["evaluate", str(model_dir), "--split", "test", "--json", str(scores_path)]
     print(f"== {name}: sparsecbm {shlex.join(train_argv)}", flush=True)

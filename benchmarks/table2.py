@@ -9,6 +9,7 @@ point.
     python benchmarks/table2.py --only table            # Standard / CBM / SparseCBM on CEBaB and IMDB-C
     python benchmarks/table2.py --only pruners sweep    # CEBaB: obs vs magnitude vs wanda; s in {.5,.75,.9,.95}
     python benchmarks/table2.py --only decoder          # SparseCBM on SmolLM2-135M (CEBaB subset)
+    python benchmarks/table2.py --only modes            # CEBaB CBM trained sequential / independent (Koh et al.)
     python benchmarks/table2.py --seeds 0 1 2           # mean over seeds
 
 Writes table2.json / table2.md, and sparsity_sweep.png / .md, to --out.
@@ -66,6 +67,9 @@ def plan(parts: set[str], seeds: list[int]) -> list[tuple[str, list[str]]]:
                 runs.append((f"{data}-standard-s{seed}", ["--data", data, "--model", "standard", *extra, *s]))
                 sparse_extra = IMDBC_SPARSE if data == "imdbc" else []
                 runs.append((f"{data}-sparsecbm-obs-s{seed}", _sparse(data, sparse_extra, s, "obs", None, seed)))
+        if "modes" in parts:
+            for mode in ("sequential", "independent"):
+                runs.append((f"cebab-cbm-{mode}-s{seed}", ["--data", "cebab", "--model", "cbm", "--cbm-mode", mode, *s]))
         if "pruners" in parts:
             for pruner in ("magnitude", "wanda"):
                 runs.append((f"cebab-sparsecbm-{pruner}-s{seed}", _sparse("cebab", [], s, pruner, None, seed)))
@@ -129,7 +133,8 @@ def tables(results: dict) -> str:
         "| backbone | model | CEBaB concept | CEBaB task | IMDB-C concept | IMDB-C task |",
         "|---|---|---|---|---|---|",
     ]
-    for label, model in (("Standard", "standard"), ("CBM", "cbm"), ("SparseCBM", "sparsecbm-obs")):
+    for label, model in (("Standard", "standard"), ("CBM", "cbm"), ("CBM, sequential", "cbm-sequential"),
+                         ("CBM, independent", "cbm-independent"), ("SparseCBM", "sparsecbm-obs")):
         c, i = group(f"cebab-{model}"), group(f"imdbc-{model}")
         if c or i:
             lines.append(f"| MiniLM | {label} | {_cell(c, 'concepts', 'mean')} | {_cell(c, 'task')} "
@@ -186,7 +191,7 @@ def sweep(results: dict, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=("table", "pruners", "sweep", "decoder"))
+    parser.add_argument("--only", nargs="*", choices=("table", "pruners", "sweep", "decoder", "modes"))
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--redo", action="store_true", help="rerun runs already in table2.json")
@@ -195,7 +200,7 @@ def main() -> None:
     json_path = out / "table2.json"
     results = json.loads(json_path.read_text())["runs"] if json_path.exists() else {}
     adopt(results, out, Path("runs/table2"))
-    for name, run_args in plan(set(args.only or ("table", "pruners", "sweep", "decoder")), args.seeds):
+    for name, run_args in plan(set(args.only or ("table", "pruners", "sweep", "decoder", "modes")), args.seeds):
         if name in results and not args.redo:
             continue
         results[name] = run_one(name, run_args, Path("runs/table2"))
