@@ -49,6 +49,8 @@ async function loadModel() {
     }
     o.append(t);
   }
+  if (m.best_dev) o.append(el("p", { class: "small" }, `dev scores when trained (best epoch): task ${pct(m.best_dev.task.accuracy)}` +
+    (m.best_dev.concepts ? `, concepts ${pct(m.best_dev.concepts.mean.accuracy)}` : "")));
   if (m.ceiling) o.append(el("p", { class: "small" }, `gold-concept ceiling (logistic regression on true concepts): task accuracy ${pct(m.ceiling.accuracy)}, macro-F1 ${pct(m.ceiling.macro_f1)}`));
   const j = Object.entries(m.jaccard).map(([pair, v]) => `${pair} ${v.toFixed(2)}`).join(", ");
   o.append(el("p", { class: "small" }, `overlap of kept weights (Jaccard): ${j}`));
