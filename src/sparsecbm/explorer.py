@@ -159,6 +159,8 @@ class Explorer:
 
     def save(self, body: dict[str, Any]) -> dict[str, Any]:
         self._check_version(body)
+        if self.clf.path is None:
+            raise ApiError(400, "this model was not loaded from a folder; there is nowhere to save it")
         try:
             path = self.clf.save()
         except ValueError as e:  # another process saved the folder since it was loaded
