@@ -1,0 +1,61 @@
+"""The CBM training recipe sweep (issue 12): which settings keep the task head fed.
+
+Dense joint CBMs on CEBaB (MiniLM, seed 0), one setting changed at a time from
+the defaults (gamma 5, backbone lr 5e-5, head lr 5e-2, 5 epochs, dev score =
+mean of task and concept accuracy). Each run is the real CLI (see
+foundation.py), saved to benchmarks/results/recipe.json as soon as it ends and
+skipped when the script runs again; each takes about 5 min on 2 CPU cores.
+
+    python benchmarks/recipe.py [--only gamma-1 head-lr-0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from foundation import run_one  # benchmarks/ is on sys.path when run as a script
+
+from sparsecbm.files import write_json, write_text
+
+SETTINGS = {
+    "defaults": [],
+    "gamma-1": ["--gamma", "1"],
+    "gamma-0.5": ["--gamma", "0.5"],
+    "head-lr-0.2": ["--head-lr", "0.2"],
+    "lr-1e-4": ["--lr", "1e-4"],
+    "gamma-1-select-task": ["--gamma", "1", "--select", "task"],
+    "gamma-1-10-epochs": ["--gamma", "1", "--epochs", "10"],
+}
+
+
+def markdown(results: dict) -> str:
+    lines = ["CEBaB test, dense joint CBM, MiniLM, seed 0 (accuracy %):", "",
+             "| setting | flags | task | concepts | train min |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        t = r["test"]
+        lines.append(f"| {name} | `{' '.join(SETTINGS.get(name, [])) or '-'}` | {100 * t['task']['accuracy']:.1f} "
+                     f"| {100 * t['concepts']['mean']['accuracy']:.1f} | {r['train_wall_seconds'] / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=list(SETTINGS))
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    path = Path(args.out) / "recipe.json"
+    results = json.loads(path.read_text())["runs"] if path.exists() else {}
+    for name in args.only or SETTINGS:
+        if name in results:
+            continue
+        results[name] = run_one(f"recipe-{name}", ["--data", "cebab", "--model", "cbm", *SETTINGS[name]],
+                                Path("runs/recipe"))
+        write_json(path, {"runs": results})
+        write_text(Path(args.out) / "recipe.md", markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
