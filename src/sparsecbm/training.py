@@ -191,6 +191,7 @@ def train(
         _check_same_run(point.run, settings, out)
     elif out is not None:
         check_out_dir(out, overwrite)
+        checkpoint.remove(out)  # a fresh run: an older run's resume point must not be continued later
     seed_everything(config.seed)
     run = _Run(config, out, progress, settings)
     if point is not None:
