@@ -322,3 +322,11 @@ def test_a_log_written_before_batch_corrections_still_loads_and_undoes(sparse_cl
     assert old.interventions[0].texts == [TEXT] and old.interventions[0].step_sizes == e["step_sizes"]
     old.undo()
     assert _same(before, old.model.masks)
+
+
+def test_the_guard_reads_its_texts_shortest_first_and_answers_in_its_own_order(sparse_clf):
+    texts = [TEXTS[0], "ok", TEXTS[2], "the food"]
+    guard = Guard(Split(tuple(texts), np.zeros(4, int), np.zeros((4, 3), int)), caution=0)
+    alone = torch.cat([concept_k_logits(sparse_clf, tokenize(sparse_clf, [t]), 1) for t in texts])
+    assert not torch.allclose(alone[0], alone[1])  # rows that a wrong order would swap
+    assert torch.allclose(guard.concept_logits(sparse_clf)[1], alone, atol=1e-5)

@@ -56,7 +56,8 @@ class Guard:
     task_tolerance: float = 0.0  # largest allowed drop of the task accuracy (fraction)
     caution: float = CAUTION  # weight of a flip's cost on the guard against its gain (0: judge only)
     progress: bool = False  # show progress while the curvature is computed
-    _batches: list | None = field(default=None, init=False, repr=False)
+    _batches: list | None = field(default=None, init=False, repr=False)  # the texts tokenized, shortest first
+    _order: torch.Tensor | None = field(default=None, init=False, repr=False)  # their rows back in the guard's order
     _cache: dict[int, tuple[tuple, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
     _penalty: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
     _logged: dict[int, tuple[tuple, list[str], torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
@@ -77,13 +78,17 @@ class Guard:
         return len(self.split)
 
     def _logits(self, clf, k: int) -> torch.Tensor:
-        """Concept k's logits (n, C_k) on the guard for the model as it is now (cached)."""
+        """Concept k's logits (n, C_k) on the guard for the model as it is now (cached).
+        The texts run shortest first, so that a chunk pads to texts of its own length
+        (the pass each edit waits for; the rows come back in the guard's order)."""
         if self._batches is None:
-            self._batches = tokenize(clf, self.split.texts)
+            order = np.argsort([len(t) for t in self.split.texts], kind="stable")
+            self._batches = tokenize(clf, [self.split.texts[i] for i in order])
+            self._order = torch.from_numpy(np.argsort(order))
         stamp = _stamp(clf.model, k)
         hit = self._cache.get(k)
         if hit is None or not _same(hit[0], stamp):
-            hit = (stamp, concept_k_logits(clf, self._batches, k))
+            hit = (stamp, concept_k_logits(clf, self._batches, k)[self._order])
             self._cache[k] = hit
         return hit[1]
 
