@@ -2,15 +2,25 @@
 wall time, peak memory, test scores, subnetwork sparsity and overlap.
 
     python benchmarks/pipeline.py [--out benchmarks/results] [-- extra train flags]
+    python benchmarks/pipeline.py --profile [-- extra train flags]   # where the time goes
 
 Target (issue 3): under 45 minutes on a 2-core machine with the default backbone.
+
+``--profile`` runs the same training in this process under cProfile and writes
+``pipeline_profile.json`` / ``.md``: the cumulative time of the functions that
+make up each phase (they nest: a training epoch contains its forward and
+backward passes). cProfile's own overhead (every Python call is counted) makes
+the profiled run slower than a plain one; compare shares, not seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import sys
+import time
 from pathlib import Path
 
 from foundation import run_one  # benchmarks/ is on sys.path when run as a script
@@ -24,8 +34,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--runs-dir", default="runs/pipeline")
+    parser.add_argument("--profile", action="store_true", help="where the time goes (cProfile), see above")
     parser.add_argument("extra", nargs="*", help="extra flags for sparsecbm train (after --)")
     args = parser.parse_args()
+    if args.profile:
+        return profile(args.extra, Path(args.runs_dir) / "profile", Path(args.out))
     name = "cebab-sparsecbm"
     result = run_one(name, ["--data", "cebab", "--model", "sparsecbm", *args.extra], Path(args.runs_dir))
     model_dir = Path(args.runs_dir) / name
@@ -52,6 +65,54 @@ def main() -> None:
         f"- Jaccard overlap of kept weights: {', '.join(f'{p} {j:.3f}' for p, j in result['jaccard'].items())}",
     ]
     write_text(out / "pipeline.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+# (what, file the function lives in, its name): cumulative time of every call.
+PROFILED = [
+    ("whole training run", "sparsecbm/training.py", "train"),
+    ("training epochs (dense, between pruning steps, sparse)", "sparsecbm/training.py", "_train_epoch"),
+    ("dev evaluation after each epoch", "sparsecbm/classifier.py", "evaluate"),
+    ("pruning steps (Fisher gradients, inversion, scores, selection)", "sparsecbm/pruning/__init__.py", "prune_step"),
+    ("Fisher gradients: forward+backward of L_k through subnetwork k", "sparsecbm/pruning/obs.py", "gradient_chunks"),
+    ("Fisher: Gram accumulation", "sparsecbm/pruning/fisher.py", "add"),
+    ("Fisher: batched Cholesky inversion", "sparsecbm/pruning/fisher.py", "inverse_diagonal"),
+    ("OBS scores", "sparsecbm/pruning/fisher.py", "obs_scores"),
+    ("mask selection (top-k per concept)", "sparsecbm/pruning/__init__.py", "select"),
+    ("backbone forward (all callers)", "sparsecbm/model.py", "encode"),
+    ("building masked weights M_k * theta", "sparsecbm/model.py", "masked_weights"),
+    ("backward passes (all callers)", "torch/autograd/graph.py", "_engine_run_backward"),
+    ("optimizer steps", "torch/optim/adam.py", "step"),
+    ("tokenizing and batching", "sparsecbm/batching.py", "iter_batches"),
+    ("checkpoints and resume points", "sparsecbm/training.py", "save_point"),
+]
+
+
+def profile(extra: list[str], model_dir: Path, out: Path) -> None:
+    """Train under cProfile; the cumulative seconds of each PROFILED function."""
+    from sparsecbm.cli import main as cli
+
+    argv = ["-q", "train", "--data", "cebab", "--model", "sparsecbm", *extra, "--out", str(model_dir), "--overwrite"]
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    code = profiler.runcall(cli, argv)
+    wall = time.perf_counter() - start
+    if code:
+        raise SystemExit(f"sparsecbm {' '.join(argv)} exited with {code}")
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, ncalls, tottime, cumtime, callers)
+    rows = []
+    for what, file, name in PROFILED:
+        hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.replace("\\", "/").endswith(file)]
+        rows.append({"phase": what, "function": f"{file}:{name}", "calls": sum(c for c, _ in hits),
+                     "seconds": round(sum(t for _, t in hits), 2)})
+    result = {"command": f"python benchmarks/pipeline.py --profile -- {' '.join(extra)}".rstrip(" -"),
+              "train_argv": argv, "profiled_wall_seconds": round(wall, 1), "phases": rows}
+    write_json(out / "pipeline_profile.json", result)
+    lines = [f"`{result['command']}` (cProfile; 2 CPU cores): {wall / 60:.1f} min profiled.", "",
+             "| phase | function | calls | seconds | share of the run |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['phase']} | `{r['function']}` | {r['calls']} | {r['seconds']:.1f} | {100 * r['seconds'] / wall:.0f} % |")
+    write_text(out / "pipeline_profile.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

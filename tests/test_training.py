@@ -114,6 +114,7 @@ def test_same_seed_same_model(data, tiny_bert):
         ({"model": "sparse"}, "--model must be one of"),
         ({"lr": 0}, "--lr must be positive"),
         ({"warmup": 1.5}, "--warmup must be in"),
+        ({"length_groups": -1}, "--length-groups must be 0"),
     ],
 )
 def test_bad_settings_are_rejected(kwargs, message):
@@ -184,3 +185,30 @@ def test_cbm_mode_needs_a_concept_model():
         TrainConfig(model="standard", cbm_mode="sequential")
     with pytest.raises(ValueError, match="--cbm-mode must be one of"):
         TrainConfig(cbm_mode="hybrid")
+
+
+def test_length_groups_batch_texts_of_similar_length_and_keep_every_row():
+    rng = np.random.default_rng(0)
+    texts = ["x" * int(n) for n in rng.integers(1, 200, size=103)]
+    order = rng.permutation(len(texts))
+    grouped = training_module.group_by_length(order, texts, 8, 4, np.random.default_rng(1))
+    assert sorted(grouped.tolist()) == list(range(len(texts)))  # a permutation: every row once
+    assert grouped[-7:].tolist() == order[-7:][np.argsort([len(texts[i]) for i in order[-7:]], kind="stable")].tolist()
+
+    def padding(o):  # padded characters over real ones, in batches of 8
+        batches = [[len(texts[i]) for i in o[s : s + 8]] for s in range(0, len(o), 8)]
+        return sum(max(b) * len(b) for b in batches) / sum(map(sum, batches))
+
+    assert padding(grouped) < 0.8 * padding(order)
+    again = training_module.group_by_length(order, texts, 8, 4, np.random.default_rng(1))
+    other = training_module.group_by_length(order, texts, 8, 4, np.random.default_rng(2))
+    assert np.array_equal(grouped, again) and not np.array_equal(grouped, other)
+
+
+def test_training_with_length_groups_learns_and_is_reproducible(data, tiny_bert):
+    config = _config(tiny_bert, length_groups=2, epochs=2)
+    a = train(data, config, progress=False)
+    b = train(data, config, progress=False).forward_texts(["the food was lovely"])
+    assert torch.equal(a.forward_texts(["the food was lovely"]).task_logits, b.task_logits)
+    plain = train(data, _config(tiny_bert, epochs=2), progress=False).forward_texts(["the food was lovely"])
+    assert not torch.equal(plain.task_logits, b.task_logits)  # the grouping really changed the batches

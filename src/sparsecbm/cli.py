@@ -226,6 +226,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="joint (default: concepts and label together), sequential (label head on the frozen concept "
                         "model's predictions) or independent (label head on gold concepts); the last two never "
                         "let the label reach the concept model")
+    t.add_argument("--length-groups", type=int, default=d.length_groups, metavar="G",
+                   help="sort each run of G batches by text length, then shuffle the batches: less padding, "
+                        f"faster epochs (0: plain random batches; default {d.length_groups})")
     t.add_argument("--device", default=d.device)
     pd = PruneConfig()
     g = t.add_argument_group("SparseCBM (concept-specific subnetworks; --model sparsecbm)")
