@@ -22,8 +22,7 @@ from foundation import run_one  # benchmarks/ is on sys.path when run as a scrip
 
 from sparsecbm.files import write_json, write_text
 
-# Plain random batches, the default when the sweep began: --length-groups 8 (now
-# the default) was chosen by the sweep's own "length-groups-8" row against the seeds.
+# Plain random batches (the default); the "length-groups-8" row measures the option.
 BASE = ["--length-groups", "0"]
 SETTINGS = {
     "defaults": [],

@@ -335,3 +335,15 @@ def test_wanda_norms_count_real_tokens_only(sparse_clf):
     padded = wanda.score(sparse_clf, 0, split, PruneConfig(fisher_batch_size=6, calibration=6), gamma=5.0, seed=0)
     for a, b in zip(alone, padded):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fisher_groups_budget_the_float64_gram_as_allocated():
+    """The budget counts what BlockFisher really holds: n_blocks x B x B float64 entries."""
+    from sparsecbm.pruning import obs
+    from sparsecbm.pruning.fisher import BlockFisher
+
+    shapes = [torch.Size((40, 50))] * 4  # 40 blocks of B = 50 each
+    one = BlockFisher(40, 50).gram
+    per_weight = one.numel() * one.element_size()  # 800,000 bytes
+    assert obs.weight_groups(["a", "b", "c", "d"], shapes, 50, 2 * per_weight) == [[0, 1], [2, 3]]
+    assert obs.weight_groups(["a", "b", "c", "d"], shapes, 50, 2 * per_weight - 1) == [[0], [1], [2], [3]]

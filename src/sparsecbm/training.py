@@ -61,7 +61,7 @@ class TrainConfig:
     select: str = "auto"  # dev score for the best epoch: task / concepts / mean of both
     cbm_mode: str = "joint"  # joint (Eq. 1), sequential or independent (Koh et al. 2020): see train()
     grad_clip: float = 1.0
-    length_groups: int = 0  # sort each run of this many batches by text length, then shuffle the batches (0: off)
+    length_groups: int = 0  # sort each run of this many batches by text length, then shuffle the batches (0: off; see README)
     eval_batch_size: int = 64
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", ...
 

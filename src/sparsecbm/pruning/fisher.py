@@ -31,6 +31,8 @@ from typing import Sequence
 
 import torch
 
+GRAM_DTYPE = torch.float64  # see the module doc: float32 rounding breaks rank-deficient blocks
+
 
 def blocks_per_tensor(shapes: Sequence[torch.Size], block_size: int) -> list[int]:
     return [math.ceil(math.prod(s) / block_size) for s in shapes]
@@ -63,7 +65,7 @@ class BlockFisher:
 
     def __init__(self, n_blocks: int, block_size: int, device: torch.device | str = "cpu") -> None:
         self.block_size = block_size
-        self.gram = torch.zeros(n_blocks, block_size, block_size, dtype=torch.float64, device=device)  # (n_blocks, B, B)
+        self.gram = torch.zeros(n_blocks, block_size, block_size, dtype=GRAM_DTYPE, device=device)  # (n_blocks, B, B)
         self.count = 0
 
     def add(self, chunk: torch.Tensor) -> None:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..batching import iter_batches
 from ..data import Split
-from .fisher import BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_blocks
+from .fisher import GRAM_DTYPE, BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_blocks
 
 if TYPE_CHECKING:
     from ..classifier import Classifier
@@ -84,11 +84,11 @@ def gradient_chunks(
 
 
 def weight_groups(names: list[str], shapes: list[torch.Size], block_size: int, budget_bytes: float) -> list[list[int]]:
-    """Consecutive groups of weights whose Fisher blocks (n_blocks x B x B x 4 bytes) fit the budget."""
+    """Consecutive groups of weights whose Fisher blocks (n_blocks x B x B Gram entries, float64) fit the budget."""
     groups: list[list[int]] = [[]]
     used = 0.0
     for i, n_blocks in enumerate(blocks_per_tensor(shapes, block_size)):
-        need = n_blocks * block_size * block_size * 4
+        need = n_blocks * block_size * block_size * GRAM_DTYPE.itemsize
         if groups[-1] and used + need > budget_bytes:
             groups.append([])
             used = 0.0
