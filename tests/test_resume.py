@@ -86,3 +86,23 @@ def test_resume_refuses_other_settings_and_missing_points(data, tiny_bert, tmp_p
     (out / "resume" / "state.json").write_text("{not json")
     with pytest.raises(ValueError, match="damaged resume point"):
         train(data, config, prune=prune, out=out, progress=False, resume=True)
+
+
+def test_a_fresh_run_drops_the_resume_point_of_an_older_run(data, tiny_bert, tmp_path, monkeypatch):
+    config, prune = _settings(tiny_bert)
+    out = tmp_path / "m"
+    _interrupt_after(monkeypatch, 3)  # an older run, stopped in its pruning phase
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, prune=prune, out=out, progress=False)
+    assert checkpoint.load(out).phase == "prune"
+    monkeypatch.undo()
+
+    def stop(out, point):  # a fresh run in the same folder, stopped before its first resume point
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, prune=prune, out=out, overwrite=True, progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="nothing to resume"):  # not the older run's point
+        train(data, config, prune=prune, out=out, progress=False, resume=True)

@@ -205,7 +205,7 @@ def test_length_groups_batch_texts_of_similar_length_and_keep_every_row():
     assert np.array_equal(grouped, again) and not np.array_equal(grouped, other)
 
 
-def test_training_with_length_groups_learns_and_is_reproducible(data, tiny_bert):
+def test_training_with_length_groups_is_reproducible_and_changes_the_batches(data, tiny_bert):
     config = _config(tiny_bert, length_groups=2, epochs=2)
     a = train(data, config, progress=False)
     b = train(data, config, progress=False).forward_texts(["the food was lovely"])
