@@ -35,6 +35,9 @@ SETTINGS = {
     "lr-1e-4": ["--lr", "1e-4"],
     "gamma-1-select-task": ["--gamma", "1", "--select", "task"],
     "gamma-1-10-epochs": ["--gamma", "1", "--epochs", "10"],
+    "gamma-0.5-lr-1e-4": ["--gamma", "0.5", "--lr", "1e-4"],
+    "gamma-0.5-lr-1e-4-seed-1": ["--gamma", "0.5", "--lr", "1e-4", "--seed", "1"],
+    "gamma-0.5-lr-1e-4-seed-2": ["--gamma", "0.5", "--lr", "1e-4", "--seed", "2"],
 }
 
 
