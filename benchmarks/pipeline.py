@@ -105,7 +105,8 @@ def profile(extra: list[str], model_dir: Path, out: Path) -> None:
         hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.replace("\\", "/").endswith(file)]
         rows.append({"phase": what, "function": f"{file}:{name}", "calls": sum(c for c, _ in hits),
                      "seconds": round(sum(t for _, t in hits), 2)})
-    result = {"command": f"python benchmarks/pipeline.py --profile -- {' '.join(extra)}".rstrip(" -"),
+    command = "python benchmarks/pipeline.py --profile" + (f" -- {' '.join(extra)}" if extra else "")
+    result = {"command": command,
               "train_argv": argv, "profiled_wall_seconds": round(wall, 1), "phases": rows}
     write_json(out / "pipeline_profile.json", result)
     lines = [f"`{result['command']}` (cProfile; 2 CPU cores): {wall / 60:.1f} min profiled.", "",

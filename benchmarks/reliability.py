@@ -27,7 +27,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
 from sparsecbm import backbones  # noqa: E402
 from sparsecbm.files import write_json, write_text  # noqa: E402
 from tests.conftest import CONCEPTS, write_reviews  # noqa: E402
-from tests.test_reliability import STRESS  # noqa: E402
+from tests.test_reliability import STRESS, _edit_labels, _truncate  # noqa: E402  (the suite's own damage)
 
 CLI = [sys.executable, "-c", "import sys; from sparsecbm.cli import main; sys.exit(main())"]
 
@@ -148,28 +148,21 @@ class Probes:
     # ------------------------------------------------------------ damaged folders
 
     def damaged(self) -> None:
-        def truncate(path: Path) -> None:
-            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
         def edit_config(f) -> callable:
             def damage(folder: Path) -> None:
                 (folder / "config.json").write_text(json.dumps(f(json.loads((folder / "config.json").read_text()))))
             return damage
 
-        def more_labels(c: dict) -> dict:
-            c["model"]["schema"]["labels"] = c["model"]["schema"]["labels"] + ["extra"]
-            return c
-
         cases = [
-            ("model.safetensors truncated", "SafetensorError traceback", lambda m: truncate(m / "model.safetensors"),
+            ("model.safetensors truncated", "SafetensorError traceback", lambda m: _truncate(m / "model.safetensors"),
              "model.safetensors"),
-            ("masks.safetensors truncated", "SafetensorError traceback", lambda m: truncate(m / "masks.safetensors"),
+            ("masks.safetensors truncated", "SafetensorError traceback", lambda m: _truncate(m / "masks.safetensors"),
              "masks.safetensors"),
             ("config.json is []", "AttributeError traceback", lambda m: (m / "config.json").write_text("[]"),
              "config.json"),
             ("config.json missing keys", "KeyError traceback",
              edit_config(lambda c: {k: v for k, v in c.items() if k != "backbone_config"}), "config.json"),
-            ("config.json labels edited", "size-mismatch traceback", edit_config(more_labels), "config.json"),
+            ("config.json labels edited", "size-mismatch traceback", edit_config(_edit_labels), "config.json"),
             ("config.json garbage", "error did not name the file",
              lambda m: (m / "config.json").write_text("{not json"), "config.json"),
             ("tokenizer/ missing", "'Repo id must be in the form ...'", lambda m: shutil.rmtree(m / "tokenizer"),
@@ -217,13 +210,12 @@ class Probes:
     def killed_train(self) -> None:
         out = self.work / "killed"
         args = ["-q", "train", *self.data, "--model", "cbm", "--backbone", self.bert, "--max-length", "32",
-                "--epochs", "6", "--seed", "3", "--out", out]
+                "--epochs", "30", "--seed", "3", "--out", out]  # far more than the kill lets run
         p = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 300
         while time.time() < deadline and not list((out / "resume").glob("state-*.safetensors")):
             time.sleep(0.2)
-        time.sleep(0.5)
-        p.kill()
+        p.kill()  # resume points are renamed into place: one that exists is whole
         p.wait()
         r = cli("-q", "evaluate", out, "--split", "test", "--json", self.work / "killed.json")
         unfinished = r["rc"] == 0 and "unfinished" in json.loads((self.work / "killed.json").read_text())
