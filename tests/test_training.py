@@ -74,13 +74,13 @@ def test_keeps_the_best_epoch_not_the_last(tmp_path, data, tiny_bert, monkeypatc
     """Scripted dev scores 0.2, 0.9, 0.5: epoch 2's weights must be the ones saved."""
     scripted = iter([0.2, 0.9, 0.5])
     snapshots = []
-    real_evaluate = Classifier.evaluate
+    real_evaluate = Classifier.evaluate_outputs  # what training scores the dev split with
 
     def evaluate_and_snapshot(self, *args, **kwargs):
         snapshots.append({k: v.clone() for k, v in self.model.state_dict().items()})
         return real_evaluate(self, *args, **kwargs)
 
-    monkeypatch.setattr(Classifier, "evaluate", evaluate_and_snapshot)
+    monkeypatch.setattr(Classifier, "evaluate_outputs", evaluate_and_snapshot)
     monkeypatch.setattr(training_module, "dev_score", lambda result, selection: next(scripted))
     clf = train(data, _config(tiny_bert, epochs=3), out=tmp_path / "m", progress=False)
     monkeypatch.undo()

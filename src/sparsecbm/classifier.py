@@ -189,7 +189,11 @@ class Classifier:
         if isinstance(data, Dataset):
             self.check_schema(data.schema, data.name)
             data = data[split]
-        out = self.forward_texts(data.texts, batch_size=batch_size, progress=progress, desc="evaluate")
+        return self.evaluate_outputs(data, self.forward_texts(data.texts, batch_size=batch_size, progress=progress,
+                                                              desc="evaluate"))
+
+    def evaluate_outputs(self, data: Split, out: CBMOutput) -> dict[str, Any]:
+        """:meth:`evaluate` of outputs already computed for every text of ``data``, in order."""
         task_pred = out.task_logits.argmax(-1).numpy()
         concept_pred = None
         if out.concept_logits:

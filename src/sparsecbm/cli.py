@@ -24,6 +24,7 @@ from .files import write_json
 from .guard import CAUTION, Guard
 from .intervention import MAX_RATIO, SELECTIONS
 from .metrics import concept_ceiling, format_table
+from .parallel import processes
 from .pruning import PRUNERS, PruneConfig
 from .training import CBM_MODES, TrainConfig, train
 
@@ -369,8 +370,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     dataset = _load_data(args)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out; --overwrite would start it again: give one")
+    if not processes().main:  # one of several processes (accelerate launch): the first one reports
+        logging.getLogger("sparsecbm").setLevel(logging.WARNING)
     clf = train(dataset, config, prune=prune, init_from=args.init_from, out=args.out,
                 overwrite=args.overwrite, progress=not args.quiet, resume=args.resume)
+    if not processes().main:
+        return
     print(f"saved the best epoch ({clf.meta['best_epoch']}) to {args.out}")
     print(format_table(clf.meta["best_dev"], title=f"dev scores of the saved model ({dataset.name})"))
     if clf.model.masks is not None:

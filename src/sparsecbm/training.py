@@ -30,8 +30,9 @@ from .batching import iter_batches
 from .classifier import Classifier, load
 from .data import Dataset
 from .files import write_text
-from .model import MODEL_KINDS, POOLINGS, ConceptBottleneckModel, ModelConfig, joint_loss
+from .model import MODEL_KINDS, POOLINGS, CBMOutput, ConceptBottleneckModel, ModelConfig, joint_loss
 from .masks import sparsity
+from .parallel import processes
 from .pruning import PruneConfig, mine_masks
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ def dev_score(result: dict[str, Any], selection: str) -> float:
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
+        if processes().device is not None:  # one of several processes: Accelerate's device for it
+            return processes().device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         return torch.device(name)
@@ -169,6 +172,10 @@ def train(
     resume point is removed when the run finishes. Returns the classifier with
     the best epoch's weights.
 
+    Launched as several processes (``accelerate launch``, see
+    :mod:`sparsecbm.parallel`), each computes its share of every batch and of
+    the Fisher gradients; only the first writes to ``out``.
+
     ``config.cbm_mode`` (Koh et al. 2020): ``joint`` trains concepts and label
     together (Eq. 1); ``sequential`` trains the concept model on the concept
     loss alone, then the label head on its frozen predicted activations;
@@ -194,9 +201,12 @@ def train(
         _check_same_run(point.run, settings, out)
     elif out is not None:
         check_out_dir(out, overwrite)
-        checkpoint.remove(out)  # a fresh run: an older run's resume point must not be continued later
+        if processes().main:
+            checkpoint.remove(out)  # a fresh run: an older run's resume point must not be continued later
     seed_everything(config.seed)
-    run = _Run(config, out, progress, settings)
+    if not processes().main:
+        out = None  # one writer; the others compute their shares
+    run = _Run(config, out, progress and processes().main, settings)
     if point is not None:
         run.history, run.start = point.history, run.start - point.seconds
         log.info("resuming %s after %s %d", out, "pruning step" if point.phase == "prune" else f"{point.phase} epoch", point.done)
@@ -273,6 +283,7 @@ class _Run:
     def __init__(self, config: TrainConfig, out: Path | None, progress: bool, settings: dict[str, Any]) -> None:
         self.config = config
         self.out = out
+        self.procs = processes()
         self.progress = progress
         self.settings = settings
         self.device = pick_device(config.device)
@@ -370,8 +381,9 @@ def group_by_length(order: np.ndarray, texts, batch_size: int, groups: int, rng:
 
 
 def _train_epoch(clf: Classifier, split, run: _Run, optimizer, scheduler, desc: str, max_steps: int | None = None) -> dict[str, float]:
-    """One pass (or ``max_steps`` batches) of the joint loss; mean losses."""
-    config, model, device = run.config, clf.model, run.device
+    """One pass (or ``max_steps`` batches) of the joint loss; mean losses.
+    With several processes, each runs its share of every batch (see sparsecbm.parallel)."""
+    config, model, device, procs = run.config, clf.model, run.device, run.procs
     model.train()
     labels = torch.as_tensor(split.labels)
     concepts = torch.as_tensor(split.concepts)
@@ -381,30 +393,38 @@ def _train_epoch(clf: Classifier, split, run: _Run, optimizer, scheduler, desc: 
     if config.length_groups:
         order = group_by_length(order, split.texts, config.batch_size, config.length_groups, run.rng)
     total = _steps_per_epoch(order, config)
-    sums = {"loss": 0.0, "task": 0.0, "concepts": 0.0}
-    seen = 0
-    batches = iter_batches(clf.tokenizer, split.texts, order, config.batch_size, config.max_length)
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, task, concepts (each times rows), rows
+    batches = [_share(order[s : s + config.batch_size], procs) for s in range(0, len(order), config.batch_size)]
     bar = tqdm(batches, total=total, desc=desc, disable=not run.progress)
-    for idx, batch in bar:
+    for idx, weight in bar:
+        [(idx, batch)] = list(iter_batches(clf.tokenizer, split.texts, idx, len(idx), config.max_length))
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model(**batch)
         loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma, config.task_weight)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight).backward()  # weight: this share's fraction of the batch (1.0 with one process)
+        procs.sum_grads_(list(model.parameters()))
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
-        seen += len(idx)
-        sums["loss"] += loss.item() * len(idx)
-        for key, value in parts.items():
-            sums[key] += value * len(idx)
-        bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
+        rows = len(idx) if weight else 0
+        sums += torch.tensor([loss.item(), parts["task"], parts.get("concepts", 0.0), 1.0], dtype=torch.float64) * rows
+        bar.set_postfix(loss=f"{sums[0] / sums[3]:.3f}")
     bar.close()
-    means = {"train_loss": sums["loss"] / seen, "train_task_loss": sums["task"] / seen}
+    loss_sum, task_sum, concept_sum, seen = procs.sum_(sums).tolist()
+    means = {"train_loss": loss_sum / seen, "train_task_loss": task_sum / seen}
     if model.config.has_concepts:
-        means["train_concept_loss"] = sums["concepts"] / seen
+        means["train_concept_loss"] = concept_sum / seen
     return means
+
+
+def _share(idx: np.ndarray, procs) -> tuple[np.ndarray, float]:
+    """This process's rows of one batch and their fraction of it (the weight of their
+    mean loss, so that the gradients summed across processes are the batch's). A process
+    left without rows runs one row at weight 0: every process must send gradients."""
+    mine = procs.share(idx)
+    return (mine, len(mine) / len(idx)) if len(mine) else (idx[:1], 0.0)
 
 
 def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out: Path | None,
@@ -425,7 +445,7 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
         best, best_state, first = point.best_record, point.best, point.done + 1
     for epoch in range(first, config.epochs + 1):
         losses = _train_epoch(clf, train_split, run, optimizer, scheduler, f"{phase} epoch {epoch}/{config.epochs}")
-        dev = clf.evaluate(dev_split, batch_size=config.eval_batch_size, progress=run.progress)
+        dev = clf.evaluate_outputs(dev_split, _forward(clf, dev_split.texts, run, "evaluate"))
         score = dev_score(dev, config.selection)
         improved = best is None or score > best["dev_score"]
         record = {"phase": phase, "epoch": epoch, **losses, "dev": dev, "dev_score": score,
@@ -467,11 +487,9 @@ def _fit_head(clf: Classifier, train_split, dev_split, run: _Run, phase: str) ->
     *predicted* activations (how the model is used)."""
     config, model = run.config, clf.model
     with torch.no_grad():
-        dev_a = clf.forward_texts(dev_split.texts, batch_size=config.eval_batch_size,
-                                  progress=run.progress, desc="head: dev activations").activations
+        dev_a = _forward(clf, dev_split.texts, run, "head: dev activations").activations
         if config.cbm_mode == "sequential":
-            train_a = clf.forward_texts(train_split.texts, batch_size=config.eval_batch_size,
-                                        progress=run.progress, desc="head: train activations").activations
+            train_a = _forward(clf, train_split.texts, run, "head: train activations").activations
         else:
             train_a = torch.cat([torch.eye(len(v))[train_split.concepts[:, k]]
                                  for k, v in enumerate(model.config.schema.concept_values)], dim=1)
@@ -502,6 +520,21 @@ def _fit_head(clf: Classifier, train_split, dev_split, run: _Run, phase: str) ->
     run.write_log()
     log.info("%s head (%s): best epoch %d, dev task acc %.1f%%", phase, config.cbm_mode, best_epoch, 100 * best_acc)
     return record
+
+
+def _forward(clf: Classifier, texts: list[str], run: _Run, desc: str) -> CBMOutput:
+    """``clf.forward_texts`` of all ``texts``; several processes each run their share."""
+    procs, n = run.procs, len(texts)
+    out = clf.forward_texts(list(procs.share(np.asarray(texts, dtype=object))), batch_size=run.config.eval_batch_size,
+                            progress=run.progress, desc=desc)
+    if procs.world == 1:
+        return out
+    task = procs.gather_rows(out.task_logits, n)
+    if not out.concept_logits:
+        return CBMOutput(task_logits=task)
+    logits = procs.gather_rows(torch.cat(out.concept_logits, dim=1), n)
+    return CBMOutput(task_logits=task, concept_logits=torch.split(logits, clf.model.concept_sizes, dim=1),
+                     activations=torch.sigmoid(logits))
 
 
 def _report_epoch(record: dict[str, Any]) -> None:

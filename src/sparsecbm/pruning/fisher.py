@@ -27,11 +27,12 @@ Memory: the Gram accumulator holds n_blocks x B x B float64 values, i.e.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 GRAM_DTYPE = torch.float64  # see the module doc: float32 rounding breaks rank-deficient blocks
+SLICE_BLOCKS = 1024  # blocks factorised at once (and the unit of work shared between processes)
 
 
 def blocks_per_tensor(shapes: Sequence[torch.Size], block_size: int) -> list[int]:
@@ -74,15 +75,21 @@ class BlockFisher:
         self.gram.baddbmm_(g.transpose(1, 2), g)  # (n_blocks, B, c) @ (n_blocks, c, B)
         self.count += chunk.shape[0]
 
-    def inverse_diagonal(self, damp: float, slice_blocks: int = 1024) -> torch.Tensor:
-        """diag(F_b^-1) for every block, (n_blocks, B), computed in float64."""
+    def inverse_diagonal(self, damp: float, slice_blocks: int = SLICE_BLOCKS,
+                         owned: Callable[[int], bool] | None = None) -> torch.Tensor:
+        """diag(F_b^-1) for every block, (n_blocks, B), computed in float64. With
+        ``owned``, only the slices ``owned(i)`` holds true for (slice i: blocks
+        i * slice_blocks ...) are computed; the others are left 0."""
         if self.count == 0:
             raise ValueError("no gradients were added to the Fisher estimate")
         if not damp > 0:
             raise ValueError(f"--damp must be positive, got {damp}")
         eye = torch.eye(self.block_size, dtype=torch.float64, device=self.gram.device)
-        out = torch.empty(self.gram.shape[:2], dtype=torch.float64, device=self.gram.device)
-        for start in range(0, self.gram.shape[0], slice_blocks):
+        out = (torch.empty if owned is None else torch.zeros)(self.gram.shape[:2], dtype=torch.float64,
+                                                             device=self.gram.device)
+        for part, start in enumerate(range(0, self.gram.shape[0], slice_blocks)):
+            if owned is not None and not owned(part):
+                continue
             f = self.gram[start : start + slice_blocks] / self.count + damp * eye
             chol, info = torch.linalg.cholesky_ex(f)
             if bool((info > 0).any()):

@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from ..batching import iter_batches
 from ..data import Split
-from .fisher import GRAM_DTYPE, BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_blocks
+from ..parallel import processes
+from .fisher import GRAM_DTYPE, SLICE_BLOCKS, BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_blocks
 
 if TYPE_CHECKING:
     from ..classifier import Classifier
@@ -50,7 +51,8 @@ def gradient_chunks(
     progress: bool = False,
     task_term: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """m mini-batch gradients of L_k w.r.t. the weights ``names``, as (c, n_blocks, B) chunks."""
+    """m mini-batch gradients of L_k w.r.t. the weights ``names``, as (c, n_blocks, B) chunks.
+    With several processes, each computes the gradients it owns (gradient i: process i mod N)."""
     model = clf.model
     params = dict(model.backbone.named_parameters())
     weights = [params[n] for n in names]
@@ -63,10 +65,14 @@ def gradient_chunks(
     n_blocks = sum(blocks_per_tensor([w.shape for w in weights], block_size))
     buffer = torch.empty(min(chunk, n_grads), n_blocks, block_size, device=device)  # reused for every chunk
     filled = 0
+    procs = processes()
     try:
-        bar = tqdm(range(n_grads), desc=f"gradients {model.config.schema.concepts[k]}", disable=not progress, leave=False)
-        for _ in bar:
-            idx = rng.choice(len(split), size=min(batch_size, len(split)), replace=False)
+        bar = tqdm(range(n_grads), desc=f"gradients {model.config.schema.concepts[k]}",
+                   disable=not (progress and procs.main), leave=False)
+        for i in bar:
+            idx = rng.choice(len(split), size=min(batch_size, len(split)), replace=False)  # drawn by all: same stream
+            if procs.owner(i) != procs.rank:
+                continue
             [(idx, batch)] = list(iter_batches(clf.tokenizer, split.texts, idx, len(idx), clf.max_length))
             batch = {key: v.to(device) for key, v in batch.items()}
             y = labels[idx].to(device) if task_term else None
@@ -97,6 +103,26 @@ def weight_groups(names: list[str], shapes: list[torch.Size], block_size: int, b
     return groups
 
 
+def _inverse_diagonal(fisher: BlockFisher, damp: float) -> torch.Tensor:
+    """``fisher.inverse_diagonal``; with several processes, each holding the Gram of its own
+    gradients, every slice of blocks is summed into one process, which inverts it, and the
+    diagonals are then summed (each entry is non-zero in one process only, so exactly)."""
+    procs = processes()
+    if procs.world == 1:
+        return fisher.inverse_diagonal(damp)
+    fisher.count = int(procs.sum_(torch.tensor(fisher.count, dtype=torch.float64)))
+    for part, start in enumerate(range(0, fisher.gram.shape[0], SLICE_BLOCKS)):
+        procs.reduce_to_owner_(fisher.gram[start : start + SLICE_BLOCKS], part)
+    failed = None
+    try:
+        diagonal = fisher.inverse_diagonal(damp, owned=lambda part: procs.owner(part) == procs.rank)
+    except FloatingPointError as e:  # every process must learn of it, or the others wait forever
+        failed, diagonal = e, torch.zeros(fisher.gram.shape[:2], dtype=torch.float64, device=fisher.gram.device)
+    if procs.sum_(torch.tensor(float(failed is not None))) > 0:
+        raise failed or FloatingPointError(f"the dampened Fisher is not positive definite (damp={damp}); raise --damp")
+    return procs.sum_(diagonal)
+
+
 def score(clf: Classifier, k: int, split: Split, config, gamma: float, seed: int, progress: bool = False) -> list[torch.Tensor]:
     """OBS saliency of every prunable weight of concept k (shaped like the weights).
 
@@ -121,7 +147,7 @@ def score(clf: Classifier, k: int, split: Split, config, gamma: float, seed: int
             task_term=config.task_term,
         ):
             fisher.add(chunk)
-        group_scores = obs_scores(weight_blocks, fisher.inverse_diagonal(config.damp)).float()
+        group_scores = obs_scores(weight_blocks, _inverse_diagonal(fisher, config.damp)).float()
         del fisher
         for i, s in zip(group, from_blocks(group_scores, group_shapes, config.block_size)):
             scores[i] = s
