@@ -216,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
     t.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps to warm up")
     t.add_argument("--max-length", type=_positive_int, default=d.max_length, help="tokens per text")
-    t.add_argument("--gamma", type=float, default=d.gamma, help="weight of the concept losses (default 5)")
+    t.add_argument("--gamma", type=float, default=d.gamma, help="weight of the concept losses (default 0.5; the paper's 5 starves the task head)")
     t.add_argument("--pooling", choices=("mean", "last"), default=d.pooling)
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--max-train", type=_positive_int, help="train on a seeded sample of N rows (quick runs)")
