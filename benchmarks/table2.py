@@ -13,7 +13,10 @@ point.
     python benchmarks/table2.py --seeds 0 1 2           # mean over seeds
 
 Writes table2.json / table2.md, and sparsity_sweep.png / .md, to --out.
-Results already in table2.json are kept; a run is redone only when asked.
+Results already in table2.json are kept when their model was trained with the
+settings the run's command means today (read from its config.json); a run
+trained under other defaults (an older recipe) is redone, and ``--redo``
+redoes every run it selects. ``--data cebab`` limits a sitting to one data set.
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from foundation import run_one  # benchmarks/ is on sys.path when run as a script
 
+from sparsecbm.cli import _configs, _parser
+from sparsecbm.data import load_dataset
 from sparsecbm.files import atomic_path, write_json, write_text
+from sparsecbm.metrics import concept_ceiling
+from sparsecbm.training import TrainConfig
 
 DATA = {
     "cebab": [],
@@ -35,6 +43,7 @@ DATA = {
 # mining and fine-tuning are shortened (stated in the table).
 IMDBC_SPARSE = ["--max-length", "512", "--batch-size", "8", "--epochs", "2", "--fisher-grads", "16",
                 "--fisher-batch-size", "4", "--prune-steps", "2", "--finetune-epochs", "0.5"]
+NAMES = {"cebab": "CEBaB", "imdbc": "IMDB-C"}
 SWEEP = (0.5, 0.75, 0.9, 0.95)
 # The sweep uses the pruner comparison's short protocol: 3 cubic steps, no fine-tuning between, 1 final epoch.
 SHORT = ["--finetune-epochs", "0", "--epochs", "1"]
@@ -44,10 +53,15 @@ DECODER = ["--backbone", "smollm2-135m", "--max-train", "300", "--max-eval", "30
 # damp 1e-7), one mining step, and the Fisher then fits in one 3.2 GiB group.
 DECODER_SPARSE = [*DECODER, "--epochs", "2", "--fisher-grads", "16", "--block-size", "8", "--prune-steps", "1",
                   "--finetune-epochs", "0"]
-# Runs that an earlier benchmark already made with exactly the arguments planned here (seed 0 is the default).
+# Runs that an earlier benchmark already made; each is taken only when its saved settings are those
+# planned here (adopt() checks), so the entries of an older recipe are skipped. The pipeline's SparseCBM
+# trained its own dense phase instead of starting from cebab-cbm-s0 (--init-from), with the same settings:
+# the dense phase is deterministic on this machine (its dev log equals the CBM run's to the last digit).
 ADOPT = {
     "cebab-standard-s0": ("foundation.json", "cebab-standard", "runs/foundation/cebab-standard"),
-    "cebab-cbm-s0": ("foundation.json", "cebab-cbm", "runs/foundation/cebab-cbm"),
+    "cebab-cbm-s0": ("recipe.json", "gamma-0.5-lr-1e-4", "runs/recipe/recipe-gamma-0.5-lr-1e-4"),
+    "cebab-cbm-s1": ("recipe.json", "gamma-0.5-lr-1e-4-seed-1", "runs/recipe/recipe-gamma-0.5-lr-1e-4-seed-1"),
+    "cebab-cbm-s2": ("recipe.json", "gamma-0.5-lr-1e-4-seed-2", "runs/recipe/recipe-gamma-0.5-lr-1e-4-seed-2"),
     "imdbc-standard-s0": ("foundation.json", "imdbc-standard", "runs/foundation/imdbc-standard"),
     "imdbc-cbm-s0": ("foundation.json", "imdbc-cbm", "runs/foundation/imdbc-cbm"),
     "cebab-cbm-smollm2-s0": ("foundation.json", "cebab-cbm-smollm2", "runs/foundation/cebab-cbm-smollm2"),
@@ -84,11 +98,40 @@ def plan(parts: set[str], seeds: list[int]) -> list[tuple[str, list[str]]]:
     return runs
 
 
-def adopt(results: dict, out: Path, runs_dir: Path) -> None:
-    """Take runs an earlier benchmark already made (same arguments) instead of training them again."""
+def saved_settings(record: dict | None, model_dir: Path) -> dict | None:
+    """The training and pruning settings a result was made with: from its model folder, else
+    from the record (results made before records kept them: None, unknown)."""
+    config_path = model_dir / "config.json"
+    if config_path.exists():
+        saved = json.loads(config_path.read_text())
+        return {"training": saved.get("training"), "pruning": saved.get("pruning")}
+    return (record or {}).get("settings")
+
+
+def settings_differ(args: list[str], saved: dict) -> list[str]:
+    """How ``saved`` settings differ from those ``sparsecbm train ARGS`` means now ([] when
+    equal; the device is not compared). A key an older version did not save is taken at
+    today's default."""
+    train_config, prune = _configs(_parser().parse_args(["train", *args, "--out", "unused"]))
+    now = {"training": asdict(train_config), "pruning": asdict(prune) if prune is not None else None}
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    diffs = []
+    for part, values in now.items():
+        for key, value in (values or {}).items():
+            then = (saved.get(part) or {}).get(key, defaults.get(key) if part == "training" else value)
+            if key != "device" and json.loads(json.dumps(then)) != json.loads(json.dumps(value)):
+                diffs.append(f"{part}.{key} {then!r} (now {value!r})")
+    return diffs
+
+
+def adopt(results: dict, planned: dict[str, list[str]], out: Path, runs_dir: Path) -> None:
+    """Take runs an earlier benchmark already made with the settings planned here instead of
+    training them again."""
     for name, (source, key, model_dir) in ADOPT.items():
-        if name in results or not (out / source).exists() or not Path(model_dir).is_dir():
+        if name in results or name not in planned or not (out / source).exists() or not Path(model_dir).is_dir():
             continue
+        if settings_differ(planned[name], saved_settings(None, Path(model_dir))):
+            continue  # made under other defaults
         record = json.loads((out / source).read_text())
         record = record["runs"][key] if key else record
         results[name] = {**record, "adopted_from": f"{source} ({model_dir})"}
@@ -104,46 +147,69 @@ def _sparse(data: str, extra: list[str], seed_args: list[str], pruner: str, spar
     return args + (["--sparsity", str(sparsity)] if sparsity is not None else [])
 
 
-def _mean(runs: list[dict], path: tuple[str, ...]) -> float | None:
-    if not runs:
-        return None
+def _values(runs: list[dict], path: tuple[str, ...]) -> list[float]:
     values = []
     for r in runs:
         v = r["test"]
         for key in path:
             if key not in v:
-                return None
+                return []
             v = v[key]
         values.append(v)
-    return statistics.mean(values)
+    return values
+
+
+def _mean(runs: list[dict], path: tuple[str, ...]) -> float | None:
+    values = _values(runs, path)
+    return statistics.mean(values) if values else None
 
 
 def _cell(runs: list[dict], *path: str) -> str:
-    acc, f1 = _mean(runs, (*path, "accuracy")), _mean(runs, (*path, "macro_f1"))
-    return "-" if acc is None else f"{100 * acc:.1f} / {100 * f1:.1f}"
+    """``accuracy [+- std over seeds] / macro-F1`` in %, or - ."""
+    acc, f1 = _values(runs, (*path, "accuracy")), _values(runs, (*path, "macro_f1"))
+    if not acc:
+        return "-"
+    spread = f" +- {100 * statistics.stdev(acc):.1f}" if len(acc) > 1 else ""
+    return f"{100 * statistics.mean(acc):.1f}{spread} / {100 * statistics.mean(f1):.1f}"
 
 
-def tables(results: dict) -> str:
+def _gap(runs: list[dict], ceiling: dict | None) -> str:
+    """Task accuracy minus the gold-concept ceiling: what the label gets past the named concepts."""
+    task = _mean(runs, ("task", "accuracy"))
+    return "-" if task is None or ceiling is None else f"{100 * (task - ceiling['accuracy']):+.1f}"
+
+
+def tables(results: dict, ceilings: dict | None = None) -> str:
+    ceilings = ceilings or {}
+
     def group(prefix: str) -> list[dict]:
         return [r for name, r in results.items() if name.rsplit("-s", 1)[0] == prefix]
 
     lines = [
-        "Test split, accuracy / macro-F1 in % (standard macro-F1), mean over the seeds that ran.",
+        "Test split, accuracy / macro-F1 in % (standard macro-F1): the mean over the seeds that ran, "
+        "+- the standard deviation of the accuracy when more than one did. Leakage gap: task accuracy "
+        "minus that of a logistic regression fed the gold concepts (the concepts' ceiling"
+        + "".join(f"; {NAMES[d]} {100 * c['accuracy']:.1f}" for d, c in ceilings.items()) + ").",
         "",
-        "| backbone | model | CEBaB concept | CEBaB task | IMDB-C concept | IMDB-C task |",
-        "|---|---|---|---|---|---|",
+        "| backbone | model | seeds | CEBaB concept | CEBaB task | CEBaB leakage gap | IMDB-C concept | IMDB-C task "
+        "| IMDB-C leakage gap |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, model in (("Standard", "standard"), ("CBM", "cbm"), ("CBM, sequential", "cbm-sequential"),
                          ("CBM, independent", "cbm-independent"), ("SparseCBM", "sparsecbm-obs")):
         c, i = group(f"cebab-{model}"), group(f"imdbc-{model}")
+        concept_model = model != "standard"
         if c or i:
-            lines.append(f"| MiniLM | {label} | {_cell(c, 'concepts', 'mean')} | {_cell(c, 'task')} "
-                         f"| {_cell(i, 'concepts', 'mean')} | {_cell(i, 'task')} |")
+            lines.append(f"| MiniLM | {label} | {len(c)} / {len(i)} | {_cell(c, 'concepts', 'mean')} | {_cell(c, 'task')} "
+                         f"| {_gap(c, ceilings.get('cebab')) if concept_model else '-'} "
+                         f"| {_cell(i, 'concepts', 'mean')} | {_cell(i, 'task')} "
+                         f"| {_gap(i, ceilings.get('imdbc')) if concept_model else '-'} |")
     for label, model in (("CBM", "cbm-smollm2"), ("SparseCBM", "sparsecbm-smollm2")):
         d = group(f"cebab-{model}")
         if d:
-            lines.append(f"| SmolLM2-135M (4-bit GGUF -> fp32), 300 CEBaB train rows | {label} "
-                         f"| {_cell(d, 'concepts', 'mean')} | {_cell(d, 'task')} | - | - |")
+            lines.append(f"| SmolLM2-135M (4-bit GGUF -> fp32), 300 CEBaB train rows | {label} | {len(d)} / 0 "
+                         f"| {_cell(d, 'concepts', 'mean')} | {_cell(d, 'task')} | {_gap(d, ceilings.get('cebab'))} "
+                         "| - | - | - |")
     lines += [
         "",
         "Protocols: SparseCBM starts from the CBM row above it (`--init-from`) and prunes each concept to "
@@ -158,6 +224,12 @@ def tables(results: dict) -> str:
                   "| pruner | concept | task |", "|---|---|---|"]
         lines += [f"| {p} | {_cell(g, 'concepts', 'mean')} | {_cell(g, 'task')} |" for p, g in pruners if g]
     return "\n".join(lines) + "\n"
+
+
+def ceilings(results: dict) -> dict:
+    """The gold-concept ceiling of every data set with a result."""
+    return {data: concept_ceiling(d["train"], d["test"], d.schema) for data in DATA
+            if any(name.startswith(f"{data}-") for name in results) and (d := load_dataset(data))}
 
 
 def sweep(results: dict, out: Path) -> None:
@@ -194,19 +266,33 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=("table", "pruners", "sweep", "decoder", "modes"))
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--data", nargs="*", choices=tuple(DATA), help="only runs on these data sets")
     parser.add_argument("--redo", action="store_true", help="rerun runs already in table2.json")
     args = parser.parse_args()
-    out = Path(args.out)
+    out, runs_dir = Path(args.out), Path("runs/table2")
     json_path = out / "table2.json"
     results = json.loads(json_path.read_text())["runs"] if json_path.exists() else {}
-    adopt(results, out, Path("runs/table2"))
-    for name, run_args in plan(set(args.only or ("table", "pruners", "sweep", "decoder", "modes")), args.seeds):
+    planned = {name: run_args for name, run_args in
+               plan(set(args.only or ("table", "pruners", "sweep", "decoder", "modes")), args.seeds)
+               if name.split("-", 1)[0] in (args.data or DATA)}
+    adopt(results, planned, out, runs_dir)
+    for name, run_args in planned.items():
+        model_dir = runs_dir / name
         if name in results and not args.redo:
-            continue
-        results[name] = run_one(name, run_args, Path("runs/table2"))
+            saved = saved_settings(results[name], model_dir)
+            diffs = settings_differ(run_args, saved) if saved is not None else []
+            if not diffs:
+                continue
+            print(f"== {name}: made with other settings ({'; '.join(diffs)}); training it again", flush=True)
+        if model_dir.is_symlink():  # an adopted run's folder belongs to the benchmark that made it
+            model_dir.unlink()
+        results[name] = run_one(name, run_args, runs_dir)
+        results[name]["settings"] = saved_settings(None, model_dir)
         write_json(json_path, {"runs": results})
-        write_text(out / "table2.md", tables(results))
+        write_text(out / "table2.md", tables(results, ceilings(results)))
         sweep(results, out)
+    write_text(out / "table2.md", tables(results, ceilings(results)))
+    sweep(results, out)
     print((out / "table2.md").read_text())
 
 
