@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertModel
@@ -74,3 +75,23 @@ def test_two_processes_match_one(reviews, tiny_bert_no_dropout, tmp_path, model)
     if one.model.masks is not None:
         for concept in one.model.masks:
             assert jaccard(one.model.masks[concept], two.model.masks[concept]) >= 0.99
+
+
+def test_shares_cover_each_batch_once_with_weights_that_sum_to_one():
+    from sparsecbm.parallel import Processes
+    from sparsecbm.training import _share
+
+    for n in (1, 2, 5, 16):
+        idx = np.arange(100, 100 + n)
+        shares = [_share(idx, Processes(rank=r, world=2)) for r in range(2)]
+        counted = [i for rows, weight in shares if weight for i in rows]
+        assert sorted(counted) == list(idx)  # every row once, in one process
+        assert sum(weight for _, weight in shares) == pytest.approx(1.0)
+        for rows, weight in shares:
+            assert weight == pytest.approx(len(rows) / n) or (weight == 0 and len(rows) == 1)
+
+
+def test_an_empty_share_of_texts_gives_empty_outputs(sparse_clf):
+    out = sparse_clf.forward_texts([])  # a process whose share of a tiny dev split is empty
+    assert out.task_logits.shape == (0, 3)
+    assert [c.shape for c in out.concept_logits] == [(0, 3)] * 3

@@ -151,7 +151,7 @@ class Classifier:
         task_logits = torch.cat(task)[inverse] if task else torch.zeros(0, len(self.schema.labels))
         if not self.config.has_concepts:
             return CBMOutput(task_logits=task_logits)
-        logits = torch.cat(concepts)[inverse]
+        logits = torch.cat(concepts)[inverse] if concepts else torch.zeros(0, sum(self.model.concept_sizes))
         return CBMOutput(
             task_logits=task_logits,
             concept_logits=torch.split(logits, self.model.concept_sizes, dim=1),
