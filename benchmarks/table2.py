@@ -22,6 +22,7 @@ redoes every run it selects. ``--data cebab`` limits a sitting to one data set.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from dataclasses import asdict, fields
@@ -228,8 +229,14 @@ def tables(results: dict, ceilings: dict | None = None) -> str:
 
 def ceilings(results: dict) -> dict:
     """The gold-concept ceiling of every data set with a result."""
-    return {data: concept_ceiling(d["train"], d["test"], d.schema) for data in DATA
-            if any(name.startswith(f"{data}-") for name in results) and (d := load_dataset(data))}
+    return {data: _ceiling(data) for data in DATA if any(name.startswith(f"{data}-") for name in results)}
+
+
+@functools.cache
+def _ceiling(data: str) -> dict:
+    """Loaded and fitted once per sitting (the table is rewritten after every run)."""
+    d = load_dataset(data)
+    return concept_ceiling(d["train"], d["test"], d.schema)
 
 
 def sweep(results: dict, out: Path) -> None:
