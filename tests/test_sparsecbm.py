@@ -347,3 +347,28 @@ def test_fisher_groups_budget_the_float64_gram_as_allocated():
     per_weight = one.numel() * one.element_size()  # 800,000 bytes
     assert obs.weight_groups(["a", "b", "c", "d"], shapes, 50, 2 * per_weight) == [[0, 1], [2, 3]]
     assert obs.weight_groups(["a", "b", "c", "d"], shapes, 50, 2 * per_weight - 1) == [[0], [1], [2], [3]]
+
+
+def test_mining_gamma_weighs_the_concept_term_of_the_mask_scores(sparse_clf):
+    """--mining-gamma g mines the masks that a training gamma of g would, and other masks than
+    the training gamma's (here 5) when g differs."""
+    import copy
+
+    from sparsecbm.masks import full_masks
+    from sparsecbm.pruning import mine_masks
+
+    split = _split_of(TEXTS)
+    sparse_clf.model.masks = full_masks(sparse_clf.model.backbone, sparse_clf.schema.concepts)
+    settings = dict(fisher_grads=4, fisher_batch_size=3, grad_chunk=2, block_size=16, damp=1e-3, prune_steps=1)
+
+    def mined(gamma, **extra):
+        clf = copy.deepcopy(sparse_clf)
+        mine_masks(clf, split, PruneConfig(**settings, **extra), gamma=gamma, seed=0)
+        return clf.model.masks
+
+    def same(a, b):
+        return all(torch.equal(a[c][n], b[c][n]) for c in a for n in a[c])
+
+    override = mined(5.0, mining_gamma=0.0)
+    assert same(override, mined(0.0))
+    assert not same(override, mined(5.0))

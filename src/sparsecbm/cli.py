@@ -248,6 +248,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--scope", choices=("global", "layer"), default=pd.scope, help="rank weights across layers or per matrix")
     g.add_argument("--calibration", type=_positive_int, default=pd.calibration, help="wanda: calibration texts per concept")
     g.add_argument("--finetune-epochs", type=float, default=pd.finetune_epochs, help="fine-tuning between pruning steps")
+    g.add_argument("--mining-gamma", type=float, default=pd.mining_gamma, metavar="GAMMA",
+                   help="weight of the concept term in the mask scores' loss L_k (default: --gamma)")
 
     e = sub.add_parser("evaluate", help="score a saved model on a split", description="Score a saved model.")
     e.add_argument("model_dir", metavar="DIR")

@@ -46,6 +46,7 @@ class PruneConfig:
     calibration: int = 128  # Wanda: calibration examples per concept
     finetune_epochs: float = 1.0  # fine-tuning between pruning steps, in epochs
     task_term: bool = True  # L_k includes CE(task); off for sequential/independent CBMs (concepts never see labels)
+    mining_gamma: float | None = None  # gamma of L_k while mining (None: the training gamma)
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -63,6 +64,8 @@ class PruneConfig:
             raise ValueError(f"--damp must be positive, got {self.damp}")
         if self.finetune_epochs < 0:
             raise ValueError(f"--finetune-epochs must not be negative, got {self.finetune_epochs}")
+        if self.mining_gamma is not None and self.mining_gamma < 0:
+            raise ValueError(f"--mining-gamma must not be negative, got {self.mining_gamma}")
 
     def target(self, n_concepts: int) -> float:
         return self.sparsity if self.sparsity is not None else 1.0 - 1.0 / n_concepts
@@ -122,7 +125,11 @@ def mine_masks(
     done: int = 0,
 ) -> None:
     """Gradual mining to ``config.target(K)``; ``finetune(t)`` runs after each step.
-    ``done`` steps already ran (a resumed run: the masks are those of step ``done``)."""
+    ``done`` steps already ran (a resumed run: the masks are those of step ``done``).
+    The scores' L_k weighs its concept term by ``config.mining_gamma`` when set, else
+    by ``gamma`` (the training one)."""
+    if config.mining_gamma is not None:
+        gamma = config.mining_gamma
     schedule = cubic_schedule(config.target(len(clf.schema.concepts)), config.prune_steps)
     for t, sparsity in enumerate(schedule, start=1):
         if t <= done:
