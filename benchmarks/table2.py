@@ -34,7 +34,7 @@ from sparsecbm.cli import _configs, _parser
 from sparsecbm.data import load_dataset
 from sparsecbm.files import atomic_path, write_json, write_text
 from sparsecbm.metrics import concept_ceiling
-from sparsecbm.training import TrainConfig
+from sparsecbm.training import SPEED_ONLY, TrainConfig
 
 DATA = {
     "cebab": [],
@@ -111,8 +111,8 @@ def saved_settings(record: dict | None, model_dir: Path) -> dict | None:
 
 def settings_differ(args: list[str], saved: dict) -> list[str]:
     """How ``saved`` settings differ from those ``sparsecbm train ARGS`` means now ([] when
-    equal; the device is not compared). A key an older version did not save is taken at
-    today's default."""
+    equal; those that change only speed, ``SPEED_ONLY``, are not compared). A key an older
+    version did not save is taken at today's default."""
     train_config, prune = _configs(_parser().parse_args(["train", *args, "--out", "unused"]))
     now = {"training": asdict(train_config), "pruning": asdict(prune) if prune is not None else None}
     defaults = {f.name: f.default for f in fields(TrainConfig)}
@@ -120,7 +120,7 @@ def settings_differ(args: list[str], saved: dict) -> list[str]:
     for part, values in now.items():
         for key, value in (values or {}).items():
             then = (saved.get(part) or {}).get(key, defaults.get(key) if part == "training" else value)
-            if key != "device" and json.loads(json.dumps(then)) != json.loads(json.dumps(value)):
+            if key not in SPEED_ONLY and json.loads(json.dumps(then)) != json.loads(json.dumps(value)):
                 diffs.append(f"{part}.{key} {then!r} (now {value!r})")
     return diffs
 

@@ -88,6 +88,21 @@ def test_resume_refuses_other_settings_and_missing_points(data, tiny_bert, tmp_p
         train(data, config, prune=prune, out=out, progress=False, resume=True)
 
 
+def test_resume_accepts_other_speed_only_settings(data, tiny_bert, tmp_path, monkeypatch):
+    """A run may be resumed with another evaluation batch size or Fisher chunk (SPEED_ONLY)."""
+    from dataclasses import replace
+
+    config, prune = _settings(tiny_bert, epochs=1)
+    out = tmp_path / "m"
+    _interrupt_after(monkeypatch, 2)  # after the dense epoch and the first pruning step
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, prune=prune, out=out, progress=False)
+    monkeypatch.undo()
+    clf = train(data, replace(config, eval_batch_size=7), prune=replace(prune, grad_chunk=3), out=out,
+                progress=False, resume=True)
+    assert load(out).meta["finished"] and clf.model.masks is not None
+
+
 def test_a_fresh_run_drops_the_resume_point_of_an_older_run(data, tiny_bert, tmp_path, monkeypatch):
     config, prune = _settings(tiny_bert)
     out = tmp_path / "m"

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 SELECT = ("auto", "task", "concepts", "mean")
 CBM_MODES = ("joint", "sequential", "independent")
+# Settings that change how fast a run goes or how much memory it takes, not what it learns
+# (up to float rounding): a resumed run or a stored benchmark result may differ in them.
+SPEED_ONLY = frozenset({"device", "eval_batch_size", "grad_chunk", "fisher_memory_gb"})
 
 
 @dataclass(frozen=True)
@@ -267,11 +270,12 @@ def train(
 
 
 def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
-    """A resumed run must have the settings and data it was started with (the device may differ)."""
+    """A resumed run must have the settings and data it was started with (those in
+    ``SPEED_ONLY`` may differ)."""
     saved, now = json.loads(json.dumps(saved)), json.loads(json.dumps(now))  # tuples vs lists
     diffs = [f"{part}.{key}: {saved.get(part, {}).get(key)!r} then, {value!r} now"
              for part in ("training", "pruning") for key, value in (now.get(part) or {}).items()
-             if (saved.get(part) or {}).get(key) != value]
+             if key not in SPEED_ONLY and (saved.get(part) or {}).get(key) != value]
     diffs += [f"{key}: {saved.get(key)!r} then, {now[key]!r} now" for key in ("init_from", "data")
               if saved.get(key) != now[key]]
     if diffs:
