@@ -72,7 +72,7 @@ def main() -> None:
 PROFILED = [
     ("whole training run", "sparsecbm/training.py", "train"),
     ("training epochs (dense, between pruning steps, sparse)", "sparsecbm/training.py", "_train_epoch"),
-    ("dev evaluation after each epoch", "sparsecbm/classifier.py", "evaluate"),
+    ("dev evaluation after each epoch (and a separate head's inputs)", "sparsecbm/training.py", "_forward"),
     ("pruning steps (Fisher gradients, inversion, scores, selection)", "sparsecbm/pruning/__init__.py", "prune_step"),
     ("Fisher gradients: forward+backward of L_k through subnetwork k", "sparsecbm/pruning/obs.py", "gradient_chunks"),
     ("Fisher: Gram accumulation", "sparsecbm/pruning/fisher.py", "add"),

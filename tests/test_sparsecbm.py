@@ -90,7 +90,8 @@ def test_gradients_reach_weights_only_through_kept_positions(sparse):
         assert torch.all(params[name].grad[~union] == 0), name
 
 
-def test_block_fisher_matches_direct_float64_inverse():
+@pytest.mark.parametrize("slice_blocks, threads", [(1024, 1), (2, 3)])  # one slice; slices shared by threads
+def test_block_fisher_matches_direct_float64_inverse(slice_blocks, threads):
     torch.manual_seed(0)
     shapes = [torch.Size([7, 9]), torch.Size([13])]  # 63 + 13 weights, B = 10 -> padded blocks
     B, m, damp = 10, 24, 1e-3
@@ -98,8 +99,8 @@ def test_block_fisher_matches_direct_float64_inverse():
     weights = [torch.randn(s) for s in shapes]
     fisher = BlockFisher(n_blocks=to_blocks(weights, B).shape[0], block_size=B)
     for start in range(0, m, 5):  # chunks of 5, the last one shorter
-        fisher.add(torch.stack([to_blocks(g, B) for g in grads[start : start + 5]]))
-    inv_diag = fisher.inverse_diagonal(damp)
+        fisher.add(torch.stack([to_blocks(g, B) for g in grads[start : start + 5]]), slice_blocks=slice_blocks)
+    inv_diag = fisher.inverse_diagonal(damp, slice_blocks=slice_blocks, threads=threads)
     scores = from_blocks(obs_scores(to_blocks(weights, B), inv_diag), shapes, B)
 
     G = torch.stack([to_blocks(g, B) for g in grads]).double()  # (m, n_blocks, B)
@@ -110,6 +111,19 @@ def test_block_fisher_matches_direct_float64_inverse():
         torch.testing.assert_close(inv_diag[b], direct, rtol=1e-5, atol=0)
         torch.testing.assert_close(obs_scores(w[b], direct), obs_scores(w[b], inv_diag[b]), rtol=1e-5, atol=0)
     assert [s.shape for s in scores] == shapes
+
+
+def test_block_fisher_names_every_block_that_fails_to_factorise():
+    """Blocks in two slices, inverted by two threads, are not positive definite: one error counts both."""
+    fisher = BlockFisher(n_blocks=6, block_size=4)
+    fisher.add(torch.randn(8, 6, 4))
+    fisher.gram[[1, 4]] = -torch.eye(4, dtype=torch.float64) * 1e3  # slices of 3 blocks: one bad block in each
+    with pytest.raises(FloatingPointError, match=r"not positive definite in 2 block\(s\) \(damp=0.001\)"):
+        fisher.inverse_diagonal(1e-3, slice_blocks=3, threads=2)
+    assert torch.get_num_threads() == _THREADS  # restored after the threads' work
+
+
+_THREADS = torch.get_num_threads()
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])

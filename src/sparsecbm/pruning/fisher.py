@@ -7,11 +7,12 @@ Every prunable weight is flattened and cut into consecutive blocks of B entries
 
 oBERT builds F_b^-1 with m sequential Woodbury rank-1 updates, a memory-bound
 loop. Here the m gradients arrive in chunks of c; each chunk adds its Gram
-matrices to all blocks at once with one batched matrix product
-((n_blocks, B, c) @ (n_blocks, c, B)), so memory never grows with m; then all
-blocks are factorised together with a batched Cholesky (float64, in slices of
-1024 blocks: 20 MB temporaries that the allocator reuses instead of fresh pages
-from the OS each time) and the diagonal of each inverse is read off.
+matrices to all blocks with batched matrix products ((s, B, c) @ (s, c, B), a
+slice of s blocks at a time), so memory never grows with m; then all
+blocks are factorised with a batched Cholesky (float64, in slices of 1024
+blocks: 20 MB temporaries that the allocator reuses instead of fresh pages from
+the OS each time; on the CPU the slices are shared among threads, see
+``inverse_diagonal``) and the diagonal of each inverse is read off.
 
 The Gram is accumulated in float64: a sum of m < B rank-one terms is singular,
 and float32 rounding leaves eigenvalues of about 1e-7 x its norm that may be
@@ -27,7 +28,9 @@ Memory: the Gram accumulator holds n_blocks x B x B float64 values, i.e.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -69,17 +72,24 @@ class BlockFisher:
         self.gram = torch.zeros(n_blocks, block_size, block_size, dtype=GRAM_DTYPE, device=device)  # (n_blocks, B, B)
         self.count = 0
 
-    def add(self, chunk: torch.Tensor) -> None:
-        """``chunk``: (c, n_blocks, B) gradients; adds sum_i g_i g_i^T to every block."""
-        g = chunk.to(self.gram.device, torch.float64).permute(1, 0, 2)  # (n_blocks, c, B)
-        self.gram.baddbmm_(g.transpose(1, 2), g)  # (n_blocks, B, c) @ (n_blocks, c, B)
+    def add(self, chunk: torch.Tensor, slice_blocks: int = SLICE_BLOCKS) -> None:
+        """``chunk``: (c, n_blocks, B) gradients; adds sum_i g_i g_i^T to every block.
+        Taken ``slice_blocks`` blocks at a time, so the float64 copy of the gradients is
+        one slice's (c x 1024 x B x 8 bytes), not the whole chunk's."""
+        for start in range(0, self.gram.shape[0], slice_blocks):
+            g = chunk[:, start : start + slice_blocks].to(self.gram.device, torch.float64).transpose(0, 1)  # (s, c, B)
+            self.gram[start : start + slice_blocks].baddbmm_(g.transpose(1, 2), g)  # (s, B, c) @ (s, c, B)
         self.count += chunk.shape[0]
 
     def inverse_diagonal(self, damp: float, slice_blocks: int = SLICE_BLOCKS,
-                         owned: Callable[[int], bool] | None = None) -> torch.Tensor:
+                         owned: Callable[[int], bool] | None = None, threads: int | None = None) -> torch.Tensor:
         """diag(F_b^-1) for every block, (n_blocks, B), computed in float64. With
         ``owned``, only the slices ``owned(i)`` holds true for (slice i: blocks
-        i * slice_blocks ...) are computed; the others are left 0."""
+        i * slice_blocks ...) are computed; the others are left 0.
+
+        LAPACK factorises a batch one small matrix after another on one core, so on
+        the CPU the slices are shared among ``threads`` Python threads (default:
+        torch's thread count), each running torch with one thread."""
         if self.count == 0:
             raise ValueError("no gradients were added to the Fisher estimate")
         if not damp > 0:
@@ -87,18 +97,39 @@ class BlockFisher:
         eye = torch.eye(self.block_size, dtype=torch.float64, device=self.gram.device)
         out = (torch.empty if owned is None else torch.zeros)(self.gram.shape[:2], dtype=torch.float64,
                                                              device=self.gram.device)
-        for part, start in enumerate(range(0, self.gram.shape[0], slice_blocks)):
-            if owned is not None and not owned(part):
-                continue
+
+        def invert(start: int) -> int:
+            """Fills ``out`` for one slice; the number of blocks that failed to factorise."""
             f = self.gram[start : start + slice_blocks] / self.count + damp * eye
             chol, info = torch.linalg.cholesky_ex(f)
-            if bool((info > 0).any()):
-                bad = int((info > 0).sum())
-                raise FloatingPointError(
-                    f"the dampened Fisher is not positive definite in {bad} block(s) (damp={damp}); raise --damp"
-                )
-            out[start : start + slice_blocks] = torch.cholesky_inverse(chol).diagonal(dim1=-2, dim2=-1)
+            bad = int((info > 0).sum())
+            if not bad:
+                out[start : start + slice_blocks] = torch.cholesky_inverse(chol).diagonal(dim1=-2, dim2=-1)
+            return bad
+
+        starts = [start for part, start in enumerate(range(0, self.gram.shape[0], slice_blocks))
+                  if owned is None or owned(part)]
+        threads = min(threads or torch.get_num_threads(), len(starts))
+        if threads > 1 and self.gram.device.type == "cpu":
+            with _torch_threads(1), ThreadPoolExecutor(threads) as pool:
+                bad = sum(pool.map(invert, starts))
+        else:
+            bad = sum(map(invert, starts))
+        if bad:
+            raise FloatingPointError(
+                f"the dampened Fisher is not positive definite in {bad} block(s) (damp={damp}); raise --damp"
+            )
         return out
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def obs_scores(weight_blocks: torch.Tensor, inverse_diag: torch.Tensor) -> torch.Tensor:
