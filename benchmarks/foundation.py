@@ -50,6 +50,27 @@ def _child(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def stored_runs(path: Path) -> dict:
+    """The runs a resumable benchmark saved in ``path`` (JSON ``{"runs": ...}``), or none yet."""
+    return json.loads(path.read_text())["runs"] if path.exists() else {}
+
+
+def run_missing(out: Path, name: str, planned: dict, markdown) -> dict:
+    """Run each ``planned`` entry (key -> a function returning its record) that
+    ``out/NAME.json`` lacks, saving NAME.json and NAME.md (``markdown(results)``) after
+    each, so a stopped sitting loses at most the run it was in; prints and returns all."""
+    path = out / f"{name}.json"
+    results = stored_runs(path)
+    for key, run in planned.items():
+        if key in results:
+            continue
+        results[key] = run()
+        write_json(path, {"runs": results})
+        write_text(out / f"{name}.md", markdown(results))
+    print(markdown(results))
+    return results
+
+
 def run_one(name: str, args: list[str], runs_dir: Path) -> dict:
     model_dir = runs_dir / name
     # A sitting stopped inside this run continues it (same model as an uninterrupted run).

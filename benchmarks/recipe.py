@@ -19,12 +19,10 @@ difference has to beat.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 from pathlib import Path
 
-from foundation import run_one  # benchmarks/ is on sys.path when run as a script
-
-from sparsecbm.files import write_json, write_text
+from foundation import run_missing, run_one  # benchmarks/ is on sys.path when run as a script
 
 BASE = ["--gamma", "5", "--lr", "5e-5"]  # the defaults the sweep started from
 SETTINGS = {
@@ -62,16 +60,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(SETTINGS))
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    path = Path(args.out) / "recipe.json"
-    results = json.loads(path.read_text())["runs"] if path.exists() else {}
-    for name in args.only or SETTINGS:
-        if name in results:
-            continue
-        results[name] = run_one(f"recipe-{name}", ["--data", "cebab", "--model", "cbm", *BASE, *SETTINGS[name]],
-                                Path("runs/recipe"))
-        write_json(path, {"runs": results})
-        write_text(Path(args.out) / "recipe.md", markdown(results))
-    print(markdown(results))
+    planned = {name: functools.partial(run_one, f"recipe-{name}",
+                                       ["--data", "cebab", "--model", "cbm", *BASE, *SETTINGS[name]], Path("runs/recipe"))
+               for name in args.only or SETTINGS}
+    run_missing(Path(args.out), "recipe", planned, markdown)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ when the script runs again (an interrupted run is resumed); each takes about
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from pathlib import Path
 
-from foundation import run_one  # benchmarks/ is on sys.path when run as a script
+from foundation import run_missing, run_one  # benchmarks/ is on sys.path when run as a script
 
-from sparsecbm.files import write_json, write_text
 
 SETTINGS = {
     "mining-gamma-5": ["--mining-gamma", "5"],  # L_k weighted like the paper's gamma: the concept term leads
@@ -72,20 +72,15 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     table2 = json.loads(TABLE2.read_text())["runs"]
-    path = Path(args.out) / "sparse_recipe.json"
-    results = json.loads(path.read_text())["runs"] if path.exists() else {}
-    for seed in args.seeds:
-        for name in args.only or SETTINGS:
-            key = f"{name}-s{seed}"
-            if key in results:
-                continue
-            argv = ["--data", "cebab", "--model", "sparsecbm", "--seed", str(seed), "--init-from",
-                    str(dense_dir(seed)), *SETTINGS[name]]
-            results[key] = {"setting": name, "seed": seed, **run_one(key, argv, Path("runs/sparse_recipe"))}
-            write_json(path, {"runs": results})
-            write_text(Path(args.out) / "sparse_recipe.md", markdown(results, table2))
-    print(markdown(results, table2))
+    planned = {f"{name}-s{seed}": functools.partial(run_row, name, seed) for seed in args.seeds
+               for name in args.only or SETTINGS}
+    run_missing(Path(args.out), "sparse_recipe", planned, lambda results: markdown(results, table2))
 
+
+def run_row(name: str, seed: int) -> dict:
+    argv = ["--data", "cebab", "--model", "sparsecbm", "--seed", str(seed), "--init-from", str(dense_dir(seed)),
+            *SETTINGS[name]]
+    return {"setting": name, "seed": seed, **run_one(f"{name}-s{seed}", argv, Path("runs/sparse_recipe"))}
 
 if __name__ == "__main__":
     main()

@@ -28,7 +28,7 @@ import statistics
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from foundation import run_one  # benchmarks/ is on sys.path when run as a script
+from foundation import run_one, stored_runs  # benchmarks/ is on sys.path when run as a script
 
 from sparsecbm.cli import _configs, _parser
 from sparsecbm.data import load_dataset
@@ -278,7 +278,7 @@ def main() -> None:
     args = parser.parse_args()
     out, runs_dir = Path(args.out), Path("runs/table2")
     json_path = out / "table2.json"
-    results = json.loads(json_path.read_text())["runs"] if json_path.exists() else {}
+    results = stored_runs(json_path)
     planned = {name: run_args for name, run_args in
                plan(set(args.only or ("table", "pruners", "sweep", "decoder", "modes")), args.seeds)
                if name.split("-", 1)[0] in (args.data or DATA)}
