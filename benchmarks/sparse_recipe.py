@@ -54,7 +54,9 @@ def markdown(results: dict, table2: dict) -> str:
         c, t = accuracies(r)
         dc, dt = accuracies(table2[f"cebab-cbm-s{seed}"])
         default = table2.get(f"cebab-sparsecbm-obs-s{seed}")
-        base = f"{accuracies(default)[0] - dc:+.1f} / {accuracies(default)[1] - dt:+.1f}" if default else "-"
+        if default:
+            bc, bt = accuracies(default)
+        base = f"{bc - dc:+.1f} / {bt - dt:+.1f}" if default else "-"
         gaps.setdefault(name, []).append((c - dc, t - dt))
         lines.append(f"| {name} | {seed} | {c:.1f} | {t:.1f} | {c - dc:+.1f} | {t - dt:+.1f} | {base} "
                      f"| {r['train_wall_seconds'] / 60:.1f} |")
@@ -81,6 +83,7 @@ def run_row(name: str, seed: int) -> dict:
     argv = ["--data", "cebab", "--model", "sparsecbm", "--seed", str(seed), "--init-from", str(dense_dir(seed)),
             *SETTINGS[name]]
     return {"setting": name, "seed": seed, **run_one(f"{name}-s{seed}", argv, Path("runs/sparse_recipe"))}
+
 
 if __name__ == "__main__":
     main()

@@ -44,7 +44,6 @@ DATA = {
     "cebab": [],
     "imdbc": ["--max-length", "512", "--batch-size", "8"],
 }
-IMDBC_SPARSE = DATA["imdbc"]
 NAMES = {"cebab": "CEBaB", "imdbc": "IMDB-C"}
 SWEEP = (0.5, 0.75, 0.9, 0.95)
 # The sweep uses the pruner comparison's short protocol: 3 cubic steps, no fine-tuning between, 1 final epoch.
@@ -80,8 +79,7 @@ def plan(parts: set[str], seeds: list[int]) -> list[tuple[str, list[str]]]:
                 runs.append((f"{data}-cbm-s{seed}", ["--data", data, "--model", "cbm", *extra, *s]))
             if "table" in parts:
                 runs.append((f"{data}-standard-s{seed}", ["--data", data, "--model", "standard", *extra, *s]))
-                sparse_extra = IMDBC_SPARSE if data == "imdbc" else []
-                runs.append((f"{data}-sparsecbm-obs-s{seed}", _sparse(data, sparse_extra, s, "obs", None, seed)))
+                runs.append((f"{data}-sparsecbm-obs-s{seed}", _sparse(data, extra, s, "obs", None, seed)))
         if "modes" in parts:
             for mode in ("sequential", "independent"):
                 runs.append((f"cebab-cbm-{mode}-s{seed}", ["--data", "cebab", "--model", "cbm", "--cbm-mode", mode, *s]))
@@ -215,7 +213,7 @@ def tables(results: dict, ceilings: dict | None = None) -> str:
         "",
         "Protocols: SparseCBM starts from the CBM row above it (`--init-from`) and prunes each concept to "
         "1 - 1/K. CEBaB MiniLM: 3 cubic OBS steps (m = 64), 1 fine-tuning epoch between steps, 5 final epochs. "
-        f"IMDB-C (K = 4): the same protocol with `{' '.join(IMDBC_SPARSE)}` (long reviews; memory). "
+        f"IMDB-C (K = 4): the same protocol with `{' '.join(DATA['imdbc'])}` (long reviews; memory). "
         f"SmolLM2: the same protocol with `{' '.join(DECODER_SPARSE)}` (memory). "
         "The exact command of every cell is in table2.json.",
     ]
