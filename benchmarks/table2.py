@@ -57,15 +57,16 @@ DECODER = ["--backbone", "smollm2-135m", "--batch-size", "8"]
 # the next sitting resumes the interrupted run from its last epoch or pruning step.
 DECODER_SPARSE = [*DECODER, "--block-size", "8", "--grad-chunk", "4"]
 # Runs that an earlier benchmark already made; each is taken only when its saved settings are those
-# planned here (adopt() checks), so the entries of an older recipe are skipped. The pipeline's SparseCBM
-# trained its own dense phase instead of starting from cebab-cbm-s0 (--init-from), with the same settings:
-# the dense phase is deterministic on this machine (its dev log equals the CBM run's to the last digit).
+# planned here (adopt() checks), so the entries of an older recipe are skipped (and a stored result of an
+# older recipe is replaced by an adoptable run). The SparseCBM rows are sparse_recipe.py's mining-gamma-5
+# runs, which started from these CBMs with today's defaults.
 ADOPT = {
     "cebab-standard-s0": ("foundation.json", "cebab-standard", "runs/foundation/cebab-standard"),
     "cebab-cbm-s0": ("recipe.json", "gamma-0.5-lr-1e-4", "runs/recipe/recipe-gamma-0.5-lr-1e-4"),
     "cebab-cbm-s1": ("recipe.json", "gamma-0.5-lr-1e-4-seed-1", "runs/recipe/recipe-gamma-0.5-lr-1e-4-seed-1"),
     "cebab-cbm-s2": ("recipe.json", "gamma-0.5-lr-1e-4-seed-2", "runs/recipe/recipe-gamma-0.5-lr-1e-4-seed-2"),
-    "cebab-sparsecbm-obs-s0": ("pipeline.json", None, "runs/pipeline/cebab-sparsecbm"),
+    **{f"cebab-sparsecbm-obs-s{seed}": ("sparse_recipe.json", f"mining-gamma-5-s{seed}",
+                                        f"runs/sparse_recipe/mining-gamma-5-s{seed}") for seed in range(3)},
 }
 
 
@@ -107,17 +108,24 @@ def saved_settings(record: dict | None, model_dir: Path) -> dict | None:
     return (record or {}).get("settings")
 
 
+# Settings that older versions did not save, at the value those versions used; any other key an older
+# version did not save is taken at today's default. Mining used the training gamma (None) before
+# --mining-gamma existed.
+NOT_SAVED_THEN = {("pruning", "mining_gamma"): None}
+
+
 def settings_differ(args: list[str], saved: dict) -> list[str]:
     """How ``saved`` settings differ from those ``sparsecbm train ARGS`` means now ([] when
     equal; those that change only speed, ``SPEED_ONLY``, are not compared). A key an older
-    version did not save is taken at today's default."""
+    version did not save is taken at its ``NOT_SAVED_THEN`` value, else at today's default."""
     train_config, prune = _configs(_parser().parse_args(["train", *args, "--out", "unused"]))
     now = {"training": asdict(train_config), "pruning": asdict(prune) if prune is not None else None}
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     diffs = []
     for part, values in now.items():
         for key, value in (values or {}).items():
-            then = (saved.get(part) or {}).get(key, defaults.get(key) if part == "training" else value)
+            unsaved = NOT_SAVED_THEN.get((part, key), defaults.get(key) if part == "training" else value)
+            then = (saved.get(part) or {}).get(key, unsaved)
             if key not in SPEED_ONLY and json.loads(json.dumps(then)) != json.loads(json.dumps(value)):
                 diffs.append(f"{part}.{key} {then!r} (now {value!r})")
     return diffs
@@ -127,17 +135,23 @@ def adopt(results: dict, planned: dict[str, list[str]], out: Path, runs_dir: Pat
     """Take runs an earlier benchmark already made with the settings planned here instead of
     training them again."""
     for name, (source, key, model_dir) in ADOPT.items():
-        if name in results or name not in planned or not (out / source).exists() or not Path(model_dir).is_dir():
+        if name not in planned or not (out / source).exists() or not Path(model_dir).is_dir():
             continue
+        link = runs_dir / name
+        stored = saved_settings(results.get(name), link)
+        if name in results and stored is not None and not settings_differ(planned[name], stored):
+            continue  # the stored result is today's (one of unknown settings gives way to a checked run)
         if settings_differ(planned[name], saved_settings(None, Path(model_dir))):
             continue  # made under other defaults
+        if link.exists() and not link.is_symlink():
+            raise SystemExit(f"{link}: a run of older settings is in the way of adopting {model_dir}; move it")
         record = json.loads((out / source).read_text())
         record = record["runs"][key] if key else record
         results[name] = {**record, "adopted_from": f"{source} ({model_dir})"}
-        link = runs_dir / name
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
+        if link.is_symlink():
+            link.unlink()
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
 
 
 def _sparse(data: str, extra: list[str], seed_args: list[str], pruner: str, sparsity: float | None, seed: int) -> list[str]:

@@ -365,7 +365,8 @@ def test_fisher_groups_budget_the_float64_gram_as_allocated():
 
 def test_mining_gamma_weighs_the_concept_term_of_the_mask_scores(sparse_clf):
     """--mining-gamma g mines the masks that a training gamma of g would, and other masks than
-    the training gamma's (here 5) when g differs."""
+    the training gamma's (here 5) when g differs; by default masks are mined at gamma 5 whatever
+    the training gamma."""
     import copy
 
     from sparsecbm.masks import full_masks
@@ -384,5 +385,6 @@ def test_mining_gamma_weighs_the_concept_term_of_the_mask_scores(sparse_clf):
         return all(torch.equal(a[c][n], b[c][n]) for c in a for n in a[c])
 
     override = mined(5.0, mining_gamma=0.0)
-    assert same(override, mined(0.0))
-    assert not same(override, mined(5.0))
+    assert same(override, mined(0.0, mining_gamma=None))  # None: the training gamma
+    assert not same(override, mined(5.0, mining_gamma=None))
+    assert same(mined(0.5), mined(5.0, mining_gamma=None))  # the default mines at the paper's gamma 5

@@ -249,7 +249,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--calibration", type=_positive_int, default=pd.calibration, help="wanda: calibration texts per concept")
     g.add_argument("--finetune-epochs", type=float, default=pd.finetune_epochs, help="fine-tuning between pruning steps")
     g.add_argument("--mining-gamma", type=float, default=pd.mining_gamma, metavar="GAMMA",
-                   help="weight of the concept term in the mask scores' loss L_k (default: --gamma)")
+                   help="weight of the concept term in the mask scores' loss L_k (default 5, the paper's gamma; "
+                        "at the training --gamma of 0.5 the task term leads and the masks lose concept accuracy)")
 
     e = sub.add_parser("evaluate", help="score a saved model on a split", description="Score a saved model.")
     e.add_argument("model_dir", metavar="DIR")

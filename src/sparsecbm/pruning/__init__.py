@@ -46,7 +46,9 @@ class PruneConfig:
     calibration: int = 128  # Wanda: calibration examples per concept
     finetune_epochs: float = 1.0  # fine-tuning between pruning steps, in epochs
     task_term: bool = True  # L_k includes CE(task); off for sequential/independent CBMs (concepts never see labels)
-    mining_gamma: float | None = None  # gamma of L_k while mining (None: the training gamma)
+    # gamma of L_k while mining (None: the training gamma). 5, the paper's gamma: with the training gamma
+    # 0.5, L_k is mostly its task term and the masks cost concept accuracy (benchmarks/sparse_recipe.py)
+    mining_gamma: float | None = 5.0
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
