@@ -249,6 +249,9 @@ def test_saliency_uses_gamma_of_the_model(sparse_clf):
         s[gamma] = saliency(sparse_clf, 0, batches, torch.tensor([1]), torch.tensor([2])).astype(np.float64)
     assert not np.allclose(s[2.0], s[1.0])
     np.testing.assert_allclose(s[3.0] - s[1.0], 2 * (s[2.0] - s[1.0]), rtol=1e-3, atol=1e-9)
+    # Masks mined at another gamma than the training one: a correction rewires with the mining L_k.
+    sparse_clf.meta = {"training": {"gamma": 0.5}, "pruning": {"mining_gamma": 2.0}}
+    np.testing.assert_array_equal(saliency(sparse_clf, 0, batches, torch.tensor([1]), torch.tensor([2])), s[2.0])
 
 
 @pytest.mark.parametrize("call, error, message", [

@@ -105,6 +105,13 @@ class Classifier:
         return float(self.meta.get("training", {}).get("gamma", 5.0))
 
     @property
+    def mining_gamma(self) -> float:
+        """The gamma of L_k its masks were mined with (``--mining-gamma``; the training gamma
+        when not set, as before that flag existed). Corrections rewire with the same L_k."""
+        mining = (self.meta.get("pruning") or {}).get("mining_gamma")
+        return self.gamma if mining is None else float(mining)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 

@@ -343,7 +343,7 @@ def _gradients(
         for rows, b in batches:
             y = None if labels is None else labels[rows].to(clf.device)
             loss = model.concept_loss(b["input_ids"], b["attention_mask"], k, values[rows].to(clf.device), y,
-                                      gamma=clf.gamma, reduction="sum", weights=masked)
+                                      gamma=clf.mining_gamma, reduction="sum", weights=masked)
             yield torch.autograd.grad(loss, list(masked.values()))
 
 
