@@ -34,7 +34,7 @@ from sparsecbm.cli import _configs, _parser
 from sparsecbm.data import load_dataset
 from sparsecbm.files import atomic_path, write_json, write_text
 from sparsecbm.metrics import concept_ceiling
-from sparsecbm.training import SPEED_ONLY, TrainConfig
+from sparsecbm.training import SPEED_ONLY, TrainConfig, acting_settings
 
 # IMDB-C has CEBaB's protocol (recipe, epochs, mining) with two differences: 512 tokens, since its
 # reviews are long (CEBaB's 128 would cut most of them), and batches of 8, as in the first IMDB-C runs:
@@ -108,25 +108,20 @@ def saved_settings(record: dict | None, model_dir: Path) -> dict | None:
     return (record or {}).get("settings")
 
 
-# Settings that older versions did not save, at the value those versions used; any other key an older
-# version did not save is taken at today's default. Mining used the training gamma (None) before
-# --mining-gamma existed.
-NOT_SAVED_THEN = {("pruning", "mining_gamma"): None}
-
-
 def settings_differ(args: list[str], saved: dict) -> list[str]:
     """How ``saved`` settings differ from those ``sparsecbm train ARGS`` means now ([] when
-    equal; those that change only speed, ``SPEED_ONLY``, are not compared). A key an older
-    version did not save is taken at its ``NOT_SAVED_THEN`` value, else at today's default."""
+    equal; those that change only speed, ``SPEED_ONLY``, are not compared). Values are compared as
+    they acted (``acting_settings``); any other key an older version did not save is taken at
+    today's default."""
     train_config, prune = _configs(_parser().parse_args(["train", *args, "--out", "unused"]))
-    now = {"training": asdict(train_config), "pruning": asdict(prune) if prune is not None else None}
+    now = acting_settings({"training": asdict(train_config), "pruning": asdict(prune) if prune is not None else None})
+    saved = acting_settings(saved)
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     diffs = []
     for part, values in now.items():
         for key, value in (values or {}).items():
-            unsaved = NOT_SAVED_THEN.get((part, key), defaults.get(key) if part == "training" else value)
-            then = (saved.get(part) or {}).get(key, unsaved)
-            if key not in SPEED_ONLY and json.loads(json.dumps(then)) != json.loads(json.dumps(value)):
+            then = (saved.get(part) or {}).get(key, defaults.get(key) if part == "training" else value)
+            if key not in SPEED_ONLY and json.loads(json.dumps(then)) != value:
                 diffs.append(f"{part}.{key} {then!r} (now {value!r})")
     return diffs
 

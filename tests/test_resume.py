@@ -103,6 +103,29 @@ def test_resume_accepts_other_speed_only_settings(data, tiny_bert, tmp_path, mon
     assert load(out).meta["finished"] and clf.model.masks is not None
 
 
+def test_resume_compares_the_mining_gamma_as_it_acted(data, tiny_bert, tmp_path, monkeypatch):
+    """A run started before --mining-gamma existed (not saved: mining at the training gamma) is
+    refused under today's default, naming the setting, and resumes with --mining-gamma equal to
+    its training gamma."""
+    import json
+    from dataclasses import replace
+
+    config, prune = _settings(tiny_bert, epochs=1)  # training gamma 0.5, mining gamma 5 by default
+    out = tmp_path / "m"
+    _interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, prune=replace(prune, mining_gamma=None), out=out, progress=False)
+    monkeypatch.undo()
+    state = out / "resume" / "state.json"
+    saved = json.loads(state.read_text())
+    del saved["run"]["pruning"]["mining_gamma"]  # as an older version wrote it
+    state.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"pruning.mining_gamma: 0.5 then, 5.0 now"):
+        train(data, config, prune=prune, out=out, progress=False, resume=True)
+    train(data, config, prune=replace(prune, mining_gamma=config.gamma), out=out, progress=False, resume=True)
+    assert load(out).meta["finished"]
+
+
 def test_a_fresh_run_drops_the_resume_point_of_an_older_run(data, tiny_bert, tmp_path, monkeypatch):
     config, prune = _settings(tiny_bert)
     out = tmp_path / "m"

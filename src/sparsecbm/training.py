@@ -46,6 +46,17 @@ CBM_MODES = ("joint", "sequential", "independent")
 SPEED_ONLY = frozenset({"device", "eval_batch_size", "grad_chunk", "fisher_memory_gb"})
 
 
+def acting_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (a run's ``{"training": ..., "pruning": ...}``, as saved) with each value as it
+    acted, for comparing runs: a mining gamma of None, or not saved (versions before
+    ``--mining-gamma``), is the training gamma. A JSON copy: tuples become lists."""
+    settings = json.loads(json.dumps(settings))
+    pruning, training = settings.get("pruning"), settings.get("training") or {}
+    if pruning is not None and pruning.get("mining_gamma") is None and "gamma" in training:
+        pruning["mining_gamma"] = float(training["gamma"])
+    return settings
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting; the CLI only turns flags into one of these."""
@@ -272,7 +283,7 @@ def train(
 def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
     """A resumed run must have the settings and data it was started with (those in
     ``SPEED_ONLY`` may differ)."""
-    saved, now = json.loads(json.dumps(saved)), json.loads(json.dumps(now))  # tuples vs lists
+    saved, now = acting_settings(saved), acting_settings(now)
     diffs = [f"{part}.{key}: {saved.get(part, {}).get(key)!r} then, {value!r} now"
              for part in ("training", "pruning") for key, value in (now.get(part) or {}).items()
              if key not in SPEED_ONLY and (saved.get(part) or {}).get(key) != value]
