@@ -14,6 +14,7 @@ Writes ``foundation.json`` (all numbers, with the commands) and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import shlex
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 from sparsecbm.data import load_dataset
 from sparsecbm.files import write_json, write_text
@@ -50,6 +52,23 @@ def _child(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def sole_writer(path: Path):
+    """Hold ``path``'s lock (``.NAME.lock`` beside it) while a benchmark keeps its results there:
+    a second sitting of the same benchmark would keep an older copy in memory and overwrite the
+    first one's records, so it stops at once, saying so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.parent / f".{path.name}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SystemExit(f"{path}: another sitting of this benchmark is writing it; wait for it to end") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def stored_runs(path: Path) -> dict:
     """The runs a resumable benchmark saved in ``path`` (JSON ``{"runs": ...}``), or none yet."""
     return json.loads(path.read_text())["runs"] if path.exists() else {}
@@ -60,13 +79,14 @@ def run_missing(out: Path, name: str, planned: dict, markdown) -> dict:
     ``out/NAME.json`` lacks, saving NAME.json and NAME.md (``markdown(results)``) after
     each, so a stopped sitting loses at most the run it was in; prints and returns all."""
     path = out / f"{name}.json"
-    results = stored_runs(path)
-    for key, run in planned.items():
-        if key in results:
-            continue
-        results[key] = run()
-        write_json(path, {"runs": results})
-        write_text(out / f"{name}.md", markdown(results))
+    with sole_writer(path):
+        results = stored_runs(path)
+        for key, run in planned.items():
+            if key in results:
+                continue
+            results[key] = run()
+            write_json(path, {"runs": results})
+            write_text(out / f"{name}.md", markdown(results))
     print(markdown(results))
     return results
 
@@ -129,14 +149,14 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     json_path = out / "foundation.json"
-    previous = json.loads(json_path.read_text()) if json_path.exists() else {}
-    results = previous.get("runs", {})
-    for name in args.only or RUNS:
-        results[name] = run_one(name, RUNS[name], Path(args.runs_dir))
-        machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-        ceiling = ceilings()
-        write_json(json_path, {"machine": machine, "runs": results, "gold_concept_ceiling": ceiling})
-        write_text(out / "foundation.md", markdown(results, ceiling, machine))
+    with sole_writer(json_path):
+        results = stored_runs(json_path)
+        for name in args.only or RUNS:
+            results[name] = run_one(name, RUNS[name], Path(args.runs_dir))
+            machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+            ceiling = ceilings()
+            write_json(json_path, {"machine": machine, "runs": results, "gold_concept_ceiling": ceiling})
+            write_text(out / "foundation.md", markdown(results, ceiling, machine))
     print((out / "foundation.md").read_text())
 
 

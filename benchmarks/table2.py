@@ -28,7 +28,7 @@ import statistics
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from foundation import run_one, stored_runs  # benchmarks/ is on sys.path when run as a script
+from foundation import run_one, sole_writer, stored_runs  # benchmarks/ is on sys.path when run as a script
 
 from sparsecbm.cli import _configs, _parser
 from sparsecbm.data import load_dataset
@@ -128,7 +128,8 @@ def settings_differ(args: list[str], saved: dict) -> list[str]:
 
 def adopt(results: dict, planned: dict[str, list[str]], out: Path, runs_dir: Path) -> None:
     """Take runs an earlier benchmark already made with the settings planned here instead of
-    training them again."""
+    training them again; saved to table2.json at once, so that the records there always
+    describe the folders runs/table2/NAME links to."""
     for name, (source, key, model_dir) in ADOPT.items():
         if name not in planned or not (out / source).exists() or not Path(model_dir).is_dir():
             continue
@@ -147,6 +148,7 @@ def adopt(results: dict, planned: dict[str, list[str]], out: Path, runs_dir: Pat
             link.unlink()
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
+        write_json(out / "table2.json", {"runs": results})
 
 
 def _sparse(data: str, extra: list[str], seed_args: list[str], pruner: str, sparsity: float | None, seed: int) -> list[str]:
@@ -285,28 +287,29 @@ def main() -> None:
     args = parser.parse_args()
     out, runs_dir = Path(args.out), Path("runs/table2")
     json_path = out / "table2.json"
-    results = stored_runs(json_path)
-    planned = {name: run_args for name, run_args in
-               plan(set(args.only or ("table", "pruners", "sweep", "decoder", "modes")), args.seeds)
-               if name.split("-", 1)[0] in (args.data or DATA)}
-    adopt(results, planned, out, runs_dir)
-    for name, run_args in planned.items():
-        model_dir = runs_dir / name
-        if name in results and not args.redo:
-            saved = saved_settings(results[name], model_dir)
-            diffs = settings_differ(run_args, saved) if saved is not None else []
-            if not diffs:
-                continue
-            print(f"== {name}: made with other settings ({'; '.join(diffs)}); training it again", flush=True)
-        if model_dir.is_symlink():  # an adopted run's folder belongs to the benchmark that made it
-            model_dir.unlink()
-        results[name] = run_one(name, run_args, runs_dir)
-        results[name]["settings"] = saved_settings(None, model_dir)
-        write_json(json_path, {"runs": results})
+    with sole_writer(json_path):
+        results = stored_runs(json_path)
+        planned = {name: run_args for name, run_args in
+                   plan(set(args.only or ("table", "pruners", "sweep", "decoder", "modes")), args.seeds)
+                   if name.split("-", 1)[0] in (args.data or DATA)}
+        adopt(results, planned, out, runs_dir)
+        for name, run_args in planned.items():
+            model_dir = runs_dir / name
+            if name in results and not args.redo:
+                saved = saved_settings(results[name], model_dir)
+                diffs = settings_differ(run_args, saved) if saved is not None else []
+                if not diffs:
+                    continue
+                print(f"== {name}: made with other settings ({'; '.join(diffs)}); training it again", flush=True)
+            if model_dir.is_symlink():  # an adopted run's folder belongs to the benchmark that made it
+                model_dir.unlink()
+            results[name] = run_one(name, run_args, runs_dir)
+            results[name]["settings"] = saved_settings(None, model_dir)
+            write_json(json_path, {"runs": results})
+            write_text(out / "table2.md", tables(results, ceilings(results)))
+            sweep(results, out)
         write_text(out / "table2.md", tables(results, ceilings(results)))
         sweep(results, out)
-    write_text(out / "table2.md", tables(results, ceilings(results)))
-    sweep(results, out)
     print((out / "table2.md").read_text())
 
 
