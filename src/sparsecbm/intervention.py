@@ -5,7 +5,8 @@ concept k's mask M_k does. One step on texts x_1..x_n with true values c_k:
 
 1. G = dL_k / d(M_k * theta), summed over the texts, through subnetwork k,
    with L_k = CE(phi_k a_k + b, y) + gamma * CE(logits_k, c_k) (the model's
-   one definition, as in mining; the task term only when the labels are known).
+   one definition, at the gamma the masks were mined with; the task term only
+   when the labels are known).
 2. Rank the weights (``selection``):
 
    - ``taylor`` (default): by a first-order Taylor expansion in the mask bit,
