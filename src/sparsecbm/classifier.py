@@ -36,6 +36,7 @@ from .files import atomic_path, folder_lock, write_json
 from .masks import load_masks, save_masks
 from .metrics import evaluate_predictions
 from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
+from .pruning import mining_gamma
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,7 @@ class Classifier:
     def mining_gamma(self) -> float:
         """The gamma of L_k its masks were mined with (``--mining-gamma``; the training gamma
         when not set, as before that flag existed). Corrections rewire with the same L_k."""
-        mining = (self.meta.get("pruning") or {}).get("mining_gamma")
-        return self.gamma if mining is None else float(mining)
+        return mining_gamma((self.meta.get("pruning") or {}).get("mining_gamma"), self.gamma)
 
     @property
     def device(self) -> torch.device:

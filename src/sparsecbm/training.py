@@ -35,7 +35,7 @@ from .files import write_text
 from .model import MODEL_KINDS, POOLINGS, CBMOutput, ConceptBottleneckModel, ModelConfig, joint_loss
 from .masks import sparsity
 from .parallel import processes
-from .pruning import PruneConfig, mine_masks
+from .pruning import PruneConfig, mine_masks, mining_gamma
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,8 @@ def acting_settings(settings: dict[str, Any]) -> dict[str, Any]:
     ``--mining-gamma``), is the training gamma. A JSON copy: tuples become lists."""
     settings = json.loads(json.dumps(settings))
     pruning, training = settings.get("pruning"), settings.get("training") or {}
-    if pruning is not None and pruning.get("mining_gamma") is None and "gamma" in training:
-        pruning["mining_gamma"] = float(training["gamma"])
+    if pruning is not None and "gamma" in training:
+        pruning["mining_gamma"] = mining_gamma(pruning.get("mining_gamma"), training["gamma"])
     return settings
 
 

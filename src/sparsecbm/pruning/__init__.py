@@ -115,6 +115,12 @@ def prune_step(clf: Classifier, split: Split, config: PruneConfig, sparsity: flo
         model.set_masks(concept, dict(zip(names, new)))
 
 
+def mining_gamma(setting: float | None, training_gamma: float) -> float:
+    """The gamma of L_k while mining: ``setting`` (``--mining-gamma``), or the training gamma
+    when it is None (as for every run before that flag existed)."""
+    return training_gamma if setting is None else float(setting)
+
+
 def mine_masks(
     clf: Classifier,
     split: Split,
@@ -130,8 +136,7 @@ def mine_masks(
     ``done`` steps already ran (a resumed run: the masks are those of step ``done``).
     The scores' L_k weighs its concept term by ``config.mining_gamma`` when set, else
     by ``gamma`` (the training one)."""
-    if config.mining_gamma is not None:
-        gamma = config.mining_gamma
+    gamma = mining_gamma(config.mining_gamma, gamma)
     schedule = cubic_schedule(config.target(len(clf.schema.concepts)), config.prune_steps)
     for t, sparsity in enumerate(schedule, start=1):
         if t <= done:
