@@ -47,7 +47,7 @@ def main() -> None:
     masks = summary(load(model_dir).model.masks)
     result.update({
         "pruning": saved["pruning"],
-        "phase_seconds": _phase_seconds(log),
+        "phase_seconds": phase_seconds(log),
         "sparsity": {c: s["sparsity"] for c, s in masks["concepts"].items()},
         "jaccard": masks["jaccard"],
     })
@@ -117,7 +117,7 @@ def profile(extra: list[str], model_dir: Path, out: Path) -> None:
     print("\n".join(lines))
 
 
-def _phase_seconds(log: list[dict]) -> dict[str, float]:
+def phase_seconds(log: list[dict]) -> dict[str, float]:
     """Clock time at the end of each phase (dense, each pruning step, sparse fine-tuning)."""
     ends: dict[str, float] = {}
     for r in log:

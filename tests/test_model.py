@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -158,3 +159,26 @@ def test_backbones_with_nested_layer_lists(kind):
     after = model(ids, torch.ones_like(ids))
     assert torch.equal(after.concept_logits[0], out.concept_logits[0])
     assert not torch.allclose(after.concept_logits[1], out.concept_logits[1])
+
+
+def test_trainable_masked_weights_follow_the_mask_and_autocast(sparse_clf):
+    """The trainable products are M_k * theta: under bfloat16 autocast in bfloat16 with the
+    values the matrix product would cast them to; gradients reach kept positions only;
+    a changed mask is used by the next pass (the 0/1 copy of the mask is cached)."""
+    model = sparse_clf.model
+    name = next(iter(model.masks["food"]))
+    weight = dict(model.backbone.named_parameters())[name]
+    mask = model.masks["food"][name]
+    with torch.enable_grad():
+        full = model.masked_weights("food", trainable=True)[name]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.masked_weights("food", trainable=True)[name]
+        assert full.dtype == torch.float32 and low.dtype == torch.bfloat16
+        assert torch.equal(full, weight * mask) and torch.equal(low, full.to(torch.bfloat16))
+        (grad,) = torch.autograd.grad(low.float().sum(), weight)
+        assert torch.equal(grad, mask.float())
+        flipped = ~mask
+        model.masks["food"][name] = flipped  # copied into the buffer in place
+        assert torch.equal(model.masked_weights("food", trainable=True)[name], weight * flipped)
+        model.update_mask("food", name, clear=np.arange(3), set_=np.arange(3, 6))
+        assert torch.equal(model.masked_weights("food", trainable=True)[name], weight * model.masks["food"][name])

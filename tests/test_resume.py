@@ -1,5 +1,8 @@
 """train --resume: an interrupted run continues to the same model as an uninterrupted one."""
 
+import json
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -90,8 +93,6 @@ def test_resume_refuses_other_settings_and_missing_points(data, tiny_bert, tmp_p
 
 def test_resume_accepts_other_speed_only_settings(data, tiny_bert, tmp_path, monkeypatch):
     """A run may be resumed with another evaluation batch size or Fisher chunk (SPEED_ONLY)."""
-    from dataclasses import replace
-
     config, prune = _settings(tiny_bert, epochs=1)
     out = tmp_path / "m"
     _interrupt_after(monkeypatch, 2)  # after the dense epoch and the first pruning step
@@ -107,9 +108,6 @@ def test_resume_compares_the_mining_gamma_as_it_acted(data, tiny_bert, tmp_path,
     """A run started before --mining-gamma existed (not saved: mining at the training gamma) is
     refused under today's default, naming the setting, and resumes with --mining-gamma equal to
     its training gamma."""
-    import json
-    from dataclasses import replace
-
     config, prune = _settings(tiny_bert, epochs=1)  # training gamma 0.5, mining gamma 5 by default
     out = tmp_path / "m"
     _interrupt_after(monkeypatch, 2)
@@ -123,6 +121,25 @@ def test_resume_compares_the_mining_gamma_as_it_acted(data, tiny_bert, tmp_path,
     with pytest.raises(ValueError, match=r"pruning.mining_gamma: 0.5 then, 5.0 now"):
         train(data, config, prune=prune, out=out, progress=False, resume=True)
     train(data, config, prune=replace(prune, mining_gamma=config.gamma), out=out, progress=False, resume=True)
+    assert load(out).meta["finished"]
+
+
+def test_resume_reads_a_run_saved_without_precision_as_fp32(data, tiny_bert, tmp_path, monkeypatch):
+    """Runs started before --precision trained in float32: they resume as fp32 and are
+    refused as bf16, naming the setting."""
+    config, prune = _settings(tiny_bert, epochs=1)
+    out = tmp_path / "m"
+    _interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, prune=prune, out=out, progress=False)
+    monkeypatch.undo()
+    state = out / "resume" / "state.json"
+    saved = json.loads(state.read_text())
+    del saved["run"]["training"]["precision"]  # as an older version wrote it
+    state.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"training.precision: 'fp32' then, 'bf16' now"):
+        train(data, replace(config, precision="bf16"), prune=prune, out=out, progress=False, resume=True)
+    train(data, config, prune=prune, out=out, progress=False, resume=True)
     assert load(out).meta["finished"]
 
 

@@ -214,3 +214,31 @@ def test_training_with_length_groups_is_reproducible_and_changes_the_batches(dat
     assert torch.equal(a.forward_texts(["the food was lovely"]).task_logits, b.task_logits)
     plain = train(data, _config(tiny_bert, length_groups=0, epochs=2), progress=False).forward_texts(["the food was lovely"])
     assert not torch.equal(plain.task_logits, b.task_logits)  # the grouping really changed the batches
+
+
+def test_bf16_precision_trains_under_autocast_and_evaluates_in_float32(data, tiny_bert, monkeypatch):
+    """--precision bf16: the backbone's matrix products run in bfloat16 while training (dense
+    and sparse phases), in float32 while scoring the dev split; the weights stay float32."""
+    from sparsecbm.pruning import PruneConfig
+
+    seen = {"train": set(), "eval": set()}
+
+    def record(module, args, output):
+        seen["train" if module.training else "eval"].add(output.dtype)
+
+    real = training_module._new_classifier
+
+    def hooked(*args, **kwargs):
+        clf = real(*args, **kwargs)
+        for module in clf.model.backbone.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.register_forward_hook(record)
+        return clf
+
+    monkeypatch.setattr(training_module, "_new_classifier", hooked)
+    clf = train(data, _config(tiny_bert, model="sparsecbm", precision="bf16"),
+                prune=PruneConfig(pruner="magnitude", prune_steps=1, finetune_epochs=0), progress=False)
+    assert seen == {"train": {torch.bfloat16}, "eval": {torch.float32}}
+    assert {p.dtype for p in clf.model.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        TrainConfig(precision="fp16")

@@ -129,6 +129,7 @@ class ConceptBottleneckModel(nn.Module):
         elif masks is not None:
             raise ValueError(f"a {config.kind!r} model has no concept masks")
         self._masked_cache: dict[tuple[str, str], tuple[tuple, torch.Tensor]] = {}
+        self._number_masks: dict[tuple[str, str], tuple[tuple, torch.Tensor]] = {}
 
     @property
     def masks(self) -> Masks | None:
@@ -176,6 +177,7 @@ class ConceptBottleneckModel(nn.Module):
         super()._apply(fn, recurse)  # moves the mask buffers (as new tensors)
         self._mask_view = None
         self._masked_cache.clear()
+        self._number_masks.clear()
         return self
 
     @contextmanager
@@ -201,10 +203,13 @@ class ConceptBottleneckModel(nn.Module):
         """``M_k * theta`` for every prunable weight of ``concept``'s subnetwork.
 
         Trainable products (the default when gradients are enabled) are built
-        fresh, so gradients reach theta only through kept positions. Otherwise
-        they are constants, cached and rebuilt when the weight or the mask
-        changes (in place or replaced); explanations take gradients with
-        respect to the input through these constants.
+        fresh, so gradients reach theta only through kept positions; under
+        autocast (``--precision bf16``) they are built in the autocast dtype
+        (the same values the matrix products would cast them to, one cast
+        fewer per weight). Otherwise they are constants, cached and rebuilt
+        when the weight or the mask changes (in place or replaced);
+        explanations take gradients with respect to the input through these
+        constants.
         """
         assert self.masks is not None
         params = dict(self.backbone.named_parameters())
@@ -214,7 +219,9 @@ class ConceptBottleneckModel(nn.Module):
         for name, mask in self.masks[concept].items():
             weight = params[name]
             if trainable:
-                out[name] = weight * mask.to(weight.device)
+                low = _autocast_dtype(weight)
+                weight = weight if low is None else weight.to(low)
+                out[name] = weight * self._number_mask(concept, name, mask, weight)
                 continue
             # Holding the tensors keeps their ids unique while the stamp lives.
             stamp = (weight, weight._version, mask, mask._version, weight.device)
@@ -226,6 +233,17 @@ class ConceptBottleneckModel(nn.Module):
                 self._masked_cache[(concept, name)] = hit
             out[name] = hit[1]
         return out
+
+    def _number_mask(self, concept: str, name: str, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``mask`` as 0/1 numbers of ``like``'s dtype and device, cached until the mask
+        changes (a product with a bool tensor converts it on every call: twice the time)."""
+        stamp = (mask, mask._version, like.dtype, like.device)
+        hit = self._number_masks.get((concept, name))
+        if hit is None or hit[0][0] is not mask or hit[0][1:] != stamp[1:]:
+            with torch.inference_mode(False), torch.no_grad():
+                hit = (stamp, mask.to(device=like.device, dtype=like.dtype))
+            self._number_masks[(concept, name)] = hit
+        return hit[1]
 
     def update_mask(self, concept: str, name: str, clear: np.ndarray, set_: np.ndarray) -> None:
         """Clear flat positions ``clear`` and set ``set_`` of one mask in place, and
@@ -399,6 +417,14 @@ def _write(target: torch.Tensor, index: np.ndarray, value, source_index: np.ndar
     idx = torch.from_numpy(index).to(target.device)
     with torch.inference_mode(False), torch.no_grad():
         target.view(-1)[idx] = value if source_index is None else value.reshape(-1)[idx]
+
+
+def _autocast_dtype(weight: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast casts ``weight``'s matrix products to, or None when it is off."""
+    kind = weight.device.type
+    if weight.dtype != torch.float32 or not torch.is_autocast_enabled(kind):
+        return None
+    return torch.get_autocast_dtype(kind)
 
 
 def _same_stamp(a: tuple, b: tuple) -> bool:

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SELECT = ("auto", "task", "concepts", "mean")
 CBM_MODES = ("joint", "sequential", "independent")
+PRECISIONS = ("fp32", "bf16")
 # Settings that change how fast a run goes or how much memory it takes, not what it learns
 # (up to float rounding): a resumed run or a stored benchmark result may differ in them.
 SPEED_ONLY = frozenset({"device", "eval_batch_size", "grad_chunk", "fisher_memory_gb"})
@@ -49,9 +50,12 @@ SPEED_ONLY = frozenset({"device", "eval_batch_size", "grad_chunk", "fisher_memor
 def acting_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` (a run's ``{"training": ..., "pruning": ...}``, as saved) with each value as it
     acted, for comparing runs: a mining gamma of None, or not saved (versions before
-    ``--mining-gamma``), is the training gamma. A JSON copy: tuples become lists."""
+    ``--mining-gamma``), is the training gamma; a precision not saved (versions before
+    ``--precision``) is fp32. A JSON copy: tuples become lists."""
     settings = json.loads(json.dumps(settings))
     pruning, training = settings.get("pruning"), settings.get("training") or {}
+    if settings.get("training") is not None:
+        training.setdefault("precision", "fp32")  # versions before --precision trained in float32
     if pruning is not None and "gamma" in training:
         pruning["mining_gamma"] = mining_gamma(pruning.get("mining_gamma"), training["gamma"])
     return settings
@@ -80,6 +84,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     length_groups: int = 0  # sort each run of this many batches by text length, then shuffle the batches (0: off; see README)
     eval_batch_size: int = 64
+    precision: str = "fp32"  # "bf16": training passes under bfloat16 autocast, float32 weights (see autocast)
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", ...
 
     def __post_init__(self) -> None:
@@ -91,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"--cbm-mode must be one of {list(CBM_MODES)}, got {self.cbm_mode!r}")
         if self.model == "standard" and self.cbm_mode != "joint":
             raise ValueError("--cbm-mode applies to concept models (cbm, sparsecbm), not --model standard")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.select not in SELECT:
             raise ValueError(f"--select must be one of {list(SELECT)}, got {self.select!r}")
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
@@ -122,6 +129,13 @@ class TrainConfig:
     def task_weight(self) -> float:
         """Weight of CE(task) while the backbone trains: 0 unless joint."""
         return 1.0 if self.cbm_mode == "joint" else 0.0
+
+
+def autocast(config: TrainConfig, device: torch.device):
+    """The context of a training pass: bfloat16 autocast for ``--precision bf16`` (matrix
+    products in bfloat16, losses, softmax and norms in float32; the weights, their
+    gradients and AdamW stay float32), nothing for fp32. Evaluation always runs in float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
 
 def dev_score(result: dict[str, Any], selection: str) -> float:
@@ -416,8 +430,10 @@ def _train_epoch(clf: Classifier, split, run: _Run, optimizer, scheduler, desc: 
     for idx, weight in bar:
         [(idx, batch)] = list(iter_batches(clf.tokenizer, split.texts, idx, len(idx), config.max_length))
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(**batch)
-        loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma, config.task_weight)
+        with autocast(config, device):
+            out = model(**batch)
+            loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma,
+                                     config.task_weight)
         optimizer.zero_grad(set_to_none=True)
         (loss * weight).backward()  # weight: this share's fraction of the batch (1.0 with one process)
         procs.sum_grads_(list(model.parameters()))
