@@ -236,7 +236,7 @@ class ConceptBottleneckModel(nn.Module):
 
     def _number_mask(self, concept: str, name: str, mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``mask`` as 0/1 numbers of ``like``'s dtype and device, cached until the mask
-        changes (a product with a bool tensor converts it on every call: twice the time)."""
+        changes (a product with the bool mask itself converts it to numbers on every call)."""
         stamp = (mask, mask._version, like.dtype, like.device)
         hit = self._number_masks.get((concept, name))
         if hit is None or hit[0][0] is not mask or hit[0][1:] != stamp[1:]:
