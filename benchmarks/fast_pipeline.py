@@ -18,13 +18,11 @@ only comparable when measured on an idle machine: run nothing else meanwhile.
 
 from __future__ import annotations
 
-import argparse
-import functools
 import json
 import statistics
 from pathlib import Path
 
-from foundation import run_missing, run_one  # benchmarks/ is on sys.path when run as a script
+from foundation import run_one, settings_by_seed  # benchmarks/ is on sys.path when run as a script
 from pipeline import phase_seconds
 
 SETTINGS = {
@@ -120,15 +118,8 @@ def markdown(results: dict, default: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=list(SETTINGS))
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--out", default="benchmarks/results")
-    args = parser.parse_args()
     default = default_rows([0, 1, 2])
-    planned = {f"{name}-s{seed}": functools.partial(run_row, name, seed) for seed in args.seeds
-               for name in args.only or SETTINGS}
-    run_missing(Path(args.out), "fast_pipeline", planned, lambda results: markdown(results, default))
+    settings_by_seed(__doc__, "fast_pipeline", SETTINGS, run_row, lambda results: markdown(results, default))
 
 
 if __name__ == "__main__":

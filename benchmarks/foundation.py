@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import platform
 import shlex
@@ -89,6 +90,20 @@ def run_missing(out: Path, name: str, planned: dict, markdown) -> dict:
             write_text(out / f"{name}.md", markdown(results))
     print(markdown(results))
     return results
+
+
+def settings_by_seed(doc: str, name: str, settings: dict, run_row, markdown) -> dict:
+    """The command line of a benchmark that runs each setting (``--only``, default all of
+    ``settings``) for each seed (``--seeds``, default 0-2): ``run_row(setting, seed)`` for
+    every pair ``<out>/NAME.json`` lacks (:func:`run_missing`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=list(settings))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    planned = {f"{setting}-s{seed}": functools.partial(run_row, setting, seed) for seed in args.seeds
+               for setting in args.only or settings}
+    return run_missing(Path(args.out), name, planned, markdown)
 
 
 def run_one(name: str, args: list[str], runs_dir: Path) -> dict:

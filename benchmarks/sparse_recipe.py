@@ -16,13 +16,11 @@ mining-gamma-5 rows, the default since, are Table 2's SparseCBM rows now.
 
 from __future__ import annotations
 
-import argparse
-import functools
 import json
 import statistics
 from pathlib import Path
 
-from foundation import run_missing, run_one  # benchmarks/ is on sys.path when run as a script
+from foundation import run_one, settings_by_seed  # benchmarks/ is on sys.path when run as a script
 
 
 SETTINGS = {
@@ -68,15 +66,8 @@ def markdown(results: dict, table2: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=list(SETTINGS))
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--out", default="benchmarks/results")
-    args = parser.parse_args()
     table2 = json.loads(TABLE2.read_text())["runs"]
-    planned = {f"{name}-s{seed}": functools.partial(run_row, name, seed) for seed in args.seeds
-               for name in args.only or SETTINGS}
-    run_missing(Path(args.out), "sparse_recipe", planned, lambda results: markdown(results, table2))
+    settings_by_seed(__doc__, "sparse_recipe", SETTINGS, run_row, lambda results: markdown(results, table2))
 
 
 def run_row(name: str, seed: int) -> dict:

@@ -104,20 +104,28 @@ def test_resume_accepts_other_speed_only_settings(data, tiny_bert, tmp_path, mon
     assert load(out).meta["finished"] and clf.model.masks is not None
 
 
+def _interrupted_without(monkeypatch, out, save_points, setting, run):
+    """Stops ``run()`` after ``save_points`` resume points, then deletes ``setting``
+    (section, key) from the saved run settings, as a version before that setting wrote them."""
+    _interrupt_after(monkeypatch, save_points)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.undo()
+    state = out / "resume" / "state.json"
+    saved = json.loads(state.read_text())
+    section, key = setting
+    del saved["run"][section][key]
+    state.write_text(json.dumps(saved))
+
+
 def test_resume_compares_the_mining_gamma_as_it_acted(data, tiny_bert, tmp_path, monkeypatch):
     """A run started before --mining-gamma existed (not saved: mining at the training gamma) is
     refused under today's default, naming the setting, and resumes with --mining-gamma equal to
     its training gamma."""
     config, prune = _settings(tiny_bert, epochs=1)  # training gamma 0.5, mining gamma 5 by default
     out = tmp_path / "m"
-    _interrupt_after(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        train(data, config, prune=replace(prune, mining_gamma=None), out=out, progress=False)
-    monkeypatch.undo()
-    state = out / "resume" / "state.json"
-    saved = json.loads(state.read_text())
-    del saved["run"]["pruning"]["mining_gamma"]  # as an older version wrote it
-    state.write_text(json.dumps(saved))
+    _interrupted_without(monkeypatch, out, 2, ("pruning", "mining_gamma"),
+                         lambda: train(data, config, prune=replace(prune, mining_gamma=None), out=out, progress=False))
     with pytest.raises(ValueError, match=r"pruning.mining_gamma: 0.5 then, 5.0 now"):
         train(data, config, prune=prune, out=out, progress=False, resume=True)
     train(data, config, prune=replace(prune, mining_gamma=config.gamma), out=out, progress=False, resume=True)
@@ -129,14 +137,8 @@ def test_resume_reads_a_run_saved_without_precision_as_fp32(data, tiny_bert, tmp
     refused as bf16, naming the setting."""
     config, prune = _settings(tiny_bert, epochs=1)
     out = tmp_path / "m"
-    _interrupt_after(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        train(data, config, prune=prune, out=out, progress=False)
-    monkeypatch.undo()
-    state = out / "resume" / "state.json"
-    saved = json.loads(state.read_text())
-    del saved["run"]["training"]["precision"]  # as an older version wrote it
-    state.write_text(json.dumps(saved))
+    _interrupted_without(monkeypatch, out, 1, ("training", "precision"),
+                         lambda: train(data, config, prune=prune, out=out, progress=False))
     with pytest.raises(ValueError, match=r"training.precision: 'fp32' then, 'bf16' now"):
         train(data, replace(config, precision="bf16"), prune=prune, out=out, progress=False, resume=True)
     train(data, config, prune=prune, out=out, progress=False, resume=True)
