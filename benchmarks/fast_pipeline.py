@@ -6,7 +6,8 @@ five sparse epochs) with the row's flags, for seeds 0-2. The default's rows are
 Table 2's (benchmarks/results/table2.json): its dense CBM ``cebab-cbm-sS`` and the
 SparseCBM ``cebab-sparsecbm-obs-sS`` trained from it with the default flags, which is
 what `make run` trains for seed S; their times come from the two runs' training
-logs. A setting keeps the results when the mean of its 3 seeds is within 2 standard
+logs (kept in results/fast_pipeline_default_minutes.json for a checkout without
+runs/). A setting keeps the results when the mean of its 3 seeds is within 2 standard
 deviations of the default's 3 seeds (test concept and task accuracy, each), and the
 time column says whether it reaches the 10-minute target. Every run is the real CLI
 (foundation.py), saved to benchmarks/results/fast_pipeline.json as soon as it ends
