@@ -23,6 +23,8 @@ import json
 import statistics
 from pathlib import Path
 
+from sparsecbm.files import write_json
+
 from foundation import run_one, settings_by_seed  # benchmarks/ is on sys.path when run as a script
 from pipeline import phase_seconds
 
@@ -57,6 +59,7 @@ def default_rows(seeds: list[int]) -> dict[str, dict]:
     DEFAULT_MINUTES: a new checkout has no ``runs/``."""
     runs = json.loads(TABLE2.read_text())["runs"]
     kept = json.loads(DEFAULT_MINUTES.read_text()) if DEFAULT_MINUTES.exists() else {}
+    before = dict(kept)
     rows = {}
     for seed in seeds:
         sparse, dense = Path(f"runs/table2/cebab-sparsecbm-obs-s{seed}"), Path(f"runs/table2/cebab-cbm-s{seed}")
@@ -67,9 +70,8 @@ def default_rows(seeds: list[int]) -> dict[str, dict]:
                              f"run `python benchmarks/table2.py --only table --data cebab --seeds {seed}` first")
         rows[f"default-s{seed}"] = {"setting": "default", "seed": seed,
                                     "test": runs[f"cebab-sparsecbm-obs-s{seed}"]["test"], "minutes": kept[f"s{seed}"]}
-    tmp = DEFAULT_MINUTES.with_suffix(".tmp")
-    tmp.write_text(json.dumps(kept, indent=1) + "\n")
-    tmp.replace(DEFAULT_MINUTES)
+    if kept != before:
+        write_json(DEFAULT_MINUTES, kept)
     return rows
 
 
