@@ -152,6 +152,20 @@ def adopt(results: dict, planned: dict[str, list[str]], out: Path, runs_dir: Pat
         write_json(out / "table2.json", {"runs": results})
 
 
+def missing_starts(planned: dict[str, list[str]], results: dict, runs_dir: Path) -> dict[str, str]:
+    """Stored runs whose model folder is gone while a run still to do starts from it
+    (``--init-from``), e.g. IMDB-C's CBM in a new checkout before its SparseCBM ran: name ->
+    the run that needs it. They are trained again (the same command and seed) before it."""
+    needed = {}
+    for name, run_args in planned.items():
+        if name in results or "--init-from" not in run_args:
+            continue
+        start = Path(run_args[run_args.index("--init-from") + 1])
+        if start.parent == runs_dir and start.name in results and not (start / "config.json").exists():
+            needed.setdefault(start.name, name)
+    return needed
+
+
 def _sparse(data: str, extra: list[str], seed_args: list[str], pruner: str, sparsity: float | None, seed: int) -> list[str]:
     args = ["--data", data, "--model", "sparsecbm", *extra, *seed_args, "--pruner", pruner,
             "--init-from", f"runs/table2/{data}-cbm-s{seed}"]
@@ -306,9 +320,13 @@ def main() -> None:
                    plan(set(args.only or ("table", "pruners", "sweep", "decoder", "modes")), args.seeds)
                    if name.split("-", 1)[0] in (args.data or DATA)}
         adopt(results, planned, out, runs_dir)
+        regrow = missing_starts(planned, results, runs_dir)
         for name, run_args in planned.items():
             model_dir = runs_dir / name
-            if name in results and not args.redo:
+            if name in regrow and not args.redo:
+                print(f"== {name}: its folder is gone (a new checkout has no runs/) and {regrow[name]} starts from it; "
+                      "training it again (its record is replaced by the new run's)", flush=True)
+            elif name in results and not args.redo:
                 saved = saved_settings(results[name], model_dir)
                 diffs = settings_differ(run_args, saved) if saved is not None else []
                 if not diffs:

@@ -163,3 +163,34 @@ def test_a_fresh_run_drops_the_resume_point_of_an_older_run(data, tiny_bert, tmp
     monkeypatch.undo()
     with pytest.raises(ValueError, match="nothing to resume"):  # not the older run's point
         train(data, config, prune=prune, out=out, progress=False, resume=True)
+
+
+def test_sparse_epochs_set_the_sparse_phase_apart_from_the_dense_one(data, tiny_bert, tmp_path, monkeypatch):
+    """--sparse-epochs N: the dense phase runs --epochs, the sparse phase N; a run stopped after
+    sparse epoch 1 of 2 says so, resumes to the end, and a run saved before the setting existed
+    (the sparse phase ran --epochs) resumes under the default."""
+    config, prune = _settings(tiny_bert, epochs=1)  # resume points: dense 1, pruning 1-2, sparse 1-2
+    prune = replace(prune, sparse_epochs=2)
+    out = tmp_path / "m"
+    _interrupt_after(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, config, prune=prune, out=out, progress=False)
+    assert "after epoch 1 of 2" in load(out).unfinished
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"pruning.sparse_epochs: 2 then, None now"):
+        train(data, config, prune=replace(prune, sparse_epochs=None), out=out, progress=False, resume=True)
+    train(data, config, prune=prune, out=out, progress=False, resume=True)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    epochs = [(r["phase"], r["epoch"]) for r in log if "epoch" in r]
+    assert epochs == [("dense", 1), ("sparsecbm", 1), ("sparsecbm", 2)]
+    saved = load(out)
+    assert saved.meta["finished"] and saved.meta["epochs_done"] == 2 and saved.unfinished is None
+    assert load(out / "dense").meta["epochs_done"] == 1
+
+    older = tmp_path / "older"
+    _interrupted_without(monkeypatch, older, 1, ("pruning", "sparse_epochs"),
+                         lambda: train(data, config, prune=replace(prune, sparse_epochs=None), out=older, progress=False))
+    train(data, config, prune=replace(prune, sparse_epochs=None), out=older, progress=False, resume=True)
+    assert load(older).meta["finished"] and load(older).meta["epochs_done"] == 1
+    with pytest.raises(ValueError, match="--sparse-epochs must be at least 1"):
+        PruneConfig(sparse_epochs=0)

@@ -121,7 +121,8 @@ class Classifier:
         epoch left its best checkpoint so far), or None."""
         if self.meta.get("finished", True):
             return None
-        done, epochs = self.meta.get("epochs_done"), self.meta.get("training", {}).get("epochs")
+        # the phase's epochs: a SparseCBM's --sparse-epochs (saved since then), else the training --epochs
+        done, epochs = self.meta.get("epochs_done"), self.meta.get("epochs", self.meta.get("training", {}).get("epochs"))
         where = (f"after epoch {done} of {epochs} (the best so far is saved)" if done != epochs
                  else "before its label head was trained")
         return f"training stopped {where}; continue it with the same train command and --resume"

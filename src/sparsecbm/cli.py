@@ -252,6 +252,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--scope", choices=("global", "layer"), default=pd.scope, help="rank weights across layers or per matrix")
     g.add_argument("--calibration", type=_positive_int, default=pd.calibration, help="wanda: calibration texts per concept")
     g.add_argument("--finetune-epochs", type=float, default=pd.finetune_epochs, help="fine-tuning between pruning steps")
+    g.add_argument("--sparse-epochs", type=_positive_int, default=pd.sparse_epochs, metavar="N",
+                   help="epochs under the final masks, keeping the best by dev score (default: --epochs)")
     g.add_argument("--mining-gamma", type=float, default=pd.mining_gamma, metavar="GAMMA",
                    help="weight of the concept term in the mask scores' loss L_k (default 5, the paper's gamma; "
                         "at the training --gamma of 0.5 the task term leads and the masks lose concept accuracy)")

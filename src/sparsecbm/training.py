@@ -290,7 +290,8 @@ def train(
     mine_masks(clf, train_split, prune, gamma=config.gamma, seed=config.seed, finetune=finetune, progress=progress,
                done=mined)
     run.prune = prune
-    clf = _fit(clf, train_split, dev_split, run, phase="sparsecbm", out=out, point=point)
+    clf = _fit(clf, train_split, dev_split, run, phase="sparsecbm", out=out, point=point,
+               epochs=prune.sparse_epochs or config.epochs)
     return run.finish(clf)
 
 
@@ -326,11 +327,13 @@ class _Run:
     def seconds(self) -> float:
         return round(time.perf_counter() - self.start, 1)
 
-    def meta(self, best: dict[str, Any], epochs_done: int, head_pending: bool = False) -> dict[str, Any]:
+    def meta(self, best: dict[str, Any], epochs_done: int, epochs: int, head_pending: bool = False) -> dict[str, Any]:
+        """What config.json says of the phase being trained: ``epochs_done`` of its ``epochs``."""
         meta = {
             "training": asdict(self.config),
-            "finished": epochs_done == self.config.epochs and not head_pending,
+            "finished": epochs_done == epochs and not head_pending,
             "epochs_done": epochs_done,
+            "epochs": epochs,
             "best_epoch": best["epoch"],
             "best_dev": best["dev"],
             "wall_seconds": self.seconds(),
@@ -461,11 +464,12 @@ def _share(idx: np.ndarray, procs) -> tuple[np.ndarray, float]:
 
 
 def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out: Path | None,
-         point: checkpoint.ResumePoint | None = None) -> Classifier:
-    """``config.epochs`` epochs; keeps (and writes to ``out``) the best by dev score.
-    A resume ``point`` of this phase continues after its last finished epoch."""
+         point: checkpoint.ResumePoint | None = None, epochs: int | None = None) -> Classifier:
+    """``epochs`` epochs (default ``config.epochs``); keeps (and writes to ``out``) the best by
+    dev score. A resume ``point`` of this phase continues after its last finished epoch."""
     config, model = run.config, clf.model
-    optimizer, scheduler = _optimizer(model, config, _steps_per_epoch(train_split, config) * config.epochs, config.warmup)
+    epochs = epochs or config.epochs
+    optimizer, scheduler = _optimizer(model, config, _steps_per_epoch(train_split, config) * epochs, config.warmup)
     best: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     first = 1
@@ -476,8 +480,8 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
         scheduler.load_state_dict(point.scheduler)
         checkpoint.set_rng_state(point.rng, run.rng)
         best, best_state, first = point.best_record, point.best, point.done + 1
-    for epoch in range(first, config.epochs + 1):
-        losses = _train_epoch(clf, train_split, run, optimizer, scheduler, f"{phase} epoch {epoch}/{config.epochs}")
+    for epoch in range(first, epochs + 1):
+        losses = _train_epoch(clf, train_split, run, optimizer, scheduler, f"{phase} epoch {epoch}/{epochs}")
         dev = clf.evaluate_outputs(dev_split, _forward(clf, dev_split.texts, run, "evaluate"))
         score = dev_score(dev, config.selection)
         improved = best is None or score > best["dev_score"]
@@ -488,7 +492,7 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
         if improved:
             best = record
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        clf.meta = run.meta(best, epoch, head_pending=separate_head)
+        clf.meta = run.meta(best, epoch, epochs, head_pending=separate_head)
         if out is not None:
             if improved:
                 clf.save(out, overwrite=True)  # check_out_dir has refused an unasked overwrite
@@ -501,7 +505,7 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
     model.load_state_dict(best_state)
     if separate_head:
         head = _fit_head(clf, train_split, dev_split, run, phase)
-    clf.meta = run.meta(best, config.epochs)
+    clf.meta = run.meta(best, epochs, epochs)
     if separate_head:
         clf.meta["head"] = head
         if out is not None:

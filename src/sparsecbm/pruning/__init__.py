@@ -45,6 +45,7 @@ class PruneConfig:
     scope: str = "global"  # rank weights across all layers, or within each matrix
     calibration: int = 128  # Wanda: calibration examples per concept
     finetune_epochs: float = 1.0  # fine-tuning between pruning steps, in epochs
+    sparse_epochs: int | None = None  # epochs of fine-tuning under the final masks (None: the training --epochs)
     task_term: bool = True  # L_k includes CE(task); off for sequential/independent CBMs (concepts never see labels)
     # gamma of L_k while mining (None: the training gamma). 5, the paper's gamma: with the training gamma
     # 0.5, L_k is mostly its task term and the masks cost concept accuracy (benchmarks/sparse_recipe.py)
@@ -64,6 +65,8 @@ class PruneConfig:
             raise ValueError(f"--fisher-memory-gb must be positive, got {self.fisher_memory_gb}")
         if not self.damp > 0:
             raise ValueError(f"--damp must be positive, got {self.damp}")
+        if self.sparse_epochs is not None and self.sparse_epochs < 1:
+            raise ValueError(f"--sparse-epochs must be at least 1, got {self.sparse_epochs}")
         if self.finetune_epochs < 0:
             raise ValueError(f"--finetune-epochs must not be negative, got {self.finetune_epochs}")
         if self.mining_gamma is not None and self.mining_gamma < 0:
