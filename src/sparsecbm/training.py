@@ -291,7 +291,7 @@ def train(
                done=mined)
     run.prune = prune
     clf = _fit(clf, train_split, dev_split, run, phase="sparsecbm", out=out, point=point,
-               epochs=prune.sparse_epochs or config.epochs)
+               epochs=prune.sparse_epochs)
     return run.finish(clf)
 
 
