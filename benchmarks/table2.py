@@ -64,6 +64,8 @@ DECODER_SPARSE = [*DECODER, "--block-size", "8", "--grad-chunk", "4"]
 # it, then trains 1 epoch under the final masks (MiniLM's 'fast' recipe in fast_pipeline.py, which has 3,
 # lost 1.3 concept and 1.8 task points to the full protocol).
 DECODER_SHORT = ["--prune-steps", "1", "--finetune-epochs", "0", "--sparse-epochs", "1"]
+PARTS = ("table", "pruners", "sweep", "decoder", "decoder-short", "modes")
+EVERYTHING = set(PARTS) - {"decoder-short"}  # no --only: every part at its full protocol
 # Runs that an earlier benchmark already made; each is taken only when its saved settings are those
 # planned here (adopt() checks), so the entries of an older recipe are skipped (and a stored result of an
 # older recipe is replaced by an adoptable run). The SparseCBM rows are sparse_recipe.py's mining-gamma-5
@@ -318,7 +320,7 @@ def sweep(results: dict, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=("table", "pruners", "sweep", "decoder", "decoder-short", "modes"))
+    parser.add_argument("--only", nargs="*", choices=PARTS)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--data", nargs="*", choices=tuple(DATA), help="only runs on these data sets")
@@ -329,7 +331,7 @@ def main() -> None:
     with sole_writer(json_path):
         results = stored_runs(json_path)
         planned = {name: run_args for name, run_args in
-                   plan(set(args.only or ("table", "pruners", "sweep", "decoder", "modes")), args.seeds)
+                   plan(set(args.only or EVERYTHING), args.seeds)
                    if name.split("-", 1)[0] in (args.data or DATA)}
         adopt(results, planned, out, runs_dir)
         regrow = missing_starts(planned, results, runs_dir)
