@@ -87,6 +87,15 @@ def random_masks(model, seed: int, keep: float = 0.4) -> dict:
     }
 
 
+def copy_masks(clf) -> dict:
+    """A copy of a classifier's concept masks, to compare with later."""
+    return {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
+
+
+def same_masks(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[c][n], b[c][n]) for c in a for n in a[c])
+
+
 TINY_SCHEMA = dict(labels=("a", "b", "c"), concepts=("food", "service", "noise"), concept_values=(("N", "P", "u"),) * 3)
 
 

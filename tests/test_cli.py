@@ -97,3 +97,63 @@ def test_bad_flag_values(capsys):
         main(["train", "--data", "cebab", "--out", "o", "--epochs", "zero"])
     assert e.value.code == 2
     assert "--epochs: expected a whole number, got 'zero'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def carved_model(tmp_path_factory, reviews, tiny_bert):
+    """A tiny CBM trained on one file, its dev split carved out of it (no --dev)."""
+    out = tmp_path_factory.mktemp("carved") / "m"
+    assert main(["-q", "train", "--data", str(reviews["train"]), "--text-column", "text", "--label-column", "stars",
+                 "--concept-columns", ",".join(CONCEPTS), "--model", "cbm", "--backbone", str(tiny_bert),
+                 "--out", str(out), "--epochs", "1", "--max-length", "32"]) == 0
+    return out
+
+
+LONG = " ".join(["the food was lovely and the service awful"] * 80)  # over 32 tokens and the tokenizer's 512
+
+
+def test_predict_and_explain_say_when_a_text_is_cut(tmp_path, capfd, carved_model):
+    code = main(["-q", "predict", str(carved_model), "the food was lovely", LONG, "--json", str(tmp_path / "p.json")])
+    out, err = capfd.readouterr()
+    assert code == 0
+    assert [p["truncated"] for p in json.loads((tmp_path / "p.json").read_text())] == [False, True]
+    assert out.count("[cut]") == 1 and "note: 1 text(s) longer than the model reads (32 tokens) were cut" in err
+    assert "text 2" in err and "indexing errors" not in err and "Token indices" not in err
+    assert main(["-q", "explain", str(carved_model), LONG]) == 0
+    out, err = capfd.readouterr()
+    assert "it was cut and later words were not read" in out and "indexing errors" not in err
+
+
+def test_predict_file_is_a_table_or_lines_with_clear_errors(tmp_path, capsys, carved_model):
+    table = tmp_path / "reviews.csv"
+    table.write_text("id,body\n7,the food was lovely\n8,service awful\n", encoding="utf-8")
+    code, _, _ = _run(capsys, "predict", str(carved_model), "--file", str(table), "--text-column", "body",
+                      "--json", str(tmp_path / "p.json"))
+    assert code == 0
+    preds = json.loads((tmp_path / "p.json").read_text())
+    assert [(p["text"], p["row"]) for p in preds] == [("the food was lovely", 2), ("service awful", 3)]
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text('{"text": "the food was lovely"}\n', encoding="utf-8")
+    assert _run(capsys, "predict", str(carved_model), "--file", str(jsonl))[0] == 0
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    (tmp_path / "blank.txt").write_text("\n  \n", encoding="utf-8")
+    (tmp_path / "header.csv").write_text("text\n", encoding="utf-8")
+    for argv, message in (
+        (["--file", str(table)], r"reviews.csv: no column 'text'; it has \['body', 'id'\] \(choose one with --text-column\)"),
+        (["--file", str(tmp_path / "empty.txt")], "empty.txt: the file is empty"),
+        (["--file", str(tmp_path / "blank.txt")], "blank.txt: only blank lines"),
+        (["--file", str(tmp_path / "header.csv")], "header.csv: the file has no rows"),
+        (["hello", "--text-column", "body"], "--text-column names the text column of a CSV/TSV/JSONL --file"),
+    ):
+        code, _, err = _run(capsys, "predict", str(carved_model), *argv)
+        assert code == 2 and re.search(message, err), err
+
+
+def test_evaluate_says_what_was_held_out(tmp_path, capsys, carved_model, reviews):
+    code, out, _ = _run(capsys, "evaluate", str(carved_model), "--split", "train", "--json", str(tmp_path / "s.json"))
+    assert code == 0
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["n"] == 43 and "train is the other 43 rows: 5 of the 48 rows of" in out
+    assert scores["note"] in out and "seed 0" in scores["note"]
+    code, out, _ = _run(capsys, "evaluate", str(carved_model), "--split", "dev")
+    assert code == 0 and "dev: 5 of the 48 rows" in out and "n = 5 examples" in out

@@ -15,7 +15,7 @@ from sparsecbm.intervention import (
 )
 from sparsecbm.masks import kept, total
 
-from .conftest import train_tiny_sparsecbm
+from .conftest import copy_masks, same_masks, train_tiny_sparsecbm
 
 TEXT = "the food was awful and the service lovely"
 TEXTS = [TEXT, "the food was lovely , prices some", "service awful , food some today"]
@@ -36,14 +36,6 @@ def poised(sparse_clf):
     return sparse_clf
 
 
-def _masks(clf):
-    return {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
-
-
-def _same(a, b):
-    return all(torch.equal(a[c][n], b[c][n]) for c in a for n in a[c])
-
-
 def _predicted(clf, texts, concept):
     return [p.concepts[concept].value for p in clf.predict(texts)]
 
@@ -60,7 +52,7 @@ def test_signed_selection_flips_only_bits_that_lower_the_first_order_loss(sparse
     k, concept = 0, "food"
     value = "NPu".index(_wrong(sparse_clf, [TEXT], concept)[0])
     s = _scores(sparse_clf, k, TEXT, value)  # G * theta, before the edit
-    before = _masks(sparse_clf)
+    before = copy_masks(sparse_clf)
     kept_bits = np.concatenate([m.numpy().reshape(-1) for m in before[concept].values()])
     r = sparse_clf.intervene(TEXT, concept, "NPu"[value], ratio=0.05, persist=True, keep_unfixed=True)
     after = np.concatenate([m.numpy().reshape(-1) for m in sparse_clf.model.masks[concept].values()])
@@ -92,7 +84,7 @@ def test_a_small_signed_step_raises_the_target_log_probability(sparse_clf, selec
 @pytest.mark.parametrize("selection", ["taylor", "paper"])
 @pytest.mark.parametrize("ratio", [0.01, "auto"])
 def test_every_rule_keeps_sparsity_and_changes_only_mask_k(sparse_clf, selection, ratio):
-    before = _masks(sparse_clf)
+    before = copy_masks(sparse_clf)
     r = sparse_clf.correct(TEXTS, "noise", _wrong(sparse_clf, TEXTS, "noise"), ratio=ratio, selection=selection,
                            max_ratio=0.1, steps=2, persist=True, keep_unfixed=True)
     now = sparse_clf.model.masks
@@ -106,9 +98,9 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
     k, concept = 0, "food"
     target = _wrong(sparse_clf, [TEXT], concept)[0]
     v = "NPu".index(target)
-    before = _masks(sparse_clf)
+    before = copy_masks(sparse_clf)
     r = sparse_clf.intervene(TEXT, concept, target, ratio="auto", max_ratio=0.3)
-    assert r.fixed and r.n > 0 and not r.persisted and _same(before, sparse_clf.model.masks)
+    assert r.fixed and r.n > 0 and not r.persisted and same_masks(before, sparse_clf.model.masks)
     # Replay the search by hand: the rung below r.n does not fix, r.n does.
     masks_k = sparse_clf.model.masks[concept]
     n_total = total(masks_k)
@@ -123,7 +115,7 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
         flip(sparse_clf.model, concept, drop[:n], grow[:n])
         assert (int(concept_k_logits(sparse_clf, batches, k)[0].argmax()) == v) == fixes
         flip(sparse_clf.model, concept, drop[:n], grow[:n], undo=True)
-    assert _same(before, sparse_clf.model.masks)
+    assert same_masks(before, sparse_clf.model.masks)
     # Already right: nothing to do, nothing flipped.
     right = _predicted(sparse_clf, [TEXT], concept)[0]
     r = sparse_clf.intervene(TEXT, concept, right, persist=True)
@@ -131,7 +123,7 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
 
 
 def test_batch_correction_is_one_log_entry_that_undoes_bit_for_bit(sparse_clf, tmp_path):
-    before = _masks(sparse_clf)
+    before = copy_masks(sparse_clf)
     values = _wrong(sparse_clf, TEXTS, "food")
     r = sparse_clf.correct(TEXTS, "food", values, ["a", "b", "c"], ratio="auto", max_ratio=0.3, steps=3, persist=True,
                            keep_unfixed=True)
@@ -143,9 +135,9 @@ def test_batch_correction_is_one_log_entry_that_undoes_bit_for_bit(sparse_clf, t
     loaded = load(tmp_path / "m")
     assert [x.to_json() for x in loaded.interventions] == [e.to_json()]
     loaded.undo()
-    assert _same(before, loaded.model.masks)
+    assert same_masks(before, loaded.model.masks)
     sparse_clf.undo()
-    assert _same(before, sparse_clf.model.masks)
+    assert same_masks(before, sparse_clf.model.masks)
 
 
 def _guard_against(clf, concept, texts, gold_values):
@@ -164,7 +156,7 @@ def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
     sparse_clf.intervene(TEXT, "service", _wrong(sparse_clf, [TEXT], "service")[0], ratio=0.02, persist=True,
                          keep_unfixed=True)  # a log entry that must survive
     log = [e.to_json() for e in sparse_clf.interventions]
-    before = _masks(sparse_clf)
+    before = copy_masks(sparse_clf)
     predicted = _predicted(sparse_clf, [TEXT], "food")[0]
     # The guard holds the same text with the model's current value as gold: fixing it breaks the guard.
     guard = Guard(_guard_against(sparse_clf, "food", [TEXT, TEXT + " ."], [predicted] * 2), caution=0)
@@ -173,7 +165,7 @@ def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
     assert r.fixed and not r.persisted and not r.guard["accepted"]
     assert r.guard["concept_accuracy"][0] > r.guard["concept_accuracy"][1] and "food accuracy" in r.guard["reason"]
     assert r.outcome.startswith("rolled back by the guard")
-    assert _same(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
+    assert same_masks(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
     # The guard's cached logits still match the model after the rollback.
     assert torch.equal(guard.concept_logits(sparse_clf)[0], concept_k_logits(sparse_clf, tokenize(sparse_clf, guard.split.texts), 0))
 
@@ -193,13 +185,13 @@ def test_a_guarded_edit_may_not_undo_an_earlier_logged_correction(poised):
     sparse_clf = poised
     first, second = [v for v in ("N", "P", "u") if v != _predicted(sparse_clf, [TEXT], "food")[0]]
     assert sparse_clf.intervene(TEXT, "food", first, max_ratio=0.3, persist=True).persisted
-    log, before = [e.to_json() for e in sparse_clf.interventions], _masks(sparse_clf)
+    log, before = [e.to_json() for e in sparse_clf.interventions], copy_masks(sparse_clf)
     # Tolerances that accept anything: only the logged correction can stop the second edit.
     guard = Guard(_guard_against(sparse_clf, "food", [TEXTS[1]], [first]), tolerance=1.0, task_tolerance=1.0, caution=0)
     r = sparse_clf.intervene(TEXT, "food", second, max_ratio=0.3, persist=True, guard=guard)
     assert r.fixed and not r.persisted and r.guard["corrections_undone"] == 1
     assert "undo 1 earlier correction(s) of food" in r.outcome
-    assert _same(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
+    assert same_masks(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
 
 
 def test_curvature_is_half_theta_squared_times_the_mean_squared_per_text_gradient(sparse_clf):
@@ -270,10 +262,10 @@ def test_saliency_uses_gamma_of_the_model(sparse_clf):
      "caution must be a number >= 0"),
 ])
 def test_bad_corrections_are_refused_naming_the_argument(sparse_clf, call, error, message):
-    before = _masks(sparse_clf)
+    before = copy_masks(sparse_clf)
     with pytest.raises(error, match=message):
         call(sparse_clf)
-    assert _same(before, sparse_clf.model.masks) and sparse_clf.interventions == []
+    assert same_masks(before, sparse_clf.model.masks) and sparse_clf.interventions == []
 
 
 def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, reviews, tiny_bert):
@@ -294,7 +286,7 @@ def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, review
     assert result["persisted"] and result["guard"]["n"] == 8 and "guard (8 texts)" in printed
     assert len(load(out).interventions) == 1
     assert main(["-q", "undo", str(out)]) == 0
-    assert load(out).interventions == [] and _same(clf.model.masks, load(out).model.masks)
+    assert load(out).interventions == [] and same_masks(clf.model.masks, load(out).model.masks)
     assert main(["-q", "undo", str(out)]) == 2
     assert "no intervention to undo" in capsys.readouterr().err
     # Bad input: one clear line, exit 2, nothing saved.
@@ -310,7 +302,7 @@ def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, review
 
 
 def test_a_log_written_before_batch_corrections_still_loads_and_undoes(sparse_clf, tmp_path):
-    before = _masks(sparse_clf)
+    before = copy_masks(sparse_clf)
     sparse_clf.intervene(TEXT, "food", _wrong(sparse_clf, [TEXT], "food")[0], ratio=0.02, selection="paper", steps=2,
                          persist=True, keep_unfixed=True)
     sparse_clf.save(tmp_path / "m")
@@ -324,7 +316,7 @@ def test_a_log_written_before_batch_corrections_still_loads_and_undoes(sparse_cl
     old = load(tmp_path / "m")
     assert old.interventions[0].texts == [TEXT] and old.interventions[0].step_sizes == e["step_sizes"]
     old.undo()
-    assert _same(before, old.model.masks)
+    assert same_masks(before, old.model.masks)
 
 
 def test_the_guard_reads_its_texts_shortest_first_and_answers_in_its_own_order(sparse_clf):

@@ -1,74 +1,20 @@
 """The explorer (sparsecbm serve): its JSON API on a tiny model, a bounded load test on
 loopback, and one real-browser test (Playwright driving Debian's Chromium)."""
 
-import json
-import shutil
-import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-import torch
-from starlette.testclient import TestClient
 
-from sparsecbm import load, load_dataset
-from sparsecbm.explorer import MAX_TEXT, Explorer, create_app
+from sparsecbm import load
+from sparsecbm.explorer import MAX_TEXT
 
-from .conftest import CONCEPTS, train_tiny_sparsecbm
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, reviews, tiny_bert):
-    _, out = train_tiny_sparsecbm(tmp_path_factory.mktemp("explorer") / "m", reviews, tiny_bert)
-    return out
-
-
-@pytest.fixture
-def model_dir(trained, tmp_path):
-    folder = tmp_path / "m"
-    shutil.copytree(trained, folder)
-    return folder
-
-
-def _explorer(model_dir, reviews):
-    clf = load(model_dir)
-    data = load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
-                        label_column="stars", concept_columns=CONCEPTS)
-    return Explorer(clf, data["dev"], "reviews dev", max_ratio=0.3)
-
-
-@pytest.fixture
-def client(model_dir, reviews):
-    explorer = _explorer(model_dir, reviews)
-    with TestClient(create_app(explorer)) as c:
-        c.explorer = explorer
-        yield c
-
-
-def _masks(clf):
-    return {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
-
-
-def _same(a, b):
-    return all(torch.equal(a[c][n], b[c][n]) for c in a for n in a[c])
-
-
-def _fixable(http):
-    """(row, concept, value, predicted) of a correction whose preview fixes it (the tiny model cannot fix every one)."""
-    model = http.get("/api/model").json()
-    for index in range(model["split"]["n"]):
-        e = http.post("/api/explain", json={"index": index}).json()
-        for c in e["concepts"]:
-            for value in model["concepts"][c["name"]]:
-                if value == c["value"]:
-                    continue
-                r = http.post("/api/preview", json={"index": index, "concept": c["name"], "value": value}).json()
-                if r["result"]["fixed"]:
-                    return index, c["name"], value, c["value"]
-    raise AssertionError("no correction of the tiny model is fixable")
+from .conftest import CONCEPTS, copy_masks, same_masks
+from .explorer_support import (  # noqa: F401  (fixtures)
+    chromium_path, client, fixable, model_dir, server, trained,
+)
 
 
 def test_page_and_read_only_api(client):
@@ -107,33 +53,33 @@ def test_page_and_read_only_api(client):
     ("/api/keep", [], 400, "must be a JSON object"),
 ])
 def test_bad_input_gets_a_clear_error_and_changes_nothing(client, path, body, status, message):
-    before = _masks(client.explorer.clf)
+    before = copy_masks(client.explorer.clf)
     r = client.post(path, json=body)
     assert r.status_code == status and message in r.json()["error"], r.text
-    assert _same(before, client.explorer.clf.model.masks) and client.explorer.clf.interventions == []
+    assert same_masks(before, client.explorer.clf.model.masks) and client.explorer.clf.interventions == []
     assert client.get("/api/examples", params={"limit": 0}).status_code == 400
-    assert client.post("/api/explain", content=b"{not json").status_code == 400
+    assert client.post("/api/explain", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
 
 
 def test_preview_keep_stale_undo_save(client, model_dir):
     clf = client.explorer.clf
-    original = _masks(clf)
-    index, concept, value, _ = _fixable(client)
+    original = copy_masks(clf)
+    index, concept, value, _ = fixable(client)
     preview = client.post("/api/preview", json={"index": index, "concept": concept, "value": value}).json()
     assert preview["version"] == 0 and not preview["result"]["persisted"] and "label" in preview["oracle"]
-    assert _same(original, clf.model.masks)  # a preview restores the mask
+    assert same_masks(original, clf.model.masks)  # a preview restores the mask
 
     kept = client.post("/api/keep", json={"index": index, "concept": concept, "value": value, "version": 0}).json()
     assert kept["result"]["persisted"] and kept["result"]["after"]["value"] == value and kept["version"] == 1, kept["result"]["outcome"]
     assert kept["result"]["bits_flipped"] == sum(d["dropped"] + d["grown"] for d in kept["result"]["per_layer"].values())
-    edited = _masks(clf)
-    assert not _same(original, edited)
+    edited = copy_masks(clf)
+    assert not same_masks(original, edited)
     after = client.post("/api/explain", json={"index": index}).json()
     assert next(c["value"] for c in after["concepts"] if c["name"] == concept) == value  # the model changed
 
     stale = client.post("/api/keep", json={"index": index, "concept": concept, "value": value, "version": 0})
     assert stale.status_code == 409 and "stale version 0" in stale.json()["error"]
-    assert _same(edited, clf.model.masks) and len(clf.interventions) == 1
+    assert same_masks(edited, clf.model.masks) and len(clf.interventions) == 1
     assert client.post("/api/undo", json={"version": 0}).status_code == 409
 
     history = client.get("/api/history").json()
@@ -141,36 +87,11 @@ def test_preview_keep_stale_undo_save(client, model_dir):
     saved = client.post("/api/save", json={"version": 1}).json()
     assert saved["edits"] == 1 and Path(saved["path"]) == model_dir
     reloaded = load(model_dir)
-    assert _same(edited, reloaded.model.masks) and len(reloaded.interventions) == 1
+    assert same_masks(edited, reloaded.model.masks) and len(reloaded.interventions) == 1
 
     undone = client.post("/api/undo", json={"version": 1}).json()
     assert undone["version"] == 2 and undone["edits"] == []
-    assert _same(original, clf.model.masks)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def server(model_dir, reviews):
-    """The explorer under a real uvicorn server on loopback."""
-    import uvicorn
-
-    explorer = _explorer(model_dir, reviews)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(explorer), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        assert time.time() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield explorer, f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    assert same_masks(original, clf.model.masks)
 
 
 def test_eight_clients_two_hundred_mixed_requests(server, model_dir):
@@ -207,44 +128,134 @@ def test_eight_clients_two_hundred_mixed_requests(server, model_dir):
     assert counts["keep"] > 0 and len(explorer.clf.interventions) == counts["keep"] - counts["undo"]
     version = httpx.get(f"{base}/api/model").json()["version"]
     assert httpx.post(f"{base}/api/save", json={"version": version}, timeout=60).status_code == 200
-    assert _same(_masks(explorer.clf), load(model_dir).model.masks)
+    assert same_masks(copy_masks(explorer.clf), load(model_dir).model.masks)
 
 
-def test_real_browser_pathway_correct_undo(server, tmp_path):
+def _concept_value(page, concept: str) -> str:
+    return page.locator(f"#concepts tr.concept-row[data-concept='{concept}'] button.predicted").inner_text()
+
+
+def _wait_value(page, concept: str, value: str) -> None:
+    page.wait_for_function(
+        "([c, v]) => document.querySelector(`#concepts tr.concept-row[data-concept='${c}'] button.predicted`)"
+        "?.textContent === v", arg=[concept, value])
+
+
+def _wait_status(page, start: str) -> None:
+    page.wait_for_function("(s) => document.querySelector('#status').textContent.startsWith(s)", arg=start)
+
+
+def test_real_browser_pathway_correct_undo(server, tmp_path, model_dir):
+    """The page as a person uses it, mouse and keyboard: every check names what it guards."""
     from playwright.sync_api import sync_playwright
 
     explorer, base = server
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    shots = tmp_path / "shots"
+    shots.mkdir()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True)
+        browser = p.chromium.launch(executable_path=chromium_path(), headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(base)
         page.wait_for_selector("#examples tbody tr")
+        _wait_status(page, "ready")
+        # The free-text box comes before the examples table.
+        assert page.locator("#free-text").bounding_box()["y"] < page.locator("#examples").bounding_box()["y"]
+        # Paging has an end: 16 rows at 20 a page is one page, and both arrows are off.
+        assert page.inner_text("#page-info") == "page 1 of 1 (16 rows)"
+        assert page.locator("#next-page").is_disabled() and page.locator("#prev-page").is_disabled()
+        # The model line names the labels; the heatmaps are labelled and have a colour scale.
+        assert "labels bad, good" in page.inner_text("#model-line")
+        page.locator("#subnetworks details").first.evaluate("d => d.open = true")
+        captions = page.locator("#subnetworks details >> nth=0 >> figcaption")
+        assert captions.count() == page.locator("#subnetworks details >> nth=0 >> canvas").count() > 0
+        assert captions.first.inner_text().startswith("layer 0") and page.locator("#heat-scale").count() == 1
+
         page.fill("#free-text", "the food was awful and the service lovely , prices some .")
         page.click("#explain-btn")  # free text: the pathway of a typed review
         page.wait_for_selector("#concepts tr.concept-row")
-        assert "label" in page.inner_text("#pathway") and page.locator("#words span.w").count() == 12
+        assert page.locator("#words span.w").count() == 12
+        # Label bars carry the label names and their probabilities.
+        probs = page.inner_text("#label-probs")
+        assert "bad" in probs and "good" in probs and probs.count("%") == 2
+        # grad scores have no sign, and the legend says so; a signed method gets the green/red legend.
+        assert "no sign" in page.inner_text("#word-legend")
+        page.select_option("#method", "grad_x_input")
+        page.wait_for_function("() => document.querySelector('#word-legend').textContent.includes('green')")
+        page.select_option("#method", "grad")
+        page.wait_for_function("() => document.querySelector('#word-legend').textContent.includes('no sign')")
+        assert page.locator("th", has_text="true value").count() == 0  # a typed text has no true values
+
         with httpx.Client(base_url=base, timeout=120) as http:
-            index, concept, target, predicted = _fixable(http)
-        page.click(f"#examples tbody tr[data-index='{index}']")  # a row of the split
+            index, concept, target, predicted = fixable(http)
+        # Keyboard only: Tab to a row, Enter opens it; Tab to a concept row, Enter shows its words.
+        row = page.locator(f"#examples tbody tr[data-index='{index}']")
+        row.focus()
+        page.keyboard.press("Enter")
         page.wait_for_selector(f"#examples tr.selected[data-index='{index}']")
-        page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('explained')")
-        row = page.locator(f"#concepts tr.concept-row[data-concept='{concept}']")
-        assert row.locator("button.predicted").inner_text() == predicted
-        row.locator(f"button[data-value='{target}']").click()
+        _wait_status(page, "explained")
+        assert page.locator("th", has_text="true value").count() == 1  # a data set row shows its true values
+        truth = explorer.split.concepts[index]
+        for k, name in enumerate(CONCEPTS):
+            true_value = explorer.clf.schema.concept_values[k][truth[k]]
+            concept_row = page.locator(f"#concepts tr.concept-row[data-concept='{name}']")
+            assert concept_row.locator("td.true-value").inner_text() == true_value
+            assert concept_row.locator("button.true").inner_text() == true_value
+        other = next(c for c in CONCEPTS if c != page.inner_text("#word-concept").split(" ")[0])
+        page.locator(f"#concepts tr.concept-row[data-concept='{other}']").focus()
+        page.keyboard.press("Enter")
+        page.wait_for_function("(c) => document.querySelector('#word-concept').textContent.startsWith(c)", arg=other)
+
+        concept_row = page.locator(f"#concepts tr.concept-row[data-concept='{concept}']")
+        assert _concept_value(page, concept) == predicted
+        concept_row.locator(f"button[data-value='{target}']").click()
         page.wait_for_selector("#keep-btn")
-        assert "bits flipped" in page.inner_text("#correction")
+        text = page.inner_text("#correction")
+        assert "weights of" in text and "Preview only" in text and "persist" not in text  # plain wording
+        page.screenshot(path=str(shots / "preview.png"), full_page=True)
+
+        # A 409: another client edits first; Keep then refuses the stale preview and offers a new one.
+        with httpx.Client(base_url=base, timeout=120) as http:
+            version = http.get("/api/model").json()["version"]
+            other_edit = http.post("/api/keep", json={"index": index, "concept": concept, "value": target,
+                                                      "version": version}).json()
+            assert other_edit["result"]["persisted"]
+            http.post("/api/undo", json={"version": other_edit["version"]}).raise_for_status()
         page.click("#keep-btn")
-        page.wait_for_function(
-            "([c, v]) => document.querySelector(`#concepts tr.concept-row[data-concept='${c}'] button.predicted`)"
-            "?.textContent === v", arg=[concept, target])
-        assert page.locator("#history li").count() == 1
-        page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+        page.wait_for_selector("#stale-preview")
+        assert page.locator("#keep-btn").count() == 0 and explorer.clf.interventions == []
+        page.click("#repreview-btn")
+        page.wait_for_selector("#keep-btn")
+        page.click("#keep-btn")
+        _wait_value(page, concept, target)
+        assert "Kept:" in page.inner_text("#correction") and page.locator("#history li").count() == 1
+        assert len(explorer.clf.interventions) == 1
+
+        # Undo clears the Correction box (it no longer says "Kept").
         page.click("#undo-btn")
-        page.wait_for_function(
-            "([c, v]) => document.querySelector(`#concepts tr.concept-row[data-concept='${c}'] button.predicted`)"
-            "?.textContent === v", arg=[concept, predicted])
+        _wait_value(page, concept, predicted)
+        assert "Kept:" not in page.inner_text("#correction") and "Undone" in page.inner_text("#correction")
+        assert page.locator("#history li").count() == 0 and explorer.clf.interventions == []
+        # Opening another example clears it too.
+        concept_row.locator(f"button[data-value='{target}']").click()
+        page.wait_for_selector("#keep-btn")
+        page.click("#keep-btn")
+        _wait_value(page, concept, target)
+        page.locator(f"#examples tbody tr[data-index='{(index + 1) % 16}']").click()
+        _wait_status(page, "explained")
+        assert page.inner_text("#correction").startswith("Click a concept value")
+
+        # A save conflict: another program saves the folder; the page offers to reload it.
+        other = load(model_dir)
+        other.save()
+        page.click("#save-btn")
+        page.wait_for_selector("#reload-btn")
+        page.screenshot(path=str(shots / "conflict.png"), full_page=True)
+        page.click("#reload-btn")
+        _wait_status(page, "reloaded")
+        assert f"Reloaded revision {other.revision}" in page.inner_text("#conflict")
         assert page.locator("#history li").count() == 0
+        assert explorer.clf.interventions == [] and explorer.clf.revision == other.revision
+        page.click("#save-btn")
+        _wait_status(page, "saved 0 edits")
         browser.close()
-    assert (tmp_path / "explorer.png").stat().st_size > 10_000
-    assert explorer.clf.interventions == []
+    assert all(f.stat().st_size > 10_000 for f in shots.iterdir())

@@ -43,7 +43,7 @@ def test_predictions_have_the_documented_shape(data, tiny_llama):
     clf = train(data, _config(tiny_llama), progress=False)
     [pred] = clf.predict(["the food was lovely and the service awful , prices some ."])
     d = pred.to_dict()
-    assert set(d) == {"label", "label_probs", "concepts"}
+    assert set(d) == {"label", "label_probs", "concepts", "truncated"} and d["truncated"] is False
     assert d["label"] in ("bad", "good") and set(d["label_probs"]) == {"bad", "good"}
     assert sum(d["label_probs"].values()) == pytest.approx(1.0, abs=1e-5)
     assert list(d["concepts"]) == list(CONCEPTS)

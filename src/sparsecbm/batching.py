@@ -22,6 +22,15 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     return texts
 
 
+def truncated(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[bool]:
+    """Per text, whether the model reads only its first ``max_length`` tokens
+    (counted with special tokens; no "indexing errors" warning for long ones)."""
+    if not texts:
+        return []
+    ids = tokenizer(list(texts), truncation=False, verbose=False, return_attention_mask=False)["input_ids"]
+    return [len(x) > max_length for x in ids]
+
+
 def iter_batches(
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .backbones import backbone_from_config, prepare_tokenizer
-from .batching import check_texts, iter_batches  # noqa: F401  (re-exported)
+from .batching import check_texts, iter_batches, truncated  # noqa: F401  (re-exported)
 from .data import Dataset, Schema, Split
 from . import explanations, intervention
 from .files import atomic_path, folder_lock, write_json
@@ -57,6 +57,7 @@ class Prediction:
     label: str
     label_probs: dict[str, float]
     concepts: dict[str, ConceptPrediction]
+    truncated: bool = False  # the text was longer than the model reads: only its first max_length tokens counted
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class Prediction:
             "concepts": {
                 name: {"value": c.value, "probs": dict(c.probs)} for name, c in self.concepts.items()
             },
+            "truncated": self.truncated,
         }
 
 
@@ -168,7 +170,9 @@ class Classifier:
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
         """One :class:`Prediction` per text (label, label probabilities, concepts)."""
+        texts = check_texts(texts)
         out = self.forward_texts(texts, batch_size=batch_size, progress=progress)
+        cut = truncated(self.tokenizer, texts, self.max_length)
         label_probs = out.task_logits.softmax(-1).numpy()
         concept_probs = [logits.softmax(-1).numpy() for logits in out.concept_logits]
         schema = self.schema
@@ -186,6 +190,7 @@ class Classifier:
                     label=schema.labels[int(label_probs[i].argmax())],
                     label_probs=dict(zip(schema.labels, map(float, label_probs[i]))),
                     concepts=concepts,
+                    truncated=cut[i],
                 )
             )
         return results

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from . import __version__, masks
+from .access import is_loopback, is_wildcard, new_token
 from .backbones import convert_gguf
 from .classifier import load
-from .data import CEBAB_TEST_ROWS, Dataset, dataset_from_spec, load_dataset, load_table, read_corrections
+from .data import (CEBAB_TEST_ROWS, TABLE_SUFFIXES, Dataset, dataset_from_spec, load_dataset, load_table,
+                   held_out_note, read_corrections, read_texts)
 from .explanations import METHODS, explain, explain_many
 from .files import write_json
 from .guard import CAUTION, Guard
@@ -270,8 +273,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict labels and concepts for texts", description="Predict texts.")
     p.add_argument("model_dir", metavar="DIR")
     p.add_argument("texts", nargs="*", help="texts to classify (or --file)")
-    p.add_argument("--file", help="a UTF-8 file with one text per line (a blank line is an error, see --skip-blank)")
-    p.add_argument("--skip-blank", action="store_true", help="skip blank lines of --file (and say how many)")
+    p.add_argument("--file", help="a UTF-8 file: one text per line, or a .csv/.tsv/.jsonl/.json table read by "
+                   "its --text-column (a blank text is an error, see --skip-blank)")
+    p.add_argument("--text-column", help="the text column of a table --file (default: text)")
+    p.add_argument("--skip-blank", action="store_true", help="skip blank texts of --file (and say how many)")
     p.add_argument("--json", dest="json_out", metavar="FILE",
                    help="write predictions as JSON, one record per input with its index, text (and --file line)")
 
@@ -354,6 +359,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-examples", type=_positive_int, default=500, help="browse its first N rows (default 500)")
     s.add_argument("--host", default=LOCALHOST, help=f"address to bind (default {LOCALHOST}: this machine only)")
     s.add_argument("--port", type=_port, default=8765)
+    s.add_argument("--token", help="require this secret on every request (default: a random one, printed in the URL, "
+                   "whenever --host is not loopback; none on loopback)")
     s.add_argument("--max-ratio", type=_ratio, default=MAX_RATIO, help=f"cap of a correction (default {MAX_RATIO:g})")
     s.add_argument("--device", default="cpu")
     _add_guard_args(s, "corrections kept from the page: ")
@@ -400,6 +407,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         dataset = dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
     result = clf.evaluate(dataset, args.split, batch_size=args.batch_size, progress=not args.quiet)
+    note = held_out_note(dataset, args.split)
+    if note:
+        result["note"] = note
+        print(f"note: {note}")
     if clf.unfinished:
         result["unfinished"] = clf.unfinished
         print(f"sparsecbm: warning: {args.model_dir}: {clf.unfinished}", file=sys.stderr)
@@ -458,51 +469,81 @@ def cmd_masks(args: argparse.Namespace) -> None:
         print(f"wrote {args.json_out}")
 
 
-def _predict_inputs(args: argparse.Namespace) -> tuple[list[str], list[int | None]]:
-    """The texts to predict and, per text, its --file line number (None for an argument)."""
-    texts, lines = list(args.texts), [None] * len(args.texts)
+def _predict_inputs(args: argparse.Namespace) -> tuple[list[str], list[dict[str, int]]]:
+    """The texts to predict and, per text, where it came from in --file ({"line": n}
+    or {"row": n}; {} for an argument)."""
+    texts, where = list(args.texts), [{} for _ in args.texts]
     for i, text in enumerate(texts):
         if not text.strip():
             raise ValueError(f"text argument {i + 1} is empty")
+    if args.text_column and not args.file:
+        raise ValueError("--text-column names the text column of a CSV/TSV/JSONL --file")
     if args.file:
         path = Path(args.file)
         if not path.is_file():
             raise FileNotFoundError(f"--file {path}: no such file")
-        try:
-            content = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise ValueError(f"--file {path}: not valid UTF-8; re-save it as UTF-8") from None
-        skipped = []
-        for number, line in enumerate(content.splitlines(), start=1):
-            if line.strip():
-                texts.append(line)
-                lines.append(number)
-            elif args.skip_blank:
-                skipped.append(number)
-            else:
-                raise ValueError(f"--file {path}: line {number} is blank; remove it or pass --skip-blank")
+        if path.suffix.lower() in TABLE_SUFFIXES:
+            found, rows, skipped = read_texts(path, args.text_column or "text", skip_blank=args.skip_blank)
+            texts += found
+            where += [{"row": r} for r in rows]
+        else:
+            found, lines, skipped = _read_lines(path, args.skip_blank)
+            texts += found
+            where += [{"line": n} for n in lines]
         if skipped:
-            log.warning("--file %s: skipped %d blank line(s): %s", path, len(skipped),
+            log.warning("--file %s: skipped %d blank text(s): %s", path, len(skipped),
                         ", ".join(map(str, skipped[:20])) + (" ..." if len(skipped) > 20 else ""))
     elif args.skip_blank:
         raise ValueError("--skip-blank applies to --file")
     if not texts:
         raise ValueError("no texts given: pass them as arguments or with --file")
-    return texts, lines
+    return texts, where
+
+
+def _read_lines(path: Path, skip_blank: bool) -> tuple[list[str], list[int], list[int]]:
+    """(texts, their line numbers, blank lines skipped) of a plain text file, one text a line."""
+    try:
+        content = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"--file {path}: not valid UTF-8; re-save it as UTF-8") from None
+    if not content.strip():
+        raise ValueError(f"--file {path}: the file is empty" if not content else f"--file {path}: only blank lines")
+    texts, lines, skipped = [], [], []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if line.strip():
+            texts.append(line)
+            lines.append(number)
+        elif skip_blank:
+            skipped.append(number)
+        else:
+            raise ValueError(f"--file {path}: line {number} is blank; remove it or pass --skip-blank")
+    return texts, lines, skipped
+
+
+def _truncation_notice(clf, flags: Sequence[bool], names: Sequence[str]) -> None:
+    """One line naming the texts that were cut to the model's maximum length."""
+    cut = [name for name, flag in zip(names, flags) if flag]
+    if cut:
+        shown = ", ".join(cut[:10]) + (f" and {len(cut) - 10} more" if len(cut) > 10 else "")
+        print(f"note: {len(cut)} text(s) longer than the model reads ({clf.max_length} tokens) were cut; "
+              f"later words were not read: {shown}", file=sys.stderr)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    texts, lines = _predict_inputs(args)
+    texts, where = _predict_inputs(args)
     clf = load(args.model_dir)
-    predictions = [{"index": i, "text": text, **({} if line is None else {"line": line}), **p.to_dict()}
-                   for i, (text, line, p) in enumerate(zip(texts, lines, clf.predict(texts)))]
+    predictions = [{"index": i, "text": text, **w, **p.to_dict()}
+                   for i, (text, w, p) in enumerate(zip(texts, where, clf.predict(texts)))]
     if args.json_out:
         write_json(args.json_out, predictions)
         print(f"wrote {args.json_out}")
     for text, pred in zip(texts, predictions):
         concepts = ", ".join(f"{n}={c['value']}" for n, c in pred["concepts"].items())
         p = pred["label_probs"][pred["label"]]
-        print(f"{pred['label']} ({100 * p:.0f}%){'  ' + concepts if concepts else ''}  <- {text[:60]!r}")
+        print(f"{pred['label']} ({100 * p:.0f}%){'  ' + concepts if concepts else ''}  <- {text[:60]!r}"
+              + ("  [cut]" if pred["truncated"] else ""))
+    _truncation_notice(clf, [p["truncated"] for p in predictions],
+                       [" ".join(f"{k} {v}" for k, v in w.items()) or f"text {i + 1}" for i, w in enumerate(where)])
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
@@ -663,14 +704,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     ceiling = concept_ceiling(dataset["train"], split, dataset.schema) if "train" in dataset.splits else None
     explorer = Explorer(clf, split.head(args.max_examples), f"{dataset.name} {args.split}", guard=_guard(args, clf, dataset),
                         max_ratio=args.max_ratio, ceiling=ceiling)
-    if args.host not in (LOCALHOST, "localhost", "::1"):
-        print(f"sparsecbm: warning: serving on {args.host}: anyone who can reach this address can edit and save "
-              "the model", file=sys.stderr)
+    token = args.token or (None if is_loopback(args.host) else new_token())
+    if not is_loopback(args.host):
+        print(f"sparsecbm: warning: serving on {args.host}: anyone who can reach this address and has the URL "
+              "below (its token) can edit and save the model", file=sys.stderr)
     if not args.quiet:
         print(f"predicting the {len(explorer.split)} rows of {explorer.split_name} once...", flush=True)
     explorer.model()  # fills the browse table's cache before the first page load
-    print(f"sparsecbm explorer on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
-    serve(explorer, host=args.host, port=args.port)
+    shown = socket.gethostname() if is_wildcard(args.host) else args.host
+    shown = f"[{shown}]" if ":" in shown else shown
+    print(f"sparsecbm explorer on http://{shown}:{args.port}/{f'?token={token}' if token else ''} (Ctrl-C to stop)",
+          flush=True)
+    serve(explorer, host=args.host, port=args.port, token=token)
 
 
 COMMANDS = {

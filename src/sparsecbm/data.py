@@ -527,6 +527,20 @@ def load_table(
     return Dataset(train_path.stem, schema, splits, spec)
 
 
+def held_out_note(dataset: Dataset, split: str) -> str | None:
+    """For a data file with no dev file, what ``split`` (train or dev) is made of:
+    the dev split was carved out of the training file."""
+    spec = dataset.spec
+    if spec.get("name") != "table" or spec.get("dev") is not None or split not in ("train", "dev"):
+        return None
+    n_train, n_dev = len(dataset["train"]), len(dataset["dev"])
+    carved = (f"{n_dev} of the {n_train + n_dev} rows of {spec['train']} (a seeded {100 * spec['dev_fraction']:g}%, "
+              f"seed {spec['seed']}) are the dev split")
+    if split == "train":
+        return f"train is the other {n_train} rows: {carved}, held out for model selection"
+    return f"dev: {carved}, held out of training for model selection"
+
+
 def _hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     n_dev = max(1, round(len(split) * fraction))
     if len(split) - n_dev < 1:
@@ -630,6 +644,32 @@ def dataset_from_spec(spec: Mapping[str, Any], data_dir: str | os.PathLike | Non
     if name == "table":
         return load_table(**spec)
     raise ValueError(f"cannot reload data from spec {dict(spec, name=name)}; pass --data")
+
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+
+
+def read_texts(path: str | os.PathLike, text_column: str, *, skip_blank: bool = False) -> tuple[list[str], list[int], list[int]]:
+    """(texts, their row numbers, the rows skipped as blank) from one column of a
+    CSV/TSV/JSONL/JSON file. A blank text is an error naming its row unless
+    ``skip_blank``; a file without rows or without the column is an error too."""
+    path = Path(path)
+    rows = list(_iter_rows(path))
+    if not rows:
+        raise DataError(f"{path}: the file has no rows (only a header, or nothing)")
+    if text_column not in rows[0][1]:
+        raise DataError(f"{path}: no column {text_column!r}; it has {sorted(rows[0][1])} (choose one with --text-column)")
+    texts, numbers, skipped = [], [], []
+    for row, record in rows:
+        text = _cell(record, text_column, path, row)
+        if text.strip():
+            texts.append(text)
+            numbers.append(row)
+        elif skip_blank:
+            skipped.append(row)
+        else:
+            raise DataError(f"{_row_name(path, row)}: column {text_column!r} is empty; remove the row or pass --skip-blank")
+    return texts, numbers, skipped
 
 
 def read_corrections(

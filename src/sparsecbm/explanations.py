@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .batching import check_texts
+from .batching import check_texts, truncated
 from .files import atomic_path
 from .masks import summary as masks_summary
 
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from .classifier import Classifier
 
 METHODS = ("grad", "grad_x_input", "integrated_gradients")
+# Whether a method's word scores have a sign (> 0 supports the value, < 0 argues
+# against it); grad's are gradient norms, a size only.
+SIGNED = {"grad": False, "grad_x_input": True, "integrated_gradients": True}
 JSON_VERSION = 1
 HEATMAP_CELLS = 16  # a mask heatmap is at most this many cells a side
 
@@ -75,6 +78,11 @@ class Explanation:
     truncated: bool = False  # the text was longer than the model's max length; later words were not read
     subnetworks: dict[str, Any] | None = field(default=None, repr=False)
 
+    @property
+    def signed(self) -> bool:
+        """Whether the word scores have a sign (see :data:`SIGNED`)."""
+        return bool(self.method and SIGNED[self.method])
+
     def describe(self, words: int = 3) -> str:
         """The pathway in words, for a person."""
         p = self.probabilities[self.label]
@@ -86,6 +94,8 @@ class Explanation:
                 line += "; read from: " + ", ".join(repr(w.text) for w in c.top_words(words))
             lines.append(line)
         lines.append(f"  (plus a constant {self.bias:+.2f}; the label's logit is the sum)")
+        if self.truncated:
+            lines.append("  note: the text is longer than the model reads; it was cut and later words were not read")
         return "\n".join(lines)
 
     def to_dict(self, subnetworks: bool = True) -> dict[str, Any]:
@@ -96,6 +106,7 @@ class Explanation:
             "probabilities": dict(self.probabilities),
             "bias": self.bias,
             "method": self.method,
+            "signed": self.signed,
             "truncated": self.truncated,
             "concepts": [
                 {
@@ -140,7 +151,6 @@ def words(clf: Classifier, text: str) -> Words:
         raise ValueError("explanations need a fast tokenizer (word offsets); this model's tokenizer is not one")
     enc = tok(text, truncation=True, max_length=clf.max_length, return_offsets_mapping=True,
               return_overflowing_tokens=False, return_tensors="pt")
-    full = tok(text, add_special_tokens=False, return_attention_mask=False)
     word_ids = enc.word_ids(0)
     offsets = enc["offset_mapping"][0].tolist()
     spans: list[list[int]] = []
@@ -159,13 +169,12 @@ def words(clf: Classifier, text: str) -> Words:
     for s in spans:
         while s[0] < s[1] and text[s[0]].isspace():
             s[0] += 1
-    read = sum(1 for w in piece_word if w >= 0)
     return Words(
         input_ids=enc["input_ids"],
         attention_mask=enc["attention_mask"],
         spans=tuple((a, b) for a, b in spans),
         piece_word=torch.tensor(piece_word),
-        truncated=len(full["input_ids"]) > read,
+        truncated=truncated(tok, [text], clf.max_length)[0],
     )
 
 

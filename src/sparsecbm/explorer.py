@@ -7,11 +7,17 @@ uses and what a script can drive. Every request that touches the model holds
 one lock, so explanations, previews and edits never interleave; a request that
 changes the model names the ``version`` it was made against, and a stale one
 gets 409 and changes nothing. No request names a file: saving writes the
-folder the model was loaded from.
+folder the model was loaded from, and reloading reads it back.
+
+Before any of that, :mod:`sparsecbm.access` refuses requests from other web
+sites (Host, Origin and Content-Type checks, a body limit, and a token when
+the server listens beyond loopback); every error is a JSON ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -19,14 +25,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .classifier import Classifier
+from .access import MAX_BODY, AccessControl, allowed_hosts
+from .classifier import Classifier, load
 from .data import Split
-from .explanations import METHODS, explain, subnetworks
+from .explanations import METHODS, SIGNED, explain, subnetworks
 from .guard import Guard
 from .intervention import MAX_RATIO, oracle, task_from, undo
 from .metrics import evaluate_predictions
@@ -71,6 +79,7 @@ class Explorer:
             "labels": list(clf.schema.labels),
             "concepts": {c: list(v) for c, v in zip(clf.schema.concepts, clf.schema.concept_values)},
             "version": self.version, "edits": len(clf.interventions), "max_text": MAX_TEXT, "methods": list(METHODS),
+            "signed_methods": [m for m in METHODS if SIGNED[m]], "revision": clf.revision,
             "split": {"name": self.split_name, "n": len(self.split) if self.split is not None else 0},
             "guard": None if self.guard is None else {
                 "n": len(self.guard), "tolerance": self.guard.tolerance, "task_tolerance": self.guard.task_tolerance,
@@ -168,6 +177,19 @@ class Explorer:
         return {"path": str(path), "revision": self.clf.revision, "edits": len(self.clf.interventions),
                 "version": self.version}
 
+    def reload(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Read the model folder again (its latest revision), dropping edits kept here and not saved."""
+        self._check_version(body)
+        if self.clf.path is None:
+            raise ApiError(400, "this model was not loaded from a folder; there is nothing to reload")
+        self.clf = load(self.clf.path, device=self.clf.device)
+        if self.guard is not None:  # its caches belong to the old model
+            self.guard = dataclasses.replace(self.guard)
+        self._browse = Guard(self.split, caution=0) if self._browse is not None else None
+        self.version += 1
+        return {"path": str(self.clf.path), "revision": self.clf.revision, "edits": len(self.clf.interventions),
+                "version": self.version}
+
     def _correct(self, body: dict[str, Any], persist: bool) -> dict[str, Any]:
         text = self._text(body)
         schema = self.clf.schema
@@ -206,24 +228,24 @@ class Explorer:
             raise ApiError(400, "text: required, a non-empty string (or give index, a row of the split)")
         if len(text) > MAX_TEXT:
             raise ApiError(413, f"text: {len(text)} characters, the explorer takes at most {MAX_TEXT}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ApiError(400, f"text: character {e.start + 1} is not a valid Unicode character (a lone "
+                                "surrogate); send the text as UTF-8") from None
         return text
 
 
-def create_app(explorer: Explorer) -> Starlette:
-    """The ASGI app: the page at ``/``, its files under ``/static``, the API under ``/api``."""
+def create_app(explorer: Explorer, *, host: str = "127.0.0.1", token: str | None = None,
+               max_body: int = MAX_BODY) -> AccessControl:
+    """The ASGI app: the page at ``/``, its files under ``/static``, the API under
+    ``/api``, behind :class:`~sparsecbm.access.AccessControl` for a server bound to
+    ``host`` (``token``: required on every request when given)."""
 
     def locked(fn: Callable[..., dict[str, Any]], *, with_body: bool = False, query: bool = False):
         async def endpoint(request: Request) -> JSONResponse:
             try:
-                args: list[Any] = []
-                if with_body:
-                    try:
-                        body = await request.json()
-                    except ValueError:
-                        raise ApiError(400, "the request body must be a JSON object") from None
-                    if not isinstance(body, dict):
-                        raise ApiError(400, "the request body must be a JSON object")
-                    args.append(body)
+                args: list[Any] = [await _json_body(request)] if with_body else []
                 kwargs = _query(request) if query else {}
                 return JSONResponse(await _run_locked(explorer, fn, *args, **kwargs))
             except ApiError as e:
@@ -234,6 +256,12 @@ def create_app(explorer: Explorer) -> Starlette:
 
     async def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"}, status_code=exc.status_code)
+
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the model is unchanged"}, status_code=500)
 
     routes = [
         Route("/", index),
@@ -246,9 +274,27 @@ def create_app(explorer: Explorer) -> Starlette:
         Route("/api/keep", locked(explorer.keep, with_body=True), methods=["POST"]),
         Route("/api/undo", locked(explorer.undo, with_body=True), methods=["POST"]),
         Route("/api/save", locked(explorer.save, with_body=True), methods=["POST"]),
+        Route("/api/reload", locked(explorer.reload, with_body=True), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    return AccessControl(app, hosts=allowed_hosts(host), token=token, max_body=max_body)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object (AccessControl has already bounded its size)."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8") from None
+    except RecursionError:
+        raise ApiError(400, "the request body nests too deeply; send a flat JSON object") from None
+    except ValueError as e:
+        raise ApiError(400, f"the request body must be a JSON object ({e})") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
 
 
 async def _run_locked(explorer: Explorer, fn, *args, **kwargs):
@@ -278,8 +324,8 @@ def _query(request: Request) -> dict[str, Any]:
     return out
 
 
-def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Run the explorer with uvicorn until interrupted."""
+def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> None:
+    """Run the explorer with uvicorn until interrupted (``token``: see :func:`create_app`)."""
     import uvicorn
 
-    uvicorn.run(create_app(explorer), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(explorer, host=host, token=token), host=host, port=port, log_level="warning")

@@ -601,7 +601,7 @@ def correct(
         elif not (any(fixed) or keep_unfixed):
             keep, outcome = False, "rolled back: the edit fixed none of the texts"
         else:
-            outcome = "kept" if persist else "previewed: the mask is restored (persist=False)"
+            outcome = "kept" if persist else "preview only: the model is unchanged until the edit is kept"
         if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
             verdict = guard.judge(clf, k, guard_before, logged_before)
             if not verdict["accepted"]:

@@ -24,6 +24,7 @@ from .files import atomic_path, write_text
 
 POSITIVE = (0.13, 0.55, 0.13)  # pushes toward the label / supports the value
 NEGATIVE = (0.80, 0.15, 0.15)
+UNSIGNED = (0.20, 0.40, 0.80)  # a word score with no sign (grad): only its size is shown
 _LAYER = re.compile(r"^(.*?)\.(\d+)\.(.+?)(?:\.weight)?$")
 
 
@@ -67,9 +68,18 @@ def mosaic(heatmaps: dict[str, list[list[float]]]) -> np.ndarray:
     return out
 
 
-def _word_colour(score: float, top: float) -> tuple[float, float, float, float]:
-    base = POSITIVE if score >= 0 else NEGATIVE
+def _word_colour(score: float, top: float, signed: bool) -> tuple[float, float, float, float]:
+    base = UNSIGNED if not signed else POSITIVE if score >= 0 else NEGATIVE
     return (*base, min(1.0, abs(score) / top) * 0.55 if top > 0 else 0.0)
+
+
+def word_legend(e: Explanation) -> str:
+    """What a word's colour means for this explanation's method."""
+    if e.method is None:
+        return ""
+    if e.signed:
+        return f"Words ({e.method}): green supports the concept's value, red argues against it; stronger = more."
+    return f"Words ({e.method}, a size with no sign): darker blue = mattered more to the concept's value."
 
 
 def pathway_figure(e: Explanation, words: int = 5):
@@ -103,7 +113,7 @@ def pathway_figure(e: Explanation, words: int = 5):
         peak = max((abs(w.score) for w in chosen), default=0.0)
         for w in chosen:
             t = ax.text(x, y, w.text, fontsize=12, va="center",
-                        bbox=dict(boxstyle="round,pad=0.25", fc=_word_colour(w.score, peak), ec="none"))
+                        bbox=dict(boxstyle="round,pad=0.25", fc=_word_colour(w.score, peak, e.signed), ec="none"))
             x += t.get_window_extent(renderer).width / fig.bbox.width + 0.012
             if x > 0.36:
                 break
@@ -137,7 +147,7 @@ def pathway_figure(e: Explanation, words: int = 5):
     ax.text(0.955, label_y, f"label\n{e.label}\n{100 * p:.0f}%", fontsize=14, ha="center", va="center", weight="bold",
             bbox=dict(boxstyle="round,pad=0.5", fc=(0.93, 0.93, 1.0), ec="0.4"))
     ax.text(0.01, 0.15 / height,
-            "Green words support the concept's value, red ones argue against it; bar length = how much the concept "
+            f"{word_legend(e)} Bar length = how much the concept "
             f"pushed the label (logit units; constant {e.bias:+.2f} not shown).",
             fontsize=9, color="0.35")
     return fig
@@ -193,7 +203,7 @@ def _highlight(e: Explanation, concept) -> str:
     parts, pos = [], 0
     for w in concept.words:
         parts.append(html.escape(e.text[pos : w.start]))
-        r, g, b, a = _word_colour(w.score, peak)
+        r, g, b, a = _word_colour(w.score, peak, e.signed)
         style = f"background: rgba({int(255 * r)},{int(255 * g)},{int(255 * b)},{a:.2f})"
         parts.append(f'<span style="{style}" title="{w.score:.4g}">{html.escape(e.text[w.start : w.end])}</span>')
         pos = w.end
@@ -242,6 +252,7 @@ def html_report(e: Explanation) -> str:
     ]
     if any(c.words for c in e.concepts):
         parts.append(f"<h2>Words each concept read ({html.escape(e.method or '')})</h2>")
+        parts.append(f'<p class="muted">{html.escape(word_legend(e))}</p>')
         if e.truncated:
             parts.append('<p class="muted">The text was longer than the model reads; only the highlighted part counted.</p>')
         for c in e.concepts:

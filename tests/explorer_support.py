@@ -1,0 +1,111 @@
+"""What the explorer's tests share: a tiny trained SparseCBM, a copy of its folder per
+test, the explorer over its dev split, and the explorer behind a real uvicorn
+server on loopback. Test modules import the fixtures they use from here."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from sparsecbm import load, load_dataset
+from sparsecbm.explorer import Explorer, create_app
+
+from .conftest import CONCEPTS, train_tiny_sparsecbm
+
+LOCAL = "http://127.0.0.1:8765"  # the address a TestClient's requests name
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, reviews, tiny_bert):
+    _, out = train_tiny_sparsecbm(tmp_path_factory.mktemp("explorer") / "m", reviews, tiny_bert)
+    return out
+
+
+@pytest.fixture
+def model_dir(trained, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(trained, folder)
+    return folder
+
+
+def make_explorer(model_dir: Path, reviews) -> Explorer:
+    clf = load(model_dir)
+    data = load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
+                        label_column="stars", concept_columns=CONCEPTS)
+    return Explorer(clf, data["dev"], "reviews dev", max_ratio=0.3)
+
+
+@pytest.fixture
+def client(model_dir, reviews):
+    explorer = make_explorer(model_dir, reviews)
+    with TestClient(create_app(explorer), base_url=LOCAL) as c:
+        c.explorer = explorer
+        yield c
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    """Every file of a model folder and its content hash: what 'nothing changed on disk' compares."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fixable(http, headers: dict | None = None):
+    """(row, concept, value, predicted) of a correction whose preview fixes it (the tiny model cannot fix every one)."""
+    model = http.get("/api/model", headers=headers).json()
+    for index in range(model["split"]["n"]):
+        e = http.post("/api/explain", json={"index": index}, headers=headers).json()
+        for c in e["concepts"]:
+            for value in model["concepts"][c["name"]]:
+                if value == c["value"]:
+                    continue
+                r = http.post("/api/preview", json={"index": index, "concept": c["name"], "value": value},
+                              headers=headers).json()
+                if r["result"]["fixed"]:
+                    return index, c["name"], value, c["value"]
+    raise AssertionError("no correction of the tiny model is fixable")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app, port: int | None = None):
+    """An ASGI app under a real uvicorn server on 127.0.0.1; yields its base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not srv.started:
+        assert time.time() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server(model_dir, reviews):
+    """The explorer under a real uvicorn server on loopback: (explorer, base URL)."""
+    explorer = make_explorer(model_dir, reviews)
+    with running(create_app(explorer)) as base:
+        yield explorer, base
+
+
+def chromium_path() -> str:
+    return shutil.which("chromium") or "/usr/bin/chromium"
