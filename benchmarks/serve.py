@@ -4,10 +4,11 @@ On the pipeline SparseCBM and the first --browse-n CEBaB dev rows: p50/p95 of
 ``/api/explain`` (grad, every concept) and of ``/api/preview`` (a correction
 of a wrong concept, taylor auto, no guard), each alone (one client) and under
 load (8 clients sending a mix of both). Targets (issue 11): explain p95 < 300
-ms alone, preview p95 < 1 s alone. With --screenshot, also saves a picture of
-the page (Playwright driving Debian's Chromium) for the README.
+ms alone, preview p95 < 1 s alone. With --screenshots DIR, also saves the
+pictures of the page in docs/explorer.md (Playwright driving Debian's
+Chromium), each showing one behaviour, on a copy of the model folder.
 
-    python benchmarks/serve.py [--screenshot docs/explorer.png]
+    python benchmarks/serve.py [--model DIR] [--screenshots docs]
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40, help="requests per kind, alone")
     parser.add_argument("--load-requests", type=int, default=25, help="requests per client under load")
     parser.add_argument("--out", default="benchmarks/results/serve.json")
-    parser.add_argument("--screenshot", help="also save a screenshot of the page here")
+    parser.add_argument("--screenshots", metavar="DIR",
+                        help="also save pictures of the page (docs/explorer*.png) to this folder")
     args = parser.parse_args()
 
     clf = sparsecbm.load(args.model)
@@ -105,27 +107,91 @@ def main() -> None:
     write_json(Path(args.out), result)
     print(json.dumps(result, indent=1))
 
-    if args.screenshot:
-        from playwright.sync_api import sync_playwright
+    if args.screenshots:
+        screenshots(args.model, dev_n=args.browse_n, folder=Path(args.screenshots), corrections=corrections)
+    server.should_exit = True
+
+
+def screenshots(model: str, dev_n: int, folder: Path, corrections: list[dict]) -> None:
+    """The page's behaviours, one picture each, on a copy of ``model`` (a save conflict writes to it)."""
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "model"
+        shutil.copytree(model, copy)
+        clf = sparsecbm.load(copy)
+        explorer = Explorer(clf, dataset_from_spec(clf.data_spec)["dev"].head(dev_n), "cebab dev")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_app(explorer), host="127.0.0.1", port=port, log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        first = corrections[0]
+        row_sel = f"#examples tbody tr[data-index='{first['index']}']"
+        value_sel = f"#concepts tr.concept-row[data-concept='{first['concept']}'] button[data-value='{first['value']}']"
+
+        def wait_status(page, start: str) -> None:
+            page.wait_for_function("(s) => document.querySelector('#status').textContent.startsWith(s)", arg=start,
+                                   timeout=120_000)
+
+        def shot(page, name: str, selector: str | None = None) -> None:
+            target = page.locator(selector) if selector else page
+            target.screenshot(path=str(folder / name))
+            print(f"wrote {folder / name}")
 
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium")
-            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page = browser.new_page(viewport={"width": 1500, "height": 1150})
             page.goto(base)
+            wait_status(page, "ready")
             page.check("#only-mistakes")
-            page.wait_for_selector("#examples tbody tr")
-            first = corrections[0]
-            page.click(f"#examples tbody tr[data-index='{first['index']}']")
-            page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('explained')",
-                                   timeout=120_000)
-            page.click(f"#concepts tr.concept-row[data-concept='{first['concept']}']")
-            page.click(f"#concepts tr.concept-row[data-concept='{first['concept']}'] button[data-value='{first['value']}']")
+            page.wait_for_selector(row_sel)
+            page.focus(row_sel)  # keyboard: the row is focused and opened with Enter
+            page.keyboard.press("Enter")
+            wait_status(page, "explained")
+            page.click(value_sel)
             page.wait_for_selector("#keep-btn", timeout=120_000)
-            Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=args.screenshot, full_page=False)
+            shot(page, "explorer.png")
+            # Another client keeps an edit first: Keep refuses the stale preview.
+            with httpx.Client(base_url=base, timeout=300) as http:
+                v = http.get("/api/model").json()["version"]
+                other = next(c for c in corrections if c["index"] != first["index"])
+                http.post("/api/keep", json={**other, "version": v}).raise_for_status()
+            page.click("#keep-btn")
+            page.wait_for_selector("#stale-preview", timeout=120_000)
+            shot(page, "explorer-stale-preview.png", "#right")
+            page.click("#repreview-btn")
+            page.wait_for_selector("#keep-btn", timeout=120_000)
+            page.click("#keep-btn")
+            page.wait_for_function("() => document.querySelector('#correction').textContent.includes('Kept')",
+                                   timeout=120_000)
+            page.click("#undo-btn")
+            wait_status(page, "undone")
+            shot(page, "explorer-undo.png", "#right")
+            # The last page: the forward arrow is off.
+            page.uncheck("#only-mistakes")
+            page.wait_for_function("() => !document.querySelector('#next-page').disabled")
+            while not page.locator("#next-page").is_disabled():
+                before = page.inner_text("#page-info")
+                page.click("#next-page")
+                page.wait_for_function("(b) => document.querySelector('#page-info').textContent !== b", arg=before)
+            shot(page, "explorer-last-page.png", "#left")
+            page.locator("#subnetworks details").first.evaluate("d => d.open = true")
+            shot(page, "explorer-subnetworks.png", "#subnetworks")
+            # A save conflict: another program saves the folder first; the page offers a reload.
+            sparsecbm.load(copy).save()
+            page.click("#save-btn")
+            page.wait_for_selector("#reload-btn")
+            page.locator("#conflict").scroll_into_view_if_needed()
+            shot(page, "explorer-save-conflict.png", "#right")
             browser.close()
-        print(f"wrote {args.screenshot}")
-    server.should_exit = True
+        server.should_exit = True
 
 
 if __name__ == "__main__":

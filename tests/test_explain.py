@@ -138,3 +138,19 @@ def test_cli_explain_one_text_and_a_split(tmp_path, capsys, reviews, tiny_bert):
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(5)) and rows[0]["method"] == "integrated_gradients"
     assert "subnetworks" not in rows[0]
+
+
+@pytest.mark.parametrize("method, signed, legend", [
+    ("grad", False, "a size with no sign"), ("grad_x_input", True, "green supports"),
+    ("integrated_gradients", True, "green supports")])
+def testword_colours_and_legend_follow_the_methods_sign(sparse_clf, method, signed, legend):
+    """grad scores are norms (all >= 0): painting them green 'supporting' would be a false reading."""
+    from sparsecbm.report import UNSIGNED, word_colour
+
+    e = explain(sparse_clf, TEXT, method, steps=3)
+    assert e.signed is signed and e.to_dict()["signed"] is signed
+    page = html_report(e)
+    assert legend in page and (("green supports" in page) is signed)
+    if not signed:
+        assert all(w.score >= 0 for c in e.concepts for w in c.words)
+        assert word_colour(1.0, 1.0, signed)[:3] == word_colour(-1.0, 1.0, signed)[:3] == UNSIGNED

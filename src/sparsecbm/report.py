@@ -68,7 +68,7 @@ def mosaic(heatmaps: dict[str, list[list[float]]]) -> np.ndarray:
     return out
 
 
-def _word_colour(score: float, top: float, signed: bool) -> tuple[float, float, float, float]:
+def word_colour(score: float, top: float, signed: bool) -> tuple[float, float, float, float]:
     base = UNSIGNED if not signed else POSITIVE if score >= 0 else NEGATIVE
     return (*base, min(1.0, abs(score) / top) * 0.55 if top > 0 else 0.0)
 
@@ -113,7 +113,7 @@ def pathway_figure(e: Explanation, words: int = 5):
         peak = max((abs(w.score) for w in chosen), default=0.0)
         for w in chosen:
             t = ax.text(x, y, w.text, fontsize=12, va="center",
-                        bbox=dict(boxstyle="round,pad=0.25", fc=_word_colour(w.score, peak, e.signed), ec="none"))
+                        bbox=dict(boxstyle="round,pad=0.25", fc=word_colour(w.score, peak, e.signed), ec="none"))
             x += t.get_window_extent(renderer).width / fig.bbox.width + 0.012
             if x > 0.36:
                 break
@@ -203,7 +203,7 @@ def _highlight(e: Explanation, concept) -> str:
     parts, pos = [], 0
     for w in concept.words:
         parts.append(html.escape(e.text[pos : w.start]))
-        r, g, b, a = _word_colour(w.score, peak, e.signed)
+        r, g, b, a = word_colour(w.score, peak, e.signed)
         style = f"background: rgba({int(255 * r)},{int(255 * g)},{int(255 * b)},{a:.2f})"
         parts.append(f'<span style="{style}" title="{w.score:.4g}">{html.escape(e.text[w.start : w.end])}</span>')
         pos = w.end
