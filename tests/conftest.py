@@ -113,14 +113,15 @@ def sparse_clf(tiny_bert):
     return Classifier(model, tokenizer, max_length=32)
 
 
-def train_tiny_sparsecbm(out: Path, reviews: dict[str, Path], tiny_bert: Path) -> tuple[list[str], Path]:
+def train_tiny_sparsecbm(out: Path, reviews: dict[str, Path], tiny_bert: Path,
+                         extra: list[str] | tuple[str, ...] = ()) -> tuple[list[str], Path]:
     """Train a tiny SparseCBM on the review files through the CLI (one epoch, magnitude
-    masks); returns the data flags and the model folder."""
+    masks unless ``extra`` flags say otherwise); returns the data flags and the model folder."""
     from sparsecbm.cli import main
 
     data = ["--data", str(reviews["train"]), "--dev", str(reviews["dev"]), "--test", str(reviews["test"]),
             "--text-column", "text", "--label-column", "stars", "--concept-columns", "food,service,price"]
     assert main(["-q", "train", *data, "--model", "sparsecbm", "--backbone", str(tiny_bert), "--out", str(out),
                  "--epochs", "1", "--max-length", "32", "--prune-steps", "1", "--pruner", "magnitude",
-                 "--finetune-epochs", "0"]) == 0
+                 "--finetune-epochs", "0", *extra]) == 0
     return data, out

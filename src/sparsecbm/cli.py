@@ -480,16 +480,10 @@ def _predict_inputs(args: argparse.Namespace) -> tuple[list[str], list[dict[str,
         raise ValueError("--text-column names the text column of a CSV/TSV/JSONL --file")
     if args.file:
         path = Path(args.file)
-        if not path.is_file():
-            raise FileNotFoundError(f"--file {path}: no such file")
-        if path.suffix.lower() in TABLE_SUFFIXES:
-            found, rows, skipped = read_texts(path, args.text_column or "text", skip_blank=args.skip_blank)
-            texts += found
-            where += [{"row": r} for r in rows]
-        else:
-            found, lines, skipped = _read_lines(path, args.skip_blank)
-            texts += found
-            where += [{"line": n} for n in lines]
+        found, numbers, skipped = read_texts(path, args.text_column, skip_blank=args.skip_blank)
+        unit = "row" if path.suffix.lower() in TABLE_SUFFIXES else "line"
+        texts += found
+        where += [{unit: n} for n in numbers]
         if skipped:
             log.warning("--file %s: skipped %d blank text(s): %s", path, len(skipped),
                         ", ".join(map(str, skipped[:20])) + (" ..." if len(skipped) > 20 else ""))
@@ -498,26 +492,6 @@ def _predict_inputs(args: argparse.Namespace) -> tuple[list[str], list[dict[str,
     if not texts:
         raise ValueError("no texts given: pass them as arguments or with --file")
     return texts, where
-
-
-def _read_lines(path: Path, skip_blank: bool) -> tuple[list[str], list[int], list[int]]:
-    """(texts, their line numbers, blank lines skipped) of a plain text file, one text a line."""
-    try:
-        content = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError(f"--file {path}: not valid UTF-8; re-save it as UTF-8") from None
-    if not content.strip():
-        raise ValueError(f"--file {path}: the file is empty" if not content else f"--file {path}: only blank lines")
-    texts, lines, skipped = [], [], []
-    for number, line in enumerate(content.splitlines(), start=1):
-        if line.strip():
-            texts.append(line)
-            lines.append(number)
-        elif skip_blank:
-            skipped.append(number)
-        else:
-            raise ValueError(f"--file {path}: line {number} is blank; remove it or pass --skip-blank")
-    return texts, lines, skipped
 
 
 def _truncation_notice(clf, flags: Sequence[bool], names: Sequence[str]) -> None:

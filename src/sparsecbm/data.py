@@ -649,26 +649,40 @@ def dataset_from_spec(spec: Mapping[str, Any], data_dir: str | os.PathLike | Non
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
 
-def read_texts(path: str | os.PathLike, text_column: str, *, skip_blank: bool = False) -> tuple[list[str], list[int], list[int]]:
-    """(texts, their row numbers, the rows skipped as blank) from one column of a
-    CSV/TSV/JSONL/JSON file. A blank text is an error naming its row unless
-    ``skip_blank``; a file without rows or without the column is an error too."""
+def read_texts(path: str | os.PathLike, text_column: str | None = None, *,
+               skip_blank: bool = False) -> tuple[list[str], list[int], list[int]]:
+    """(texts, where each was, the blank ones skipped) from a plain text file (one text
+    a line; positions are line numbers) or from one column (``text_column``, default
+    ``text``) of a CSV/TSV/JSONL/JSON table (positions are rows). A blank text is an
+    error naming its line or row unless ``skip_blank``; so is a file with no text."""
     path = Path(path)
-    rows = list(_iter_rows(path))
-    if not rows:
-        raise DataError(f"{path}: the file has no rows (only a header, or nothing)")
-    if text_column not in rows[0][1]:
-        raise DataError(f"{path}: no column {text_column!r}; it has {sorted(rows[0][1])} (choose one with --text-column)")
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        rows = list(_iter_rows(path))
+        if not rows:
+            raise DataError(f"{path}: the file has no rows (only a header, or nothing)")
+        column = text_column or "text"
+        if column not in rows[0][1]:
+            raise DataError(f"{path}: no column {column!r}; it has {sorted(rows[0][1])} (choose one with --text-column)")
+        cells = [(row, _cell(record, column, path, row)) for row, record in rows]
+        what = f": column {column!r}"
+    else:
+        if text_column:
+            raise DataError(f"{path}: a text column applies to a table (.csv, .tsv, .jsonl, .json), "
+                            "not to a file of lines")
+        content = _read_text(path)
+        if not content.strip():
+            raise DataError(f"{path}: the file is empty" if not content else f"{path}: only blank lines")
+        cells = list(enumerate(content.splitlines(), start=1))
+        what = ""
     texts, numbers, skipped = [], [], []
-    for row, record in rows:
-        text = _cell(record, text_column, path, row)
+    for number, text in cells:
         if text.strip():
             texts.append(text)
-            numbers.append(row)
+            numbers.append(number)
         elif skip_blank:
-            skipped.append(row)
+            skipped.append(number)
         else:
-            raise DataError(f"{_row_name(path, row)}: column {text_column!r} is empty; remove the row or pass --skip-blank")
+            raise DataError(f"{_row_name(path, number)}{what} is blank; remove it or pass --skip-blank")
     return texts, numbers, skipped
 
 

@@ -1,0 +1,89 @@
+"""The golden test: a tiny SparseCBM trained from a seed on the CPU (dense epoch, OBS
+mining, sparse epoch) must give the committed predictions, masks, explanation and
+correction bit for bit (floats to 1e-5), so that moving code changes no behaviour.
+
+After a change that is meant to alter behaviour, rewrite the fixture and say why
+in the commit:
+
+    SPARSECBM_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sparsecbm import load
+
+from .conftest import train_tiny_sparsecbm
+
+GOLDEN = Path(__file__).parent / "golden" / "tiny_sparsecbm.json"
+TEXTS = ["the food was awful and the service lovely , prices some .",
+         "the food was lovely and the service lovely , prices awful ."]
+OBS = ["--pruner", "obs", "--fisher-grads", "4", "--fisher-batch-size", "4", "--block-size", "8"]
+
+
+def _masks_digest(clf) -> dict[str, str]:
+    out = {}
+    for concept, per in clf.model.masks.items():
+        h = hashlib.sha256()
+        for name in sorted(per):
+            h.update(name.encode())
+            h.update(per[name].cpu().numpy().tobytes())
+        out[concept] = h.hexdigest()
+    return out
+
+
+def _round(x, digits: int = 6):
+    if isinstance(x, float):
+        return round(x, digits)
+    if isinstance(x, dict):
+        return {k: _round(v, digits) for k, v in x.items() if k != "time"}
+    if isinstance(x, (list, tuple)):
+        return [_round(v, digits) for v in x]
+    return x
+
+
+def _behaviour(tmp_path, reviews, tiny_bert) -> dict:
+    _, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert, extra=[*OBS, "--sparse-epochs", "1"])
+    clf = load(out)
+    preds = [p.to_dict() for p in clf.predict(TEXTS)]
+    e = clf.explain(TEXTS[0], "grad_x_input").to_dict(subnetworks=False)
+    concept, target = next((c, v) for c, values in zip(clf.schema.concepts, clf.schema.concept_values)
+                           for v in values if v != preds[0]["concepts"][c]["value"]
+                           and clf.intervene(TEXTS[0], c, v, max_ratio=0.3).fixed)  # the first fixable one
+    r = clf.intervene(TEXTS[0], concept, target, persist=True, max_ratio=0.3).to_dict()
+    edited = _masks_digest(clf)
+    clf.undo()
+    return _round({"predictions": preds, "masks": _masks_digest(clf), "explanation": e,
+                   "correction": {k: r[k] for k in ("concept", "value", "before", "after", "fixed", "n",
+                                                    "bits_flipped", "per_layer", "persisted", "outcome")},
+                   "masks_after_correction": edited})
+
+
+def _close(a, b, path: str = "") -> None:
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, abs=1e-5), path
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys {sorted(set(a) ^ set(b))}"
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def test_tiny_sparsecbm_behaves_as_committed(tmp_path, reviews, tiny_bert):
+    got = _behaviour(tmp_path, reviews, tiny_bert)
+    if os.environ.get("SPARSECBM_WRITE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        pytest.skip(f"wrote {GOLDEN}")
+    _close(got, json.loads(GOLDEN.read_text(encoding="utf-8")), "golden")
