@@ -48,7 +48,7 @@ def timed(http: httpx.Client, path: str, body: dict) -> float:
     return elapsed
 
 
-def start(explorer: Explorer) -> tuple[uvicorn.Server, str]:
+def start_server(explorer: Explorer) -> tuple[uvicorn.Server, str]:
     """The explorer under uvicorn on a free loopback port: (server, base URL)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,7 +74,7 @@ def main() -> None:
     clf = sparsecbm.load(args.model)
     data = dataset_from_spec(clf.data_spec)
     dev = data["dev"].head(args.browse_n)
-    server, base = start(Explorer(clf, dev, "cebab dev"))
+    server, base = start_server(Explorer(clf, dev, "cebab dev"))
 
     with httpx.Client(base_url=base, timeout=300) as http:
         rows = http.get("/api/examples", params={"only": "mistakes", "limit": 200}).json()["rows"]
@@ -127,7 +127,7 @@ def screenshots(model: str, dev_n: int, folder: Path, corrections: list[dict]) -
         copy = Path(tmp) / "model"
         shutil.copytree(model, copy)
         clf = sparsecbm.load(copy)
-        server, base = start(Explorer(clf, dataset_from_spec(clf.data_spec)["dev"].head(dev_n), "cebab dev"))
+        server, base = start_server(Explorer(clf, dataset_from_spec(clf.data_spec)["dev"].head(dev_n), "cebab dev"))
         first = corrections[0]
         row_sel = f"#examples tbody tr[data-index='{first['index']}']"
         value_sel = f"#concepts tr.concept-row[data-concept='{first['concept']}'] button[data-value='{first['value']}']"
