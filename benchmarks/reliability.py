@@ -1,7 +1,7 @@
 """Issue 10's probes, re-run as a new user would: bad files, damaged model folders,
 torn saves, killed runs. Every probe is the real command line in a child process
 on a tiny SparseCBM (a 2-layer BERT built from a config, synthetic reviews), and
-gets a verdict against what the README promises. Results go to
+gets a verdict against what the docs promise (docs/model-format.md). Results go to
 benchmarks/results/reliability.json / .md.
 
     python benchmarks/reliability.py [--stress-seconds 60]

@@ -12,7 +12,7 @@
 - Subnetwork level (SparseCBM): per concept the kept fraction of every weight
   matrix, a downsampled heatmap of its mask, and the pairwise Jaccard overlap.
 
-``Explanation.to_dict()`` is the stable JSON form (see the README); the
+``Explanation.to_dict()`` is the stable JSON form (docs/explanations.md); the
 rendering to HTML and PNG lives in :mod:`sparsecbm.report`.
 """
 

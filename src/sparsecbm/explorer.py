@@ -2,7 +2,7 @@
 prediction's pathway and correct it.
 
 The page and its script ship in the package (``static/explorer``); nothing is
-fetched at run time. The JSON API (documented in the README) is what the page
+fetched at run time. The JSON API (documented in docs/explorer.md) is what the page
 uses and what a script can drive. Every request that touches the model holds
 one lock, so explanations, previews and edits never interleave; a request that
 changes the model names the ``version`` it was made against, and a stale one

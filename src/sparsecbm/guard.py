@@ -31,7 +31,7 @@ from .data import Split
 from .intervention import concept_k_logits, curvature, task_from, tokenize
 
 EPS = 1e-9  # accuracies are ratios of counts: equal ones may differ in the last bit
-CAUTION = 1e4  # chosen by benchmarks/intervention.py (README "Interventions"): fixes as many, changes far fewer
+CAUTION = 1e4  # chosen by benchmarks/intervention.py (docs/decisions.md): fixes as many, changes far fewer
 
 
 def _stamp(model, k: int) -> tuple:

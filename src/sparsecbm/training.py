@@ -6,7 +6,7 @@ classifier on sigmoid activations barely moves and task accuracy stays near
 chance (METHOD.md §8): Adam moves a weight about one learning rate per step,
 and a classifier on (0, 1) activations needs weights of several units. The
 defaults (gamma 0.5, backbone lr 1e-4, head lr 5e-2) come from the recipe
-sweep (benchmarks/recipe.py, README "Training notes").
+sweep (benchmarks/recipe.py, docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class TrainConfig:
     backbone: str = DEFAULT_BACKBONE  # short name, local folder or hub id
     epochs: int = 5
     batch_size: int = 16
-    lr: float = 1e-4  # backbone learning rate (the recipe sweep: README, Training notes)
+    lr: float = 1e-4  # backbone learning rate (the recipe sweep: docs/decisions.md)
     head_lr: float = 5e-2  # projector / classifier / head learning rate (see module doc)
     weight_decay: float = 0.01  # backbone only; heads are not decayed
     warmup: float = 0.1  # fraction of steps with a linear warm-up, then linear decay
@@ -82,7 +82,7 @@ class TrainConfig:
     select: str = "auto"  # dev score for the best epoch: task / concepts / mean of both
     cbm_mode: str = "joint"  # joint (Eq. 1), sequential or independent (Koh et al. 2020): see train()
     grad_clip: float = 1.0
-    length_groups: int = 0  # sort each run of this many batches by text length, then shuffle the batches (0: off; see README)
+    length_groups: int = 0  # sort each run of this many batches by text length, then shuffle the batches (0: off; see docs/decisions.md)
     eval_batch_size: int = 64
     precision: str = "fp32"  # "bf16": training passes under bfloat16 autocast, float32 weights (see autocast)
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", ...
