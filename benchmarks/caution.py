@@ -25,7 +25,7 @@ from sparsecbm import intervention as I
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.files import write_json
 from sparsecbm.guard import Guard
-from sparsecbm.protocols import _pred
+from sparsecbm.protocols import predicted_values
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     dev, test = data["dev"].head(120), data["test"].head(args.eval_n)
     guard = Guard(data["train"].head(args.guard_n), caution=1.0, progress=True)  # penalty() = the bare cost
     schema, model = clf.schema, clf.model
-    wrong = _pred(list(clf.forward_texts(dev.texts).concept_logits)) != dev.concepts
+    wrong = predicted_values(list(clf.forward_texts(dev.texts).concept_logits)) != dev.concepts
     items = [(int(i), int(k)) for i in np.flatnonzero(wrong.any(1)) for k in np.flatnonzero(wrong[i])][: args.n]
     test_batches = I.tokenize(clf, test.texts)
     base = [I.concept_k_logits(clf, test_batches, k).argmax(-1).numpy() for k in range(len(schema.concepts))]
@@ -59,7 +59,7 @@ def main() -> None:
             if drop.size == 0:
                 rows[caution].append({"fixed": False, "bits": 0, "changed": 0, "delta_accuracy": 0.0})
                 continue
-            n, logits = I._search(clf, k, batches, v, drop, grow, g_theta.size)
+            n, logits = I.search(clf, k, batches, v, drop, grow, g_theta.size)
             after = I.concept_k_logits(clf, test_batches, k).argmax(-1).numpy()
             I.flip(model, concept, drop[:n], grow[:n], undo=True)
             truth = test.concepts[:, k]

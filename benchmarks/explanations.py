@@ -127,7 +127,7 @@ def specificity(variants: dict, texts: list[str], method: str) -> dict:
 
 def speed(clf, texts: list[str]) -> dict:
     clf.caches.pop("subnetworks", None)
-    clf.model._masked_cache.clear()
+    clf.model.clear_caches()
     start = time.perf_counter()
     explain(clf, texts[0], "grad")
     first = time.perf_counter() - start

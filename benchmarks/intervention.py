@@ -37,8 +37,8 @@ from sparsecbm import protocols
 from sparsecbm.data import Split, dataset_from_spec
 from sparsecbm.files import write_json, write_text
 from sparsecbm.guard import CAUTION, Guard
-from sparsecbm.intervention import _buffers, concept_k_logits, intervene, saliency, tokenize
-from sparsecbm.protocols import _pred, _scores, _summary
+from sparsecbm.intervention import edit_buffers, concept_k_logits, intervene, saliency, tokenize
+from sparsecbm.protocols import predicted_values, split_scores, edit_summary
 
 RULES = [("taylor", 1e-4), ("taylor", 1e-3), ("taylor", 1e-2), ("taylor", "auto"),
          ("paper", 1e-4), ("paper", 1e-3), ("paper", 1e-2)]
@@ -105,7 +105,7 @@ def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: 
     """The per-example protocol with fine-tuning instead of mask edits (state restored after each)."""
     schema = clf.schema
     logits = [l.clone() for l in out.concept_logits]
-    wrong = _pred(logits) != split.concepts
+    wrong = predicted_values(logits) != split.concepts
     tuner = FineTuner(clf, part, max_steps, lr)
     original = tuner.state()
     new = [l.clone() for l in logits]
@@ -117,7 +117,7 @@ def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: 
             tuner.restore(original)
             new[k][i] = after
             fixed += int(after.argmax()) == int(split.concepts[i, k])
-    return {**_scores(clf, split, new), "corrections_fixed": fixed / max(1, int(wrong.sum())), "fixed": fixed,
+    return {**split_scores(clf, split, new), "corrections_fixed": fixed / max(1, int(wrong.sum())), "fixed": fixed,
             "method": f"fine-tune {part}", "max_steps": max_steps, "lr": lr}
 
 
@@ -125,8 +125,8 @@ def persistent_finetune(clf, edit_split: Split, eval_split: Split, part: str, ma
     """The persistent stream with fine-tuning: steps accumulate over the corrections."""
     eval_before = clf.evaluate(eval_split)
     out = clf.forward_texts(edit_split.texts)
-    edit_before = _scores(clf, edit_split, list(out.concept_logits))
-    wrong = _pred(list(out.concept_logits)) != edit_split.concepts
+    edit_before = split_scores(clf, edit_split, list(out.concept_logits))
+    wrong = predicted_values(list(out.concept_logits)) != edit_split.concepts
     tuner = FineTuner(clf, part, max_steps, lr)
     corrected = []
     for i in np.flatnonzero(wrong.any(1)):
@@ -136,7 +136,7 @@ def persistent_finetune(clf, edit_split: Split, eval_split: Split, part: str, ma
             if int(after.argmax()) == int(edit_split.concepts[i, k]):
                 corrected.append((int(i), int(k)))
     final = clf.forward_texts(edit_split.texts)
-    final_pred = _pred(list(final.concept_logits))
+    final_pred = predicted_values(list(final.concept_logits))
     still = sum(int(final_pred[i, k] == edit_split.concepts[i, k]) for i, k in corrected)
     eval_after = clf.evaluate(eval_split)
     return {
@@ -144,9 +144,9 @@ def persistent_finetune(clf, edit_split: Split, eval_split: Split, part: str, ma
         "fixed_when_edited": len(corrected), "still_fixed_at_end": still,
         "still_fixed_fraction": still / max(1, len(corrected)),
         "wrong_concepts_right_at_end": int(np.count_nonzero(final_pred[wrong] == edit_split.concepts[wrong])),
-        "edit_split": {"before": edit_before, "after": _scores(clf, edit_split, list(final.concept_logits)),
+        "edit_split": {"before": edit_before, "after": split_scores(clf, edit_split, list(final.concept_logits)),
                        "n": len(edit_split)},
-        "eval_split": {"before": _summary(eval_before), "after": _summary(eval_after), "n": len(eval_split)},
+        "eval_split": {"before": edit_summary(eval_before), "after": edit_summary(eval_after), "n": len(eval_split)},
     }
 
 
@@ -157,7 +157,7 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
     """Median times of one correction (taylor, auto, label known) and its parts."""
     model = clf.model
     out = clf.forward_texts(split.texts)
-    wrong = _pred(list(out.concept_logits)) != split.concepts
+    wrong = predicted_values(list(out.concept_logits)) != split.concepts
     cases = [(int(i), int(k)) for i, k in zip(*np.nonzero(wrong))][: n_examples + 1]
     start = time.perf_counter()
     guard.concept_logits(clf)  # fills the guard's cache (once per model, not per edit)
@@ -173,7 +173,7 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
         batches = tokenize(clf, [split.texts[i]])
         v, y = torch.tensor([int(split.concepts[i, k])]), torch.tensor([int(split.labels[i])])
         masked = {n: w.detach().requires_grad_(True) for n, w in model.masked_weights(concept, trainable=False).items()}
-        buffer = _buffers(clf, model.masks[concept])[0]  # as a correction does (a fresh 42 MB array costs page faults)
+        buffer = edit_buffers(clf, model.masks[concept])[0]  # as a correction does (a fresh 42 MB array costs page faults)
 
         def forward_backward():
             with model.evaluating(), torch.enable_grad():
@@ -191,7 +191,7 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
                         ("prime", prime),
                         ("guarded_correction", lambda: intervene(clf, split.texts[i], concept, value, label=label,
                                                                  guard=guard)),
-                        ("guard_forward", lambda: concept_k_logits(clf, guard._batches, k))):
+                        ("guard_forward", lambda: concept_k_logits(clf, guard.batches(clf), k))):
             start = time.perf_counter()
             fn()
             times[key] = time.perf_counter() - start

@@ -71,7 +71,7 @@ def main() -> None:
 # (what, file the function lives in, its name): cumulative time of every call.
 PROFILED = [
     ("whole training run", "sparsecbm/training.py", "train"),
-    ("training epochs (dense, between pruning steps, sparse)", "sparsecbm/training.py", "_train_epoch"),
+    ("training epochs (dense, between pruning steps, sparse)", "sparsecbm/training.py", "train_epoch"),
     ("dev evaluation after each epoch (and a separate head's inputs)", "sparsecbm/training.py", "_forward"),
     ("pruning steps (Fisher gradients, inversion, scores, selection)", "sparsecbm/pruning/__init__.py", "prune_step"),
     ("Fisher gradients: forward+backward of L_k through subnetwork k", "sparsecbm/pruning/obs.py", "gradient_chunks"),

@@ -1,6 +1,6 @@
 """Training speed in float32 and under bfloat16 autocast (``--precision bf16``, issue 13).
 
-Times the training loop itself (``sparsecbm.training._train_epoch``: forward, joint
+Times the training loop itself (``sparsecbm.training.train_epoch``: forward, joint
 loss, backward, AdamW step) of the dense CBM and of the SparseCBM (K masked
 backbone passes per batch) of a trained model, on the same seeded CEBaB training
 batches in both precisions. Every round starts from the model's saved weights, the
@@ -27,17 +27,17 @@ import torch
 
 from sparsecbm import load, load_dataset
 from sparsecbm.files import write_json, write_text
-from sparsecbm.training import PRECISIONS, TrainConfig, _optimizer, _Run, _train_epoch
+from sparsecbm.training import PRECISIONS, TrainConfig, make_optimizer, Run, train_epoch
 
 
 def timed_steps(clf, state, split, config: TrainConfig, steps: int) -> tuple[float, float]:
     """Seconds per step and mean training loss of ``steps`` batches from ``state``."""
     clf.model.load_state_dict(state)
     torch.manual_seed(0)  # the same dropout in both precisions
-    run = _Run(config, None, False, {})
-    optimizer, scheduler = _optimizer(clf.model, config, steps, warmup=0.0)
+    run = Run(config, None, False, {})
+    optimizer, scheduler = make_optimizer(clf.model, config, steps, warmup=0.0)
     start = time.perf_counter()
-    losses = _train_epoch(clf, split, run, optimizer, scheduler, "timing", max_steps=steps)
+    losses = train_epoch(clf, split, run, optimizer, scheduler, "timing", max_steps=steps)
     return (time.perf_counter() - start) / steps, losses["train_loss"]
 
 

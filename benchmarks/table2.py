@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from foundation import run_one, sole_writer, stored_runs  # benchmarks/ is on sys.path when run as a script
 
-from sparsecbm.cli import _configs, _parser
+from sparsecbm.cli import configs_from_args, build_parser
 from sparsecbm.data import load_dataset
 from sparsecbm.files import atomic_path, write_json, write_text
 from sparsecbm.metrics import concept_ceiling
@@ -126,7 +126,7 @@ def settings_differ(args: list[str], saved: dict) -> list[str]:
     equal; those that change only speed, ``SPEED_ONLY``, are not compared). Values are compared as
     they acted (``acting_settings``); any other key an older version did not save is taken at
     today's default."""
-    train_config, prune = _configs(_parser().parse_args(["train", *args, "--out", "unused"]))
+    train_config, prune = configs_from_args(build_parser().parse_args(["train", *args, "--out", "unused"]))
     now = acting_settings({"training": asdict(train_config), "pruning": asdict(prune) if prune is not None else None})
     saved = acting_settings(saved)
     defaults = {f.name: f.default for f in fields(TrainConfig)}

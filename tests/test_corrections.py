@@ -11,7 +11,7 @@ from sparsecbm.cli import main
 from sparsecbm.data import Split
 from sparsecbm.guard import Guard
 from sparsecbm.intervention import (
-    auto_ladder, concept_k_logits, flip, rank, saliency, tokenize, _buffers,
+    auto_ladder, concept_k_logits, flip, rank, saliency, tokenize, edit_buffers,
 )
 from sparsecbm.masks import kept, total
 
@@ -44,14 +44,14 @@ def _wrong(clf, texts, concept):
     return [next(v for v in ("N", "P", "u") if v != p) for p in _predicted(clf, texts, concept)]
 
 
-def _scores(clf, k, text, value, selection="taylor"):
+def split_scores(clf, k, text, value, selection="taylor"):
     return saliency(clf, k, tokenize(clf, [text]), torch.tensor([value]), None, selection=selection).copy()
 
 
 def test_signed_selection_flips_only_bits_that_lower_the_first_order_loss(sparse_clf):
     k, concept = 0, "food"
     value = "NPu".index(_wrong(sparse_clf, [TEXT], concept)[0])
-    s = _scores(sparse_clf, k, TEXT, value)  # G * theta, before the edit
+    s = split_scores(sparse_clf, k, TEXT, value)  # G * theta, before the edit
     before = copy_masks(sparse_clf)
     kept_bits = np.concatenate([m.numpy().reshape(-1) for m in before[concept].values()])
     r = sparse_clf.intervene(TEXT, concept, "NPu"[value], ratio=0.05, persist=True, keep_unfixed=True)
@@ -104,7 +104,7 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
     # Replay the search by hand: the rung below r.n does not fix, r.n does.
     masks_k = sparse_clf.model.masks[concept]
     n_total = total(masks_k)
-    s = _scores(sparse_clf, k, TEXT, v)
+    s = split_scores(sparse_clf, k, TEXT, v)
     drop, grow = rank(sparse_clf, masks_k, s, round(0.3 * n_total), "taylor", seed=0)
     ladder = auto_ladder(n_total, drop.size)
     assert r.n in ladder and ladder[0] == 1
@@ -220,7 +220,7 @@ def test_curvature_is_half_theta_squared_times_the_mean_squared_per_text_gradien
 def test_a_penalty_flips_only_bits_whose_gain_exceeds_their_cost(sparse_clf):
     k, concept = 0, "food"
     masks_k = sparse_clf.model.masks[concept]
-    g_theta = _scores(sparse_clf, k, TEXT, 1)
+    g_theta = split_scores(sparse_clf, k, TEXT, 1)
     cost = np.abs(g_theta) * np.random.default_rng(0).uniform(0, 2, g_theta.size).astype(np.float32)
     drop, grow = rank(sparse_clf, masks_k, g_theta.copy(), 200, "taylor", 0, penalty=cost)
     assert drop.size > 0

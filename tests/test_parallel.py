@@ -79,11 +79,11 @@ def test_two_processes_match_one(reviews, tiny_bert_no_dropout, tmp_path, model)
 
 def test_shares_cover_each_batch_once_with_weights_that_sum_to_one():
     from sparsecbm.parallel import Processes
-    from sparsecbm.training import _share
+    from sparsecbm.training import batch_share
 
     for n in (1, 2, 5, 16):
         idx = np.arange(100, 100 + n)
-        shares = [_share(idx, Processes(rank=r, world=2)) for r in range(2)]
+        shares = [batch_share(idx, Processes(rank=r, world=2)) for r in range(2)]
         counted = [i for rows, weight in shares if weight for i in rows]
         assert sorted(counted) == list(idx)  # every row once, in one process
         assert sum(weight for _, weight in shares) == pytest.approx(1.0)

@@ -226,7 +226,7 @@ def test_bf16_precision_trains_under_autocast_and_evaluates_in_float32(data, tin
     def record(module, args, output):
         seen["train" if module.training else "eval"].add(output.dtype)
 
-    real = training_module._new_classifier
+    real = training_module.new_classifier
 
     def hooked(*args, **kwargs):
         clf = real(*args, **kwargs)
@@ -235,7 +235,7 @@ def test_bf16_precision_trains_under_autocast_and_evaluates_in_float32(data, tin
                 module.register_forward_hook(record)
         return clf
 
-    monkeypatch.setattr(training_module, "_new_classifier", hooked)
+    monkeypatch.setattr(training_module, "new_classifier", hooked)
     clf = train(data, _config(tiny_bert, model="sparsecbm", precision="bf16"),
                 prune=PruneConfig(pruner="magnitude", prune_steps=1, finetune_epochs=0), progress=False)
     assert seen == {"train": {torch.bfloat16}, "eval": {torch.float32}}

@@ -192,7 +192,7 @@ def _guard(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | No
                  progress=not args.quiet)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparsecbm", description="Interpretable, correctable text classifiers (concept bottleneck models)."
     )
@@ -372,7 +372,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configs(args: argparse.Namespace) -> tuple[TrainConfig, PruneConfig | None]:
+def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, PruneConfig | None]:
     def pick(cls):
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in vars(args).items() if k in names})
@@ -382,7 +382,7 @@ def _configs(args: argparse.Namespace) -> tuple[TrainConfig, PruneConfig | None]
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    config, prune = _configs(args)
+    config, prune = configs_from_args(args)
     dataset = _load_data(args)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out; --overwrite would start it again: give one")
@@ -701,7 +701,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("sparsecbm")

@@ -32,7 +32,7 @@ from .files import atomic_path
 from .masks import summary as masks_summary
 
 if TYPE_CHECKING:
-    from .classifier import Classifier
+    from .interfaces import ClassifierLike as Classifier
 
 METHODS = ("grad", "grad_x_input", "integrated_gradients")
 # Whether a method's word scores have a sign (> 0 supports the value, < 0 argues

@@ -77,18 +77,23 @@ class Guard:
     def __len__(self) -> int:
         return len(self.split)
 
-    def _logits(self, clf, k: int) -> torch.Tensor:
-        """Concept k's logits (n, C_k) on the guard for the model as it is now (cached).
-        The texts run shortest first, so that a chunk pads to texts of its own length
-        (the pass each edit waits for; the rows come back in the guard's order)."""
+    def batches(self, clf) -> list:
+        """The guard's texts tokenized for ``clf``, shortest first (made once)."""
         if self._batches is None:
             order = np.argsort([len(t) for t in self.split.texts], kind="stable")
             self._batches = tokenize(clf, [self.split.texts[i] for i in order])
             self._order = torch.from_numpy(np.argsort(order))
+        return self._batches
+
+    def _logits(self, clf, k: int) -> torch.Tensor:
+        """Concept k's logits (n, C_k) on the guard for the model as it is now (cached).
+        The texts run shortest first, so that a chunk pads to texts of its own length
+        (the pass each edit waits for; the rows come back in the guard's order)."""
+        batches = self.batches(clf)
         stamp = _stamp(clf.model, k)
         hit = self._cache.get(k)
         if hit is None or not _same(hit[0], stamp):
-            hit = (stamp, concept_k_logits(clf, self._batches, k)[self._order])
+            hit = (stamp, concept_k_logits(clf, batches, k)[self._order])
             self._cache[k] = hit
         return hit[1]
 

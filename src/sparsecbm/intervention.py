@@ -53,7 +53,7 @@ from .batching import check_texts
 from .files import atomic_path, write_json
 
 if TYPE_CHECKING:
-    from .classifier import Classifier
+    from .interfaces import ClassifierLike as Classifier
 
 LOG_JSON = "interventions.json"
 LOG_TENSORS = "interventions.safetensors"
@@ -233,7 +233,7 @@ def flip(model, concept: str, drop, grow, undo: bool = False) -> dict[str, dict[
     return counts
 
 
-def _buffers(clf: Classifier, masks_k: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def edit_buffers(clf: Classifier, masks_k: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat float scores, kept bits and pruned bits, reused across calls (a fresh
     ~40 MB array per step costs more in page faults than the work itself)."""
     total = sum(m.numel() for m in masks_k.values())
@@ -273,7 +273,7 @@ def rank(
     is the estimated cost of flipping each bit elsewhere: it is subtracted from
     a drop's gain ``G theta`` and from a grow's ``-G theta`` (``scores`` is
     changed in place), so only bits whose gain exceeds their cost are flipped."""
-    _, kept_bits, pruned_bits = _buffers(clf, masks_k)
+    _, kept_bits, pruned_bits = edit_buffers(clf, masks_k)
     for name, start, end in _offsets(masks_k):
         kept_bits[start:end] = masks_k[name].detach().cpu().numpy().reshape(-1)
     np.logical_not(kept_bits, out=pruned_bits)
@@ -434,12 +434,12 @@ def edit(
         for step in range(steps):
             if n_max == 0 or bool((logits.argmax(-1) == values).all()):
                 break  # nothing to flip, or nothing left to fix: no gradient, no step
-            scores = saliency(clf, k, batches, values, labels, selection=selection, out=_buffers(clf, masks_k)[0])
+            scores = saliency(clf, k, batches, values, labels, selection=selection, out=edit_buffers(clf, masks_k)[0])
             drop, grow = rank(clf, masks_k, scores, n_max, selection, seed + step, penalty)
             if drop.size == 0:
                 break  # no bit would lower the loss
             if ratio == AUTO:
-                n, logits = _search(clf, k, batches, values, drop, grow, total)
+                n, logits = search(clf, k, batches, values, drop, grow, total)
             else:
                 n = drop.size
                 flip(clf.model, concept, drop, grow)
@@ -452,7 +452,7 @@ def edit(
     return drops, grows, logits
 
 
-def _search(
+def search(
     clf: Classifier, k: int, batches: list[tuple[slice, dict]], values: torch.Tensor, drop: np.ndarray,
     grow: np.ndarray, total: int,
 ) -> tuple[int, torch.Tensor]:

@@ -176,9 +176,13 @@ class ConceptBottleneckModel(nn.Module):
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)  # moves the mask buffers (as new tensors)
         self._mask_view = None
+        self.clear_caches()
+        return self
+
+    def clear_caches(self) -> None:
+        """Drop the cached masked weights; the next pass rebuilds them (a cold start)."""
         self._masked_cache.clear()
         self._number_masks.clear()
-        return self
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:

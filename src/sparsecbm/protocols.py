@@ -28,17 +28,17 @@ from .model import CBMOutput
 from .metrics import evaluate_predictions
 
 
-def _pred(concept_logits: list[torch.Tensor]) -> np.ndarray:
+def predicted_values(concept_logits: list[torch.Tensor]) -> np.ndarray:
     return np.stack([l.argmax(-1).numpy() for l in concept_logits], axis=1)  # (n, K)
 
 
-def _scores(clf: Classifier, split: Split, concept_logits: list[torch.Tensor]) -> dict[str, float]:
+def split_scores(clf: Classifier, split: Split, concept_logits: list[torch.Tensor]) -> dict[str, float]:
     """Summary scores of the predictions that these concept logits (n, C_k) give."""
     task = task_from(clf, concept_logits).argmax(-1).numpy()
-    return _summary(evaluate_predictions(split, clf.schema, task, _pred(concept_logits)))
+    return edit_summary(evaluate_predictions(split, clf.schema, task, predicted_values(concept_logits)))
 
 
-def _summary(result: dict[str, Any]) -> dict[str, float]:
+def edit_summary(result: dict[str, Any]) -> dict[str, float]:
     return {"concept_accuracy": result["concepts"]["mean"]["accuracy"], "concept_macro_f1": result["concepts"]["mean"]["macro_f1"],
             "task_accuracy": result["task"]["accuracy"], "task_macro_f1": result["task"]["macro_f1"]}
 
@@ -71,7 +71,7 @@ def per_example(
     schema = clf.schema
     out = out if out is not None else clf.forward_texts(split.texts, progress=progress, desc="predict")
     logits = [l.clone() for l in out.concept_logits]
-    pred = _pred(logits)
+    pred = predicted_values(logits)
     wrong = pred != split.concepts  # (n, K)
     corrections = [{schema.concepts[k]: schema.concept_values[k][split.concepts[i, k]] for k in np.flatnonzero(wrong[i])}
                    for i in range(len(split))]
@@ -79,8 +79,8 @@ def per_example(
     result: dict[str, Any] = {
         "n": len(split), "wrong_concepts": int(wrong.sum()), "examples_with_a_wrong_concept": int(wrong.any(1).sum()),
         "steps": steps, "uses_task_label": use_label, "selection": selection, "max_ratio": max_ratio,
-        "NI": _scores(clf, split, logits),
-        "oracle": _summary(evaluate_predictions(split, schema, oracle_task, split.concepts)),
+        "NI": split_scores(clf, split, logits),
+        "oracle": edit_summary(evaluate_predictions(split, schema, oracle_task, split.concepts)),
         "SI": {},
     }
     rows = np.flatnonzero(wrong.any(1))
@@ -101,7 +101,7 @@ def per_example(
                 if int(after[0].argmax()) == int(value):
                     bits_per_fix.append(bits)
         result["SI"][_ratio_key(ratio)] = {
-            **_scores(clf, split, new), "ratio": ratio,
+            **split_scores(clf, split, new), "ratio": ratio,
             "corrections_fixed": len(bits_per_fix) / max(1, int(wrong.sum())), "fixed": len(bits_per_fix),
             "median_bits_per_fix": _median(bits_per_fix), "mean_bits_per_correction": float(np.mean(bits_all)) if bits_all else 0.0,
         }
@@ -136,8 +136,8 @@ def persistent(
     original = {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
     eval_before = clf.evaluate(eval_split, progress=progress)
     out = clf.forward_texts(edit_split.texts, progress=progress, desc="predict")
-    edit_before = _scores(clf, edit_split, list(out.concept_logits))
-    wrong = _pred(list(out.concept_logits)) != edit_split.concepts
+    edit_before = split_scores(clf, edit_split, list(out.concept_logits))
+    wrong = predicted_values(list(out.concept_logits)) != edit_split.concepts
     corrected = []  # (row, k) fixed at the time of its kept edit
     outcomes: dict[str, int] = {}
     bits_kept, seconds = [], []
@@ -158,10 +158,10 @@ def persistent(
                 if r.fixed:
                     corrected.append((int(i), int(k)))
     final = clf.forward_texts(edit_split.texts, progress=progress, desc="re-check")
-    final_pred = _pred(list(final.concept_logits))
+    final_pred = predicted_values(list(final.concept_logits))
     still = sum(int(final_pred[i, k] == edit_split.concepts[i, k]) for i, k in corrected)
     right_at_end = int(np.count_nonzero(final_pred[wrong] == edit_split.concepts[wrong]))
-    edit_after = _scores(clf, edit_split, list(final.concept_logits))
+    edit_after = split_scores(clf, edit_split, list(final.concept_logits))
     eval_after = clf.evaluate(eval_split, progress=progress)
     kept_same = all(kept(original[c]) == kept(per) for c, per in clf.model.masks.items())
     return {
@@ -179,7 +179,7 @@ def persistent(
         "kept_counts_unchanged": kept_same,
         "sparsity": {c: sparsity(per) for c, per in clf.model.masks.items()},
         "edit_split": {"before": edit_before, "after": edit_after, "n": len(edit_split)},
-        "eval_split": {"before": _summary(eval_before), "after": _summary(eval_after), "n": len(eval_split)},
+        "eval_split": {"before": edit_summary(eval_before), "after": edit_summary(eval_after), "n": len(eval_split)},
     }
 
 

@@ -236,7 +236,7 @@ def train(
     seed_everything(config.seed)
     if not processes().main:
         out = None  # one writer; the others compute their shares
-    run = _Run(config, out, progress and processes().main, settings)
+    run = Run(config, out, progress and processes().main, settings)
     if point is not None:
         run.history, run.start = point.history, run.start - point.seconds
         log.info("resuming %s after %s %d", out, "pruning step" if point.phase == "prune" else f"{point.phase} epoch", point.done)
@@ -247,7 +247,7 @@ def train(
         config.model, dataset.name, len(train_split), len(dev_split), config.backbone, run.device,
     )
     if config.model != "sparsecbm":
-        clf = _new_classifier(dataset, config, config.model, run.device)
+        clf = new_classifier(dataset, config, config.model, run.device)
         clf = _fit(clf, train_split, dev_split, run, phase=config.model, out=out, point=point)
         return run.finish(clf)
 
@@ -258,7 +258,7 @@ def train(
         dense.check_schema(dataset.schema, dataset.name)
         log.info("starting from the dense CBM in %s", init_from)
     else:
-        dense = _new_classifier(dataset, config, "cbm", run.device)
+        dense = new_classifier(dataset, config, "cbm", run.device)
         if point is None or point.phase == "dense":
             dense = _fit(dense, train_split, dev_split, run, phase="dense", out=out / "dense" if out else None, point=point)
     clf = _sparse_from_dense(dense, dataset, run.device)
@@ -275,11 +275,11 @@ def train(
         record = {"phase": "prune", "step": t, "seconds_mined": run.seconds(),
                   "sparsity": {c: sparsity(m) for c, m in clf.model.masks.items()}}
         if prune.finetune_epochs > 0:
-            optimizer, scheduler = _optimizer(clf.model, config, steps, warmup=0.0)
+            optimizer, scheduler = make_optimizer(clf.model, config, steps, warmup=0.0)
             left = steps
             while left > 0:  # whole epochs, then the remainder
                 n = min(left, _steps_per_epoch(train_split, config))
-                losses = _train_epoch(clf, train_split, run, optimizer, scheduler, f"fine-tune {t}/{prune.prune_steps}", max_steps=n)
+                losses = train_epoch(clf, train_split, run, optimizer, scheduler, f"fine-tune {t}/{prune.prune_steps}", max_steps=n)
                 left -= n
             record.update(losses)
         record["seconds"] = run.seconds()
@@ -309,7 +309,7 @@ def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> No
                          "resume with the same command, or start again with --overwrite")
 
 
-class _Run:
+class Run:
     """What the phases of one training run share: settings, clock, device, log, resume points."""
 
     def __init__(self, config: TrainConfig, out: Path | None, progress: bool, settings: dict[str, Any]) -> None:
@@ -364,7 +364,7 @@ class _Run:
         return clf
 
 
-def _new_classifier(dataset: Dataset, config: TrainConfig, kind: str, device: torch.device) -> Classifier:
+def new_classifier(dataset: Dataset, config: TrainConfig, kind: str, device: torch.device) -> Classifier:
     backbone, tokenizer = load_backbone(config.backbone)
     model_config = ModelConfig(kind=kind, backbone=config.backbone, pooling=config.pooling, schema=dataset.schema)
     model = ConceptBottleneckModel(backbone, model_config).to(device)
@@ -384,7 +384,7 @@ def _steps_per_epoch(split, config: TrainConfig) -> int:
     return (len(split) + config.batch_size - 1) // config.batch_size
 
 
-def _optimizer(model: ConceptBottleneckModel, config: TrainConfig, total_steps: int, warmup: float):
+def make_optimizer(model: ConceptBottleneckModel, config: TrainConfig, total_steps: int, warmup: float):
     head = model.head_parameters()
     head_ids = {id(p) for p in head}
     optimizer = torch.optim.AdamW(
@@ -414,7 +414,7 @@ def group_by_length(order: np.ndarray, texts, batch_size: int, groups: int, rng:
                       dtype=np.int64)
 
 
-def _train_epoch(clf: Classifier, split, run: _Run, optimizer, scheduler, desc: str, max_steps: int | None = None) -> dict[str, float]:
+def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: str, max_steps: int | None = None) -> dict[str, float]:
     """One pass (or ``max_steps`` batches) of the joint loss; mean losses.
     With several processes, each runs its share of every batch (see sparsecbm.parallel)."""
     config, model, device, procs = run.config, clf.model, run.device, run.procs
@@ -428,7 +428,7 @@ def _train_epoch(clf: Classifier, split, run: _Run, optimizer, scheduler, desc: 
         order = group_by_length(order, split.texts, config.batch_size, config.length_groups, run.rng)
     total = _steps_per_epoch(order, config)
     sums = torch.zeros(4, dtype=torch.float64)  # loss, task, concepts (each times rows), rows
-    batches = [_share(order[s : s + config.batch_size], procs) for s in range(0, len(order), config.batch_size)]
+    batches = [batch_share(order[s : s + config.batch_size], procs) for s in range(0, len(order), config.batch_size)]
     bar = tqdm(batches, total=total, desc=desc, disable=not run.progress)
     for idx, weight in bar:
         [(idx, batch)] = list(iter_batches(clf.tokenizer, split.texts, idx, len(idx), config.max_length))
@@ -455,7 +455,7 @@ def _train_epoch(clf: Classifier, split, run: _Run, optimizer, scheduler, desc: 
     return means
 
 
-def _share(idx: np.ndarray, procs) -> tuple[np.ndarray, float]:
+def batch_share(idx: np.ndarray, procs) -> tuple[np.ndarray, float]:
     """This process's rows of one batch and their fraction of it (the weight of their
     mean loss, so that the gradients summed across processes are the batch's). A process
     left without rows runs one row at weight 0: every process must send gradients."""
@@ -463,13 +463,13 @@ def _share(idx: np.ndarray, procs) -> tuple[np.ndarray, float]:
     return (mine, len(mine) / len(idx)) if len(mine) else (idx[:1], 0.0)
 
 
-def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out: Path | None,
+def _fit(clf: Classifier, train_split, dev_split, run: Run, *, phase: str, out: Path | None,
          point: checkpoint.ResumePoint | None = None, epochs: int | None = None) -> Classifier:
     """``epochs`` epochs (default ``config.epochs``); keeps (and writes to ``out``) the best by
     dev score. A resume ``point`` of this phase continues after its last finished epoch."""
     config, model = run.config, clf.model
     epochs = epochs or config.epochs
-    optimizer, scheduler = _optimizer(model, config, _steps_per_epoch(train_split, config) * epochs, config.warmup)
+    optimizer, scheduler = make_optimizer(model, config, _steps_per_epoch(train_split, config) * epochs, config.warmup)
     best: dict[str, Any] | None = None
     best_state: dict[str, torch.Tensor] | None = None
     first = 1
@@ -481,7 +481,7 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
         checkpoint.set_rng_state(point.rng, run.rng)
         best, best_state, first = point.best_record, point.best, point.done + 1
     for epoch in range(first, epochs + 1):
-        losses = _train_epoch(clf, train_split, run, optimizer, scheduler, f"{phase} epoch {epoch}/{epochs}")
+        losses = train_epoch(clf, train_split, run, optimizer, scheduler, f"{phase} epoch {epoch}/{epochs}")
         dev = clf.evaluate_outputs(dev_split, _forward(clf, dev_split.texts, run, "evaluate"))
         score = dev_score(dev, config.selection)
         improved = best is None or score > best["dev_score"]
@@ -517,7 +517,7 @@ def _fit(clf: Classifier, train_split, dev_split, run: _Run, *, phase: str, out:
     return clf
 
 
-def _fit_head(clf: Classifier, train_split, dev_split, run: _Run, phase: str) -> dict[str, Any]:
+def _fit_head(clf: Classifier, train_split, dev_split, run: Run, phase: str) -> dict[str, Any]:
     """Train the label head g alone on fixed inputs (sequential: the frozen concept
     model's activations; independent: gold concepts one-hot), ``epochs`` epochs of
     AdamW at ``head_lr``; keep the epoch with the best dev task accuracy on
@@ -559,7 +559,7 @@ def _fit_head(clf: Classifier, train_split, dev_split, run: _Run, phase: str) ->
     return record
 
 
-def _forward(clf: Classifier, texts: list[str], run: _Run, desc: str) -> CBMOutput:
+def _forward(clf: Classifier, texts: list[str], run: Run, desc: str) -> CBMOutput:
     """``clf.forward_texts`` of all ``texts``; several processes each run their share."""
     procs, n = run.procs, len(texts)
     out = clf.forward_texts(list(procs.share(np.asarray(texts, dtype=object))), batch_size=run.config.eval_batch_size,

@@ -21,7 +21,7 @@ from ..data import Split
 from . import magnitude, obs, wanda
 
 if TYPE_CHECKING:
-    from ..classifier import Classifier
+    from ..interfaces import ClassifierLike as Classifier
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import torch
 from ..data import Split
 
 if TYPE_CHECKING:
-    from ..classifier import Classifier
+    from ..interfaces import ClassifierLike as Classifier
 
 
 def score(clf: Classifier, k: int, split: Split, config, gamma: float, seed: int, progress: bool = False) -> list[torch.Tensor]:

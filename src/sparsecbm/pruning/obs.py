@@ -27,7 +27,7 @@ from ..parallel import processes
 from .fisher import GRAM_DTYPE, SLICE_BLOCKS, BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_blocks
 
 if TYPE_CHECKING:
-    from ..classifier import Classifier
+    from ..interfaces import ClassifierLike as Classifier
 
 
 def concept_loss(clf: Classifier, k: int, batch: dict, labels: torch.Tensor | None, concepts: torch.Tensor, gamma: float) -> torch.Tensor:

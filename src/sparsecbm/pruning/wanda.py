@@ -19,7 +19,7 @@ from ..batching import iter_batches
 from ..data import UNKNOWN, Split
 
 if TYPE_CHECKING:
-    from ..classifier import Classifier
+    from ..interfaces import ClassifierLike as Classifier
 
 
 def concept_rows(split: Split, schema, k: int) -> np.ndarray:

@@ -1,0 +1,41 @@
+"""What the explanation, intervention and pruning code needs of a classifier.
+
+:class:`sparsecbm.classifier.Classifier` is one; it calls into those modules
+for ``explain``, ``intervene`` and mining, so they name this protocol rather
+than the class (the class importing them and them importing it would be an
+import circle).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .data import Schema
+from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
+
+
+class ClassifierLike(Protocol):
+    model: ConceptBottleneckModel
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    meta: dict[str, Any]
+    interventions: list  # persisted mask edits (sparsecbm.intervention.Edit), oldest first
+    caches: dict[str, Any]  # derived data explanations and interventions reuse
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    @property
+    def schema(self) -> Schema: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def mining_gamma(self) -> float: ...
+
+    def forward_texts(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False,
+                      desc: str = "predict") -> CBMOutput: ...
