@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 import sparsecbm
-from sparsecbm import intervention as I
+from sparsecbm.interventions import rewire as I
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.files import write_json
-from sparsecbm.guard import Guard
-from sparsecbm.protocols import predicted_values
+from sparsecbm.interventions import Guard
+from sparsecbm.interventions.protocols import predicted_values
 
 
 def main() -> None:

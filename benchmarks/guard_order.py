@@ -16,7 +16,7 @@ import numpy as np
 
 from sparsecbm import load, load_dataset
 from sparsecbm.files import write_json
-from sparsecbm.intervention import concept_k_logits, tokenize
+from sparsecbm.interventions import concept_k_logits, tokenize
 
 
 def padding(batches) -> float:

@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 import sparsecbm
-from sparsecbm import protocols
+from sparsecbm.interventions import protocols
 from sparsecbm.data import Split, dataset_from_spec
 from sparsecbm.files import write_json, write_text
-from sparsecbm.guard import CAUTION, Guard
-from sparsecbm.intervention import edit_buffers, concept_k_logits, intervene, saliency, tokenize
-from sparsecbm.protocols import predicted_values, split_scores, edit_summary
+from sparsecbm.interventions import CAUTION, Guard
+from sparsecbm.interventions import concept_k_logits, intervene, saliency, tokenize
+from sparsecbm.interventions.ranking import edit_buffers
+from sparsecbm.interventions.protocols import edit_summary, predicted_values, split_scores
 
 RULES = [("taylor", 1e-4), ("taylor", 1e-3), ("taylor", 1e-2), ("taylor", "auto"),
          ("paper", 1e-4), ("paper", 1e-3), ("paper", 1e-2)]

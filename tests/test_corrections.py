@@ -9,10 +9,8 @@ import torch
 from sparsecbm import load
 from sparsecbm.cli import main
 from sparsecbm.data import Split
-from sparsecbm.guard import Guard
-from sparsecbm.intervention import (
-    auto_ladder, concept_k_logits, flip, rank, saliency, tokenize, edit_buffers,
-)
+from sparsecbm.interventions import Guard, auto_ladder, concept_k_logits, flip, rank, saliency, tokenize
+from sparsecbm.interventions.ranking import edit_buffers
 from sparsecbm.masks import kept, total
 
 from .conftest import copy_masks, same_masks, train_tiny_sparsecbm
@@ -195,7 +193,7 @@ def test_a_guarded_edit_may_not_undo_an_earlier_logged_correction(poised):
 
 
 def test_curvature_is_half_theta_squared_times_the_mean_squared_per_text_gradient(sparse_clf):
-    from sparsecbm.intervention import curvature
+    from sparsecbm.interventions import curvature
 
     k, concept = 1, "service"
     values, labels = torch.tensor([0, 2, 1]), torch.tensor([1, 0, 2])

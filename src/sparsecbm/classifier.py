@@ -31,7 +31,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from .backbones import backbone_from_config, prepare_tokenizer
 from .batching import check_texts, iter_batches, truncated  # noqa: F401  (re-exported)
 from .data import Dataset, Schema, Split
-from . import explanations, intervention
+from . import explanations, interventions
 from .files import atomic_path, folder_lock, write_json
 from .masks import load_masks, save_masks
 from .metrics import evaluate_predictions
@@ -89,7 +89,7 @@ class Classifier:
         self.meta = meta or {}  # training settings and the selected epoch's dev scores
         self.path: Path | None = None  # the folder it was loaded from or last saved to
         self.revision = 0  # that folder's revision (config.json), bumped by every save
-        self.interventions: list = []  # persisted mask edits (sparsecbm.intervention.Edit), oldest first
+        self.interventions: list = []  # persisted mask edits (sparsecbm.interventions.Edit), oldest first
         # Derived data that explanations and interventions reuse, each entry keyed
         # (inside its value) by the state it was computed from.
         self.caches: dict[str, Any] = {}
@@ -168,6 +168,12 @@ class Classifier:
             activations=torch.sigmoid(logits),
         )
 
+    def task_logits_from(self, concept_logits: list[torch.Tensor]) -> torch.Tensor:
+        """Task logits (C_y,) or (n, C_y), float32 on the CPU, from every concept's logits,
+        (C_k,) or (n, C_k) each (Eq. 3)."""
+        with torch.inference_mode():
+            return self.model.task_logits_from([l.to(self.device) for l in concept_logits]).float().cpu()
+
     def predict(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
         """One :class:`Prediction` per text (label, label probabilities, concepts)."""
         texts = check_texts(texts)
@@ -238,23 +244,23 @@ class Classifier:
 
         ``ratio`` ("auto"), ``selection`` ("taylor"), ``steps`` (1), ``persist`` (False),
         ``label``, ``guard``: see
-        :func:`sparsecbm.intervention.intervene`. Returns the before/after result."""
-        return intervention.intervene(self, text, concept, value, **kwargs)
+        :func:`sparsecbm.interventions.intervene`. Returns the before/after result."""
+        return interventions.intervene(self, text, concept, value, **kwargs)
 
     def correct(self, texts: Sequence[str], concept: str, values, labels=None, **kwargs: Any):
         """Correct ``concept`` on several texts at once with one logged, undoable edit
         of its mask (SparseCBM): ``values`` per text (or one str for all), ``labels``
         optional. ``ratio`` ("auto"), ``selection`` ("taylor"), ``persist``, ``guard``:
-        see :func:`sparsecbm.intervention.correct`."""
-        return intervention.correct(self, texts, concept, values, labels, **kwargs)
+        see :func:`sparsecbm.interventions.correct`."""
+        return interventions.correct(self, texts, concept, values, labels, **kwargs)
 
     def undo(self):
         """Revert the last persisted intervention bit for bit; returns its record."""
-        return intervention.undo(self)
+        return interventions.undo(self)
 
     def oracle(self, text: str, corrections: dict[str, str]) -> dict[str, Any]:
         """Oracle intervention: the label once the corrected concepts' activations are set to the truth."""
-        return intervention.oracle(self, text, corrections)
+        return interventions.oracle(self, text, corrections)
 
     # ------------------------------------------------------------------ persistence
 
@@ -281,7 +287,7 @@ class Classifier:
                 save_model(self.model.weights_only(), str(tmp), metadata={"format": FORMAT})
             if self.model.masks is not None:
                 save_masks(self.model.masks, path / "masks.safetensors")
-                intervention.save_log(self, path)
+                interventions.save_log(self, path)
             # Always: a folder retrained with another backbone must not keep the old tokenizer.
             with atomic_path(path / "tokenizer", is_dir=True) as tmp:
                 self.tokenizer.save_pretrained(tmp)
@@ -406,6 +412,6 @@ def _load_unlocked(path: Path, config_path: Path) -> Classifier:
         meta=meta,
     )
     if masks is not None:
-        clf.interventions = intervention.load_log(path)
+        clf.interventions = interventions.load_log(path)
     clf.path, clf.revision = path, revision
     return clf

@@ -24,8 +24,7 @@ from .data import (CEBAB_TEST_ROWS, TABLE_SUFFIXES, Dataset, dataset_from_spec, 
                    held_out_note, read_corrections, read_texts)
 from .explanations import METHODS, explain, explain_many
 from .files import write_json
-from .guard import CAUTION, Guard
-from .intervention import MAX_RATIO, SELECTIONS
+from .interventions import CAUTION, MAX_RATIO, SELECTIONS, Guard
 from .metrics import concept_ceiling, format_table
 from .parallel import processes
 from .pruning import PRUNERS, PruneConfig
@@ -553,7 +552,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_intervene(args: argparse.Namespace) -> None:
-    from . import protocols
+    from .interventions import protocols
 
     clf = load(args.model_dir)
     if clf.model.masks is None:

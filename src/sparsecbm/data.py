@@ -67,6 +67,16 @@ class Schema:
     def num_concept_values(self) -> tuple[int, ...]:
         return tuple(len(v) for v in self.concept_values)
 
+    def concept_index(self, concept: str, value: str) -> tuple[int, int]:
+        """(k, value index), or a ValueError naming the concept or value and what exists."""
+        if concept not in self.concepts:
+            raise ValueError(f"unknown concept {concept!r}; the model's concepts are {list(self.concepts)}")
+        k = self.concepts.index(concept)
+        values = self.concept_values[k]
+        if value not in values:
+            raise ValueError(f"unknown value {value!r} for concept {concept!r}; its values are {list(values)}")
+        return k, values.index(value)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "labels": list(self.labels),

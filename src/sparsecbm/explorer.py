@@ -35,8 +35,7 @@ from .access import MAX_BODY, AccessControl, allowed_hosts
 from .classifier import Classifier, load
 from .data import Split
 from .explanations import METHODS, SIGNED, explain, subnetworks
-from .guard import Guard
-from .intervention import MAX_RATIO, oracle, task_from, undo
+from .interventions import MAX_RATIO, Guard, oracle, undo
 from .metrics import evaluate_predictions
 
 STATIC = Path(__file__).parent / "static" / "explorer"
@@ -89,7 +88,7 @@ class Explorer:
         }
         if self._browse is not None:
             logits = self._browse.concept_logits(clf)
-            info["scores"] = evaluate_predictions(self.split, clf.schema, task_from(clf, logits).argmax(-1).numpy(),
+            info["scores"] = evaluate_predictions(self.split, clf.schema, clf.task_logits_from(logits).argmax(-1).numpy(),
                                                   np.stack([l.argmax(-1).numpy() for l in logits], axis=1))
         return info
 
@@ -107,7 +106,7 @@ class Explorer:
         if offset < 0 or not 1 <= limit <= MAX_LIMIT:
             raise ApiError(400, f"offset must be >= 0 and limit in [1, {MAX_LIMIT}]")
         logits = self._browse.concept_logits(self.clf)
-        task = task_from(self.clf, logits).softmax(-1)
+        task = self.clf.task_logits_from(logits).softmax(-1)
         probs = [l.softmax(-1) for l in logits]
         pred = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)  # (n, K)
         label = task.argmax(-1).numpy()

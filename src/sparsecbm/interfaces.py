@@ -22,7 +22,7 @@ class ClassifierLike(Protocol):
     tokenizer: PreTrainedTokenizerBase
     max_length: int
     meta: dict[str, Any]
-    interventions: list  # persisted mask edits (sparsecbm.intervention.Edit), oldest first
+    interventions: list  # persisted mask edits (sparsecbm.interventions.Edit), oldest first
     caches: dict[str, Any]  # derived data explanations and interventions reuse
 
     @property
@@ -36,6 +36,8 @@ class ClassifierLike(Protocol):
 
     @property
     def mining_gamma(self) -> float: ...
+
+    def task_logits_from(self, concept_logits: list[torch.Tensor]) -> torch.Tensor: ...
 
     def forward_texts(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False,
                       desc: str = "predict") -> CBMOutput: ...

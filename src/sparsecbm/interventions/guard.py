@@ -4,7 +4,7 @@ The guard does two things to an edit of concept k's mask:
 
 1. **Shapes it** (taylor rule, ``caution > 0``): each bit's gain on the
    corrected texts must exceed ``caution`` times its second-order cost on the
-   guard's texts, ``theta^2 F / 2`` (:func:`~sparsecbm.intervention.curvature`;
+   guard's texts, ``theta^2 F / 2`` (:func:`~sparsecbm.interventions.curvature`;
    one forward+backward per guard text, once per concept, then cached). Without
    it the cheapest fix drops a few large weights that every input relies on.
 2. **Judges it**: an edit changes only concept k's logits, so the guard caches
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Split
-from .intervention import concept_k_logits, curvature, task_from, tokenize
+from ..data import Split
+from .gradients import concept_k_logits, curvature, tokenize
 
 EPS = 1e-9  # accuracies are ratios of counts: equal ones may differ in the last bit
 CAUTION = 1e4  # chosen by benchmarks/intervention.py (docs/decisions.md): fixes as many, changes far fewer
@@ -142,7 +142,7 @@ class Guard:
     def scores(self, clf, logits: list[torch.Tensor], k: int) -> tuple[float, float]:
         """(concept k accuracy, task accuracy) on the guard from these concept logits."""
         concept = float(np.mean(logits[k].argmax(-1).numpy() == self.split.concepts[:, k]))
-        task = float(np.mean(task_from(clf, logits).argmax(-1).numpy() == self.split.labels))
+        task = float(np.mean(clf.task_logits_from(logits).argmax(-1).numpy() == self.split.labels))
         return concept, task
 
     def judge(self, clf, k: int, before: list[torch.Tensor], logged=None) -> dict[str, Any]:

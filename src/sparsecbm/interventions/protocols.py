@@ -13,19 +13,24 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .classifier import Classifier
-from .data import Split
+from ..data import Split
+from ..masks import Masks, kept, sparsity
+from ..metrics import evaluate_predictions
+from ..model import CBMOutput
+from .rewire import edit, intervene
+from .gradients import tokenize
 from .guard import Guard
-from .intervention import MAX_RATIO, edit, intervene, oracle_labels, revert, task_from, tokenize
-from .masks import Masks, kept, sparsity
-from .model import CBMOutput
-from .metrics import evaluate_predictions
+from .oracle import oracle_labels
+from .ranking import MAX_RATIO, revert
+
+if TYPE_CHECKING:
+    from ..interfaces import ClassifierLike as Classifier
 
 
 def predicted_values(concept_logits: list[torch.Tensor]) -> np.ndarray:
@@ -34,7 +39,7 @@ def predicted_values(concept_logits: list[torch.Tensor]) -> np.ndarray:
 
 def split_scores(clf: Classifier, split: Split, concept_logits: list[torch.Tensor]) -> dict[str, float]:
     """Summary scores of the predictions that these concept logits (n, C_k) give."""
-    task = task_from(clf, concept_logits).argmax(-1).numpy()
+    task = clf.task_logits_from(concept_logits).argmax(-1).numpy()
     return edit_summary(evaluate_predictions(split, clf.schema, task, predicted_values(concept_logits)))
 
 
@@ -190,7 +195,7 @@ def plot_ratios(result: dict[str, Any], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import atomic_path
+    from ..files import atomic_path
 
     si = sorted((r for r in result["SI"].values() if not isinstance(r["ratio"], str)), key=lambda r: r["ratio"])
     xs = [100 * r["ratio"] for r in si]

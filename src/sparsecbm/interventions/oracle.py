@@ -1,0 +1,43 @@
+"""The classic CBM intervention: true concept activations into the classifier."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..batching import check_texts
+
+if TYPE_CHECKING:
+    from ..interfaces import ClassifierLike as Classifier
+
+
+def oracle(clf: Classifier, text: str, corrections: dict[str, str]) -> dict[str, Any]:
+    """The classic CBM intervention: set each corrected concept's activations to
+    its true value (1 for it, 0 for the others) and re-run the classifier.
+    Fixes the output, not the subnetwork. Returns the label and its probabilities."""
+    (text,) = check_texts([text])
+    if not clf.config.has_concepts:
+        raise ValueError("a Standard model has no concepts to intervene on")
+    for concept, value in corrections.items():
+        clf.schema.concept_index(concept, value)
+    out = clf.forward_texts([text])
+    return oracle_labels(clf, out.activations, [corrections])[0]
+
+
+def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Oracle intervention on a batch of activations (n, sum C_k): one dict of corrections per row."""
+    schema = clf.schema
+    a = activations.clone()
+    for i, corr in enumerate(corrections):
+        for concept, value in corr.items():
+            k = schema.concepts.index(concept)
+            cols = clf.model.concept_slice(k)
+            onehot = torch.zeros(cols.stop - cols.start)
+            onehot[schema.concept_values[k].index(value)] = 1.0
+            a[i, cols] = onehot
+    with torch.inference_mode():
+        logits = clf.model.classifier(a.to(clf.device)).float().cpu()
+    probs = logits.softmax(-1)
+    return [{"label": schema.labels[int(p.argmax())], "probabilities": dict(zip(schema.labels, map(float, p)))}
+            for p in probs]

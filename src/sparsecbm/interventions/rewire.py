@@ -1,0 +1,235 @@
+"""One correction: rank, flip, re-predict, keep or roll back (``correct``, ``intervene``)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..batching import check_texts
+from .gradients import concept_k_logits, saliency, tokenize
+from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, count_flips, edit_buffers, flip, rank, revert
+from .results import CorrectionResult, Edit, InterventionResult
+
+if TYPE_CHECKING:
+    from ..interfaces import ClassifierLike as Classifier
+
+
+def _n_bits(total: int, ratio: float) -> int:
+    return round(ratio * total)
+
+
+def edit(
+    clf: Classifier, k: int, batches: list[tuple[slice, dict]], logits: torch.Tensor, values: torch.Tensor,
+    labels: torch.Tensor | None, *, ratio: float | str, selection: str, steps: int, max_ratio: float = MAX_RATIO,
+    seed: int = 0, penalty: np.ndarray | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], torch.Tensor]:
+    """Run up to ``steps`` drop/grow steps on concept k's mask (left edited), stopping
+    once every text predicts its ``values`` (n,); ``logits`` (n, C_k) are concept k's
+    logits before the edit, which the caller already has. Returns per-step drops
+    and grows (sorted flat indices) and the concept's logits afterwards.
+    ``penalty``: per-bit cost of a flip elsewhere, see :func:`rank`."""
+    concept = clf.schema.concepts[k]
+    masks_k = clf.model.masks[concept]
+    total = sum(m.numel() for m in masks_k.values())
+    n_max = _n_bits(total, max_ratio if ratio == AUTO else ratio)
+    drops: list[np.ndarray] = []
+    grows: list[np.ndarray] = []
+    try:
+        for step in range(steps):
+            if n_max == 0 or bool((logits.argmax(-1) == values).all()):
+                break  # nothing to flip, or nothing left to fix: no gradient, no step
+            scores = saliency(clf, k, batches, values, labels, selection=selection, out=edit_buffers(clf, masks_k)[0])
+            drop, grow = rank(clf, masks_k, scores, n_max, selection, seed + step, penalty)
+            if drop.size == 0:
+                break  # no bit would lower the loss
+            if ratio == AUTO:
+                n, logits = search(clf, k, batches, values, drop, grow, total)
+            else:
+                n = drop.size
+                flip(clf.model, concept, drop, grow)
+                logits = concept_k_logits(clf, batches, k)
+            drops.append(np.sort(drop[:n]))
+            grows.append(np.sort(grow[:n]))
+    except BaseException:
+        revert(clf.model, concept, drops, grows)
+        raise
+    return drops, grows, logits
+
+
+def search(
+    clf: Classifier, k: int, batches: list[tuple[slice, dict]], values: torch.Tensor, drop: np.ndarray,
+    grow: np.ndarray, total: int,
+) -> tuple[int, torch.Tensor]:
+    """Flip growing prefixes of the rankings along the auto ladder; stop at the first
+    that fixes every text. Leaves the best prefix flipped (every text fixed, else
+    the most fixed, then the lowest concept loss) and returns its size and logits."""
+    model, concept = clf.model, clf.schema.concepts[k]
+    done, best = 0, None
+    try:
+        for n in auto_ladder(total, drop.size):
+            flip(model, concept, drop[done:n], grow[done:n])  # the rankings nest: flip only what is new
+            done = n
+            logits = concept_k_logits(clf, batches, k)
+            fixed = int((logits.argmax(-1) == values).sum())
+            loss = float(F.cross_entropy(logits, values, reduction="sum"))
+            if best is None or (fixed, -loss) > (best[1], -best[2]):
+                best = (n, fixed, loss, logits)
+            if fixed == len(values):
+                break
+        n = best[0]
+        flip(model, concept, drop[n:done], grow[n:done], undo=True)
+    except BaseException:
+        flip(model, concept, drop[:done], grow[:done], undo=True)
+        raise
+    return n, best[3]
+
+
+def _as_list(name: str, given, n: int, allow_none: bool = False) -> list | None:
+    """One str for every text, or a sequence of n; a clear error naming the argument otherwise."""
+    if given is None and allow_none:
+        return None
+    if isinstance(given, str):
+        return [given] * n
+    if given is None or not hasattr(given, "__len__"):
+        raise TypeError(f"{name}: expected a str or a list of {n} str, got {type(given).__name__}")
+    given = list(given)
+    if len(given) != n:
+        raise ValueError(f"{name}: {len(given)} given for {n} texts; give one per text (or one str for all)")
+    return given
+
+
+def _check(
+    clf: Classifier, concept: str, values: list[str], labels: list[str] | None, ratio, selection: str, steps: int,
+    max_ratio: float,
+) -> tuple[int, torch.Tensor, torch.Tensor | None]:
+    if clf.config.kind != "sparsecbm":
+        raise ValueError(f"interventions rewire concept masks; a {clf.config.kind!r} model has none (train --model sparsecbm)")
+    schema = clf.schema
+    k, _ = clf.schema.concept_index(concept, values[0])
+    v = torch.tensor([clf.schema.concept_index(concept, value)[1] for value in values])
+    y = None
+    if labels is not None:
+        for label in labels:
+            if label not in schema.labels:
+                raise ValueError(f"labels: unknown label {label!r}; the labels are {list(schema.labels)}")
+        y = torch.tensor([schema.labels.index(label) for label in labels])
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
+    if ratio != AUTO and (isinstance(ratio, str) or not 0.0 <= ratio < 0.5):
+        raise ValueError(f"ratio must be {AUTO!r} or a fraction in [0, 0.5), got {ratio!r}")
+    if not 0.0 < max_ratio < 0.5:
+        raise ValueError(f"max_ratio must be a fraction in (0, 0.5), got {max_ratio!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    return k, v, y
+
+
+def _describe(clf: Classifier, k: int, concept_logits: list[torch.Tensor]) -> list[dict[str, Any]]:
+    p = concept_logits[k].softmax(-1)  # (n, C_k)
+    v = p.argmax(-1)
+    label = clf.task_logits_from(concept_logits).argmax(-1)
+    schema = clf.schema
+    return [{"value": schema.concept_values[k][int(v[i])], "probability": float(p[i, v[i]]),
+             "label": schema.labels[int(label[i])]} for i in range(len(p))]
+
+
+def correct(
+    clf: Classifier,
+    texts: Sequence[str],
+    concept: str,
+    values: str | Sequence[str],
+    labels: str | Sequence[str] | None = None,
+    *,
+    ratio: float | str = AUTO,
+    selection: str = "taylor",
+    steps: int = 1,
+    max_ratio: float = MAX_RATIO,
+    persist: bool = False,
+    guard=None,
+    keep_unfixed: bool = False,
+    seed: int = 0,
+) -> CorrectionResult:
+    """Correct ``concept`` to ``values`` (one per text, or one for all) on ``texts``
+    with one edit of its mask, ranked by the gradient of L_k summed over them.
+
+    ``ratio``: a fraction of the prunable weights to drop (and grow) per step, or
+    ``"auto"``: the smallest count on the ladder (up to ``max_ratio``) that fixes
+    them. ``labels``, when known, add the task term to L_k. ``persist=True``
+    keeps the edit and logs it as one entry of ``clf.interventions`` (undo with
+    :func:`undo`); otherwise the mask is restored. An edit that fixes none of
+    the texts is rolled back unless ``keep_unfixed``. A ``guard``
+    (:class:`~sparsecbm.guard.Guard`) shapes and judges the edit: with the
+    taylor rule each bit's gain must exceed its second-order cost on the guard's
+    texts (``guard.caution``), and the edit is kept only if the guard's
+    accuracies hold and no earlier logged correction of the concept is undone;
+    a rejected edit is rolled back bit for bit and not logged. ``outcome`` in the
+    result says what happened and why."""
+    texts = check_texts(texts)
+    if not texts:
+        raise ValueError("texts: no corrections given (an empty batch)")
+    values = _as_list("values", values, len(texts))
+    labels = _as_list("labels", labels, len(texts), allow_none=True)
+    k, v, y = _check(clf, concept, values, labels, ratio, selection, steps, max_ratio)
+    batches = tokenize(clf, texts)
+    logits = [concept_k_logits(clf, batches, j) for j in range(len(clf.schema.concepts))]
+    before = _describe(clf, k, logits)
+    guard_before = guard.concept_logits(clf) if guard is not None else None
+    logged_before = guard.logged_logits(clf, k) if guard is not None else None
+    penalty = guard.penalty(clf, k) if guard is not None and selection == "taylor" else None
+    drops, grows, logits[k] = edit(clf, k, batches, logits[k], v, y, ratio=ratio, selection=selection, steps=steps,
+                                   max_ratio=max_ratio, seed=seed, penalty=penalty)
+    keep, verdict = persist and bool(drops), None
+    try:
+        after = _describe(clf, k, logits)
+        fixed = [a["value"] == value for a, value in zip(after, values)]
+        if not drops:
+            outcome = "nothing flipped: " + ("already right" if all(fixed) else "no weight would lower the loss")
+        elif not (any(fixed) or keep_unfixed):
+            keep, outcome = False, "rolled back: the edit fixed none of the texts"
+        else:
+            outcome = "kept" if persist else "preview only: the model is unchanged until the edit is kept"
+        if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
+            verdict = guard.judge(clf, k, guard_before, logged_before)
+            if not verdict["accepted"]:
+                keep, outcome = False, f"rolled back by the guard: {verdict['reason']}"
+    except BaseException:
+        keep = False
+        raise
+    finally:
+        if not keep:
+            revert(clf.model, concept, drops, grows)
+            if guard is not None and drops:
+                guard.restore(clf, k, guard_before[k], logged_before)
+    drop_all = np.concatenate(drops) if drops else np.zeros(0, np.int64)
+    grow_all = np.concatenate(grows) if grows else np.zeros(0, np.int64)
+    per_layer = count_flips(clf.model.masks[concept], drop_all, grow_all)
+    sizes = [int(d.size) for d in drops]
+    if keep:
+        clf.interventions.append(Edit(concept, values, texts, labels, ratio, selection, len(drops), sizes, time.time(),
+                                      per_layer, verdict, torch.from_numpy(drop_all), torch.from_numpy(grow_all)))
+    return CorrectionResult(concept, values, before, after, fixed, selection, ratio, len(drops), sizes, per_layer,
+                            keep, outcome, verdict)
+
+
+def intervene(
+    clf: Classifier,
+    text: str,
+    concept: str,
+    value: str,
+    *,
+    label: str | None = None,
+    **kwargs: Any,
+) -> InterventionResult:
+    """Correct ``concept`` to ``value`` on one ``text`` by rewiring its mask.
+
+    ``ratio`` ("auto"), ``selection`` ("taylor"), ``steps`` (1), ``max_ratio``,
+    ``persist`` (False), ``guard``, ``keep_unfixed``, ``seed``: as in :func:`correct`. ``label``,
+    when known, adds the task term to the loss that ranks the weights."""
+    (text,) = check_texts([text])
+    r = correct(clf, [text], concept, [value], None if label is None else [label], **kwargs)
+    return InterventionResult(concept, value, r.before[0], r.after[0], r.fixed[0], r.selection, r.steps, r.n,
+                              r.per_layer, r.persisted, r.outcome, r.guard)
