@@ -83,7 +83,7 @@ PROFILED = [
     ("building masked weights M_k * theta", "sparsecbm/model.py", "masked_weights"),
     ("backward passes (all callers)", "torch/autograd/graph.py", "_engine_run_backward"),
     ("optimizer steps", "torch/optim/adam.py", "step"),
-    ("tokenizing and batching", "sparsecbm/batching.py", "iter_batches"),
+    ("tokenizing and batching", "sparsecbm/data/batching.py", "iter_batches"),
     ("checkpoints and resume points", "sparsecbm/training.py", "save_point"),
 ]
 

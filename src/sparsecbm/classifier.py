@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .backbones import backbone_from_config, prepare_tokenizer
-from .batching import check_texts, iter_batches, truncated  # noqa: F401  (re-exported)
+from .data.batching import check_texts, iter_batches, truncated  # noqa: F401  (re-exported)
 from .data import Dataset, Schema, Split
 from . import explanations, interventions
 from .files import atomic_path, folder_lock, write_json

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .batching import check_texts, truncated
+from .data.batching import check_texts, truncated
 from .files import atomic_path
 from .masks import summary as masks_summary
 

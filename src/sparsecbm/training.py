@@ -28,7 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from . import checkpoint
 from .backbones import DEFAULT_BACKBONE, load_backbone
-from .batching import iter_batches
+from .data.batching import iter_batches
 from .classifier import Classifier, load
 from .data import Dataset
 from .files import write_text

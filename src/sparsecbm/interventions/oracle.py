@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..batching import check_texts
+from ..data.batching import check_texts
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier

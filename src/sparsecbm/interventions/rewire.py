@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..batching import check_texts
+from ..data.batching import check_texts
 from .gradients import concept_k_logits, saliency, tokenize
 from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, count_flips, edit_buffers, flip, rank, revert
 from .results import CorrectionResult, Edit, InterventionResult

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..batching import iter_batches
+from ..data.batching import iter_batches
 from ..data import Split
 from ..parallel import processes
 from .fisher import GRAM_DTYPE, SLICE_BLOCKS, BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_blocks

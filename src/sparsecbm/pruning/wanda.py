@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..batching import iter_batches
+from ..data.batching import iter_batches
 from ..data import UNKNOWN, Split
 
 if TYPE_CHECKING:

@@ -1,0 +1,112 @@
+"""The data types: a Schema (labels, concepts, their values), Splits and Datasets; DataError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+
+UNKNOWN = "unknown"
+SENTIMENT = ("Negative", "Positive", UNKNOWN)  # index order of METHOD.md §1
+
+
+class DataError(ValueError):
+    """Malformed or inconsistent input data; the message names file, row and column."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Label values, concept names and each concept's values (index = position)."""
+
+    labels: tuple[str, ...]
+    concepts: tuple[str, ...] = ()
+    concept_values: tuple[tuple[str, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.labels) < 2:
+            raise DataError(f"a task needs at least 2 label values, got {list(self.labels)}")
+        if len(self.concepts) != len(self.concept_values):
+            raise DataError(
+                f"{len(self.concepts)} concepts but {len(self.concept_values)} value lists"
+            )
+        for name, values in zip(self.concepts, self.concept_values):
+            if len(values) < 2:
+                raise DataError(f"concept {name!r} needs at least 2 values, got {list(values)}")
+        if len(set(self.concepts)) != len(self.concepts):
+            raise DataError(f"concept names must be unique, got {list(self.concepts)}")
+
+    @property
+    def num_concept_values(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.concept_values)
+
+    def concept_index(self, concept: str, value: str) -> tuple[int, int]:
+        """(k, value index), or a ValueError naming the concept or value and what exists."""
+        if concept not in self.concepts:
+            raise ValueError(f"unknown concept {concept!r}; the model's concepts are {list(self.concepts)}")
+        k = self.concepts.index(concept)
+        values = self.concept_values[k]
+        if value not in values:
+            raise ValueError(f"unknown value {value!r} for concept {concept!r}; its values are {list(values)}")
+        return k, values.index(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": list(self.labels),
+            "concepts": {c: list(v) for c, v in zip(self.concepts, self.concept_values)},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Schema":
+        concepts = d.get("concepts", {})
+        return cls(
+            labels=tuple(d["labels"]),
+            concepts=tuple(concepts),
+            concept_values=tuple(tuple(v) for v in concepts.values()),
+        )
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: ``texts[i]`` has label ``labels[i]`` and concept values ``concepts[i, k]``."""
+
+    texts: tuple[str, ...]
+    labels: np.ndarray  # (n,) int64 label indices
+    concepts: np.ndarray  # (n, K) int64 concept value indices
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, n: int | None) -> "Split":
+        """The first ``n`` examples (all when ``n`` is None)."""
+        if n is None or n >= len(self):
+            return self
+        return Split(self.texts[:n], self.labels[:n], self.concepts[:n], self.source)
+
+    def sample(self, n: int | None, seed: int) -> "Split":
+        """``n`` examples drawn without replacement (all when ``n`` is None)."""
+        if n is None or n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return Split(
+            tuple(self.texts[i] for i in idx), self.labels[idx], self.concepts[idx], self.source
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named data set: its schema and its splits (``train``, ``dev``, ``test``)."""
+
+    name: str
+    schema: Schema
+    splits: dict[str, Split]
+    spec: dict[str, Any] = field(default_factory=dict)  # how to load it again (saved with models)
+
+    def __getitem__(self, split: str) -> Split:
+        if split not in self.splits:
+            raise DataError(
+                f"data set {self.name!r} has no split {split!r}; it has {sorted(self.splits)}"
+            )
+        return self.splits[split]
