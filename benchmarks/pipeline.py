@@ -70,9 +70,9 @@ def main() -> None:
 
 # (what, file the function lives in, its name): cumulative time of every call.
 PROFILED = [
-    ("whole training run", "sparsecbm/training.py", "train"),
-    ("training epochs (dense, between pruning steps, sparse)", "sparsecbm/training.py", "train_epoch"),
-    ("dev evaluation after each epoch (and a separate head's inputs)", "sparsecbm/training.py", "_forward"),
+    ("whole training run", "sparsecbm/training/pipeline.py", "train"),
+    ("training epochs (dense, between pruning steps, sparse)", "sparsecbm/training/epochs.py", "train_epoch"),
+    ("dev evaluation after each epoch (and a separate head's inputs)", "sparsecbm/training/epochs.py", "_forward"),
     ("pruning steps (Fisher gradients, inversion, scores, selection)", "sparsecbm/pruning/__init__.py", "prune_step"),
     ("Fisher gradients: forward+backward of L_k through subnetwork k", "sparsecbm/pruning/obs.py", "gradient_chunks"),
     ("Fisher: Gram accumulation", "sparsecbm/pruning/fisher.py", "add"),
@@ -84,7 +84,7 @@ PROFILED = [
     ("backward passes (all callers)", "torch/autograd/graph.py", "_engine_run_backward"),
     ("optimizer steps", "torch/optim/adam.py", "step"),
     ("tokenizing and batching", "sparsecbm/data/batching.py", "iter_batches"),
-    ("checkpoints and resume points", "sparsecbm/training.py", "save_point"),
+    ("checkpoints and resume points", "sparsecbm/training/run.py", "save_point"),
 ]
 
 

@@ -6,7 +6,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from sparsecbm import checkpoint, load, load_dataset, train
+from sparsecbm import load, load_dataset, train
+from sparsecbm.training import checkpoint
 from sparsecbm.pruning import PruneConfig
 from sparsecbm.training import TrainConfig
 

@@ -7,6 +7,8 @@ import torch
 import sparsecbm
 from sparsecbm import TrainConfig, load, load_dataset, train
 from sparsecbm import training as training_module
+from sparsecbm.training import epochs as training_epochs
+from sparsecbm.training import pipeline as training_pipeline
 from sparsecbm.classifier import Classifier
 
 from .conftest import CONCEPTS
@@ -83,7 +85,7 @@ def test_keeps_the_best_epoch_not_the_last(tmp_path, data, tiny_bert, monkeypatc
         return real_evaluate(self, *args, **kwargs)
 
     monkeypatch.setattr(Classifier, "evaluate_outputs", evaluate_and_snapshot)
-    monkeypatch.setattr(training_module, "dev_score", lambda result, selection: next(scripted))
+    monkeypatch.setattr(training_epochs, "dev_score", lambda result, selection: next(scripted))
     clf = train(data, _config(tiny_bert, epochs=3), out=tmp_path / "m", progress=False)
     monkeypatch.undo()
 
@@ -226,7 +228,7 @@ def test_bf16_precision_trains_under_autocast_and_evaluates_in_float32(data, tin
     def record(module, args, output):
         seen["train" if module.training else "eval"].add(output.dtype)
 
-    real = training_module.new_classifier
+    real = training_pipeline.new_classifier
 
     def hooked(*args, **kwargs):
         clf = real(*args, **kwargs)
@@ -235,7 +237,7 @@ def test_bf16_precision_trains_under_autocast_and_evaluates_in_float32(data, tin
                 module.register_forward_hook(record)
         return clf
 
-    monkeypatch.setattr(training_module, "new_classifier", hooked)
+    monkeypatch.setattr(training_pipeline, "new_classifier", hooked)
     clf = train(data, _config(tiny_bert, model="sparsecbm", precision="bf16"),
                 prune=PruneConfig(pruner="magnitude", prune_steps=1, finetune_epochs=0), progress=False)
     assert seen == {"train": {torch.bfloat16}, "eval": {torch.float32}}

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .files import atomic_path, write_json
+from ..files import atomic_path, write_json
 
 FOLDER = "resume"
 FORMAT = "sparsecbm-resume"

@@ -1,0 +1,107 @@
+"""The training settings: one frozen dataclass, validated when made, and which settings a resume may change."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+
+from ..backbones import DEFAULT_BACKBONE
+from ..model import MODEL_KINDS, POOLINGS
+from ..pruning import mining_gamma
+
+log = logging.getLogger(__name__)
+
+
+SELECT = ("auto", "task", "concepts", "mean")
+CBM_MODES = ("joint", "sequential", "independent")
+PRECISIONS = ("fp32", "bf16")
+# Settings that change how fast a run goes or how much memory it takes, not what it learns
+# (up to float rounding): a resumed run or a stored benchmark result may differ in them.
+SPEED_ONLY = frozenset({"device", "eval_batch_size", "grad_chunk", "fisher_memory_gb"})
+
+
+def acting_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (a run's ``{"training": ..., "pruning": ...}``, as saved) with each value as it
+    acted, for comparing runs: a mining gamma of None, or not saved (versions before
+    ``--mining-gamma``), is the training gamma; a precision not saved (versions before
+    ``--precision``) is fp32. A JSON copy: tuples become lists."""
+    settings = json.loads(json.dumps(settings))
+    pruning, training = settings.get("pruning"), settings.get("training") or {}
+    if settings.get("training") is not None:
+        training.setdefault("precision", "fp32")  # versions before --precision trained in float32
+    if pruning is not None and "gamma" in training:
+        pruning["mining_gamma"] = mining_gamma(pruning.get("mining_gamma"), training["gamma"])
+    return settings
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting; the CLI only turns flags into one of these."""
+
+    model: str = "cbm"  # "standard", "cbm" or "sparsecbm"
+    backbone: str = DEFAULT_BACKBONE  # short name, local folder or hub id
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 1e-4  # backbone learning rate (the recipe sweep: docs/decisions.md)
+    head_lr: float = 5e-2  # projector / classifier / head learning rate (see module doc)
+    weight_decay: float = 0.01  # backbone only; heads are not decayed
+    warmup: float = 0.1  # fraction of steps with a linear warm-up, then linear decay
+    max_length: int = 128  # tokens per text (reviews are short; batches pad to their longest)
+    gamma: float = 0.5  # weight of the concept losses (the paper's 5 starves the task head: Training notes)
+    pooling: str = "mean"  # "mean" over real tokens, or "last" real token
+    seed: int = 0
+    max_train: int | None = None  # train on a seeded sample of this many rows (quick runs)
+    max_eval: int | None = None  # score on the first this-many dev rows each epoch
+    select: str = "auto"  # dev score for the best epoch: task / concepts / mean of both
+    cbm_mode: str = "joint"  # joint (Eq. 1), sequential or independent (Koh et al. 2020): see train()
+    grad_clip: float = 1.0
+    length_groups: int = 0  # sort each run of this many batches by text length, then shuffle the batches (0: off; see docs/decisions.md)
+    eval_batch_size: int = 64
+    precision: str = "fp32"  # "bf16": training passes under bfloat16 autocast, float32 weights (see autocast)
+    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", ...
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"--model must be one of {list(MODEL_KINDS)}, got {self.model!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"--pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if self.cbm_mode not in CBM_MODES:
+            raise ValueError(f"--cbm-mode must be one of {list(CBM_MODES)}, got {self.cbm_mode!r}")
+        if self.model == "standard" and self.cbm_mode != "joint":
+            raise ValueError("--cbm-mode applies to concept models (cbm, sparsecbm), not --model standard")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.select not in SELECT:
+            raise ValueError(f"--select must be one of {list(SELECT)}, got {self.select!r}")
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.length_groups < 0:
+            raise ValueError(f"--length-groups must be 0 (off) or a number of batches, got {self.length_groups}")
+        for name in ("max_train", "max_eval"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("lr", "head_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.gamma < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("--gamma, --weight-decay and --grad-clip must not be negative")
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"--warmup must be in [0, 1), got {self.warmup}")
+
+    @property
+    def selection(self) -> str:
+        if self.select != "auto":
+            return self.select
+        if self.model == "standard":
+            return "task"
+        return "mean" if self.cbm_mode == "joint" else "concepts"  # the concept model never sees the label
+
+    @property
+    def task_weight(self) -> float:
+        """Weight of CE(task) while the backbone trains: 0 unless joint."""
+        return 1.0 if self.cbm_mode == "joint" else 0.0
