@@ -157,3 +157,42 @@ def test_evaluate_says_what_was_held_out(tmp_path, capsys, carved_model, reviews
     assert scores["note"] in out and "seed 0" in scores["note"]
     code, out, _ = _run(capsys, "evaluate", str(carved_model), "--split", "dev")
     assert code == 0 and "dev: 5 of the 48 rows" in out and "n = 5 examples" in out
+
+
+def test_flags_come_from_the_configs_with_their_defaults_and_help(capsys, monkeypatch):
+    """Each setting's default and help is written once, in its dataclass; the CLI reads it."""
+    import dataclasses
+
+    from sparsecbm.cli import build_parser
+    from sparsecbm.interventions import Guard
+    from sparsecbm.pruning import PruneConfig
+    from sparsecbm.training import TrainConfig
+
+    monkeypatch.setenv("COLUMNS", "10000")  # help on one line a flag: no words broken at hyphens
+    parser = build_parser()
+    commands = {"train": (["--data", "cebab", "--out", "o"], (TrainConfig, PruneConfig)),
+                "correct": (["m", "--concept", "food"], (Guard,)), "serve": (["m"], (Guard,))}
+    for command, (needed, classes) in commands.items():
+        parsed = vars(parser.parse_args([command, *needed]))
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                if "help" not in f.metadata:
+                    continue
+                flag = f"--{f.name.replace('_', '-')}"
+                if not f.metadata["flag"]:
+                    assert f.name not in parsed and flag not in shown, (command, f.name)
+                    continue
+                assert parsed[f.name] == f.default, (command, f.name)
+                assert " ".join(f.metadata["help"].split()) in shown, (command, f.name)
+    # A bad value is refused as the flag is parsed, with the message the Python API gives.
+    for argv, message in ((["correct", "m", "--concept", "food", "--tolerance", "2"], "tolerance must be a fraction"),
+                          (["serve", "m", "--caution", "-1"], "caution must be a finite number >= 0"),
+                          (["train", "--data", "cebab", "--out", "o", "--epochs", "x"], "expected a whole number")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert message in capsys.readouterr().err
+    assert main(["-q", "train", "--data", "cebab", "--out", "o", "--epochs", "0"]) == 2
+    assert "--epochs must be at least 1, got 0" in capsys.readouterr().err

@@ -257,7 +257,7 @@ def test_saliency_uses_gamma_of_the_model(sparse_clf):
      "task_tolerance must be a fraction"),
     (lambda c: Guard(Split((), np.zeros(0, int), np.zeros((0, 3), int))), ValueError, "guard set is empty"),
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), caution=-1), ValueError,
-     "caution must be a number >= 0"),
+     "caution must be a finite number >= 0"),
 ])
 def test_bad_corrections_are_refused_naming_the_argument(sparse_clf, call, error, message):
     before = copy_masks(sparse_clf)

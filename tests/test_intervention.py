@@ -186,7 +186,7 @@ def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, re
 
     with pytest.raises(SystemExit):  # argparse refuses it before anything loads
         main(["-q", "intervene", str(out), *data, "--ratio", "0.9"])
-    assert "expected a fraction in [0, 0.5)" in capsys.readouterr().err
+    assert "ratio must be 'auto' or a fraction in [0, 0.5), got 0.9" in capsys.readouterr().err
 
 
 def test_patched_masked_weight_cache_equals_a_rebuild(sparse_clf):

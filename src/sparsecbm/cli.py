@@ -10,7 +10,6 @@ import argparse
 import logging
 import socket
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Sequence
 
@@ -24,11 +23,12 @@ from .data import (CEBAB_TEST_ROWS, TABLE_SUFFIXES, Dataset, dataset_from_spec, 
                    held_out_note, read_corrections, read_texts)
 from .explanations import METHODS, explain, explain_many
 from .files import write_json
-from .interventions import CAUTION, MAX_RATIO, SELECTIONS, Guard
+from .interventions import CAUTION, MAX_RATIO, SELECTIONS, Guard, check_max_ratio, check_ratio
 from .metrics import concept_ceiling, format_table
 from .parallel import processes
-from .pruning import PRUNERS, PruneConfig
-from .training import CBM_MODES, PRECISIONS, TrainConfig, train
+from .pruning import PruneConfig
+from .settings import add_flags, checked, from_flags, number
+from .training import TrainConfig, train
 
 log = logging.getLogger("sparsecbm")
 
@@ -57,38 +57,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.01, got {text!r}") from None
-    if not 0.0 <= value < 0.5:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 0.5), got {value}")
-    return value
-
-
 def _ratio_or_auto(text: str) -> float | str:
-    return "auto" if text == "auto" else _ratio(text)
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number such as 1e4, got {text!r}") from None
-    if not value >= 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
-    return value
-
-
-def _tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.01 (one point), got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1] (0.01 = one point), got {value}")
-    return value
+    return checked(check_ratio, lambda t: t if t == "auto" else number(t))(text)
 
 
 def _test_rows(text: str) -> int | None:
@@ -147,7 +117,8 @@ def _port(text: str) -> int:
 def _add_edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selection", choices=SELECTIONS, default="taylor",
                    help="taylor (default): signed first-order estimate; paper: |G theta|, the paper's rule")
-    p.add_argument("--max-ratio", type=_ratio, default=MAX_RATIO, help=f"cap of --ratio auto (default {MAX_RATIO:g})")
+    p.add_argument("--max-ratio", type=checked(check_max_ratio), default=MAX_RATIO,
+                   help=f"cap of --ratio auto (default {MAX_RATIO:g})")
     p.add_argument("--steps", type=_positive_int, default=1, help="steps per correction while still wrong")
 
 
@@ -155,13 +126,7 @@ def _add_guard_args(p: argparse.ArgumentParser, prefix: str) -> None:
     p.add_argument("--guard", metavar="SPLIT[:N]|FILE",
                    help=f"{prefix}keep an edit only if accuracy on these texts does not drop: a split of the data "
                    "(e.g. train:300, its first 300 rows) or a file with text, label and concept columns")
-    p.add_argument("--tolerance", type=_tolerance, default=0.0,
-                   help="largest allowed drop of the concept's accuracy on the guard (fraction, default 0)")
-    p.add_argument("--task-tolerance", type=_tolerance, default=0.0,
-                   help="largest allowed drop of the task accuracy on the guard (fraction, default 0)")
-    p.add_argument("--caution", type=_non_negative, default=CAUTION,
-                   help="weight of a flipped bit's second-order cost on the guard against its gain on the "
-                   f"corrected texts (taylor rule; 0: the guard only judges; default {CAUTION:g})")
+    add_flags(p, Guard)
 
 
 def _guard(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | None:
@@ -199,66 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    d = TrainConfig()
     t = sub.add_parser("train", help="train a Standard model, a CBM or a SparseCBM",
                        description="Train a model; keep the best epoch by dev score.")
     _add_data_args(t, required=True)
-    t.add_argument("--model", choices=("standard", "cbm", "sparsecbm"), default=d.model)
-    t.add_argument("--backbone", default=d.backbone,
-                   help="'minilm' (default), 'smollm2-135m' (after convert-gguf), a model folder or a hub id")
     t.add_argument("--out", required=True, help="folder for the model, its config and the training log")
     t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     t.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last finished epoch or pruning step "
                         "(same command otherwise; gives the same model as an uninterrupted run)")
-    t.add_argument("--epochs", type=_positive_int, default=d.epochs)
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    t.add_argument("--lr", type=float, default=d.lr, help=f"backbone learning rate (default {d.lr})")
-    t.add_argument("--head-lr", type=float, default=d.head_lr, help=f"learning rate of the heads (default {d.head_lr})")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    t.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps to warm up")
-    t.add_argument("--max-length", type=_positive_int, default=d.max_length, help="tokens per text")
-    t.add_argument("--gamma", type=float, default=d.gamma, help="weight of the concept losses (default 0.5; the paper's 5 starves the task head)")
-    t.add_argument("--pooling", choices=("mean", "last"), default=d.pooling)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--max-train", type=_positive_int, help="train on a seeded sample of N rows (quick runs)")
-    t.add_argument("--max-eval", type=_positive_int, help="score each epoch on the first N dev rows")
-    t.add_argument("--select", choices=("auto", "task", "concepts", "mean"), default=d.select,
-                   help="dev score that picks the best epoch (auto: task for standard, mean of task and concepts for cbm)")
-    t.add_argument("--cbm-mode", choices=CBM_MODES, default=d.cbm_mode,
-                   help="joint (default: concepts and label together), sequential (label head on the frozen concept "
-                        "model's predictions) or independent (label head on gold concepts); the last two never "
-                        "let the label reach the concept model")
-    t.add_argument("--length-groups", type=int, default=d.length_groups, metavar="G",
-                   help="sort each run of G batches by text length, then shuffle the batches: less padding, "
-                        f"faster epochs (0: plain random batches; default {d.length_groups})")
-    t.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="bf16: training passes under bfloat16 autocast (float32 weights and optimizer; evaluation "
-                        "and mask mining stay float32): faster on CPUs with AVX512-BF16 or AMX and on GPUs "
-                        f"(default {d.precision})")
-    t.add_argument("--device", default=d.device)
-    pd = PruneConfig()
+    add_flags(t.add_argument_group("training"), TrainConfig)
     g = t.add_argument_group("SparseCBM (concept-specific subnetworks; --model sparsecbm)")
     g.add_argument("--init-from", metavar="DIR", help="start from this trained dense CBM instead of training one")
-    g.add_argument("--sparsity", type=float, help="final sparsity per concept (default 1 - 1/K)")
-    g.add_argument("--pruner", choices=sorted(PRUNERS), default=pd.pruner, help="mask scores (default obs: second-order)")
-    g.add_argument("--fisher-grads", type=_positive_int, default=pd.fisher_grads, metavar="M",
-                   help=f"mini-batch gradients per concept and step (default {pd.fisher_grads})")
-    g.add_argument("--fisher-batch-size", type=_positive_int, default=pd.fisher_batch_size)
-    g.add_argument("--grad-chunk", type=_positive_int, default=pd.grad_chunk, help="gradients per batched Fisher update")
-    g.add_argument("--block-size", type=_positive_int, default=pd.block_size, metavar="B", help="Fisher block size")
-    g.add_argument("--damp", type=float, default=pd.damp, metavar="LAMBDA", help="Fisher dampening")
-    g.add_argument("--fisher-memory-gb", type=float, default=pd.fisher_memory_gb,
-                   help="memory for Fisher blocks; larger backbones are scored in groups of weights")
-    g.add_argument("--prune-steps", type=_positive_int, default=pd.prune_steps, help="steps of the cubic schedule")
-    g.add_argument("--scope", choices=("global", "layer"), default=pd.scope, help="rank weights across layers or per matrix")
-    g.add_argument("--calibration", type=_positive_int, default=pd.calibration, help="wanda: calibration texts per concept")
-    g.add_argument("--finetune-epochs", type=float, default=pd.finetune_epochs, help="fine-tuning between pruning steps")
-    g.add_argument("--sparse-epochs", type=_positive_int, default=pd.sparse_epochs, metavar="N",
-                   help="epochs under the final masks, keeping the best by dev score (default: --epochs)")
-    g.add_argument("--mining-gamma", type=float, default=pd.mining_gamma, metavar="GAMMA",
-                   help="weight of the concept term in the mask scores' loss L_k (default 5, the paper's gamma; "
-                        "at the training --gamma of 0.5 the task term leads and the masks lose concept accuracy)")
+    add_flags(g, PruneConfig)
 
     e = sub.add_parser("evaluate", help="score a saved model on a split", description="Score a saved model.")
     e.add_argument("model_dir", metavar="DIR")
@@ -360,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=_port, default=8765)
     s.add_argument("--token", help="require this secret on every request (default: a random one, printed in the URL, "
                    "whenever --host is not loopback; none on loopback)")
-    s.add_argument("--max-ratio", type=_ratio, default=MAX_RATIO, help=f"cap of a correction (default {MAX_RATIO:g})")
+    s.add_argument("--max-ratio", type=checked(check_max_ratio), default=MAX_RATIO,
+                   help=f"cap of a correction (default {MAX_RATIO:g})")
     s.add_argument("--device", default="cpu")
     _add_guard_args(s, "corrections kept from the page: ")
 
@@ -372,12 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, PruneConfig | None]:
-    def pick(cls):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in vars(args).items() if k in names})
-
-    train_config = pick(TrainConfig)
-    return train_config, pick(PruneConfig) if train_config.model == "sparsecbm" else None
+    train_config = from_flags(TrainConfig, args)
+    return train_config, from_flags(PruneConfig, args) if train_config.model == "sparsecbm" else None
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -35,7 +35,7 @@ from .access import MAX_BODY, AccessControl, allowed_hosts
 from .classifier import Classifier, load
 from .data import Split
 from .explanations import METHODS, SIGNED, explain, subnetworks
-from .interventions import MAX_RATIO, Guard, oracle, undo
+from .interventions import MAX_RATIO, Guard, check_max_ratio, oracle, undo
 from .metrics import evaluate_predictions
 
 STATIC = Path(__file__).parent / "static" / "explorer"
@@ -62,7 +62,7 @@ class Explorer:
         if clf.model.masks is None:
             raise ValueError(f"the explorer corrects concept subnetworks; a {clf.config.kind!r} model has none")
         self.clf, self.split, self.split_name, self.guard = clf, split, split_name, guard
-        self.max_ratio, self.ceiling = max_ratio, ceiling
+        self.max_ratio, self.ceiling = check_max_ratio(max_ratio), ceiling
         self.version = 0  # bumped by every kept edit and undo
         self.lock = threading.Lock()
         # Concept logits on the browse split, recomputed per concept only when its masks change.

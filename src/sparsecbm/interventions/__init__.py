@@ -42,14 +42,14 @@ persistent protocols over a split).
 
 from .rewire import correct, intervene
 from .gradients import concept_k_logits, curvature, saliency, tokenize
-from .guard import CAUTION, Guard
+from .guard import CAUTION, Guard, check_caution, check_tolerance
 from .log import LOG_JSON, LOG_TENSORS, load_log, save_log, undo
 from .oracle import oracle, oracle_labels
-from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, flip, rank, revert
+from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, check_max_ratio, check_ratio, flip, rank, revert
 from .results import CorrectionResult, Edit, InterventionResult
 
 __all__ = [
     "AUTO", "CAUTION", "LOG_JSON", "LOG_TENSORS", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "Guard",
-    "InterventionResult", "auto_ladder", "concept_k_logits", "correct", "curvature", "flip", "intervene",
+    "InterventionResult", "auto_ladder", "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "concept_k_logits", "correct", "curvature", "flip", "intervene",
     "load_log", "oracle", "oracle_labels", "rank", "revert", "saliency", "save_log", "tokenize", "undo",
 ]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..data import Split
+from ..settings import setting
 from .gradients import concept_k_logits, curvature, tokenize
 
 EPS = 1e-9  # accuracies are ratios of counts: equal ones may differ in the last bit
@@ -43,6 +44,18 @@ def _stamp(model, k: int) -> tuple:
     return masks + weights
 
 
+def check_tolerance(value, name: str = "tolerance") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a fraction in [0, 1] (0.01 = one point), got {value!r}")
+    return value
+
+
+def check_caution(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise ValueError(f"caution must be a finite number >= 0 (0 turns the guard's cost term off), got {value!r}")
+    return value
+
+
 def _same(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x[0] is y[0] and x[1] == y[1] for x, y in zip(a, b))
 
@@ -52,9 +65,12 @@ class Guard:
     """Texts with known concept values and labels (a :class:`Split`) that judge edits."""
 
     split: Split
-    tolerance: float = 0.0  # largest allowed drop of the edited concept's accuracy (fraction)
-    task_tolerance: float = 0.0  # largest allowed drop of the task accuracy (fraction)
-    caution: float = CAUTION  # weight of a flip's cost on the guard against its gain (0: judge only)
+    tolerance: float = setting(0.0, "largest allowed drop of the edited concept's accuracy on the guard "
+                               "(a fraction: 0.01 is one point)", check=check_tolerance)
+    task_tolerance: float = setting(0.0, "largest allowed drop of the task accuracy on the guard (a fraction)",
+                                    check=lambda v: check_tolerance(v, "task_tolerance"))
+    caution: float = setting(CAUTION, "weight of a flipped bit's second-order cost on the guard against its gain "
+                             "on the corrected texts (taylor rule; 0: the guard only judges)", check=check_caution)
     progress: bool = False  # show progress while the curvature is computed
     _batches: list | None = field(default=None, init=False, repr=False)  # the texts tokenized, shortest first
     _order: torch.Tensor | None = field(default=None, init=False, repr=False)  # their rows back in the guard's order
@@ -67,12 +83,9 @@ class Guard:
             raise TypeError(f"guard: expected a Split (texts with concept values and labels), got {type(self.split).__name__}")
         if len(self.split) == 0:
             raise ValueError("guard: the guard set is empty")
-        for name in ("tolerance", "task_tolerance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a fraction in [0, 1] (0.01 = one point), got {value!r}")
-        if isinstance(self.caution, bool) or not isinstance(self.caution, (int, float)) or not self.caution >= 0:
-            raise ValueError(f"caution must be a number >= 0 (0 turns the guard's cost term off), got {self.caution!r}")
+        check_tolerance(self.tolerance, "tolerance")
+        check_tolerance(self.task_tolerance, "task_tolerance")
+        check_caution(self.caution)
 
     def __len__(self) -> int:
         return len(self.split)

@@ -19,6 +19,20 @@ AUTO_START = 1e-6  # the auto ladder's first rung, as a fraction of the prunable
 MAX_RATIO = 1e-3  # the auto ladder's default cap (0.1 %)
 
 
+def check_ratio(ratio) -> float | str:
+    """``ratio``: "auto" or a fraction of the prunable weights in [0, 0.5)."""
+    if ratio != AUTO and (isinstance(ratio, (str, bool)) or not 0.0 <= ratio < 0.5):
+        raise ValueError(f"ratio must be {AUTO!r} or a fraction in [0, 0.5), got {ratio!r}")
+    return ratio
+
+
+def check_max_ratio(max_ratio) -> float:
+    """``max_ratio``, the cap of ``ratio="auto"``: a fraction in (0, 0.5)."""
+    if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or not 0.0 < max_ratio < 0.5:
+        raise ValueError(f"max_ratio must be a fraction in (0, 0.5), got {max_ratio!r}")
+    return max_ratio
+
+
 def pick(scores: np.ndarray, allowed: np.ndarray, n: int, largest: bool, seed: int = 0) -> np.ndarray:
     """Flat indices (ascending) of the n smallest (or largest) ``scores`` among
     the ``allowed`` positions, exactly, without sorting all of them.

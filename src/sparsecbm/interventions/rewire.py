@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..data.batching import check_texts
 from .gradients import concept_k_logits, saliency, tokenize
-from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, count_flips, edit_buffers, flip, rank, revert
+from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, check_max_ratio, check_ratio, count_flips, edit_buffers, flip, rank, revert
 from .results import CorrectionResult, Edit, InterventionResult
 
 if TYPE_CHECKING:
@@ -119,10 +119,8 @@ def _check(
         y = torch.tensor([schema.labels.index(label) for label in labels])
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
-    if ratio != AUTO and (isinstance(ratio, str) or not 0.0 <= ratio < 0.5):
-        raise ValueError(f"ratio must be {AUTO!r} or a fraction in [0, 0.5), got {ratio!r}")
-    if not 0.0 < max_ratio < 0.5:
-        raise ValueError(f"max_ratio must be a fraction in (0, 0.5), got {max_ratio!r}")
+    check_ratio(ratio)
+    check_max_ratio(max_ratio)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     return k, v, y

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ..data import Split
+from ..settings import setting
 from . import magnitude, obs, wanda
 
 if TYPE_CHECKING:
@@ -33,23 +34,28 @@ SCOPES = ("global", "layer")
 class PruneConfig:
     """Settings of the mask mining (CLI flags of the same names)."""
 
-    sparsity: float | None = None  # final sparsity per concept; None -> 1 - 1/K
-    pruner: str = "obs"  # "obs" (second-order), "magnitude" or "wanda"
-    fisher_grads: int = 64  # m: mini-batch gradients per concept and step (oBERT: 1024)
-    fisher_batch_size: int = 8  # examples per gradient (and per calibration batch)
-    grad_chunk: int = 16  # gradients per batched Gram update (memory: chunk x #weights x 4 B)
-    block_size: int = 50  # B: entries per Fisher block (oBERT: 50)
-    damp: float = 1e-7  # lambda of the dampened Fisher (oBERT: 1e-7)
-    fisher_memory_gb: float = 4.0  # Fisher blocks held at once; larger backbones go in groups
-    prune_steps: int = 3  # T: pruning steps of the cubic schedule
-    scope: str = "global"  # rank weights across all layers, or within each matrix
-    calibration: int = 128  # Wanda: calibration examples per concept
-    finetune_epochs: float = 1.0  # fine-tuning between pruning steps, in epochs
-    sparse_epochs: int | None = None  # epochs of fine-tuning under the final masks (None: the training --epochs)
-    task_term: bool = True  # L_k includes CE(task); off for sequential/independent CBMs (concepts never see labels)
-    # gamma of L_k while mining (None: the training gamma). 5, the paper's gamma: with the training gamma
-    # 0.5, L_k is mostly its task term and the masks cost concept accuracy (benchmarks/sparse_recipe.py)
-    mining_gamma: float | None = 5.0
+    sparsity: float | None = setting(None, "final sparsity per concept (default 1 - 1/K)", kind=float)
+    pruner: str = setting("obs", "mask scores: obs (second-order, the default), magnitude or wanda",
+                          choices=tuple(sorted(PRUNERS)))
+    fisher_grads: int = setting(64, "m: mini-batch gradients per concept and step (oBERT: 1024)", metavar="M")
+    fisher_batch_size: int = setting(8, "examples per gradient (and per calibration batch)")
+    grad_chunk: int = setting(16, "gradients per batched Fisher update (memory: chunk x #weights x 4 B)")
+    block_size: int = setting(50, "B: entries per Fisher block (oBERT: 50)", metavar="B")
+    damp: float = setting(1e-7, "lambda of the dampened Fisher (oBERT: 1e-7)", metavar="LAMBDA")
+    fisher_memory_gb: float = setting(4.0, "memory for Fisher blocks; larger backbones are scored in groups of "
+                                      "weights")
+    prune_steps: int = setting(3, "T: steps of the cubic schedule")
+    scope: str = setting("global", "rank weights across all layers, or within each matrix", choices=SCOPES)
+    calibration: int = setting(128, "wanda: calibration texts per concept")
+    finetune_epochs: float = setting(1.0, "fine-tuning between pruning steps, in epochs")
+    sparse_epochs: int | None = setting(None, "epochs under the final masks, keeping the best by dev score "
+                                        "(default: --epochs)", kind=int, metavar="N")
+    task_term: bool = setting(True, "L_k includes CE(task); off for sequential and independent CBMs (their "
+                              "concepts never see labels)", flag=False)
+    mining_gamma: float | None = setting(5.0, "weight of the concept term in the mask scores' loss L_k (default 5, "
+                                         "the paper's gamma; at the training --gamma of 0.5 the task term leads "
+                                         "and the masks lose concept accuracy: benchmarks/sparse_recipe.py)",
+                                         kind=float, metavar="GAMMA")
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:

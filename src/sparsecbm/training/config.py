@@ -11,6 +11,7 @@ from typing import Any
 from ..backbones import DEFAULT_BACKBONE
 from ..model import MODEL_KINDS, POOLINGS
 from ..pruning import mining_gamma
+from ..settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +42,37 @@ def acting_settings(settings: dict[str, Any]) -> dict[str, Any]:
 class TrainConfig:
     """Every training setting; the CLI only turns flags into one of these."""
 
-    model: str = "cbm"  # "standard", "cbm" or "sparsecbm"
-    backbone: str = DEFAULT_BACKBONE  # short name, local folder or hub id
-    epochs: int = 5
-    batch_size: int = 16
-    lr: float = 1e-4  # backbone learning rate (the recipe sweep: docs/decisions.md)
-    head_lr: float = 5e-2  # projector / classifier / head learning rate (see module doc)
-    weight_decay: float = 0.01  # backbone only; heads are not decayed
-    warmup: float = 0.1  # fraction of steps with a linear warm-up, then linear decay
-    max_length: int = 128  # tokens per text (reviews are short; batches pad to their longest)
-    gamma: float = 0.5  # weight of the concept losses (the paper's 5 starves the task head: Training notes)
-    pooling: str = "mean"  # "mean" over real tokens, or "last" real token
-    seed: int = 0
-    max_train: int | None = None  # train on a seeded sample of this many rows (quick runs)
-    max_eval: int | None = None  # score on the first this-many dev rows each epoch
-    select: str = "auto"  # dev score for the best epoch: task / concepts / mean of both
-    cbm_mode: str = "joint"  # joint (Eq. 1), sequential or independent (Koh et al. 2020): see train()
-    grad_clip: float = 1.0
-    length_groups: int = 0  # sort each run of this many batches by text length, then shuffle the batches (0: off; see docs/decisions.md)
-    eval_batch_size: int = 64
-    precision: str = "fp32"  # "bf16": training passes under bfloat16 autocast, float32 weights (see autocast)
-    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", ...
+    model: str = setting("cbm", "standard, cbm (a concept bottleneck) or sparsecbm (concept subnetworks)",
+                         choices=MODEL_KINDS)
+    backbone: str = setting(DEFAULT_BACKBONE, "'minilm' (default), 'smollm2-135m' (after convert-gguf), a model "
+                            "folder or a hub id")
+    epochs: int = setting(5, "training epochs")
+    batch_size: int = setting(16, "texts per training batch")
+    lr: float = setting(1e-4, "backbone learning rate (the recipe sweep: docs/decisions.md)")
+    head_lr: float = setting(5e-2, "learning rate of the projector, classifier and heads (larger than --lr: they start from scratch)")
+    weight_decay: float = setting(0.01, "AdamW weight decay of the backbone (the heads are not decayed)")
+    warmup: float = setting(0.1, "fraction of steps with a linear warm-up, then linear decay")
+    max_length: int = setting(128, "tokens per text (batches pad to their longest)")
+    gamma: float = setting(0.5, "weight of the concept losses (the paper's 5 starves the task head: docs/decisions.md)")
+    pooling: str = setting("mean", "mean over real tokens, or the last real token (decoders)", choices=POOLINGS)
+    seed: int = setting(0, "seed of every random draw")
+    max_train: int | None = setting(None, "train on a seeded sample of N rows (quick runs)", kind=int, metavar="N")
+    max_eval: int | None = setting(None, "score each epoch on the first N dev rows", kind=int, metavar="N")
+    select: str = setting("auto", "dev score that picks the best epoch (auto: task for standard, mean of task and "
+                          "concepts for a joint cbm, concepts for the others)", choices=SELECT)
+    cbm_mode: str = setting("joint", "joint (default: concepts and label together), sequential (label head on the "
+                            "frozen concept model's predictions) or independent (label head on gold concepts); the "
+                            "last two never let the label reach the concept model (Koh et al. 2020)",
+                            choices=CBM_MODES)
+    grad_clip: float = setting(1.0, "gradient norm clipping", flag=False)
+    length_groups: int = setting(0, "sort each run of G batches by text length, then shuffle the batches: less "
+                                 "padding, faster epochs (0: plain random batches; default 0; docs/decisions.md)",
+                                 metavar="G")
+    eval_batch_size: int = setting(64, "texts per batch when scoring", flag=False)
+    precision: str = setting("fp32", "bf16: training passes under bfloat16 autocast (float32 weights and "
+                             "optimizer; evaluation and mask mining stay float32): faster on CPUs with AVX512-BF16 "
+                             "or AMX and on GPUs", choices=PRECISIONS)
+    device: str = setting("auto", "auto (cuda when present), cpu, cuda, ...")
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
