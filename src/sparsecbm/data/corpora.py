@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-
 from .reading import Columns, Normaliser, iter_rows, parse_rows
 from .schema import SENTIMENT, UNKNOWN, Dataset, Schema, Split
 

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from .corpora import CEBAB_TEST_ROWS, load_cebab, load_imdbc
 from .reading import read_file_text
 from .schema import DataError, Dataset

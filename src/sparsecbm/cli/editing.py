@@ -1,0 +1,143 @@
+"""Commands that correct a model, and the explorer: intervene, correct, undo, serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+from ..access import is_loopback, is_wildcard, new_token
+from ..classifier import load
+from ..data import dataset_from_spec, read_corrections
+from ..files import write_json
+from ..metrics import concept_ceiling
+from .inputs import check_save_to, guard_from_args, load_data
+
+log = logging.getLogger("sparsecbm")
+
+
+def cmd_intervene(args: argparse.Namespace) -> None:
+    from ..interventions import protocols
+
+    clf = load(args.model_dir)
+    if clf.model.masks is None:
+        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks to rewire")
+    if args.mode == "persistent" and len(args.ratio) != 1:
+        raise ValueError("--mode persistent takes one --ratio")
+    if args.save_to and args.mode != "persistent":
+        raise ValueError("--save-to saves persistent edits; use it with --mode persistent")
+    check_save_to(args)
+    if args.png and args.mode != "per-example":
+        raise ValueError("--png plots the per-example curve; use it with --mode per-example")
+    dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    clf.check_schema(dataset.schema, dataset.name)
+    progress = not args.quiet
+    if args.mode == "per-example":
+        split = dataset[args.split].head(args.max_examples)
+        if args.guard:
+            raise ValueError("--guard judges kept edits; use it with --mode persistent")
+        result = protocols.per_example(clf, split, args.ratio, selection=args.selection, steps=args.steps,
+                                       max_ratio=args.max_ratio, use_label=not args.without_label, progress=progress)
+        print(f"{dataset.name} {args.split}: {result['n']} examples, {result['wrong_concepts']} wrong concepts "
+              f"in {result['examples_with_a_wrong_concept']} examples")
+        print(f"{'':<22}{'concept acc %':>14}{'task acc %':>12}{'fixed %':>9}{'median bits per fix':>21}")
+        for name, r in (("NI", result["NI"]), *((f"SI r={k}", v) for k, v in result["SI"].items()), ("oracle", result["oracle"])):
+            fixed = f"{100 * r['corrections_fixed']:>9.1f}{r['median_bits_per_fix']:>21.0f}" if "corrections_fixed" in r else ""
+            print(f"{name:<22}{100 * r['concept_accuracy']:>14.1f}{100 * r['task_accuracy']:>12.1f}{fixed}")
+        if args.png:
+            protocols.plot_ratios(result, args.png)
+            print(f"wrote {args.png}")
+    else:
+        result = protocols.persistent(clf, dataset[args.edit_split].head(args.max_examples), dataset[args.eval_split],
+                                      args.ratio[0], selection=args.selection, steps=args.steps,
+                                      max_ratio=args.max_ratio, use_label=not args.without_label,
+                                      guard=guard_from_args(args, clf, dataset), progress=progress)
+        print(f"{result['edits']} edits kept for {result['wrong_concepts']} wrong concepts on {args.edit_split} "
+              f"({', '.join(f'{k}: {v}' for k, v in result['outcomes'].items())}); fixed when kept "
+              f"{result['fixed_when_edited']}, still fixed at the end {result['still_fixed_at_end']}; "
+              f"{result['bits_changed']} mask bits differ from the original")
+        print("sparsity per concept (unchanged by edits): " + ", ".join(
+            f"{c} {100 * v:.1f}%" for c, v in result["sparsity"].items()))
+        for split_name, key in ((args.edit_split, "edit_split"), (args.eval_split, "eval_split")):
+            b, a = result[key]["before"], result[key]["after"]
+            print(f"{split_name}: concept acc {100 * b['concept_accuracy']:.1f} -> {100 * a['concept_accuracy']:.1f} %, "
+                  f"task acc {100 * b['task_accuracy']:.1f} -> {100 * a['task_accuracy']:.1f} %")
+        if args.save_to:
+            clf.save(args.save_to, overwrite=args.overwrite)
+            print(f"saved the edited model to {args.save_to}")
+    if args.json_out:
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out}")
+
+
+def cmd_correct(args: argparse.Namespace) -> None:
+    if bool(args.texts) == bool(args.file):
+        raise ValueError("give the texts to correct either as arguments or with --file, not both" if args.texts
+                         else "no texts to correct: give them as arguments or with --file")
+    if args.save_to and args.dry_run:
+        raise ValueError("--dry-run saves nothing; leave out --save-to")
+    check_save_to(args)
+    if args.file:
+        texts, values, labels = read_corrections(args.file, value=args.value)
+        labels = labels if labels is not None else args.label
+    else:
+        if not args.value:
+            raise ValueError("--value: the true value of the concept is required with texts given as arguments")
+        texts, values, labels = args.texts, args.value, args.label
+    clf = load(args.model_dir)
+    if clf.model.masks is None:
+        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks to rewire")
+    guard = guard_from_args(args, clf, None)
+    r = clf.correct(texts, args.concept, values, labels, ratio=args.ratio, selection=args.selection,
+                    steps=args.steps, max_ratio=args.max_ratio, persist=not args.dry_run, guard=guard,
+                    keep_unfixed=args.keep_unfixed)
+    for text, b, a, ok in zip(texts, r.before, r.after, r.fixed):
+        print(f"{'fixed' if ok else 'not fixed'}: {args.concept} {b['value']} -> {a['value']} "
+              f"(p {a['probability']:.2f}), label {b['label']} -> {a['label']}: {text[:60]!r}")
+    print(f"{sum(r.fixed)} of {len(r.fixed)} fixed; {r.bits_flipped} mask bits flipped in {r.steps} step(s) "
+          f"({r.selection}, ratio {r.ratio}); {r.outcome}")
+    if r.guard:
+        g = r.guard
+        print(f"guard ({g['n']} texts): {args.concept} accuracy {100 * g['concept_accuracy'][0]:.1f} -> "
+              f"{100 * g['concept_accuracy'][1]:.1f} %, task accuracy {100 * g['task_accuracy'][0]:.1f} -> "
+              f"{100 * g['task_accuracy'][1]:.1f} %")
+    if r.persisted:
+        out = clf.save(args.save_to or args.model_dir, overwrite=args.overwrite)
+        print(f"saved the corrected model to {out} ({len(clf.interventions)} logged edit(s); undo: sparsecbm undo {out})")
+    if args.json_out:
+        write_json(args.json_out, r.to_dict())
+        print(f"wrote {args.json_out}")
+
+
+def cmd_undo(args: argparse.Namespace) -> None:
+    clf = load(args.model_dir)
+    if clf.model.masks is None:
+        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks or edits")
+    edit = clf.undo()
+    clf.save()
+    print(f"undid {edit.describe()}; {len(clf.interventions)} edit(s) remain in {args.model_dir}")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from ..explorer import Explorer, serve
+
+    clf = load(args.model_dir, device=args.device)
+    dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    clf.check_schema(dataset.schema, dataset.name)
+    split = dataset[args.split]
+    ceiling = concept_ceiling(dataset["train"], split, dataset.schema) if "train" in dataset.splits else None
+    explorer = Explorer(clf, split.head(args.max_examples), f"{dataset.name} {args.split}", guard=guard_from_args(args, clf, dataset),
+                        max_ratio=args.max_ratio, ceiling=ceiling)
+    token = args.token or (None if is_loopback(args.host) else new_token())
+    if not is_loopback(args.host):
+        print(f"sparsecbm: warning: serving on {args.host}: anyone who can reach this address and has the URL "
+              "below (its token) can edit and save the model", file=sys.stderr)
+    if not args.quiet:
+        print(f"predicting the {len(explorer.split)} rows of {explorer.split_name} once...", flush=True)
+    explorer.model()  # fills the browse table's cache before the first page load
+    shown = socket.gethostname() if is_wildcard(args.host) else args.host
+    shown = f"[{shown}]" if ":" in shown else shown
+    print(f"sparsecbm explorer on http://{shown}:{args.port}/{f'?token={token}' if token else ''} (Ctrl-C to stop)",
+          flush=True)
+    serve(explorer, host=args.host, port=args.port, token=token)

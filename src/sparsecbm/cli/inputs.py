@@ -1,0 +1,115 @@
+"""What the commands share: the data, the guard, the texts to predict, and where to save."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..data import TABLE_SUFFIXES, Dataset, dataset_from_spec, load_dataset, load_table, read_texts
+from ..interventions import CAUTION, Guard
+from ..pruning import PruneConfig
+from ..settings import from_flags
+from ..training import TrainConfig
+
+log = logging.getLogger("sparsecbm")
+
+
+def load_data(args: argparse.Namespace) -> Dataset:
+    name = args.data
+    if name == "cebab":
+        return load_dataset("cebab", data_dir=args.data_dir, test_rows=args.cebab_test_rows, source=args.data_source)
+    suffix = Path(name).suffix.lower()
+    is_table = suffix in (".csv", ".tsv", ".jsonl") or (suffix == ".json" and args.text_column)
+    if not is_table:  # imdbc, or a .toml / .json data config
+        return load_dataset(name, data_dir=args.data_dir)
+    for flag in ("text_column", "label_column"):
+        if not getattr(args, flag):
+            raise ValueError(f"--data {name}: a data file needs --{flag.replace('_', '-')}")
+    return load_dataset(
+        name, text_column=args.text_column, label_column=args.label_column,
+        concept_columns=args.concept_columns, labels=args.labels, dev=args.dev, test=args.test,
+    )
+
+
+def guard_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | None:
+    """The --guard set: a split of the data (SPLIT or SPLIT:N) or a file in the model's schema."""
+    if not args.guard:
+        if args.tolerance or args.task_tolerance or args.caution != CAUTION:
+            raise ValueError("--tolerance, --task-tolerance and --caution apply to a --guard; name one")
+        return None
+    spec = args.guard
+    path = Path(spec)
+    if not path.exists():
+        name, _, n = spec.partition(":")
+        if dataset is None:
+            dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+        if name not in dataset.splits:
+            raise ValueError(f"--guard {spec!r}: neither a file nor a split of {dataset.name!r} "
+                             f"({sorted(dataset.splits)}, optionally :N)")
+        if n and not (n.isdigit() and int(n) > 0):
+            raise ValueError(f"--guard {spec!r}: N must be a whole number of at least 1, got {n!r}")
+        split = dataset[name].head(int(n) if n else None)
+    else:
+        schema = clf.schema
+        split = load_table(path, dev=path, text_column=args.text_column or "text",
+                           label_column=args.label_column or "label", concept_columns=schema.concepts,
+                           labels=schema.labels, concept_values=dict(zip(schema.concepts, schema.concept_values)))["train"]
+    return Guard(split, tolerance=args.tolerance, task_tolerance=args.task_tolerance, caution=args.caution,
+                 progress=not args.quiet)
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, PruneConfig | None]:
+    train_config = from_flags(TrainConfig, args)
+    return train_config, from_flags(PruneConfig, args) if train_config.model == "sparsecbm" else None
+
+
+def masks_file(model_dir: str) -> Path:
+    path = Path(model_dir) / "masks.safetensors"
+    if not path.exists():
+        raise ValueError(f"{model_dir}: no masks.safetensors (not a SparseCBM model folder)")
+    return path
+
+
+def predict_inputs(args: argparse.Namespace) -> tuple[list[str], list[dict[str, int]]]:
+    """The texts to predict and, per text, where it came from in --file ({"line": n}
+    or {"row": n}; {} for an argument)."""
+    texts, where = list(args.texts), [{} for _ in args.texts]
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ValueError(f"text argument {i + 1} is empty")
+    if args.text_column and not args.file:
+        raise ValueError("--text-column names the text column of a CSV/TSV/JSONL --file")
+    if args.file:
+        path = Path(args.file)
+        found, numbers, skipped = read_texts(path, args.text_column, skip_blank=args.skip_blank)
+        unit = "row" if path.suffix.lower() in TABLE_SUFFIXES else "line"
+        texts += found
+        where += [{unit: n} for n in numbers]
+        if skipped:
+            log.warning("--file %s: skipped %d blank text(s): %s", path, len(skipped),
+                        ", ".join(map(str, skipped[:20])) + (" ..." if len(skipped) > 20 else ""))
+    elif args.skip_blank:
+        raise ValueError("--skip-blank applies to --file")
+    if not texts:
+        raise ValueError("no texts given: pass them as arguments or with --file")
+    return texts, where
+
+
+def truncation_notice(clf, flags: Sequence[bool], names: Sequence[str]) -> None:
+    """One line naming the texts that were cut to the model's maximum length."""
+    cut = [name for name, flag in zip(names, flags) if flag]
+    if cut:
+        shown = ", ".join(cut[:10]) + (f" and {len(cut) - 10} more" if len(cut) > 10 else "")
+        print(f"note: {len(cut)} text(s) longer than the model reads ({clf.max_length} tokens) were cut; "
+              f"later words were not read: {shown}", file=sys.stderr)
+
+
+def check_save_to(args: argparse.Namespace) -> None:
+    """Refuse at once (not after the work) a --save-to that would replace another model."""
+    out = Path(args.save_to) if args.save_to else None
+    if (out is not None and (out / "config.json").exists() and not args.overwrite
+            and not (Path(args.model_dir).exists() and out.samefile(args.model_dir))):
+        raise ValueError(f"--save-to {out}: already holds a model; pass --overwrite or choose another folder")
