@@ -126,7 +126,7 @@ def specificity(variants: dict, texts: list[str], method: str) -> dict:
 
 
 def speed(clf, texts: list[str]) -> dict:
-    clf.caches.pop("subnetworks", None)
+    clf.cache.pop("subnetworks")
     clf.model.clear_caches()
     start = time.perf_counter()
     explain(clf, texts[0], "grad")

@@ -30,6 +30,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .backbones import backbone_from_config, prepare_tokenizer
 from .data.batching import check_texts, iter_batches, truncated  # noqa: F401  (re-exported)
+from .cache import VersionedCache
 from .data import Dataset, Schema, Split
 from . import explanations, interventions
 from .files import atomic_path, folder_lock, write_json
@@ -90,9 +91,18 @@ class Classifier:
         self.path: Path | None = None  # the folder it was loaded from or last saved to
         self.revision = 0  # that folder's revision (config.json), bumped by every save
         self.interventions: list = []  # persisted mask edits (sparsecbm.interventions.Edit), oldest first
-        # Derived data that explanations and interventions reuse, each entry keyed
-        # (inside its value) by the state it was computed from.
-        self.caches: dict[str, Any] = {}
+        # Derived data that explanations and interventions reuse, kept until the
+        # tensors it was computed from change; and reused working arrays.
+        self.cache = VersionedCache()
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def scratch(self, name: str, size: int, dtype) -> np.ndarray:
+        """A working array of ``size`` elements kept between calls (uninitialised): a fresh
+        ~40 MB array per correction step costs more in page faults than the work itself."""
+        buf = self._scratch.get(name)
+        if buf is None or buf.size != size or buf.dtype != np.dtype(dtype):
+            buf = self._scratch[name] = np.empty(size, dtype)
+        return buf
 
     @property
     def config(self) -> ModelConfig:

@@ -277,10 +277,11 @@ def subnetworks(clf: Classifier, heatmaps: bool = True) -> dict[str, Any] | None
     masks = clf.model.masks
     if masks is None:
         return None
-    stamp = tuple((id(m), m._version) for per in masks.values() for m in per.values()) + (heatmaps,)
-    cached = clf.caches.get("subnetworks")
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
+    return clf.cache.get("subnetworks", [m for per in masks.values() for m in per.values()],
+                         lambda: _subnetworks(masks, heatmaps), heatmaps)
+
+
+def _subnetworks(masks, heatmaps: bool) -> dict[str, Any]:
     base = masks_summary(masks)  # sparsity per concept and matrix, pairwise Jaccard
     concepts = {}
     for c, per in masks.items():
@@ -291,9 +292,7 @@ def subnetworks(clf: Classifier, heatmaps: bool = True) -> dict[str, Any] | None
         if heatmaps:
             entry["heatmaps"] = {n: _heatmap(m) for n, m in per.items()}
         concepts[c] = entry
-    result = {"concepts": concepts, "jaccard": base["jaccard"]}
-    clf.caches["subnetworks"] = (stamp, result)
-    return result
+    return {"concepts": concepts, "jaccard": base["jaccard"]}
 
 
 # ---------------------------------------------------------------- the explanation

@@ -35,7 +35,7 @@ from .access import MAX_BODY, AccessControl, allowed_hosts
 from .classifier import Classifier, load
 from .data import Split
 from .explanations import METHODS, SIGNED, explain, subnetworks
-from .interventions import MAX_RATIO, Guard, check_max_ratio, oracle, undo
+from .interventions import MAX_RATIO, Guard, SplitLogits, check_max_ratio, oracle, undo
 from .metrics import evaluate_predictions
 
 STATIC = Path(__file__).parent / "static" / "explorer"
@@ -66,7 +66,7 @@ class Explorer:
         self.version = 0  # bumped by every kept edit and undo
         self.lock = threading.Lock()
         # Concept logits on the browse split, recomputed per concept only when its masks change.
-        self._browse = Guard(split, caution=0) if split is not None and len(split) else None
+        self._browse = SplitLogits(split.texts) if split is not None and len(split) else None
 
     # ---------------------------------------------------------------- reads
 
@@ -87,7 +87,7 @@ class Explorer:
             "jaccard": subnet["jaccard"], "ceiling": self.ceiling, "best_dev": clf.meta.get("best_dev"),
         }
         if self._browse is not None:
-            logits = self._browse.concept_logits(clf)
+            logits = self._browse.all(clf)
             info["scores"] = evaluate_predictions(self.split, clf.schema, clf.task_logits_from(logits).argmax(-1).numpy(),
                                                   np.stack([l.argmax(-1).numpy() for l in logits], axis=1))
         return info
@@ -105,7 +105,7 @@ class Explorer:
             raise ApiError(400, f"sort: expected one of {list(SORTS)}, got {sort!r}")
         if offset < 0 or not 1 <= limit <= MAX_LIMIT:
             raise ApiError(400, f"offset must be >= 0 and limit in [1, {MAX_LIMIT}]")
-        logits = self._browse.concept_logits(self.clf)
+        logits = self._browse.all(self.clf)
         task = self.clf.task_logits_from(logits).softmax(-1)
         probs = [l.softmax(-1) for l in logits]
         pred = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)  # (n, K)
@@ -184,7 +184,7 @@ class Explorer:
         self.clf = load(self.clf.path, device=self.clf.device)
         if self.guard is not None:  # its caches belong to the old model
             self.guard = dataclasses.replace(self.guard)
-        self._browse = Guard(self.split, caution=0) if self._browse is not None else None
+        self._browse = SplitLogits(self.split.texts) if self._browse is not None else None
         self.version += 1
         return {"path": str(self.clf.path), "revision": self.clf.revision, "edits": len(self.clf.interventions),
                 "version": self.version}

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .cache import VersionedCache
 from .data import Schema
 from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
 
@@ -23,7 +25,9 @@ class ClassifierLike(Protocol):
     max_length: int
     meta: dict[str, Any]
     interventions: list  # persisted mask edits (sparsecbm.interventions.Edit), oldest first
-    caches: dict[str, Any]  # derived data explanations and interventions reuse
+    cache: VersionedCache  # derived data explanations and interventions reuse
+
+    def scratch(self, name: str, size: int, dtype) -> np.ndarray: ...
 
     @property
     def config(self) -> ModelConfig: ...

@@ -28,20 +28,13 @@ import numpy as np
 import torch
 
 from ..data import Split
+from ..cache import VersionedCache
 from ..settings import setting
 from .gradients import concept_k_logits, curvature, tokenize
+from .split_logits import SplitLogits
 
 EPS = 1e-9  # accuracies are ratios of counts: equal ones may differ in the last bit
 CAUTION = 1e4  # chosen by benchmarks/intervention.py (docs/decisions.md): fixes as many, changes far fewer
-
-
-def _stamp(model, k: int) -> tuple:
-    """What concept k's logits depend on that an edit can change: its masks and the
-    backbone's weights (the tensors themselves, so that their ids stay unique)."""
-    concept = model.config.schema.concepts[k]
-    masks = tuple((m, m._version) for m in model.masks[concept].values())
-    weights = tuple((p, p._version) for p in model.parameters())
-    return masks + weights
 
 
 def check_tolerance(value, name: str = "tolerance") -> float:
@@ -56,10 +49,6 @@ def check_caution(value) -> float:
     return value
 
 
-def _same(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and all(x[0] is y[0] and x[1] == y[1] for x, y in zip(a, b))
-
-
 @dataclass
 class Guard:
     """Texts with known concept values and labels (a :class:`Split`) that judge edits."""
@@ -72,11 +61,9 @@ class Guard:
     caution: float = setting(CAUTION, "weight of a flipped bit's second-order cost on the guard against its gain "
                              "on the corrected texts (taylor rule; 0: the guard only judges)", check=check_caution)
     progress: bool = False  # show progress while the curvature is computed
-    _batches: list | None = field(default=None, init=False, repr=False)  # the texts tokenized, shortest first
-    _order: torch.Tensor | None = field(default=None, init=False, repr=False)  # their rows back in the guard's order
-    _cache: dict[int, tuple[tuple, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    _logits: SplitLogits | None = field(default=None, init=False, repr=False)  # every concept's, on the split
     _penalty: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
-    _logged: dict[int, tuple[tuple, list[str], torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    _logged: VersionedCache = field(default_factory=VersionedCache, init=False, repr=False)  # on logged corrections
 
     def __post_init__(self) -> None:
         if not isinstance(self.split, Split):
@@ -86,33 +73,18 @@ class Guard:
         check_tolerance(self.tolerance, "tolerance")
         check_tolerance(self.task_tolerance, "task_tolerance")
         check_caution(self.caution)
+        self._logits = SplitLogits(self.split.texts)
 
     def __len__(self) -> int:
         return len(self.split)
 
     def batches(self, clf) -> list:
         """The guard's texts tokenized for ``clf``, shortest first (made once)."""
-        if self._batches is None:
-            order = np.argsort([len(t) for t in self.split.texts], kind="stable")
-            self._batches = tokenize(clf, [self.split.texts[i] for i in order])
-            self._order = torch.from_numpy(np.argsort(order))
-        return self._batches
-
-    def _logits(self, clf, k: int) -> torch.Tensor:
-        """Concept k's logits (n, C_k) on the guard for the model as it is now (cached).
-        The texts run shortest first, so that a chunk pads to texts of its own length
-        (the pass each edit waits for; the rows come back in the guard's order)."""
-        batches = self.batches(clf)
-        stamp = _stamp(clf.model, k)
-        hit = self._cache.get(k)
-        if hit is None or not _same(hit[0], stamp):
-            hit = (stamp, concept_k_logits(clf, batches, k)[self._order])
-            self._cache[k] = hit
-        return hit[1]
+        return self._logits.batches(clf)
 
     def concept_logits(self, clf) -> list[torch.Tensor]:
-        """Every concept's logits on the guard, (n, C_k) each."""
-        return [self._logits(clf, k) for k in range(len(clf.schema.concepts))]
+        """Every concept's logits on the guard, (n, C_k) each (kept until a subnetwork changes)."""
+        return self._logits.all(clf)
 
     def penalty(self, clf, k: int) -> np.ndarray | None:
         """``caution * theta^2 F / 2`` per prunable weight of concept k on the guard, or
@@ -138,19 +110,16 @@ class Guard:
                 values += [clf.schema.concept_values[k].index(v) for v in e.values]
         if not texts:
             return None
-        stamp = _stamp(clf.model, k)
-        hit = self._logged.get(k)
-        if hit is None or hit[1] != texts or not _same(hit[0], stamp):
-            hit = (stamp, texts, concept_k_logits(clf, tokenize(clf, texts), k))
-            self._logged[k] = hit
-        return texts, torch.tensor(values), hit[2]
+        logits = self._logged.get(k, SplitLogits.depends_on(clf, k),
+                                  lambda: concept_k_logits(clf, tokenize(clf, texts), k), tuple(texts))
+        return texts, torch.tensor(values), logits
 
     def restore(self, clf, k: int, logits: torch.Tensor, logged=None) -> None:
         """After a bit-exact rollback: concept k's logits are ``logits`` (and, on the
         logged corrections, ``logged``) again, with no pass needed."""
-        self._cache[k] = (_stamp(clf.model, k), logits)
+        self._logits.put(clf, k, logits)
         if logged is not None:
-            self._logged[k] = (_stamp(clf.model, k), logged[0], logged[2])
+            self._logged.put(k, SplitLogits.depends_on(clf, k), logged[2], tuple(logged[0]))
 
     def scores(self, clf, logits: list[torch.Tensor], k: int) -> tuple[float, float]:
         """(concept k accuracy, task accuracy) on the guard from these concept logits."""
@@ -162,7 +131,7 @@ class Guard:
         """The verdict on the edit now in concept k's mask, against the logits ``before``
         it (and ``logged``, :meth:`logged_logits` before it)."""
         after = list(before)
-        after[k] = self._logits(clf, k)
+        after[k] = self._logits.concept(clf, k)
         (c0, t0), (c1, t1) = self.scores(clf, before, k), self.scores(clf, after, k)
         reasons = []
         if c1 < c0 - self.tolerance - EPS:

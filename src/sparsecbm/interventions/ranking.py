@@ -102,20 +102,15 @@ def edit_buffers(clf: Classifier, masks_k: dict[str, torch.Tensor]) -> tuple[np.
     """Flat float scores, kept bits and pruned bits, reused across calls (a fresh
     ~40 MB array per step costs more in page faults than the work itself)."""
     total = sum(m.numel() for m in masks_k.values())
-    cached = clf.caches.get("edit_buffers")
-    if cached is None or cached[0].size != total:
-        cached = (np.empty(total, np.float32), np.empty(total, bool), np.empty(total, bool))
-        clf.caches["edit_buffers"] = cached
-    return cached
+    return (clf.scratch("edit_scores", total, np.float32), clf.scratch("edit_kept", total, bool),
+            clf.scratch("edit_pruned", total, bool))
 
 
 def _signed(clf: Classifier, penalty: np.ndarray, kept_bits: np.ndarray) -> np.ndarray:
     """``-penalty`` where a bit is kept and ``+penalty`` where it is pruned (``penalty``
     >= 0, float32), by setting the sign bit from the mask: exact, and plain passes
     instead of two masked ufuncs over 10^7 weights. Written into a reused buffer."""
-    buf = clf.caches.get("penalty_buffer")
-    if buf is None or buf.size != penalty.size:
-        buf = clf.caches["penalty_buffer"] = np.empty(penalty.size, np.uint32)
+    buf = clf.scratch("signed_penalty", penalty.size, np.uint32)
     np.left_shift(kept_bits.view(np.uint8), np.uint32(31), out=buf)
     np.bitwise_or(buf, penalty.view(np.uint32), out=buf)
     return buf.view(np.float32)

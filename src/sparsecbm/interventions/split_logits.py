@@ -1,0 +1,56 @@
+"""Every concept's logits on a fixed set of texts, kept until that concept's
+subnetwork changes: what the guard judges an edit by, and what the explorer
+browses."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+
+from ..cache import VersionedCache
+from .gradients import concept_k_logits, tokenize
+
+if TYPE_CHECKING:
+    from ..interfaces import ClassifierLike as Classifier
+
+
+class SplitLogits:
+    """Concept k's logits (n, C_k) on ``texts``, recomputed only when concept k's masks or
+    the model's weights change. The texts run shortest first, so that a chunk pads to
+    texts of its own length; the rows come back in the given order."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.texts = tuple(texts)
+        self._batches: list | None = None
+        self._order: torch.Tensor | None = None
+        self._cache = VersionedCache()
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def batches(self, clf: Classifier) -> list:
+        """The texts tokenized for ``clf``, shortest first (made once)."""
+        if self._batches is None:
+            order = np.argsort([len(t) for t in self.texts], kind="stable")
+            self._batches = tokenize(clf, [self.texts[i] for i in order])
+            self._order = torch.from_numpy(np.argsort(order))
+        return self._batches
+
+    @staticmethod
+    def depends_on(clf: Classifier, k: int) -> list[torch.Tensor]:
+        """What concept k's logits depend on that an edit can change: its masks and the weights."""
+        return [*clf.model.masks[clf.schema.concepts[k]].values(), *clf.model.parameters()]
+
+    def concept(self, clf: Classifier, k: int) -> torch.Tensor:
+        return self._cache.get(k, self.depends_on(clf, k),
+                               lambda: concept_k_logits(clf, self.batches(clf), k)[self._order])
+
+    def all(self, clf: Classifier) -> list[torch.Tensor]:
+        """Every concept's logits, (n, C_k) each."""
+        return [self.concept(clf, k) for k in range(len(clf.schema.concepts))]
+
+    def put(self, clf: Classifier, k: int, logits: torch.Tensor) -> None:
+        """Concept k's logits are ``logits`` for the model as it is now (after a bit-exact rollback)."""
+        self._cache.put(k, self.depends_on(clf, k), logits)
