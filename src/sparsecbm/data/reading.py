@@ -113,28 +113,29 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield row, record
     elif suffix == ".jsonl":
         for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}: line {lineno}: expected a JSON object")
-            yield lineno, record
+            if line.strip():
+                yield lineno, _json_object(_json(line, path, lineno), path, f"line {lineno}")
     elif suffix == ".json":
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        records = _json(text, path)
         if not isinstance(records, list):
             raise DataError(f"{path}: expected a JSON list of objects")
         for i, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise DataError(f"{path}: item {i}: expected a JSON object")
-            yield i, record
+            yield i, _json_object(record, path, f"item {i}")
     else:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+
+
+def _json(text: str, path: Path, line: int | None = None) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: line {line or e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _json_object(value: Any, path: Path, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: {where}: expected a JSON object")
+    return value
 
 
 def row_label(path: Path, row: int) -> str:
