@@ -16,8 +16,8 @@
    over 50 texts; the first call (which builds the masked-weight and
    subnetwork caches) reported apart.
 
-    python benchmarks/explanations.py --model runs/pipeline/cebab-sparsecbm
-    python benchmarks/explanations.py --only speed     # rerun one part, keep the others
+    python -m benchmarks.explanations --model runs/pipeline/cebab-sparsecbm
+    python -m benchmarks.explanations --only speed     # rerun one part, keep the others
 
 Writes explanations.json and explanations.md to --out.
 """
@@ -184,7 +184,7 @@ def main() -> None:
     parts = set(args.only or ("speed", "faithfulness", "specificity"))
     previous = out / "explanations.json"
     result = json.loads(previous.read_text()) if args.only and previous.exists() else {}
-    command = "python benchmarks/explanations.py " + " ".join(
+    command = "python -m benchmarks.explanations " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
         for k, v in vars(args).items() if v not in (False, None))
     result.update({

@@ -14,7 +14,7 @@ Each variant runs in its own child process so its peak memory is its own;
 the time counted is the Fisher work alone (making the synthetic gradients is
 left out of both).
 
-    python benchmarks/fisher_speed.py [--m 64 256 1024] [--out benchmarks/results]
+    python -m benchmarks.fisher_speed [--m 64 256 1024] [--out benchmarks/results]
 """
 
 from __future__ import annotations

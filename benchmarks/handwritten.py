@@ -5,7 +5,7 @@ concept values their author meant. Prints (and saves to
 benchmarks/results/handwritten.md / .json) each review's true and predicted
 stars and concepts, and the accuracies.
 
-    python benchmarks/handwritten.py [--model runs/pipeline/cebab-sparsecbm]
+    python -m benchmarks.handwritten [--model runs/pipeline/cebab-sparsecbm]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     write_text(Path(args.out + ".md"), text)
     write_json(Path(args.out + ".json"), {"model": args.model, "summary": summary, "reviews": records,
-                                         "command": f"python benchmarks/handwritten.py --model {args.model}"})
+                                         "command": f"python -m benchmarks.handwritten --model {args.model}"})
     print(text)
 
 

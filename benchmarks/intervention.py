@@ -17,7 +17,7 @@
 Every finished row is saved to --out/intervention.json at once and skipped when
 the script is run again (resumable); --redo NAME reruns a row.
 
-    python benchmarks/intervention.py --model runs/pipeline/cebab-sparsecbm
+    python -m benchmarks.intervention --model runs/pipeline/cebab-sparsecbm
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ def main() -> None:
     if (result.get("format") != 2 or result.get("model") != args.model
             or result.get("per_example_NI", {}).get("n", n_test) != n_test):
         result = {"format": 2}  # another model, another test slice or an older layout: start over
-    command = "python benchmarks/intervention.py " + " ".join(
+    command = "python -m benchmarks.intervention " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         for k, v in vars(args).items() if v not in (None, False, []))
     result.update({"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",

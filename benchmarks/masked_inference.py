@@ -9,7 +9,7 @@ steady-state prediction is K plain backbone passes.
 Uses MiniLM with random 75 %-sparse masks (timing does not depend on which
 weights are kept) on real CEBaB test texts, batch size 1.
 
-    python benchmarks/masked_inference.py [--n 100] [--out benchmarks/results]
+    python -m benchmarks.masked_inference [--n 100] [--out benchmarks/results]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One process against N data-parallel processes (accelerate launch) on the real backbone.
 
-    python benchmarks/parallel.py --init-from runs/pipeline/cebab-sparsecbm/dense [--processes 2]
+    python -m benchmarks.parallel --init-from runs/pipeline/cebab-sparsecbm/dense [--processes 2]
 
 Two runs per launcher, each the real CLI in a child process, on a CEBaB subset:
 a dense CBM epoch, and a SparseCBM from the dense CBM in ``--init-from``

@@ -1,8 +1,8 @@
 """The whole SparseCBM pipeline on CEBaB (dense CBM -> mask mining -> fine-tuning):
 wall time, peak memory, test scores, subnetwork sparsity and overlap.
 
-    python benchmarks/pipeline.py [--out benchmarks/results] [-- extra train flags]
-    python benchmarks/pipeline.py --profile [-- extra train flags]   # where the time goes
+    python -m benchmarks.pipeline [--out benchmarks/results] [-- extra train flags]
+    python -m benchmarks.pipeline --profile [-- extra train flags]   # where the time goes
 
 Target (issue 3): under 45 minutes on a 2-core machine with the default backbone.
 
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from foundation import run_one  # benchmarks/ is on sys.path when run as a script
+from benchmarks.harness import run_one
 
 from sparsecbm.classifier import load
 from sparsecbm.files import write_json, write_text
@@ -105,7 +105,7 @@ def profile(extra: list[str], model_dir: Path, out: Path) -> None:
         hits = [(v[1], v[3]) for (f, _, n), v in stats.items() if n == name and f.replace("\\", "/").endswith(file)]
         rows.append({"phase": what, "function": f"{file}:{name}", "calls": sum(c for c, _ in hits),
                      "seconds": round(sum(t for _, t in hits), 2)})
-    command = "python benchmarks/pipeline.py --profile" + (f" -- {' '.join(extra)}" if extra else "")
+    command = "python -m benchmarks.pipeline --profile" + (f" -- {' '.join(extra)}" if extra else "")
     result = {"command": command,
               "train_argv": argv, "profiled_wall_seconds": round(wall, 1), "phases": rows}
     write_json(out / "pipeline_profile.json", result)

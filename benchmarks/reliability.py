@@ -4,7 +4,7 @@ on a tiny SparseCBM (a 2-layer BERT built from a config, synthetic reviews), and
 gets a verdict against what the docs promise (docs/model-format.md). Results go to
 benchmarks/results/reliability.json / .md.
 
-    python benchmarks/reliability.py [--stress-seconds 60]
+    python -m benchmarks.reliability [--stress-seconds 60]
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-from transformers import AutoTokenizer, BertConfig, BertModel  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the repository: the stress children import sparsecbm from it
+from transformers import AutoTokenizer, BertConfig, BertModel
 
-from sparsecbm import backbones  # noqa: E402
-from sparsecbm.files import write_json, write_text  # noqa: E402
-from tests.conftest import CONCEPTS, write_reviews  # noqa: E402
-from tests.test_reliability import STRESS, _edit_labels, _truncate  # noqa: E402  (the suite's own damage)
+from sparsecbm import backbones
+from sparsecbm.files import write_json, write_text
+from tests.conftest import CONCEPTS, write_reviews  # the suite's own fixtures (run from the repository root)
+from tests.test_reliability import STRESS, _edit_labels, _truncate  # the suite's own damage
 
 CLI = [sys.executable, "-c", "import sys; from sparsecbm.cli import main; sys.exit(main())"]
 
@@ -247,7 +246,7 @@ class Probes:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["Issue 10's probes re-run through the command line on a tiny SparseCBM "
-             "(`python benchmarks/reliability.py`):", "",
+             "(`python -m benchmarks.reliability`):", "",
              "| probe | before the fix | now | verdict |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['probe']} | {r['before']} | {r['now'].replace('|', '/')} | {r['verdict']} |")
@@ -266,7 +265,7 @@ def main() -> None:
                      probes.orphans, probes.killed_train):
             step()
         probes.stress(args.stress_seconds)
-    write_json(Path(args.out) / "reliability.json", {"command": "python benchmarks/reliability.py", "probes": probes.rows})
+    write_json(Path(args.out) / "reliability.json", {"command": "python -m benchmarks.reliability", "probes": probes.rows})
     write_text(Path(args.out) / "reliability.md", markdown(probes.rows))
     print(markdown(probes.rows))
     failed = [r["probe"] for r in probes.rows if r["verdict"] != "fixed"]

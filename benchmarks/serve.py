@@ -8,7 +8,7 @@ ms alone, preview p95 < 1 s alone. With --screenshots DIR, also saves the
 pictures of the page in docs/explorer.md (Playwright driving Debian's
 Chromium), each showing one behaviour, on a copy of the model folder.
 
-    python benchmarks/serve.py [--model DIR] [--screenshots docs]
+    python -m benchmarks.serve [--model DIR] [--screenshots docs]
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "model": args.model, "browse_n": len(dev),
-        "command": f"python benchmarks/serve.py --model {args.model} --browse-n {args.browse_n} --n {args.n} "
+        "command": f"python -m benchmarks.serve --model {args.model} --browse-n {args.browse_n} --n {args.n} "
                    f"--load-requests {args.load_requests}",
         "alone": {"explain": percentiles(explain_alone), "preview": percentiles(preview_alone)},
         "under_load_8_clients": {kind: percentiles([t for p in parts for t in p[kind]]) for kind in ("explain", "preview")},

@@ -5,13 +5,13 @@ runs after the first reuse the dense CBM of the same data set and seed
 (``--init-from``), so pruners and sparsities are compared from one starting
 point.
 
-    python benchmarks/table2.py                         # everything (hours on 2 cores)
-    python benchmarks/table2.py --only table            # Standard / CBM / SparseCBM on CEBaB and IMDB-C
-    python benchmarks/table2.py --only pruners sweep    # CEBaB: obs vs magnitude vs wanda; s in {.5,.75,.9,.95}
-    python benchmarks/table2.py --only decoder          # CBM and SparseCBM on SmolLM2-135M (whole CEBaB train split; hours)
-    python benchmarks/table2.py --only decoder-short    # the same CBM, and a SparseCBM of 1 OBS step + 1 sparse epoch (~1 h)
-    python benchmarks/table2.py --only modes            # CEBaB CBM trained sequential / independent (Koh et al.)
-    python benchmarks/table2.py --seeds 0 1 2           # mean over seeds
+    python -m benchmarks.table2                         # everything (hours on 2 cores)
+    python -m benchmarks.table2 --only table            # Standard / CBM / SparseCBM on CEBaB and IMDB-C
+    python -m benchmarks.table2 --only pruners sweep    # CEBaB: obs vs magnitude vs wanda; s in {.5,.75,.9,.95}
+    python -m benchmarks.table2 --only decoder          # CBM and SparseCBM on SmolLM2-135M (whole CEBaB train split; hours)
+    python -m benchmarks.table2 --only decoder-short    # the same CBM, and a SparseCBM of 1 OBS step + 1 sparse epoch (~1 h)
+    python -m benchmarks.table2 --only modes            # CEBaB CBM trained sequential / independent (Koh et al.)
+    python -m benchmarks.table2 --seeds 0 1 2           # mean over seeds
 
 Writes table2.json / table2.md, and sparsity_sweep.png / .md, to --out.
 Results already in table2.json are kept when their model was trained with the
@@ -30,7 +30,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
-from foundation import run_one, sole_writer, stored_runs  # benchmarks/ is on sys.path when run as a script
+from benchmarks.harness import run_one, sole_writer, stored_runs
 
 from sparsecbm.cli import configs_from_args, build_parser
 from sparsecbm.data import load_dataset

@@ -7,7 +7,7 @@ so K x the dense time is the floor for unstructured masks on dense kernels; the
 target is a throughput of at least 1 / (1.05 K) of the dense CBM's. The two
 models alternate over the rounds so that drift hits both alike.
 
-    python benchmarks/throughput.py [--model runs/pipeline/cebab-sparsecbm] [--rounds 3]
+    python -m benchmarks.throughput [--model runs/pipeline/cebab-sparsecbm] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
         rates["sparse"].append(texts_per_second(sparse, texts, args.batch_size))
     d, s = statistics.median(rates["dense"]), statistics.median(rates["sparse"])
     result = {
-        "command": "python benchmarks/throughput.py",
+        "command": "python -m benchmarks.throughput",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "texts": len(texts), "batch_size": args.batch_size, "rounds": args.rounds, "K": K, "rates": rates,
         "dense_texts_per_s": d, "sparse_texts_per_s": s, "sparse_over_dense": s / d,

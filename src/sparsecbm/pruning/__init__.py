@@ -54,7 +54,7 @@ class PruneConfig:
                               "concepts never see labels)", flag=False)
     mining_gamma: float | None = setting(5.0, "weight of the concept term in the mask scores' loss L_k (default 5, "
                                          "the paper's gamma; at the training --gamma of 0.5 the task term leads "
-                                         "and the masks lose concept accuracy: benchmarks/sparse_recipe.py)",
+                                         "and the masks lose concept accuracy: benchmarks/experiments/sparse_recipe.py)",
                                          kind=float, metavar="GAMMA")
 
     def __post_init__(self) -> None:

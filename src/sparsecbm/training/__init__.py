@@ -6,7 +6,7 @@ classifier on sigmoid activations barely moves and task accuracy stays near
 chance (METHOD.md §8): Adam moves a weight about one learning rate per step,
 and a classifier on (0, 1) activations needs weights of several units. The
 defaults (gamma 0.5, backbone lr 1e-4, head lr 5e-2) come from the recipe
-sweep (benchmarks/recipe.py, docs/decisions.md).
+sweep (benchmarks/experiments/recipe.py, docs/decisions.md).
 
 The package: ``config`` (``TrainConfig``), ``run`` (one run's folder, device,
 seeds and resume checks), ``epochs`` (the loop and the best-epoch fit),

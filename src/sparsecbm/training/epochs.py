@@ -45,7 +45,7 @@ def group_by_length(order: np.ndarray, texts, batch_size: int, groups: int, rng:
     are shuffled (the short last batch stays last, so batches stay aligned). Every
     epoch still sees new batches in a new order, with far less padding: on CEBaB's
     training split, batches of 16 pad to 1.83x the real tokens at random and to
-    1.26x with runs of 8 batches (benchmarks/length_groups.py)."""
+    1.26x with runs of 8 batches (benchmarks/experiments/length_groups.py)."""
     span = batch_size * groups
     runs = [sorted(order[s : s + span], key=lambda i: len(texts[i])) for s in range(0, len(order), span)]
     batches = [r[j : j + batch_size] for r in runs for j in range(0, len(r), batch_size)]

@@ -2,7 +2,7 @@
 ``--length-groups G`` (sparsecbm.training.group_by_length), counted in MiniLM
 tokens (capped at 128, as training reads them), batches of 16, 5 seeded epochs.
 
-    python benchmarks/length_groups.py [--groups 8]
+    python -m benchmarks.experiments.length_groups [--groups 8]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
             padded, real = padded_over_real(o, lengths, args.batch_size)
             totals[name][0] += padded
             totals[name][1] += real
-    result = {"command": "python benchmarks/length_groups.py", "texts": len(texts), "batch_size": args.batch_size,
+    result = {"command": "python -m benchmarks.experiments.length_groups", "texts": len(texts), "batch_size": args.batch_size,
               "epochs": args.epochs, "padded_over_real": {name: p / r for name, (p, r) in totals.items()}}
     write_json(Path(args.out) / "length_groups.json", result)
     for name, ratio in result["padded_over_real"].items():

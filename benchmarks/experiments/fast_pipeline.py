@@ -14,7 +14,7 @@ time column says whether it reaches the 10-minute target. Every run is the real 
 and skipped when the script runs again (an interrupted run is resumed). Times are
 only comparable when measured on an idle machine: run nothing else meanwhile.
 
-    python benchmarks/fast_pipeline.py [--only bf16 fast] [--seeds 0 1 2]
+    python -m benchmarks.experiments.fast_pipeline [--only bf16 fast] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from sparsecbm.files import write_json
 
-from foundation import run_one, settings_by_seed  # benchmarks/ is on sys.path when run as a script
-from pipeline import phase_seconds
+from benchmarks.harness import run_one, settings_by_seed
+from benchmarks.pipeline import phase_seconds
 
 SETTINGS = {
     "bf16": ["--precision", "bf16"],  # training passes under bfloat16 autocast
@@ -73,7 +73,7 @@ def default_rows(seeds: list[int]) -> dict[str, dict]:
             kept[f"s{seed}"] = phases(log_of(sparse), log_of(dense))
         elif f"s{seed}" not in kept:
             raise SystemExit(f"{sparse}/train_log.jsonl is missing and {DEFAULT_MINUTES} has no seed {seed}: "
-                             f"run `python benchmarks/table2.py --only table --data cebab --seeds {seed}` first")
+                             f"run `python -m benchmarks.table2 --only table --data cebab --seeds {seed}` first")
         rows[f"default-s{seed}"] = {"setting": "default", "seed": seed,
                                     "test": runs[f"cebab-sparsecbm-obs-s{seed}"]["test"], "minutes": kept[f"s{seed}"]}
     if kept != before:

@@ -2,7 +2,7 @@
 
 Each row runs the SparseCBM phase (mask mining, then the sparse fine-tuning
 epochs) from the dense joint CBM of Table 2's seed (``runs/table2/cebab-cbm-sS``,
-made by ``python benchmarks/table2.py --only table --data cebab``) with the
+made by ``python -m benchmarks.table2 --only table --data cebab``) with the
 default recipe plus the row's flags, and compares its test scores with that
 CBM's (benchmarks/results/table2.json). Every run is the real CLI
 (foundation.py), saved to benchmarks/results/sparse_recipe.json as soon as it
@@ -11,7 +11,7 @@ each takes about 30 min on 2 CPU cores. The mining-gamma-0.5 rows are Table 2's
 SparseCBM runs made while mining at the training gamma was the default; the
 mining-gamma-5 rows, the default since, are Table 2's SparseCBM rows now.
 
-    python benchmarks/sparse_recipe.py [--only mining-gamma-5] [--seeds 0 1 2]
+    python -m benchmarks.experiments.sparse_recipe [--only mining-gamma-5] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import statistics
 from pathlib import Path
 
-from foundation import run_one, settings_by_seed  # benchmarks/ is on sys.path when run as a script
+from benchmarks.harness import run_one, settings_by_seed
 
 
 SETTINGS = {
@@ -33,7 +33,7 @@ TABLE2 = Path("benchmarks/results/table2.json")
 def dense_dir(seed: int) -> Path:
     path = Path(f"runs/table2/cebab-cbm-s{seed}")
     if not (path / "config.json").exists():
-        raise SystemExit(f"{path}: no dense CBM of seed {seed}; run `python benchmarks/table2.py --only table "
+        raise SystemExit(f"{path}: no dense CBM of seed {seed}; run `python -m benchmarks.table2 --only table "
                          f"--data cebab --seeds {seed}` first")
     return path
 

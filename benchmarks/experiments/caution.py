@@ -7,7 +7,7 @@ edit (auto, label known) is made with the cost term ``caution * theta^2 F / 2``
 corrections fixed, median bits flipped, and on the first --eval-n test examples
 how many of concept k's predictions the edit changed and its accuracy change.
 
-    python benchmarks/caution.py --caution 0 100 1000 10000 30000 100000
+    python -m benchmarks.experiments.caution --caution 0 100 1000 10000 30000 100000
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
                    "mean_accuracy_change_points": float(100 * np.mean([r["delta_accuracy"] for r in rs]))}
         for c, rs in rows.items()}
     result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-              "model": args.model, "command": "python benchmarks/caution.py " + " ".join(
+              "model": args.model, "command": "python -m benchmarks.experiments.caution " + " ".join(
                   f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                   for k, v in vars(args).items()),
               "eval_n": len(test), "guard_n": len(guard), "summary": summary}

@@ -7,10 +7,10 @@ batches in both precisions. Every round starts from the model's saved weights, t
 precisions alternate over the rounds so that drift hits both alike, and the
 median seconds per step is reported with the mean training loss of each round
 (the same batches, so the losses should agree to bfloat16 rounding). Whether
-bfloat16 keeps test accuracy is a question for whole runs (benchmarks/recipe.py
+bfloat16 keeps test accuracy is a question for whole runs (benchmarks/experiments/recipe.py
 and sparse_recipe.py), not for this script.
 
-    python benchmarks/precision.py [--model runs/sparse_recipe/mining-gamma-5-s0] [--steps 20] [--rounds 3]
+    python -m benchmarks.experiments.precision [--model runs/sparse_recipe/mining-gamma-5-s0] [--steps 20] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     split = load_dataset("cebab")["train"]
-    result = {"command": "python benchmarks/precision.py", "model": args.model, "dense": args.dense,
+    result = {"command": "python -m benchmarks.experiments.precision", "model": args.model, "dense": args.dense,
               "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
               "steps": args.steps, "rounds": args.rounds, "models": {}}
     for name, folder in (("dense CBM", Path(args.dense)), ("SparseCBM", Path(args.model))):

@@ -2,7 +2,7 @@
 concept 0's subnetwork, in the guard's own order vs shortest first (what
 ``Guard`` does), 5 alternating rounds, median seconds and padding.
 
-    python benchmarks/guard_order.py [--model runs/pipeline/cebab-sparsecbm]
+    python -m benchmarks.experiments.guard_order [--model runs/pipeline/cebab-sparsecbm]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
             start = time.perf_counter()
             concept_k_logits(clf, batches, 0)
             seconds[name].append(time.perf_counter() - start)
-    result = {"command": "python benchmarks/guard_order.py", "model": args.model, "texts": len(texts),
+    result = {"command": "python -m benchmarks.experiments.guard_order", "model": args.model, "texts": len(texts),
               **{name: {"median_s": statistics.median(seconds[name]), "padded_over_real": padding(variants[name])}
                  for name in variants}}
     write_json(Path(args.out) / "guard_order.json", result)

@@ -10,7 +10,7 @@ while they were the defaults. Each run is the real CLI (see
 foundation.py), saved to benchmarks/results/recipe.json as soon as it ends and
 skipped when the script runs again; each takes about 5 min on 2 CPU cores.
 
-    python benchmarks/recipe.py [--only gamma-1 head-lr-0.2]
+    python -m benchmarks.experiments.recipe [--only gamma-1 head-lr-0.2]
 
 Runs go in the order below; the seeds measure the noise that a setting's
 difference has to beat.
@@ -22,7 +22,7 @@ import argparse
 import functools
 from pathlib import Path
 
-from foundation import run_missing, run_one  # benchmarks/ is on sys.path when run as a script
+from benchmarks.harness import run_missing, run_one
 
 BASE = ["--gamma", "5", "--lr", "5e-5"]  # the defaults the sweep started from
 SETTINGS = {
