@@ -190,3 +190,49 @@ def load_masks(path: str | os.PathLike) -> Masks:
                              f"{kept_bits[key]}; the file is damaged")
         masks[concept][name] = torch.from_numpy(bits).reshape(shape)
     return masks
+
+
+class MaskView(Mapping):
+    """``model.masks`` of a :class:`~sparsecbm.model.ConceptBottleneckModel`: concept ->
+    :class:`ConceptMasks`, backed by the model's buffers."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self._per = {c: ConceptMasks(model, c, store)
+                     for c, store in zip(model.config.schema.concepts, model.concept_masks)}
+
+    def __getitem__(self, concept: str) -> "ConceptMasks":
+        return self._per[concept]
+
+    def __setitem__(self, concept: str, per_param: Mapping[str, torch.Tensor]) -> None:
+        if sorted(per_param) != sorted(self._per[concept]):
+            raise ValueError(f"masks of {concept!r} must cover the same weights as the model's")
+        self._model.set_masks(concept, per_param)
+
+    def __iter__(self):
+        return iter(self._per)
+
+    def __len__(self) -> int:
+        return len(self._per)
+
+
+class ConceptMasks(Mapping):
+    """One concept's masks, param name -> bool buffer; assignment copies into the buffer."""
+
+    def __init__(self, model, concept: str, store: nn.Module) -> None:
+        self._model, self._concept, self._store = model, concept, store
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        try:
+            return self._store.get_buffer(name.replace(".", ":"))
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def __setitem__(self, name: str, mask: torch.Tensor) -> None:
+        self._model.set_masks(self._concept, {name: mask})
+
+    def __iter__(self):
+        return (key.replace(":", ".") for key, _ in self._store.named_buffers(recurse=False))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._store.named_buffers(recurse=False))

@@ -30,7 +30,7 @@ from transformers import PreTrainedModel
 
 from .backbones import hidden_size
 from .data import Schema
-from .masks import Masks, check_masks, full_masks
+from .masks import Masks, MaskView, check_masks, full_masks
 
 MODEL_KINDS = ("standard", "cbm", "sparsecbm")
 POOLINGS = ("mean", "last")
@@ -140,7 +140,7 @@ class ConceptBottleneckModel(nn.Module):
         if self.concept_masks is None:
             return None
         if self._mask_view is None:
-            self._mask_view = _MaskView(self)
+            self._mask_view = MaskView(self)
         return self._mask_view
 
     @masks.setter
@@ -362,51 +362,6 @@ class ConceptBottleneckModel(nn.Module):
             concept_logits=torch.split(logits, self.concept_sizes, dim=1),
             activations=activations,
         )
-
-
-class _MaskView(Mapping):
-    """``model.masks``: concept -> :class:`_ConceptMasks`, backed by the model's buffers."""
-
-    def __init__(self, model: ConceptBottleneckModel) -> None:
-        self._model = model
-        self._per = {c: _ConceptMasks(model, c, store)
-                     for c, store in zip(model.config.schema.concepts, model.concept_masks)}
-
-    def __getitem__(self, concept: str) -> "_ConceptMasks":
-        return self._per[concept]
-
-    def __setitem__(self, concept: str, per_param: Mapping[str, torch.Tensor]) -> None:
-        if sorted(per_param) != sorted(self._per[concept]):
-            raise ValueError(f"masks of {concept!r} must cover the same weights as the model's")
-        self._model.set_masks(concept, per_param)
-
-    def __iter__(self):
-        return iter(self._per)
-
-    def __len__(self) -> int:
-        return len(self._per)
-
-
-class _ConceptMasks(Mapping):
-    """One concept's masks, param name -> bool buffer; assignment copies into the buffer."""
-
-    def __init__(self, model: ConceptBottleneckModel, concept: str, store: nn.Module) -> None:
-        self._model, self._concept, self._store = model, concept, store
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        try:
-            return self._store._buffers[name.replace(".", ":")]
-        except KeyError:
-            raise KeyError(name) from None
-
-    def __setitem__(self, name: str, mask: torch.Tensor) -> None:
-        self._model.set_masks(self._concept, {name: mask})
-
-    def __iter__(self):
-        return (key.replace(":", ".") for key in self._store._buffers)
-
-    def __len__(self) -> int:
-        return len(self._store._buffers)
 
 
 def _write(target: torch.Tensor, index: np.ndarray, value, source_index: np.ndarray | None = None) -> None:
