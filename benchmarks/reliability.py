@@ -26,7 +26,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from sparsecbm import backbones
 from sparsecbm.files import write_json, write_text
 from tests.conftest import CONCEPTS, write_reviews  # the suite's own fixtures (run from the repository root)
-from tests.test_reliability import STRESS, _edit_labels, _truncate  # the suite's own damage
+from tests.test_reliability import STRESS, edit_labels, truncate_file  # the suite's own damage
 
 CLI = [sys.executable, "-c", "import sys; from sparsecbm.cli import main; sys.exit(main())"]
 
@@ -153,15 +153,15 @@ class Probes:
             return damage
 
         cases = [
-            ("model.safetensors truncated", "SafetensorError traceback", lambda m: _truncate(m / "model.safetensors"),
+            ("model.safetensors truncated", "SafetensorError traceback", lambda m: truncate_file(m / "model.safetensors"),
              "model.safetensors"),
-            ("masks.safetensors truncated", "SafetensorError traceback", lambda m: _truncate(m / "masks.safetensors"),
+            ("masks.safetensors truncated", "SafetensorError traceback", lambda m: truncate_file(m / "masks.safetensors"),
              "masks.safetensors"),
             ("config.json is []", "AttributeError traceback", lambda m: (m / "config.json").write_text("[]"),
              "config.json"),
             ("config.json missing keys", "KeyError traceback",
              edit_config(lambda c: {k: v for k, v in c.items() if k != "backbone_config"}), "config.json"),
-            ("config.json labels edited", "size-mismatch traceback", edit_config(_edit_labels), "config.json"),
+            ("config.json labels edited", "size-mismatch traceback", edit_config(edit_labels), "config.json"),
             ("config.json garbage", "error did not name the file",
              lambda m: (m / "config.json").write_text("{not json"), "config.json"),
             ("tokenizer/ missing", "'Repo id must be in the form ...'", lambda m: shutil.rmtree(m / "tokenizer"),

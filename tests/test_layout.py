@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "sparsecbm"
+OURS = ("sparsecbm", "tests", "benchmarks")  # whose private names stay private
 
 
 def _module_name(path: Path) -> str:
@@ -91,19 +92,19 @@ def test_the_checker_finds_a_circle():
 
 
 def _private_names(path: Path) -> list[str]:
-    """'module.name' for each private name of sparsecbm that ``path`` imports or reads,
+    """'module.name' for each private name of sparsecbm, the tests or the benchmarks that ``path`` imports or reads,
     and each private attribute it reads of an object other than its own."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     aliases, out = {}, []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sparsecbm"):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in OURS:
             for a in node.names:
                 if a.name.startswith("_") and not a.name.startswith("__"):
                     out.append(f"{node.module}.{a.name}")
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
         elif isinstance(node, ast.Import):
             for a in node.names:
-                if a.name.startswith("sparsecbm"):
+                if a.name.split(".")[0] in OURS:
                     aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):

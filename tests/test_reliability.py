@@ -82,20 +82,20 @@ def test_fisher_of_fewer_gradients_than_block_size_factorises():
     assert torch.isfinite(inv).all() and (inv > 0).all()
 
 
-def _truncate(path):
+def truncate_file(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda m: _truncate(m / "model.safetensors"), r"model.safetensors: damaged or not a safetensors file"),
-    (lambda m: _truncate(m / "masks.safetensors"), r"masks.safetensors: damaged or not a safetensors file"),
+    (lambda m: truncate_file(m / "model.safetensors"), r"model.safetensors: damaged or not a safetensors file"),
+    (lambda m: truncate_file(m / "masks.safetensors"), r"masks.safetensors: damaged or not a safetensors file"),
     (lambda m: (m / "config.json").write_text("[]"), r"config.json: expected a JSON object, got list"),
     (lambda m: (m / "config.json").write_text("{not json"), r"config.json: not valid JSON"),
     (lambda m: (m / "config.json").write_text(json.dumps(
         {k: v for k, v in json.loads((m / "config.json").read_text()).items() if k != "backbone_config"})),
      r"config.json: missing key\(s\) \['backbone_config'\]"),
-    (lambda m: (m / "config.json").write_text(json.dumps(_edit_labels(json.loads((m / "config.json").read_text())))),
+    (lambda m: (m / "config.json").write_text(json.dumps(edit_labels(json.loads((m / "config.json").read_text())))),
      r"model.safetensors: does not match config.json"),
     (lambda m: shutil.rmtree(m / "tokenizer"), r"tokenizer: missing; the model folder is incomplete"),
     (lambda m: (m / "interventions.json").write_text("{}"), r"interventions.json: damaged intervention log"),
@@ -108,7 +108,7 @@ def test_a_damaged_model_folder_gets_one_line_naming_the_file(capsys, saved, dam
     assert str(saved) in errors[0] and re_search(message, errors[0]), err
 
 
-def _edit_labels(config):
+def edit_labels(config):
     config["model"]["schema"]["labels"] = config["model"]["schema"]["labels"] + ["extra"]
     return config
 

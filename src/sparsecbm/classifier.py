@@ -96,6 +96,13 @@ class Classifier:
         self.cache = VersionedCache()
         self._scratch: dict[str, np.ndarray] = {}
 
+    def require_masks(self, purpose: str) -> None:
+        """A ValueError, naming the folder and ``purpose``, unless this model has concept masks."""
+        if self.model.masks is None:
+            where = f"{self.path}: " if self.path else ""
+            raise ValueError(f"{where}a {self.config.kind!r} model has no concept masks {purpose} "
+                             "(train one with --model sparsecbm)")
+
     def scratch(self, name: str, size: int, dtype) -> np.ndarray:
         """A working array of ``size`` elements kept between calls (uninitialised): a fresh
         ~40 MB array per correction step costs more in page faults than the work itself."""

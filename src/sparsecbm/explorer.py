@@ -59,8 +59,7 @@ class Explorer:
         self, clf: Classifier, split: Split | None = None, split_name: str = "", *, guard: Guard | None = None,
         max_ratio: float = MAX_RATIO, ceiling: dict[str, float] | None = None,
     ) -> None:
-        if clf.model.masks is None:
-            raise ValueError(f"the explorer corrects concept subnetworks; a {clf.config.kind!r} model has none")
+        clf.require_masks("for the explorer to correct")
         self.clf, self.split, self.split_name, self.guard = clf, split, split_name, guard
         self.max_ratio, self.ceiling = check_max_ratio(max_ratio), ceiling
         self.version = 0  # bumped by every kept edit and undo

@@ -81,8 +81,7 @@ def cmd_masks(args: argparse.Namespace) -> None:
     if args.diff:
         return diff_masks(args)
     clf = load(args.model_dir)
-    if clf.model.masks is None:
-        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks")
+    clf.require_masks("to summarise")
     summary = masks.summary(clf.model.masks)
     concepts = list(summary["concepts"])
     layers = list(next(iter(summary["concepts"].values()))["layers"])

@@ -21,8 +21,7 @@ def cmd_intervene(args: argparse.Namespace) -> None:
     from ..interventions import protocols
 
     clf = load(args.model_dir)
-    if clf.model.masks is None:
-        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks to rewire")
+    clf.require_masks("to rewire")
     if args.mode == "persistent" and len(args.ratio) != 1:
         raise ValueError("--mode persistent takes one --ratio")
     if args.save_to and args.mode != "persistent":
@@ -86,8 +85,7 @@ def cmd_correct(args: argparse.Namespace) -> None:
             raise ValueError("--value: the true value of the concept is required with texts given as arguments")
         texts, values, labels = args.texts, args.value, args.label
     clf = load(args.model_dir)
-    if clf.model.masks is None:
-        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks to rewire")
+    clf.require_masks("to rewire")
     guard = guard_from_args(args, clf, None)
     r = clf.correct(texts, args.concept, values, labels, ratio=args.ratio, selection=args.selection,
                     steps=args.steps, max_ratio=args.max_ratio, persist=not args.dry_run, guard=guard,
@@ -112,8 +110,7 @@ def cmd_correct(args: argparse.Namespace) -> None:
 
 def cmd_undo(args: argparse.Namespace) -> None:
     clf = load(args.model_dir)
-    if clf.model.masks is None:
-        raise ValueError(f"{args.model_dir}: a {clf.config.kind!r} model has no concept masks or edits")
+    clf.require_masks("or edits to undo")
     edit = clf.undo()
     clf.save()
     print(f"undid {edit.describe()}; {len(clf.interventions)} edit(s) remain in {args.model_dir}")

@@ -71,8 +71,7 @@ def per_example(
     """NI, SI per ratio (a fraction or "auto") and oracle scores on ``split`` (every
     mask restored after each example), with the bits each fix flipped. ``out``: the
     model's outputs on ``split`` when the caller already has them."""
-    if clf.model.masks is None:
-        raise ValueError(f"interventions rewire concept masks; a {clf.config.kind!r} model has none")
+    clf.require_masks("to rewire")
     schema = clf.schema
     out = out if out is not None else clf.forward_texts(split.texts, progress=progress, desc="predict")
     logits = [l.clone() for l in out.concept_logits]
@@ -135,8 +134,7 @@ def persistent(
     stay, logged on ``clf``); score ``eval_split`` before and after, and re-check the
     corrections that were fixed when their edit was kept. With a ``guard``, each
     edit is kept only if the guard's accuracies do not drop beyond its tolerances."""
-    if clf.model.masks is None:
-        raise ValueError(f"interventions rewire concept masks; a {clf.config.kind!r} model has none")
+    clf.require_masks("to rewire")
     schema = clf.schema
     original = {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
     eval_before = clf.evaluate(eval_split, progress=progress)

@@ -106,8 +106,7 @@ def _check(
     clf: Classifier, concept: str, values: list[str], labels: list[str] | None, ratio, selection: str, steps: int,
     max_ratio: float,
 ) -> tuple[int, torch.Tensor, torch.Tensor | None]:
-    if clf.config.kind != "sparsecbm":
-        raise ValueError(f"interventions rewire concept masks; a {clf.config.kind!r} model has none (train --model sparsecbm)")
+    clf.require_masks("to rewire")
     schema = clf.schema
     k, _ = clf.schema.concept_index(concept, values[0])
     v = torch.tensor([clf.schema.concept_index(concept, value)[1] for value in values])
