@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("model_dir", metavar="DIR")
     add_data_args(v, required=False)
-    v.add_argument("--mode", choices=("per-example", "persistent"), default="per-example")
+    v.add_argument("--mode", choices=("per-example", "persistent", "curve"), default="per-example",
+                   help="per-example (default) or persistent mask rewiring; curve: task accuracy as 0..K concepts "
+                        "are set to their true values (any concept model, no rewiring)")
     v.add_argument("--split", default="test", help="per-example: the split (default test)")
     v.add_argument("--edit-split", default="dev", help="persistent: the split whose corrections are applied")
     v.add_argument("--eval-split", default="test", help="persistent: the split the edits never see")
@@ -169,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-examples", type=positive_int, help="the split's first N rows only")
     v.add_argument("--without-label", action="store_true", help="rank weights by the concept loss only (no task term)")
     v.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON")
-    v.add_argument("--png", metavar="FILE", help="per-example: plot accuracy against the ratio")
+    v.add_argument("--png", metavar="FILE", help="per-example: plot accuracy against the ratio; curve: the curves")
     v.add_argument("--save-to", metavar="OUT", help="persistent: save the edited model (masks + log) here")
     v.add_argument("--overwrite", action="store_true", help="let --save-to replace a model already there")
     add_guard_args(v, "persistent: ")

@@ -14,6 +14,7 @@ from ..explanations import explain, explain_many
 from ..files import write_json
 from ..metrics import concept_ceiling, format_table
 from ..parallel import processes
+from ..interventions.curves import concept_share, hard_concepts_accuracy
 from ..training import train
 from .inputs import configs_from_args, load_data, masks_file, predict_inputs, truncation_notice
 
@@ -45,7 +46,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         dataset = load_data(args)
     else:
         dataset = dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
-    result = clf.evaluate(dataset, args.split, batch_size=args.batch_size, progress=not args.quiet)
+    clf.check_schema(dataset.schema, dataset.name)
+    split = dataset[args.split]
+    out = clf.forward_texts(split.texts, batch_size=args.batch_size, progress=not args.quiet, desc="evaluate")
+    result = clf.evaluate_outputs(split, out)
     note = held_out_note(dataset, args.split)
     if note:
         result["note"] = note
@@ -57,6 +61,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if clf.config.has_concepts and "train" in dataset.splits:
         ceiling = concept_ceiling(dataset["train"], dataset[args.split], dataset.schema)
     print(format_table(result, title=f"{dataset.name} {args.split}: {clf.config.kind} model, {clf.config.backbone}", ceiling=ceiling))
+    if clf.config.has_concepts:
+        result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out.concept_logits)
+        result["concept_share"] = concept_share(clf, out.activations)
+        print(f"task accuracy with the predicted concept values as 0/1: {100 * result['hard_concepts_task_accuracy']:.1f} %; "
+              f"the concepts' share of the winning label's logit: {100 * result['concept_share']:.1f} %")
+        if ceiling is not None:
+            result["leakage_gap"] = result["task"]["accuracy"] - ceiling["accuracy"]
+            print(f"leakage gap (task accuracy minus the gold-concept ceiling): {100 * result['leakage_gap']:+.1f} points")
     if args.json_out:
         write_json(args.json_out, result)
         print(f"wrote {args.json_out} (scores as fractions)")

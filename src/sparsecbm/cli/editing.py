@@ -21,6 +21,8 @@ def cmd_intervene(args: argparse.Namespace) -> None:
     from ..interventions import protocols
 
     clf = load(args.model_dir)
+    if args.mode == "curve":
+        return _curve(args, clf)
     clf.require_masks("to rewire")
     if args.mode == "persistent" and len(args.ratio) != 1:
         raise ValueError("--mode persistent takes one --ratio")
@@ -28,7 +30,7 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         raise ValueError("--save-to saves persistent edits; use it with --mode persistent")
     check_save_to(args)
     if args.png and args.mode != "per-example":
-        raise ValueError("--png plots the per-example curve; use it with --mode per-example")
+        raise ValueError("--png plots the per-example curve; use it with --mode per-example or curve")
     dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
     clf.check_schema(dataset.schema, dataset.name)
     progress = not args.quiet
@@ -65,6 +67,31 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         if args.save_to:
             clf.save(args.save_to, overwrite=args.overwrite)
             print(f"saved the edited model to {args.save_to}")
+    if args.json_out:
+        write_json(args.json_out, result)
+        print(f"wrote {args.json_out}")
+
+
+def _curve(args: argparse.Namespace, clf) -> None:
+    """``intervene --mode curve``: task accuracy as 0..K concepts are set to their true values."""
+    from ..interventions import curves
+
+    if args.save_to or args.guard:
+        raise ValueError("--save-to and --guard apply to mask rewiring; --mode curve changes no mask")
+    dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    clf.check_schema(dataset.schema, dataset.name)
+    split = dataset[args.split].head(args.max_examples)
+    train_split = dataset["train"] if "train" in dataset.splits else None
+    result = curves.intervention_curves(clf, split, train_split, progress=not args.quiet)
+    print(f"{dataset.name} {args.split}: {result['n']} texts; task accuracy % with j concepts set to their true value")
+    print(f"{'':<24}" + "".join(f"{'j=' + str(j):>8}" for j in result["j"]))
+    for name, points in result["curves"].items():
+        print(f"{name:<24}" + "".join(f"{100 * p:>8.1f}" for p in points))
+    print(f"hard predicted concepts: {100 * result['hard_concepts_task_accuracy']:.1f} %; the concepts' share of "
+          f"the winning label's logit: {100 * result['concept_share']:.1f} %")
+    if args.png:
+        curves.plot_curves(result, args.png)
+        print(f"wrote {args.png}")
     if args.json_out:
         write_json(args.json_out, result)
         print(f"wrote {args.json_out}")

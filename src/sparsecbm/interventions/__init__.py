@@ -35,10 +35,11 @@ rolls it back when that concept's or the task's accuracy there drops.
 The package, one job a module: ``results`` (what a correction did, a kept
 edit), ``ranking`` (the rules, the auto ladder, flipping bits), ``gradients``
 (gradients and curvature through a subnetwork), ``rewire`` (one correction:
-``correct``, ``intervene``), ``oracle``, ``log`` (undo, save, load), ``split_logits`` (every concept's
-logits on a set of texts, kept until a subnetwork changes), ``guard``
-(texts an edit must not hurt) and ``protocols`` (the per-example and
-persistent protocols over a split).
+``correct``, ``intervene``), ``oracle``, ``log`` (undo, save, load),
+``split_logits`` (every concept's logits on a set of texts, kept until a
+subnetwork changes), ``guard`` (texts an edit must not hurt), ``protocols``
+(the per-example and persistent protocols over a split) and ``curves`` (task
+accuracy as concepts are set true; how much the concepts decide).
 """
 
 from .rewire import correct, intervene

@@ -1,0 +1,191 @@
+"""Intervention curves (Koh et al. 2020): task accuracy as 0, 1, ..., K concepts are
+set to their true values, and how much the concepts decide the label.
+
+Setting concept k true replaces its activations ``a_k`` by the true value's:
+``onehot`` (1 for the true value, 0 for the others) or ``percentile`` (the 95th
+percentile of that activation column over the training texts for the true value,
+the 5th for the others), then the label is read from the classifier as usual.
+Orders:
+
+- ``random``: the mean over every set of j concepts (all C(K, j) of them, exact);
+- ``uncertainty``: per text, the j concepts the model is least sure of
+  (lowest probability of its predicted value) first.
+
+A curve that falls as concepts are set right says the label head reads more
+than the concept values the pathway shows (leakage).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..data import Split
+
+if TYPE_CHECKING:
+    from ..interfaces import ClassifierLike as Classifier
+
+ORDERS = ("random", "uncertainty")
+VALUES = ("onehot", "percentile")
+
+
+def true_activations(clf: Classifier, split: Split, values: str = "onehot",
+                     train_activations: torch.Tensor | None = None, train_split: Split | None = None) -> torch.Tensor:
+    """(n, sum C_k): every concept's activations set to the text's true value."""
+    if values not in VALUES:
+        raise ValueError(f"values must be one of {list(VALUES)}, got {values!r}")
+    model = clf.model
+    out = torch.zeros(len(split), sum(model.concept_sizes))
+    for k in range(len(clf.schema.concepts)):
+        cols = model.concept_slice(k)
+        truth = torch.as_tensor(split.concepts[:, k])
+        onehot = torch.nn.functional.one_hot(truth, cols.stop - cols.start).float()
+        if values == "onehot":
+            out[:, cols] = onehot
+            continue
+        if train_activations is None or train_split is None:
+            raise ValueError("values='percentile' needs the training texts' activations (train_activations, train_split)")
+        high, low = _percentiles(train_activations[:, cols], torch.as_tensor(train_split.concepts[:, k]))
+        out[:, cols] = onehot * high + (1 - onehot) * low
+    return out
+
+
+def _percentiles(activations: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per value column: the 95th percentile where it is the true value, the 5th where it is not."""
+    high, low = [], []
+    for v in range(activations.shape[1]):
+        on, off = activations[truth == v, v], activations[truth != v, v]
+        high.append(float(np.percentile(on.numpy(), 95)) if len(on) else 1.0)
+        low.append(float(np.percentile(off.numpy(), 5)) if len(off) else 0.0)
+    return torch.tensor(high), torch.tensor(low)
+
+
+def _accuracy(clf: Classifier, activations: torch.Tensor, labels: np.ndarray) -> np.ndarray:
+    """Per text, whether the classifier on these activations predicts the label."""
+    with torch.inference_mode():
+        logits = clf.model.classifier(activations.to(clf.device)).float().cpu()
+    return logits.argmax(-1).numpy() == labels
+
+
+def curve(clf: Classifier, split: Split, predicted: torch.Tensor, true: torch.Tensor, certainty: torch.Tensor,
+          order: str) -> list[float]:
+    """Task accuracy with j = 0..K concepts set true (``predicted``/``true``: (n, sum C_k)
+    activations; ``certainty``: (n, K), the probability of each predicted value)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
+    model, n_concepts = clf.model, len(clf.schema.concepts)
+    cols = [model.concept_slice(k) for k in range(n_concepts)]
+    labels = np.asarray(split.labels)
+
+    def with_true(chosen: torch.Tensor) -> torch.Tensor:  # chosen: (n, K) bool
+        a = predicted.clone()
+        for k, c in enumerate(cols):
+            a[:, c] = torch.where(chosen[:, k:k + 1], true[:, c], predicted[:, c])
+        return a
+
+    points = []
+    for j in range(n_concepts + 1):
+        if order == "random":
+            accs = []
+            for subset in itertools.combinations(range(n_concepts), j):
+                chosen = torch.zeros(len(split), n_concepts, dtype=torch.bool)
+                chosen[:, list(subset)] = True
+                accs.append(_accuracy(clf, with_true(chosen), labels).mean())
+            points.append(float(np.mean(accs)))
+        else:
+            rank = certainty.argsort(dim=1, stable=True)  # least certain first
+            chosen = torch.zeros(len(split), n_concepts, dtype=torch.bool)
+            chosen.scatter_(1, rank[:, :j], True)
+            points.append(float(_accuracy(clf, with_true(chosen), labels).mean()))
+    return points
+
+
+def intervention_curves(clf: Classifier, split: Split, train_split: Split | None = None, *,
+                        progress: bool = False) -> dict[str, Any]:
+    """Every order x value mode's curve on ``split``, plus the head fed hard predicted values
+    and the concepts' share of the winning logit (:func:`concept_share`)."""
+    if not clf.config.has_concepts:
+        raise ValueError("intervention curves need concepts; a Standard model has none")
+    out = clf.forward_texts(split.texts, progress=progress, desc="curve")
+    probs = [l.softmax(-1) for l in out.concept_logits]
+    certainty = torch.stack([p.max(-1).values for p in probs], dim=1)  # (n, K)
+    train_activations = None
+    if train_split is not None:
+        train_activations = clf.forward_texts(train_split.texts, progress=progress, desc="train activations").activations
+    result: dict[str, Any] = {"n": len(split), "concepts": list(clf.schema.concepts),
+                              "j": list(range(len(clf.schema.concepts) + 1)), "curves": {}}
+    for values in VALUES:
+        if values == "percentile" and train_split is None:
+            continue
+        true = true_activations(clf, split, values, train_activations, train_split)
+        for order in ORDERS:
+            result["curves"][f"{order}/{values}"] = curve(clf, split, out.activations, true, certainty, order)
+    result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out.concept_logits)
+    result["task_accuracy"] = result["curves"]["random/onehot"][0]
+    result["concept_share"] = concept_share(clf, out.activations)
+    return result
+
+
+def hard_concepts_accuracy(clf: Classifier, split: Split, concept_logits) -> float:
+    """Task accuracy of the classifier fed the predicted concept values as 0/1 (no nuance)."""
+    hard = torch.cat([torch.nn.functional.one_hot(l.argmax(-1), l.shape[-1]).float() for l in concept_logits], dim=1)
+    return float(_accuracy(clf, hard, np.asarray(split.labels)).mean())
+
+
+def concept_share(clf: Classifier, activations: torch.Tensor) -> float:
+    """The mean, over texts, of the share of the winning label's logit carried by the
+    named concept *values* (what a pathway shows), rather than by the activations'
+    nuance around them or the bias.
+
+    For label y, concept k contributes ``phi_(y,k) . a_k``; its value part is the weight
+    of its predicted value, ``phi_(y,k,v)`` (the contribution of a 0/1 activation),
+    and the rest, ``phi_(y,k) . a_k - phi_(y,k,v)``, is nuance. Share =
+    ``sum_k |value_k| / (sum_k |value_k| + sum_k |nuance_k| + |b_y|)``."""
+    model = clf.model
+    with torch.inference_mode():
+        a = activations.to(clf.device).float()
+        logits = model.classifier(a).float().cpu()
+        weight = model.classifier.weight.detach().float().cpu()  # (C_y, sum C_k)
+        bias = model.classifier.bias.detach().float().cpu()
+    a = a.cpu()
+    y = logits.argmax(-1)
+    rows = torch.arange(len(y))
+    value_part, nuance_part = torch.zeros(len(y)), torch.zeros(len(y))
+    for k in range(len(clf.schema.concepts)):
+        cols = model.concept_slice(k)
+        phi = weight[y][:, cols]  # (n, C_k): the winning label's weights on concept k
+        picked = a[:, cols].argmax(-1)
+        value = phi[rows, picked]
+        value_part += value.abs()
+        nuance_part += ((phi * a[:, cols]).sum(-1) - value).abs()
+    total = value_part + nuance_part + bias[y].abs()
+    return float((value_part / total.clamp_min(1e-12)).mean())
+
+
+def plot_curves(result: dict[str, Any], path) -> None:
+    """Task accuracy against the number of concepts set to their true values, one line per curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..files import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for name, points in result["curves"].items():
+        ax.plot(result["j"], [100 * p for p in points], "o-", label=name)
+    ax.axhline(100 * result["hard_concepts_task_accuracy"], color="0.5", ls=":", label="hard predicted concepts")
+    ax.set_xticks(result["j"])
+    ax.set_xlabel("concepts set to their true value")
+    ax.set_ylabel("task accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"intervention curves, {result['n']} texts; concepts' share of the winning logit "
+                 f"{100 * result['concept_share']:.0f}%", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
