@@ -133,15 +133,20 @@ def test_resume_compares_the_mining_gamma_as_it_acted(data, tiny_bert, tmp_path,
     assert load(out).meta["finished"]
 
 
-def test_resume_reads_a_run_saved_without_precision_as_fp32(data, tiny_bert, tmp_path, monkeypatch):
-    """Runs started before --precision trained in float32: they resume as fp32 and are
-    refused as bf16, naming the setting."""
+@pytest.mark.parametrize("key, other, message", [
+    ("precision", "bf16", r"training.precision: 'fp32' then, 'bf16' now"),
+    ("intervention_prob", 0.3, r"training.intervention_prob: 0.0 then, 0.3 now"),
+])
+def test_resume_reads_a_run_saved_before_a_setting_as_its_old_behaviour(data, tiny_bert, tmp_path, monkeypatch,
+                                                                        key, other, message):
+    """Runs started before --precision trained in float32, and before --intervention-prob
+    without interventions: they resume as that and are refused otherwise, naming the setting."""
     config, prune = _settings(tiny_bert, epochs=1)
     out = tmp_path / "m"
-    _interrupted_without(monkeypatch, out, 1, ("training", "precision"),
+    _interrupted_without(monkeypatch, out, 1, ("training", key),
                          lambda: train(data, config, prune=prune, out=out, progress=False))
-    with pytest.raises(ValueError, match=r"training.precision: 'fp32' then, 'bf16' now"):
-        train(data, replace(config, precision="bf16"), prune=prune, out=out, progress=False, resume=True)
+    with pytest.raises(ValueError, match=message):
+        train(data, replace(config, **{key: other}), prune=prune, out=out, progress=False, resume=True)
     train(data, config, prune=prune, out=out, progress=False, resume=True)
     assert load(out).meta["finished"]
 

@@ -244,3 +244,29 @@ def test_bf16_precision_trains_under_autocast_and_evaluates_in_float32(data, tin
     assert {p.dtype for p in clf.model.parameters()} == {torch.float32}
     with pytest.raises(ValueError, match="--precision must be one of"):
         TrainConfig(precision="fp16")
+
+
+def test_random_interventions_feed_the_head_true_values_during_training(tmp_path, data, tiny_bert, sparse_clf):
+    """--intervention-prob: the chosen concepts' activations become their true 0/1 values
+    before the label head, and only theirs; p = 0 trains exactly as before."""
+    out = sparse_clf.forward_texts(["the food was awful", "service lovely , prices some"])
+    concepts = torch.tensor([[0, 1, 2], [1, 1, 0]])
+    chosen = torch.tensor([[True, False, True], [False, False, False]])
+    model = sparse_clf.model
+    new = model.intervened(out, chosen, concepts)
+    for k in range(3):
+        cols = model.concept_slice(k)
+        expected = torch.nn.functional.one_hot(concepts[0, k], 3).float() if chosen[0, k] else out.activations[0, cols]
+        assert torch.equal(new.activations[0, cols], expected)
+    assert torch.equal(new.activations[1], out.activations[1])
+    assert torch.allclose(new.task_logits, model.classifier(new.activations))
+    plain = train(data, _config(tiny_bert, model="cbm"), progress=False)
+    again = train(data, _config(tiny_bert, model="cbm", intervention_prob=0.0), progress=False)
+    randint = train(data, _config(tiny_bert, model="cbm", intervention_prob=0.5), out=tmp_path / "m", progress=False)
+    weights = lambda c: torch.cat([p.detach().flatten() for p in c.model.classifier.parameters()])  # noqa: E731
+    assert torch.equal(weights(plain), weights(again)) and not torch.equal(weights(plain), weights(randint))
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["intervention_prob"] == 0.5
+    with pytest.raises(ValueError, match="--intervention-prob must be in"):
+        TrainConfig(intervention_prob=1.0)
+    with pytest.raises(ValueError, match="not --model standard"):
+        TrainConfig(model="standard", intervention_prob=0.2)

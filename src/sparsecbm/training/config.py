@@ -32,6 +32,7 @@ def acting_settings(settings: dict[str, Any]) -> dict[str, Any]:
     pruning, training = settings.get("pruning"), settings.get("training") or {}
     if settings.get("training") is not None:
         training.setdefault("precision", "fp32")  # versions before --precision trained in float32
+        training.setdefault("intervention_prob", 0.0)  # versions before --intervention-prob trained without
     if pruning is not None and "gamma" in training:
         pruning["mining_gamma"] = mining_gamma(pruning.get("mining_gamma"), training["gamma"])
     return settings
@@ -63,6 +64,9 @@ class TrainConfig:
                             "frozen concept model's predictions) or independent (label head on gold concepts); the "
                             "last two never let the label reach the concept model (Koh et al. 2020)",
                             choices=CBM_MODES)
+    intervention_prob: float = setting(0.0, "train with random interventions: each concept's activations are "
+                                       "replaced by its true value (0/1) with this probability before the label "
+                                       "head reads them (Concept Embedding Models' RandInt; 0: off)")
     grad_clip: float = setting(1.0, "gradient norm clipping", flag=False)
     length_groups: int = setting(0, "sort each run of G batches by text length, then shuffle the batches: less "
                                  "padding, faster epochs (0: plain random batches; default 0; docs/decisions.md)",
@@ -100,6 +104,10 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.gamma < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("--gamma, --weight-decay and --grad-clip must not be negative")
+        if not 0 <= self.intervention_prob < 1:
+            raise ValueError(f"--intervention-prob must be in [0, 1), got {self.intervention_prob}")
+        if self.intervention_prob and self.model == "standard":
+            raise ValueError("--intervention-prob applies to concept models (cbm, sparsecbm), not --model standard")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"--warmup must be in [0, 1), got {self.warmup}")
 

@@ -76,6 +76,9 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(config, device):
             out = model(**batch)
+            if config.intervention_prob and model.config.has_concepts:
+                chosen = run.rng.random((len(idx), len(model.concept_sizes))) < config.intervention_prob
+                out = model.intervened(out, torch.from_numpy(chosen).to(device), concepts[idx].to(device))
             loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma,
                                      config.task_weight)
         optimizer.zero_grad(set_to_none=True)
