@@ -127,7 +127,8 @@ def screenshots(model: str, dev_n: int, folder: Path, corrections: list[dict]) -
         copy = Path(tmp) / "model"
         shutil.copytree(model, copy)
         clf = sparsecbm.load(copy)
-        server, base = start_server(Explorer(clf, dataset_from_spec(clf.data_spec)["dev"].head(dev_n), "cebab dev"))
+        explorer = Explorer(clf, dataset_from_spec(clf.data_spec)["dev"].head(dev_n), "cebab dev")
+        server, base = start_server(explorer)
         first = corrections[0]
         row_sel = f"#examples tbody tr[data-index='{first['index']}']"
         value_sel = f"#concepts tr.concept-row[data-concept='{first['concept']}'] button[data-value='{first['value']}']"
@@ -154,6 +155,13 @@ def screenshots(model: str, dev_n: int, folder: Path, corrections: list[dict]) -
             page.click(value_sel)
             page.wait_for_selector("#keep-btn", timeout=120_000)
             shot(page, "explorer.png")
+            # Keyboard: Tab to another concept's row, Enter shows its words (the focused row is outlined).
+            other_concept = next(c for c in explorer.clf.schema.concepts if c != first["concept"])
+            page.focus(f"#concepts tr.concept-row[data-concept='{other_concept}']")
+            page.keyboard.press("Enter")
+            page.wait_for_function("(c) => document.querySelector('#word-concept').textContent.startsWith(c)",
+                                   arg=other_concept)
+            shot(page, "explorer-keyboard.png", "#pathway")
             # Another client keeps an edit first: Keep refuses the stale preview.
             with httpx.Client(base_url=base, timeout=300) as http:
                 v = http.get("/api/model").json()["version"]
