@@ -87,6 +87,11 @@ def settings_by_seed(doc: str, name: str, settings: dict, run_row, markdown) -> 
     return run_missing(Path(args.out), name, planned, markdown)
 
 
+def table_head(intro: str, columns: list[str]) -> list[str]:
+    """The first lines of a results table: a sentence saying what it shows, then the header."""
+    return [intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def run_one(name: str, args: list[str], runs_dir: Path) -> dict:
     model_dir = runs_dir / name
     # A sitting stopped inside this run continues it (same model as an uninterrupted run).

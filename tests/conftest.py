@@ -26,14 +26,19 @@ def _save_tiny(model, folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
+def build_tiny_bert(folder: Path) -> Path:
+    """A 2-layer BERT (hidden 32) from a seeded config, saved with the MiniLM tokenizer."""
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=37, max_position_embeddings=128,
     )
-    return _save_tiny(BertModel(config), tmp_path_factory.mktemp("tiny-bert"))
+    return _save_tiny(BertModel(config), folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")
@@ -63,14 +68,18 @@ def write_reviews(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def reviews(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("reviews")
+def write_review_splits(folder: Path) -> dict[str, Path]:
+    """The train (48), dev (16) and test (16) review files the suite trains on."""
     return {
         "train": write_reviews(folder / "train.csv", 48, seed=1),
         "dev": write_reviews(folder / "dev.csv", 16, seed=2),
         "test": write_reviews(folder / "test.csv", 16, seed=3),
     }
+
+
+@pytest.fixture(scope="session")
+def reviews(tmp_path_factory) -> dict[str, Path]:
+    return write_review_splits(tmp_path_factory.mktemp("reviews"))
 
 
 @pytest.fixture(scope="session")

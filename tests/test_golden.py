@@ -2,24 +2,24 @@
 mining, sparse epoch) must give the committed predictions, masks, explanation and
 correction bit for bit (floats to 1e-5), so that moving code changes no behaviour.
 
-After a change that is meant to alter behaviour, rewrite the fixture and say why
-in the commit:
+After a change that is meant to alter behaviour, rewrite the fixture (from the
+repository root) and say why in the commit:
 
-    SPARSECBM_WRITE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
+    .venv/bin/python -m tests.test_golden
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from sparsecbm import load
 
-from .conftest import train_tiny_sparsecbm
+from .conftest import build_tiny_bert, train_tiny_sparsecbm, write_review_splits
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_sparsecbm.json"
 TEXTS = ["the food was awful and the service lovely , prices some .",
@@ -82,8 +82,22 @@ def _close(a, b, path: str = "") -> None:
 
 def test_tiny_sparsecbm_behaves_as_committed(tmp_path, reviews, tiny_bert):
     got = _behaviour(tmp_path, reviews, tiny_bert)
-    if os.environ.get("SPARSECBM_WRITE_GOLDEN"):
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        pytest.skip(f"wrote {GOLDEN}")
     _close(got, json.loads(GOLDEN.read_text(encoding="utf-8")), "golden")
+
+
+def write_golden() -> None:
+    """Train the same tiny model outside pytest and write the fixture."""
+    import tempfile
+
+    torch.set_num_threads(2)  # as the suite runs (conftest)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "reviews").mkdir()
+        got = _behaviour(tmp, write_review_splits(tmp / "reviews"), build_tiny_bert(tmp / "tiny-bert"))
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"wrote {GOLDEN}")
+
+
+if __name__ == "__main__":
+    write_golden()

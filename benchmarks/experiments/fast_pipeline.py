@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sparsecbm.files import write_json
 
-from benchmarks.harness import run_one, settings_by_seed
+from benchmarks.harness import run_one, settings_by_seed, table_head
 from benchmarks.pipeline import phase_seconds
 
 SETTINGS = {
@@ -97,11 +97,12 @@ def _mean_std(values: list[float]) -> str:
 
 
 def markdown(results: dict, default: dict) -> str:
-    lines = ["CEBaB test, MiniLM, the whole pipeline (`sparsecbm train --data cebab --model sparsecbm` plus the "
-             "setting's flags). Minutes from the training logs, as logged: a run that shared the machine with another "
-             "job is slower (the default's from Table 2's runs).", "",
-             "| setting | seed | concepts | task | dense min | mining + fine-tuning min | sparse epochs min | total min |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = table_head(
+        "CEBaB test, MiniLM, the whole pipeline (`sparsecbm train --data cebab --model sparsecbm` plus the setting's "
+        "flags). Minutes from the training logs, as logged: a run that shared the machine with another job is slower "
+        "(the default's from Table 2's runs).",
+        ["setting", "seed", "concepts", "task", "dense min", "mining + fine-tuning min", "sparse epochs min",
+         "total min"])
     rows = {**default, **results}
     groups: dict[str, list[dict]] = {}
     for r in sorted(rows.values(), key=lambda r: (r["setting"] != "default", r["setting"], r["seed"])):

@@ -20,7 +20,7 @@ import json
 import statistics
 from pathlib import Path
 
-from benchmarks.harness import run_one, settings_by_seed
+from benchmarks.harness import run_one, settings_by_seed, table_head
 
 
 SETTINGS = {
@@ -44,11 +44,11 @@ def accuracies(record: dict) -> tuple[float, float]:
 
 
 def markdown(results: dict, table2: dict) -> str:
-    lines = ["CEBaB test, MiniLM, accuracy %: each SparseCBM row against the dense CBM it starts from "
-             "(Table 2's CBM of the same seed). Gap = row minus dense CBM. Train min: the sitting that "
-             "finished the run (a resumed run's earlier sittings are not in it).", "",
-             "| setting | seed | concepts | task | its CBM | concept gap | task gap | train min |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = table_head(
+        "CEBaB test, MiniLM, accuracy %: each SparseCBM row against the dense CBM it starts from (Table 2's CBM of "
+        "the same seed). Gap = row minus dense CBM. Train min: the sitting that finished the run (a resumed run's "
+        "earlier sittings are not in it).",
+        ["setting", "seed", "concepts", "task", "its CBM", "concept gap", "task gap", "train min"])
     gaps: dict[str, list[tuple[float, float]]] = {}
     for r in sorted(results.values(), key=lambda r: (r["setting"], r["seed"])):
         c, t = accuracies(r)

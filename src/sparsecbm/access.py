@@ -95,11 +95,11 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        refusal = self._refusal(scope, headers)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        refusal = self._refusal(scope, headers, query)
         if refusal is not None:
             await _json(send, *refusal)
             return
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if self.token and query.get("token") and scope["method"] in SAFE_METHODS:
             # The printed URL: keep the token in a cookie and drop it from the address bar.
             cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
@@ -116,12 +116,12 @@ class AccessControl:
             receive = _replay(body, receive)
         await self.app(scope, receive, _with_headers(send))
 
-    def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+    def _refusal(self, scope: Scope, headers: dict[str, str], query: dict[str, list[str]]) -> tuple[int, str] | None:
         host = headers.get("host", "")
         if self.hosts is not None and host_name(host) not in self.hosts:
             return 403, (f"Host {host!r} is not this server's address ({', '.join(sorted(self.hosts))}); "
                          "refused as a possible DNS-rebinding attack")
-        if self.token and not self._has_token(scope, headers):
+        if self.token and not self._has_token(scope, headers, query):
             return 403, ("this explorer needs its token: open the URL with ?token=... that 'sparsecbm serve' "
                          f"printed, or send the {TOKEN_HEADER} header")
         origin = headers.get("origin")
@@ -136,7 +136,7 @@ class AccessControl:
             return 415, f"Content-Type must be application/json, got {media or 'none'!r}"
         return None
 
-    def _has_token(self, scope: Scope, headers: dict[str, str]) -> bool:
+    def _has_token(self, scope: Scope, headers: dict[str, str], query: dict[str, list[str]]) -> bool:
         assert self.token is not None
         given = [headers.get(TOKEN_HEADER, "")]
         auth = headers.get("authorization", "")
@@ -146,7 +146,7 @@ class AccessControl:
             morsel = SimpleCookie(headers["cookie"]).get(COOKIE)
             given.append(morsel.value if morsel else "")
         if scope["method"] in SAFE_METHODS:
-            given += parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [])
+            given += query.get("token", [])
         return any(hmac.compare_digest(g.encode(), self.token.encode()) for g in given if g)
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes | tuple[int, str]:

@@ -22,21 +22,15 @@ T = TypeVar("T")
 
 
 def stamp(tensors: Iterable[torch.Tensor], *extra: Hashable) -> tuple:
-    """Each tensor itself (held, so its id stays unique) with its version, then ``extra``."""
-    return tuple((t, t._version) for t in tensors) + extra
+    """(the tensors themselves, held so their ids stay unique; their versions; ``extra``)."""
+    tensors = tuple(tensors)
+    return tensors, tuple(t._version for t in tensors), extra
 
 
 def same(a: tuple, b: tuple) -> bool:
     """Whether two stamps name the same tensors at the same versions (and equal extras)."""
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], torch.Tensor):
-            if not (isinstance(y, tuple) and len(y) == 2 and x[0] is y[0] and x[1] == y[1]):
-                return False
-        elif x != y:
-            return False
-    return True
+    return (len(a[0]) == len(b[0]) and all(x is y for x, y in zip(a[0], b[0]))
+            and a[1] == b[1] and a[2] == b[2])
 
 
 class VersionedCache:
