@@ -37,7 +37,7 @@ from sparsecbm.interventions import protocols
 from sparsecbm.data import Split, dataset_from_spec
 from sparsecbm.files import write_json, write_text
 from sparsecbm.interventions import CAUTION, Guard
-from sparsecbm.interventions import concept_k_logits, intervene, saliency, tokenize
+from sparsecbm.interventions import concept_k_outputs, intervene, saliency, tokenize
 from sparsecbm.interventions.ranking import edit_buffers
 from sparsecbm.interventions.protocols import edit_summary, predicted_values, split_scores
 
@@ -83,7 +83,7 @@ class FineTuner:
         y = None if label is None else torch.tensor([label])
         try:
             for _ in range(self.max_steps):
-                if int(concept_k_logits(self.clf, batches, k)[0].argmax()) == value:
+                if int(concept_k_outputs(self.clf, batches, k)[0].argmax()) == value:
                     break
                 with model.evaluating(), torch.enable_grad():
                     b = batches[0][1]
@@ -99,7 +99,7 @@ class FineTuner:
         finally:
             for p in frozen:
                 p.requires_grad_(True)
-        return concept_k_logits(self.clf, batches, k)[0]
+        return concept_k_outputs(self.clf, batches, k)[0]
 
 
 def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: float) -> dict:
@@ -192,7 +192,7 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
                         ("prime", prime),
                         ("guarded_correction", lambda: intervene(clf, split.texts[i], concept, value, label=label,
                                                                  guard=guard)),
-                        ("guard_forward", lambda: concept_k_logits(clf, guard.batches(clf), k))):
+                        ("guard_forward", lambda: concept_k_outputs(clf, guard.batches(clf), k))):
             start = time.perf_counter()
             fn()
             times[key] = time.perf_counter() - start

@@ -37,7 +37,9 @@ def test_train_evaluate_predict(tmp_path, capsys, reviews, tiny_bert):
     code, stdout, _ = _run(capsys, "evaluate", str(out), "--split", "test", "--json", str(tmp_path / "s.json"))
     assert code == 0, stdout
     scores = json.loads((tmp_path / "s.json").read_text())
-    assert set(scores) == {"task", "concepts", "n", "hard_concepts_task_accuracy", "concept_share", "leakage_gap"}
+    assert set(scores) == {"task", "concepts", "n", "hard_concepts_task_accuracy", "concept_share", "leakage_gap",
+                           "single_fixes"}
+    assert set(scores["single_fixes"]) == {"pairs", "fixed", "broken", "net"}
     assert scores["n"] == 16
     assert set(scores["concepts"]) == {"mean", *CONCEPTS}
     assert f"{100 * scores['task']['accuracy']:.1f}" in stdout  # the table shows the JSON's numbers

@@ -9,7 +9,7 @@ import torch
 from sparsecbm import load
 from sparsecbm.cli import main
 from sparsecbm.data import Split
-from sparsecbm.interventions import Guard, auto_ladder, concept_k_logits, flip, rank, saliency, tokenize
+from sparsecbm.interventions import Guard, auto_ladder, concept_k_outputs, flip, rank, saliency, tokenize
 from sparsecbm.interventions.ranking import edit_buffers
 from sparsecbm.masks import kept, total
 
@@ -69,7 +69,7 @@ def test_a_small_signed_step_raises_the_target_log_probability(sparse_clf, selec
     target = _wrong(sparse_clf, [TEXT], concept)[0]
     batches = tokenize(sparse_clf, [TEXT])
     v = "NPu".index(target)
-    logp = lambda: float(concept_k_logits(sparse_clf, batches, k).log_softmax(-1)[0, v])
+    logp = lambda: float(concept_k_outputs(sparse_clf, batches, k).log_softmax(-1)[0, v])
     start = logp()
     for ratio in (0.001, 0.005, 0.02):
         r = sparse_clf.intervene(TEXT, concept, target, ratio=ratio, selection=selection, persist=True, keep_unfixed=True)
@@ -111,7 +111,7 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
         if n is None:
             continue
         flip(sparse_clf.model, concept, drop[:n], grow[:n])
-        assert (int(concept_k_logits(sparse_clf, batches, k)[0].argmax()) == v) == fixes
+        assert (int(concept_k_outputs(sparse_clf, batches, k)[0].argmax()) == v) == fixes
         flip(sparse_clf.model, concept, drop[:n], grow[:n], undo=True)
     assert same_masks(before, sparse_clf.model.masks)
     # Already right: nothing to do, nothing flipped.
@@ -165,7 +165,7 @@ def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
     assert r.outcome.startswith("rolled back by the guard")
     assert same_masks(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
     # The guard's cached logits still match the model after the rollback.
-    assert torch.equal(guard.concept_logits(sparse_clf)[0], concept_k_logits(sparse_clf, tokenize(sparse_clf, guard.split.texts), 0))
+    assert torch.equal(guard.concept_logits(sparse_clf)[0], concept_k_outputs(sparse_clf, tokenize(sparse_clf, guard.split.texts), 0))
 
 
 def test_an_accepted_guarded_edit_is_logged_with_its_verdict(poised):
@@ -320,6 +320,6 @@ def test_a_log_written_before_batch_corrections_still_loads_and_undoes(sparse_cl
 def test_the_guard_reads_its_texts_shortest_first_and_answers_in_its_own_order(sparse_clf):
     texts = [TEXTS[0], "ok", TEXTS[2], "the food"]
     guard = Guard(Split(tuple(texts), np.zeros(4, int), np.zeros((4, 3), int)), caution=0)
-    alone = torch.cat([concept_k_logits(sparse_clf, tokenize(sparse_clf, [t]), 1) for t in texts])
+    alone = torch.cat([concept_k_outputs(sparse_clf, tokenize(sparse_clf, [t]), 1) for t in texts])
     assert not torch.allclose(alone[0], alone[1])  # rows that a wrong order would swap
     assert torch.allclose(guard.concept_logits(sparse_clf)[1], alone, atol=1e-5)

@@ -61,10 +61,10 @@ def test_uncertainty_order_sets_the_least_certain_concept_first(sparse_clf, spli
         cols = sparse_clf.model.concept_slice(int(first[i]))
         a[:, cols] = true[i:i + 1, cols]
         expected.append(int(sparse_clf.model.classifier(a).argmax(-1)) == split.labels[i])
-    points = curve(sparse_clf, split, out.activations, true, certainty, "uncertainty")
+    points = curve(sparse_clf, split, out, true, certainty, "uncertainty")
     assert points[1] == pytest.approx(float(np.mean(expected)))
     with pytest.raises(ValueError, match="order must be one of"):
-        curve(sparse_clf, split, out.activations, true, certainty, "alphabetical")
+        curve(sparse_clf, split, out, true, certainty, "alphabetical")
 
 
 def test_percentile_values_and_the_concepts_share(sparse_clf, split):
@@ -74,7 +74,7 @@ def test_percentile_values_and_the_concepts_share(sparse_clf, split):
     with pytest.raises(ValueError, match="needs the training texts"):
         true_activations(sparse_clf, split, "percentile")
     out = sparse_clf.forward_texts(split.texts)
-    share = concept_share(sparse_clf, out.activations)
+    share = concept_share(sparse_clf, out)
     by_explanation = []
     for text in split.texts:  # the explanation's exact decomposition: logit = sum of contributions + bias
         e = sparse_clf.explain(text, method=None)
@@ -85,7 +85,7 @@ def test_percentile_values_and_the_concepts_share(sparse_clf, split):
     assert share == pytest.approx(float(np.mean(by_explanation)), rel=1e-5)
     hard = torch.cat([torch.nn.functional.one_hot(l.argmax(-1), 3).float() for l in out.concept_logits], dim=1)
     expected = float(np.mean(sparse_clf.model.classifier(hard).argmax(-1).numpy() == split.labels))
-    assert hard_concepts_accuracy(sparse_clf, split, out.concept_logits) == pytest.approx(expected)
+    assert hard_concepts_accuracy(sparse_clf, split, out) == pytest.approx(expected)
 
 
 def test_cli_curve_and_evaluate_report_leakage(tmp_path, capsys, reviews, tiny_bert):

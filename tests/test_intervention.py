@@ -57,17 +57,17 @@ def test_only_mask_k_changes_by_exactly_2n_bits(sparse_clf):
 def test_one_step_raises_the_target_log_probability(sparse_clf):
     """A small signed drop/grow step moves every concept toward its corrected value
     (swapping drop and grow anywhere in the code would lower it)."""
-    from sparsecbm.interventions import concept_k_logits, tokenize
+    from sparsecbm.interventions import concept_k_outputs, tokenize
 
     batches = tokenize(sparse_clf, [TEXT])
     raised = 0
     for k, concept in enumerate(sparse_clf.schema.concepts):
         value = _wrong_value(sparse_clf, concept)
         target = sparse_clf.schema.concept_values[k].index(value)
-        before = concept_k_logits(sparse_clf, batches, k).log_softmax(-1)[0, target]
+        before = concept_k_outputs(sparse_clf, batches, k).log_softmax(-1)[0, target]
         sparse_clf.intervene(TEXT, concept, value, ratio=0.002, selection="taylor", steps=1, persist=True,
                              keep_unfixed=True)
-        after = concept_k_logits(sparse_clf, batches, k).log_softmax(-1)[0, target]
+        after = concept_k_outputs(sparse_clf, batches, k).log_softmax(-1)[0, target]
         raised += int(after > before)
         sparse_clf.undo()
     assert raised == 3

@@ -45,7 +45,7 @@ def main() -> None:
     wrong = predicted_values(list(clf.forward_texts(dev.texts).concept_logits)) != dev.concepts
     items = [(int(i), int(k)) for i in np.flatnonzero(wrong.any(1)) for k in np.flatnonzero(wrong[i])][: args.n]
     test_batches = I.tokenize(clf, test.texts)
-    base = [I.concept_k_logits(clf, test_batches, k).argmax(-1).numpy() for k in range(len(schema.concepts))]
+    base = [I.concept_k_outputs(clf, test_batches, k).argmax(-1).numpy() for k in range(len(schema.concepts))]
     rows = {c: [] for c in args.caution}
     for i, k in items:
         concept, masks_k = schema.concepts[k], model.masks[schema.concepts[k]]
@@ -60,7 +60,7 @@ def main() -> None:
                 rows[caution].append({"fixed": False, "bits": 0, "changed": 0, "delta_accuracy": 0.0})
                 continue
             n, logits = I.search(clf, k, batches, v, drop, grow, g_theta.size)
-            after = I.concept_k_logits(clf, test_batches, k).argmax(-1).numpy()
+            after = I.concept_k_outputs(clf, test_batches, k).argmax(-1).numpy()
             I.flip(model, concept, drop[:n], grow[:n], undo=True)
             truth = test.concepts[:, k]
             rows[caution].append({"fixed": int(logits.argmax(-1)[0]) == int(v[0]), "bits": 2 * int(n),

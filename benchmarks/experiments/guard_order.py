@@ -16,7 +16,7 @@ import numpy as np
 
 from sparsecbm import load, load_dataset
 from sparsecbm.files import write_json
-from sparsecbm.interventions import concept_k_logits, tokenize
+from sparsecbm.interventions import concept_k_outputs, tokenize
 
 
 def padding(batches) -> float:
@@ -33,12 +33,12 @@ def main() -> None:
     texts = load_dataset("cebab")["train"].head(300).texts
     order = np.argsort([len(t) for t in texts], kind="stable")
     variants = {"guard's order": tokenize(clf, texts), "shortest first": tokenize(clf, [texts[i] for i in order])}
-    concept_k_logits(clf, variants["guard's order"], 0)  # warm up
+    concept_k_outputs(clf, variants["guard's order"], 0)  # warm up
     seconds = {name: [] for name in variants}
     for _ in range(5):
         for name, batches in variants.items():
             start = time.perf_counter()
-            concept_k_logits(clf, batches, 0)
+            concept_k_outputs(clf, batches, 0)
             seconds[name].append(time.perf_counter() - start)
     result = {"command": "python -m benchmarks.experiments.guard_order", "model": args.model, "texts": len(texts),
               **{name: {"median_s": statistics.median(seconds[name]), "padded_over_real": padding(variants[name])}

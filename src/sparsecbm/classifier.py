@@ -162,7 +162,7 @@ class Classifier:
         self.model.eval()
         # Longest first: batches of similar length waste little padding.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        task, concepts, index = [], [], []
+        task, concepts, features, index = [], [], [], []
         batches = iter_batches(self.tokenizer, texts, order, batch_size, self.max_length)
         total = (len(texts) + batch_size - 1) // batch_size
         try:
@@ -171,6 +171,8 @@ class Classifier:
                 task.append(out.task_logits.float().cpu())
                 if out.concept_logits:
                     concepts.append(torch.cat(out.concept_logits, dim=1).float().cpu())
+                if out.features:
+                    features.append(torch.cat(out.features, dim=1).float().cpu())
                 index.append(idx)
         finally:
             self.model.train(was_training)
@@ -179,17 +181,30 @@ class Classifier:
         if not self.config.has_concepts:
             return CBMOutput(task_logits=task_logits)
         logits = torch.cat(concepts)[inverse] if concepts else torch.zeros(0, sum(self.model.concept_sizes))
+        feats = ()
+        if self.model.has_features:
+            feats = torch.cat(features)[inverse] if features else torch.zeros(0, sum(self.model.feature_sizes))
+            feats = torch.split(feats, self.model.feature_sizes, dim=1)
         return CBMOutput(
             task_logits=task_logits,
             concept_logits=torch.split(logits, self.model.concept_sizes, dim=1),
             activations=torch.sigmoid(logits),
+            features=feats,
         )
 
-    def task_logits_from(self, concept_logits: list[torch.Tensor]) -> torch.Tensor:
-        """Task logits (C_y,) or (n, C_y), float32 on the CPU, from every concept's logits,
-        (C_k,) or (n, C_k) each (Eq. 3)."""
+    def task_logits_from(self, concept_outputs: list[torch.Tensor]) -> torch.Tensor:
+        """Task logits (C_y,) or (n, C_y), float32 on the CPU, from every concept's outputs,
+        (C_k + F_k,) or (n, C_k + F_k) each: its logits, then the label head's features
+        (``model.concept_outputs``; F_k = 0 for a soft head without side channel)."""
         with torch.inference_mode():
-            return self.model.task_logits_from([l.to(self.device) for l in concept_logits]).float().cpu()
+            return self.model.task_logits_from([l.to(self.device) for l in concept_outputs]).float().cpu()
+
+    def read_label(self, activations: torch.Tensor, features=(), *, side: bool = True) -> torch.Tensor:
+        """Task logits (n, C_y), float32 on the CPU, of the label head reading these
+        activations (n, sum C_k) and features (``CBMOutput.features``)."""
+        with torch.inference_mode():
+            return self.model.read_label(activations.to(self.device), tuple(f.to(self.device) for f in features),
+                                         side=side).float().cpu()
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
         """One :class:`Prediction` per text (label, label probabilities, concepts)."""

@@ -57,8 +57,8 @@ class ConceptExplanation:
     probability: float  # softmax over the concept's values
     activation: float  # a_k of the predicted value (sigmoid of its logit)
     activations: dict[str, float]
-    contribution: float  # phi_{y,k} . a_k for the predicted label y
-    contributions: dict[str, float]  # per value: phi_{y,k,v} a_{k,v}
+    contribution: float  # concept k's term of the predicted label y's logit (phi_{y,k} . a_k with a soft head)
+    contributions: dict[str, float]  # per value: its part of the term (phi_{y,k,v} a_{k,v} with a soft head)
     words: tuple[WordScore, ...] = ()  # every word read, in text order (empty without a token method)
 
     def top_words(self, n: int = 5) -> list[WordScore]:
@@ -77,6 +77,27 @@ class Explanation:
     method: str | None  # token-score method, None when token scores were not asked for
     truncated: bool = False  # the text was longer than the model's max length; later words were not read
     subnetworks: dict[str, Any] | None = field(default=None, repr=False)
+    side: float | None = None  # the side channel's part of the label's logit (None: the model has none)
+    values_label: str | None = None  # the label the predicted concept values alone give (no nuance, no side channel)
+    concept_share: float | None = None  # share of the label's logit carried by the named concept values
+
+    @property
+    def logit(self) -> float:
+        """The predicted label's logit: concept contributions + side channel + bias."""
+        return sum(c.contribution for c in self.concepts) + (self.side or 0.0) + self.bias
+
+    def decision_lines(self) -> list[str]:
+        """How much the concepts decide, in words: the side channel, the constant, and the
+        label the concept values alone would give when it differs."""
+        lines = []
+        if self.side is not None:
+            lines.append(f"not explained by the concepts (side channel): {self.side:+.2f}")
+        lines.append(f"a constant {self.bias:+.2f}; the label's logit {self.logit:.2f} is the sum")
+        if self.concept_share is not None:
+            lines.append(f"the concept values carry {100 * self.concept_share:.0f}% of it")
+        if self.values_label is not None and self.values_label != self.label:
+            lines.append(f"the concept values alone would give label {self.values_label!r}")
+        return lines
 
     @property
     def signed(self) -> bool:
@@ -93,7 +114,7 @@ class Explanation:
             if c.words:
                 line += "; read from: " + ", ".join(repr(w.text) for w in c.top_words(words))
             lines.append(line)
-        lines.append(f"  (plus a constant {self.bias:+.2f}; the label's logit is the sum)")
+        lines += [f"  {line}" for line in self.decision_lines()]
         if self.truncated:
             lines.append("  note: the text is longer than the model reads; it was cut and later words were not read")
         return "\n".join(lines)
@@ -105,6 +126,10 @@ class Explanation:
             "label": self.label,
             "probabilities": dict(self.probabilities),
             "bias": self.bias,
+            "side": self.side,
+            "logit": self.logit,
+            "values_label": self.values_label,
+            "concept_share": self.concept_share,
             "method": self.method,
             "signed": self.signed,
             "truncated": self.truncated,
@@ -334,19 +359,21 @@ def explain(
             s, lk = token_scores(clf, enc, k, None, method, steps=steps)
             logits.append(lk)
             scores.append(s)
-    with torch.no_grad():
-        activations = torch.sigmoid(torch.cat(logits, dim=1))
-        task = model.classifier(activations.to(clf.device)).float().cpu()[0]
-        probs = task.softmax(-1)
-        y = int(probs.argmax())
-        phi = model.classifier.weight[y].float().cpu()
+    features = clf.forward_texts([text]).features if model.has_features and method is not None else ()
+    if method is None:
+        features = out.features
+    activations = torch.sigmoid(torch.cat(logits, dim=1))
+    with torch.inference_mode(), model.evaluating():
+        parts = model.logit_parts(activations.to(clf.device), tuple(f.to(clf.device) for f in features))
+    probs = clf.read_label(activations, features)[0].softmax(-1)
+    y = int(parts["label"][0])
     spans = enc.spans
     word_texts = enc.texts(text)
     concepts = []
     for k, (name, values) in enumerate(zip(schema.concepts, schema.concept_values)):
         cols = model.concept_slice(k)
         a = activations[0, cols]
-        per_value = (a * phi[cols]).tolist()
+        per_value = value_contributions(clf, k, a, features[k][0] if features else None, y)
         p = logits[k][0].softmax(-1)
         v = int(p.argmax())
         ws = ()
@@ -358,7 +385,7 @@ def explain(
             probability=float(p[v]),
             activation=float(a[v]),
             activations=dict(zip(values, map(float, a))),
-            contribution=float(sum(per_value)),
+            contribution=float(parts["values"][0, k] + parts["nuance"][0, k]),
             contributions=dict(zip(values, per_value)),
             words=ws,
         ))
@@ -367,12 +394,29 @@ def explain(
         text=text,
         label=schema.labels[y],
         probabilities=dict(zip(schema.labels, map(float, probs))),
-        bias=float(model.classifier.bias[y].detach()),
+        bias=float(parts["bias"][0]),
         concepts=tuple(concepts),
         method=method,
         truncated=enc.truncated,
         subnetworks=subnetworks(clf, heatmaps) if subnetwork_level else None,
+        side=float(parts["side"][0]) if model.config.residual else None,
+        values_label=schema.labels[int(parts["values_label"][0])],
+        concept_share=float(parts["share"][0]),
     )
+
+
+def value_contributions(clf: Classifier, k: int, a_k: torch.Tensor, f_k: torch.Tensor | None, y: int) -> list[float]:
+    """Concept k's term of label y's logit, value by value (their sum is the term): a soft or
+    embedding head's term is linear in the activations, so each value's part is the term
+    with the other values' activations at 0; a hard head's term is its predicted value's."""
+    model = clf.model
+    f = None if f_k is None else f_k[None].to(clf.device)
+    with torch.inference_mode(), model.evaluating():
+        if model.config.bottleneck == "hard":
+            term = float(model.concept_term(k, a_k[None].to(clf.device), f)[0, y])
+            return [term if v == int(a_k.argmax()) else 0.0 for v in range(len(a_k))]
+        rows = torch.eye(len(a_k)) * a_k[None]  # one value's activation per row
+        return [float(model.concept_term(k, row[None].to(clf.device), f)[0, y]) for row in rows]
 
 
 def explain_many(

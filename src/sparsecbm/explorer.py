@@ -88,7 +88,7 @@ class Explorer:
         if self._browse is not None:
             logits = self._browse.all(clf)
             info["scores"] = evaluate_predictions(self.split, clf.schema, clf.task_logits_from(logits).argmax(-1).numpy(),
-                                                  np.stack([l.argmax(-1).numpy() for l in logits], axis=1))
+                                                  clf.model.predicted_values(logits))
         return info
 
     def examples(self, only: str = "all", concept: str | None = None, sort: str = "index", descending: bool = False,
@@ -106,7 +106,7 @@ class Explorer:
             raise ApiError(400, f"offset must be >= 0 and limit in [1, {MAX_LIMIT}]")
         logits = self._browse.all(self.clf)
         task = self.clf.task_logits_from(logits).softmax(-1)
-        probs = [l.softmax(-1) for l in logits]
+        probs = [self.clf.model.logits_of(k, l).softmax(-1) for k, l in enumerate(logits)]
         pred = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)  # (n, K)
         label = task.argmax(-1).numpy()
         ks = [schema.concepts.index(concept)] if concept else list(range(len(schema.concepts)))

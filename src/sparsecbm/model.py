@@ -30,6 +30,7 @@ from transformers import PreTrainedModel
 
 from .backbones import hidden_size
 from .data import Schema
+from .heads import BOTTLENECKS, LabelHead
 from .masks import Masks, MaskView, check_masks, full_masks
 
 MODEL_KINDS = ("standard", "cbm", "sparsecbm")
@@ -44,12 +45,21 @@ class ModelConfig:
     backbone: str = "minilm"  # as the user named it; the weights themselves are saved
     pooling: str = "mean"  # "mean" over real tokens, or "last" real token (decoders)
     schema: Schema = field(default_factory=lambda: Schema(labels=("0", "1")))
+    bottleneck: str = "soft"  # what the label head reads: "soft" activations, "hard" values, or "embedding"s
+    residual: int = 0  # R unnamed side-channel numbers from the text straight to the label (0: none)
+    embedding_dim: int = 16  # m numbers per concept value (embedding bottleneck only)
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"model kind must be one of {list(MODEL_KINDS)}, got {self.kind!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+        if self.bottleneck not in BOTTLENECKS:
+            raise ValueError(f"bottleneck must be one of {list(BOTTLENECKS)}, got {self.bottleneck!r}")
+        if self.residual < 0 or self.embedding_dim < 1:
+            raise ValueError(f"residual must be >= 0 and embedding_dim >= 1, got {self.residual}, {self.embedding_dim}")
+        if self.kind == "standard" and (self.bottleneck != "soft" or self.residual):
+            raise ValueError("a bottleneck or a residual applies to concept models (cbm, sparsecbm), not 'standard'")
         if self.kind != "standard" and not self.schema.concepts:
             raise ValueError(
                 f"a {self.kind!r} model needs concept annotations; the data has none "
@@ -77,6 +87,7 @@ class CBMOutput:
     task_logits: torch.Tensor  # (n, C_y)
     concept_logits: tuple[torch.Tensor, ...] = ()  # K tensors, (n, C_k) each
     activations: torch.Tensor | None = None  # (n, sum C_k) = sigmoid(concept logits)
+    features: tuple[torch.Tensor, ...] = ()  # K tensors (n, F_k): what the label head reads besides (heads.py)
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -91,7 +102,7 @@ def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tens
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-class ConceptBottleneckModel(nn.Module):
+class ConceptBottleneckModel(LabelHead, nn.Module):
     """A transformer backbone with a Standard head, a concept bottleneck, or
     a concept bottleneck whose concepts each read their own masked subnetwork.
 
@@ -109,9 +120,9 @@ class ConceptBottleneckModel(nn.Module):
         if config.has_concepts:
             self.concept_sizes = config.schema.num_concept_values
             self.projector = nn.Linear(width, sum(self.concept_sizes))  # p_psi
-            self.classifier = nn.Linear(sum(self.concept_sizes), n_labels)  # g_phi
+            self.build_head(width, n_labels)  # g_phi (heads.py)
         else:
-            self.concept_sizes = ()
+            self.concept_sizes = self.feature_sizes = ()
             self.head = nn.Linear(width, n_labels)
         self.concept_masks: nn.ModuleList | None = None
         self._mask_view: Masks | None = None
@@ -304,17 +315,25 @@ class ConceptBottleneckModel(nn.Module):
         head = self.projector if self.config.has_concepts else self.head
         return pool(hidden.float(), attention_mask).to(head.weight.dtype)  # pooled in float32
 
-    def concept_logits(
+    def concept_outputs(
         self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, k: int, *, dense: bool = False,
-        **encode_kwargs,
+        features: bool = True, **encode_kwargs,
     ) -> torch.Tensor:
-        """Concept k's logits (n, C_k): from its own subnetwork (SparseCBM) or
-        the dense backbone (CBM, or ``dense=True``: a SparseCBM's shared weights
-        without masks). ``encode_kwargs`` go to :meth:`encode`."""
+        """Concept k's logits (n, C_k), then (``features=True``) the label head's features of
+        concept k (n, F_k; none for a soft head without side channel): from its own
+        subnetwork (SparseCBM) or the dense backbone (CBM, or ``dense=True``: a SparseCBM's
+        shared weights without masks). ``encode_kwargs`` go to :meth:`encode`."""
         concept = self.config.schema.concepts[k] if self.config.kind == "sparsecbm" and not dense else None
         z = self.encode(input_ids, attention_mask, concept, **encode_kwargs)
         cols = self.concept_slice(k)
-        return F.linear(z, self.projector.weight[cols], self.projector.bias[cols])
+        logits = F.linear(z, self.projector.weight[cols], self.projector.bias[cols])
+        if not (features and self.feature_sizes[k]):
+            return logits
+        return torch.cat([logits, *self.head_features(z, k)], dim=1)
+
+    def concept_logits(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, k: int, **kwargs) -> torch.Tensor:
+        """Concept k's logits (n, C_k); see :meth:`concept_outputs`."""
+        return self.concept_outputs(input_ids, attention_mask, k, features=False, **kwargs)
 
     def concept_loss(
         self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor, k: int, values: torch.Tensor,
@@ -325,28 +344,29 @@ class ConceptBottleneckModel(nn.Module):
         interventions. The task term uses concept k's own share of the task
         logits, so one pass suffices; without ``labels`` it is left out.
         ``values`` (n,) are concept k's value indices; ``encode_kwargs`` go to :meth:`encode`."""
-        logits = self.concept_logits(input_ids, attention_mask, k, **encode_kwargs)  # (n, C_k)
+        outputs = self.concept_outputs(input_ids, attention_mask, k, features=labels is not None, **encode_kwargs)
+        logits = outputs[:, : self.concept_sizes[k]]  # (n, C_k)
         loss = gamma * F.cross_entropy(logits, values, reduction=reduction)
         if labels is not None:
-            task = self.concept_term(k, torch.sigmoid(logits)) + self.classifier.bias  # (n, C_y)
+            task = self.concept_part(k, outputs)  # (n, C_y)
             loss = loss + F.cross_entropy(task, labels, reduction=reduction)
         return loss
 
-    def task_logits_from(self, concept_logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Task logits (..., C_y) from every concept's logits (..., C_k each): ``g(sigmoid(.))`` (Eq. 3)."""
-        return self.classifier(torch.sigmoid(torch.cat(list(concept_logits), dim=-1)))
+    def concept_part(self, k: int, outputs_k: torch.Tensor) -> torch.Tensor:
+        """Concept k's own share of the task logits plus the bias (n, C_y), from its outputs
+        (:meth:`concept_outputs`): its term, its 1/K of the side channel, and the bias."""
+        c, r = self.concept_sizes[k], self.config.residual
+        features = outputs_k[:, c:] if self.feature_sizes[k] else None
+        task = self.concept_term(k, torch.sigmoid(outputs_k[:, :c]), features) + self.classifier.bias
+        return task + self.side_out(features[:, -r:]) / len(self.concept_sizes) if r else task
 
-    def concept_term(self, k: int, activations_k: torch.Tensor) -> torch.Tensor:
-        """Concept k's additive share of the task logits, ``phi_k a_k``: (n, C_k) -> (n, C_y)."""
-        return activations_k @ self.classifier.weight[:, self.concept_slice(k)].T
-
-    def concept_terms(self, activations: torch.Tensor) -> torch.Tensor:
-        """Every concept's share of the task logits, (n, K, C_y).
-        Task logits = terms.sum(1) + classifier bias (Eq. 3)."""
-        return torch.stack(
-            [self.concept_term(k, activations[:, self.concept_slice(k)]) for k in range(len(self.concept_sizes))],
-            dim=1,
-        )
+    def task_logits_from(self, concept_outputs: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Task logits (..., C_y) from every concept's outputs (:meth:`concept_outputs`)."""
+        logits, features = self.split_outputs(concept_outputs)
+        activations = torch.sigmoid(torch.cat(logits, dim=-1))
+        if activations.dim() == 1:
+            return self.read_label(activations[None], tuple(f[None] for f in features))[0]
+        return self.read_label(activations, features)
 
     def intervened(self, out: CBMOutput, chosen: torch.Tensor, concepts: torch.Tensor) -> CBMOutput:
         """``out`` with the concepts ``chosen`` ((n, K) bool) set to their true values
@@ -357,22 +377,26 @@ class ConceptBottleneckModel(nn.Module):
             true_k = F.one_hot(concepts[:, k], size).to(a_k.dtype)
             parts.append(torch.where(chosen[:, k : k + 1], true_k, a_k))
         activations = torch.cat(parts, dim=1)
-        return CBMOutput(task_logits=self.classifier(activations), concept_logits=out.concept_logits,
-                         activations=activations)
+        return CBMOutput(task_logits=self.read_label(activations, out.features), concept_logits=out.concept_logits,
+                         activations=activations, features=out.features)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> CBMOutput:
         if not self.config.has_concepts:
             return CBMOutput(task_logits=self.head(self.encode(input_ids, attention_mask)))
         if self.config.kind == "sparsecbm":
-            per_concept = [self.concept_logits(input_ids, attention_mask, k) for k in range(len(self.concept_sizes))]
+            outputs = [self.concept_outputs(input_ids, attention_mask, k) for k in range(len(self.concept_sizes))]
+            per_concept, features = self.split_outputs(outputs)
             logits = torch.cat(per_concept, dim=1)  # (n, sum C_k)
         else:
-            logits = self.projector(self.encode(input_ids, attention_mask))
+            z = self.encode(input_ids, attention_mask)
+            logits = self.projector(z)
+            features = self.head_features(z) if self.has_features else ()
         activations = torch.sigmoid(logits)
         return CBMOutput(
-            task_logits=self.classifier(activations),
+            task_logits=self.read_label(activations, features),
             concept_logits=torch.split(logits, self.concept_sizes, dim=1),
             activations=activations,
+            features=features,
         )
 
 

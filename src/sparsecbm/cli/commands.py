@@ -14,7 +14,7 @@ from ..explanations import explain, explain_many
 from ..files import write_json
 from ..metrics import concept_ceiling, format_table
 from ..parallel import processes
-from ..interventions.curves import concept_share, hard_concepts_accuracy
+from ..interventions.curves import concept_share, hard_concepts_accuracy, single_fixes
 from ..training import train
 from .inputs import configs_from_args, load_data, masks_file, predict_inputs, truncation_notice
 
@@ -62,10 +62,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         ceiling = concept_ceiling(dataset["train"], dataset[args.split], dataset.schema)
     print(format_table(result, title=f"{dataset.name} {args.split}: {clf.config.kind} model, {clf.config.backbone}", ceiling=ceiling))
     if clf.config.has_concepts:
-        result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out.concept_logits)
-        result["concept_share"] = concept_share(clf, out.activations)
+        result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out)
+        result["concept_share"] = concept_share(clf, out)
+        result["single_fixes"] = fixes = single_fixes(clf, split, out)
         print(f"task accuracy with the predicted concept values as 0/1: {100 * result['hard_concepts_task_accuracy']:.1f} %; "
               f"the concepts' share of the winning label's logit: {100 * result['concept_share']:.1f} %")
+        print(f"one wrong concept set to its true value, over {fixes['pairs']} (text, concept) pairs: "
+              f"{fixes['fixed']} labels fixed, {fixes['broken']} broken (net {100 * fixes['net']:+.1f} %)")
         if ceiling is not None:
             result["leakage_gap"] = result["task"]["accuracy"] - ceiling["accuracy"]
             print(f"leakage gap (task accuracy minus the gold-concept ceiling): {100 * result['leakage_gap']:+.1f} points")

@@ -43,7 +43,7 @@ accuracy as concepts are set true; how much the concepts decide).
 """
 
 from .rewire import correct, intervene
-from .gradients import concept_k_logits, curvature, saliency, tokenize
+from .gradients import concept_k_outputs, curvature, saliency, tokenize
 from .guard import CAUTION, Guard, check_caution, check_tolerance
 from .log import LOG_JSON, LOG_TENSORS, load_log, save_log, undo
 from .oracle import oracle, oracle_labels
@@ -53,6 +53,6 @@ from .split_logits import SplitLogits
 
 __all__ = [
     "AUTO", "CAUTION", "LOG_JSON", "LOG_TENSORS", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "Guard", "SplitLogits",
-    "InterventionResult", "auto_ladder", "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "concept_k_logits", "correct", "curvature", "flip", "intervene",
+    "InterventionResult", "auto_ladder", "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "concept_k_outputs", "correct", "curvature", "flip", "intervene",
     "load_log", "oracle", "oracle_labels", "rank", "revert", "saliency", "save_log", "tokenize", "undo",
 ]

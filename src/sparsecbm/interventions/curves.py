@@ -63,28 +63,27 @@ def _percentiles(activations: torch.Tensor, truth: torch.Tensor) -> tuple[torch.
     return torch.tensor(high), torch.tensor(low)
 
 
-def _accuracy(clf: Classifier, activations: torch.Tensor, labels: np.ndarray) -> np.ndarray:
-    """Per text, whether the classifier on these activations predicts the label."""
-    with torch.inference_mode():
-        logits = clf.model.classifier(activations.to(clf.device)).float().cpu()
-    return logits.argmax(-1).numpy() == labels
+def _accuracy(clf: Classifier, activations: torch.Tensor, features, labels: np.ndarray) -> np.ndarray:
+    """Per text, whether the label head on these activations (and features) predicts the label."""
+    return clf.read_label(activations, features).argmax(-1).numpy() == labels
 
 
-def curve(clf: Classifier, split: Split, predicted: torch.Tensor, true: torch.Tensor, certainty: torch.Tensor,
-          order: str) -> list[float]:
-    """Task accuracy with j = 0..K concepts set true (``predicted``/``true``: (n, sum C_k)
-    activations; ``certainty``: (n, K), the probability of each predicted value)."""
+def curve(clf: Classifier, split: Split, out, true: torch.Tensor, certainty: torch.Tensor, order: str) -> list[float]:
+    """Task accuracy with j = 0..K concepts set true (``out``: the model's outputs on
+    ``split``; ``true``: (n, sum C_k) true activations; ``certainty``: (n, K), the
+    probability of each predicted value)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
     model, n_concepts = clf.model, len(clf.schema.concepts)
     cols = [model.concept_slice(k) for k in range(n_concepts)]
     labels = np.asarray(split.labels)
+    predicted = out.activations
 
-    def with_true(chosen: torch.Tensor) -> torch.Tensor:  # chosen: (n, K) bool
+    def accuracy(chosen: torch.Tensor) -> np.ndarray:  # chosen: (n, K) bool
         a = predicted.clone()
         for k, c in enumerate(cols):
             a[:, c] = torch.where(chosen[:, k:k + 1], true[:, c], predicted[:, c])
-        return a
+        return _accuracy(clf, a, out.features, labels)
 
     points = []
     for j in range(n_concepts + 1):
@@ -93,20 +92,42 @@ def curve(clf: Classifier, split: Split, predicted: torch.Tensor, true: torch.Te
             for subset in itertools.combinations(range(n_concepts), j):
                 chosen = torch.zeros(len(split), n_concepts, dtype=torch.bool)
                 chosen[:, list(subset)] = True
-                accs.append(_accuracy(clf, with_true(chosen), labels).mean())
+                accs.append(accuracy(chosen).mean())
             points.append(float(np.mean(accs)))
         else:
             rank = certainty.argsort(dim=1, stable=True)  # least certain first
             chosen = torch.zeros(len(split), n_concepts, dtype=torch.bool)
             chosen.scatter_(1, rank[:, :j], True)
-            points.append(float(_accuracy(clf, with_true(chosen), labels).mean()))
+            points.append(float(accuracy(chosen).mean()))
     return points
+
+
+def single_fixes(clf: Classifier, split: Split, out) -> dict[str, Any]:
+    """Each (text, wrong concept) pair set right alone (0/1 true value), the rest as
+    predicted: how many labels that fixes and how many it breaks."""
+    labels = np.asarray(split.labels)
+    pred = np.stack([l.argmax(-1).numpy() for l in out.concept_logits], axis=1)
+    right = clf.read_label(out.activations, out.features).argmax(-1).numpy() == labels
+    fixed = broken = pairs = 0
+    for k in range(len(clf.schema.concepts)):
+        rows = np.flatnonzero(pred[:, k] != split.concepts[:, k])
+        if not len(rows):
+            continue
+        a = out.activations[rows].clone()
+        cols = clf.model.concept_slice(k)
+        a[:, cols] = torch.nn.functional.one_hot(torch.as_tensor(split.concepts[rows, k]), cols.stop - cols.start).float()
+        now = _accuracy(clf, a, tuple(f[rows] for f in out.features), labels[rows])
+        fixed += int((now & ~right[rows]).sum())
+        broken += int((~now & right[rows]).sum())
+        pairs += len(rows)
+    return {"pairs": pairs, "fixed": fixed, "broken": broken, "net": (fixed - broken) / max(1, pairs)}
 
 
 def intervention_curves(clf: Classifier, split: Split, train_split: Split | None = None, *,
                         progress: bool = False) -> dict[str, Any]:
-    """Every order x value mode's curve on ``split``, plus the head fed hard predicted values
-    and the concepts' share of the winning logit (:func:`concept_share`)."""
+    """Every order x value mode's curve on ``split``, the head fed hard predicted values,
+    single-concept fixes (:func:`single_fixes`) and the concepts' share of the winning
+    logit (:func:`concept_share`)."""
     if not clf.config.has_concepts:
         raise ValueError("intervention curves need concepts; a Standard model has none")
     out = clf.forward_texts(split.texts, progress=progress, desc="curve")
@@ -122,47 +143,28 @@ def intervention_curves(clf: Classifier, split: Split, train_split: Split | None
             continue
         true = true_activations(clf, split, values, train_activations, train_split)
         for order in ORDERS:
-            result["curves"][f"{order}/{values}"] = curve(clf, split, out.activations, true, certainty, order)
-    result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out.concept_logits)
+            result["curves"][f"{order}/{values}"] = curve(clf, split, out, true, certainty, order)
+    result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out)
     result["task_accuracy"] = result["curves"]["random/onehot"][0]
-    result["concept_share"] = concept_share(clf, out.activations)
+    result["single_fixes"] = single_fixes(clf, split, out)
+    result["concept_share"] = concept_share(clf, out)
     return result
 
 
-def hard_concepts_accuracy(clf: Classifier, split: Split, concept_logits) -> float:
-    """Task accuracy of the classifier fed the predicted concept values as 0/1 (no nuance)."""
-    hard = torch.cat([torch.nn.functional.one_hot(l.argmax(-1), l.shape[-1]).float() for l in concept_logits], dim=1)
-    return float(_accuracy(clf, hard, np.asarray(split.labels)).mean())
+def hard_concepts_accuracy(clf: Classifier, split: Split, out) -> float:
+    """Task accuracy of the label head fed the predicted concept values as 0/1 (no nuance;
+    the side channel, if any, as usual)."""
+    return float(_accuracy(clf, clf.model.hard_values(out.activations), out.features, np.asarray(split.labels)).mean())
 
 
-def concept_share(clf: Classifier, activations: torch.Tensor) -> float:
+def concept_share(clf: Classifier, out) -> float:
     """The mean, over texts, of the share of the winning label's logit carried by the
     named concept *values* (what a pathway shows), rather than by the activations'
-    nuance around them or the bias.
-
-    For label y, concept k contributes ``phi_(y,k) . a_k``; its value part is the weight
-    of its predicted value, ``phi_(y,k,v)`` (the contribution of a 0/1 activation),
-    and the rest, ``phi_(y,k) . a_k - phi_(y,k,v)``, is nuance. Share =
-    ``sum_k |value_k| / (sum_k |value_k| + sum_k |nuance_k| + |b_y|)``."""
-    model = clf.model
+    nuance around them, the side channel or the bias (``model.logit_parts``):
+    ``sum_k |value_k| / (sum_k |value_k| + sum_k |nuance_k| + |side| + |b_y|)``."""
     with torch.inference_mode():
-        a = activations.to(clf.device).float()
-        logits = model.classifier(a).float().cpu()
-        weight = model.classifier.weight.detach().float().cpu()  # (C_y, sum C_k)
-        bias = model.classifier.bias.detach().float().cpu()
-    a = a.cpu()
-    y = logits.argmax(-1)
-    rows = torch.arange(len(y))
-    value_part, nuance_part = torch.zeros(len(y)), torch.zeros(len(y))
-    for k in range(len(clf.schema.concepts)):
-        cols = model.concept_slice(k)
-        phi = weight[y][:, cols]  # (n, C_k): the winning label's weights on concept k
-        picked = a[:, cols].argmax(-1)
-        value = phi[rows, picked]
-        value_part += value.abs()
-        nuance_part += ((phi * a[:, cols]).sum(-1) - value).abs()
-    total = value_part + nuance_part + bias[y].abs()
-    return float((value_part / total.clamp_min(1e-12)).mean())
+        parts = clf.model.logit_parts(out.activations.to(clf.device), tuple(f.to(clf.device) for f in out.features))
+    return float(parts["share"].mean())
 
 
 def plot_curves(result: dict[str, Any], path) -> None:

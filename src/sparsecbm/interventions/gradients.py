@@ -30,11 +30,12 @@ def tokenize_one(clf: Classifier, text: str) -> list[tuple[slice, dict[str, torc
     return tokenize(clf, [text])
 
 
-def concept_k_logits(clf: Classifier, batches: list[tuple[slice, dict]], k: int) -> torch.Tensor:
-    """Concept k's logits (n, C_k) on tokenized texts, through its current mask, on the CPU."""
+def concept_k_outputs(clf: Classifier, batches: list[tuple[slice, dict]], k: int) -> torch.Tensor:
+    """Concept k's outputs on tokenized texts, through its current mask, on the CPU: its
+    logits (n, C_k), then the label head's features of concept k (``model.concept_outputs``)."""
     model = clf.model
     with model.evaluating(), torch.inference_mode():
-        return torch.cat([model.concept_logits(b["input_ids"], b["attention_mask"], k).float().cpu() for _, b in batches])
+        return torch.cat([model.concept_outputs(b["input_ids"], b["attention_mask"], k).float().cpu() for _, b in batches])
 
 
 def _gradients(

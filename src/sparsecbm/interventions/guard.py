@@ -30,7 +30,7 @@ import torch
 from ..data import Split
 from ..cache import VersionedCache
 from ..settings import setting
-from .gradients import concept_k_logits, curvature, tokenize
+from .gradients import concept_k_outputs, curvature, tokenize
 from .split_logits import SplitLogits
 
 EPS = 1e-9  # accuracies are ratios of counts: equal ones may differ in the last bit
@@ -83,7 +83,7 @@ class Guard:
         return self._logits.batches(clf)
 
     def concept_logits(self, clf) -> list[torch.Tensor]:
-        """Every concept's logits on the guard, (n, C_k) each (kept until a subnetwork changes)."""
+        """Every concept's outputs on the guard, (n, C_k + F_k) each (``model.concept_outputs``) (kept until a subnetwork changes)."""
         return self._logits.all(clf)
 
     def penalty(self, clf, k: int) -> np.ndarray | None:
@@ -111,7 +111,7 @@ class Guard:
         if not texts:
             return None
         logits = self._logged.get(k, SplitLogits.depends_on(clf, k),
-                                  lambda: concept_k_logits(clf, tokenize(clf, texts), k), tuple(texts))
+                                  lambda: concept_k_outputs(clf, tokenize(clf, texts), k), tuple(texts))
         return texts, torch.tensor(values), logits
 
     def restore(self, clf, k: int, logits: torch.Tensor, logged=None) -> None:
@@ -123,7 +123,7 @@ class Guard:
 
     def scores(self, clf, logits: list[torch.Tensor], k: int) -> tuple[float, float]:
         """(concept k accuracy, task accuracy) on the guard from these concept logits."""
-        concept = float(np.mean(logits[k].argmax(-1).numpy() == self.split.concepts[:, k]))
+        concept = float(np.mean(clf.model.logits_of(k, logits[k]).argmax(-1).numpy() == self.split.concepts[:, k]))
         task = float(np.mean(clf.task_logits_from(logits).argmax(-1).numpy() == self.split.labels))
         return concept, task
 
@@ -143,11 +143,11 @@ class Guard:
         undone = 0
         if logged is not None:
             _, values, logits = logged
-            now = self.logged_logits(clf, k)[2].argmax(-1)
-            undone = int(((logits.argmax(-1) == values) & (now != values)).sum())
+            now = clf.model.logits_of(k, self.logged_logits(clf, k)[2]).argmax(-1)
+            undone = int(((clf.model.logits_of(k, logits).argmax(-1) == values) & (now != values)).sum())
             if undone:
                 reasons.append(f"it would undo {undone} earlier correction(s) of {clf.schema.concepts[k]}")
-        changed = int((after[k].argmax(-1) != before[k].argmax(-1)).sum())
+        changed = int((clf.model.logits_of(k, after[k]).argmax(-1) != clf.model.logits_of(k, before[k]).argmax(-1)).sum())
         return {"accepted": not reasons, "corrections_undone": undone, "caution": self.caution, "reason": "; ".join(reasons) or "no drop beyond the tolerances",
                 "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1],
                 "predictions_changed": changed, "tolerance": self.tolerance, "task_tolerance": self.task_tolerance}

@@ -22,11 +22,13 @@ def oracle(clf: Classifier, text: str, corrections: dict[str, str]) -> dict[str,
     for concept, value in corrections.items():
         clf.schema.concept_index(concept, value)
     out = clf.forward_texts([text])
-    return oracle_labels(clf, out.activations, [corrections])[0]
+    return oracle_labels(clf, out.activations, [corrections], out.features)[0]
 
 
-def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """Oracle intervention on a batch of activations (n, sum C_k): one dict of corrections per row."""
+def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[dict[str, str]],
+                  features=()) -> list[dict[str, Any]]:
+    """Oracle intervention on a batch of activations (n, sum C_k) (and the label head's
+    ``features``, ``CBMOutput.features``): one dict of corrections per row."""
     schema = clf.schema
     a = activations.clone()
     for i, corr in enumerate(corrections):
@@ -36,8 +38,6 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
             onehot = torch.zeros(cols.stop - cols.start)
             onehot[schema.concept_values[k].index(value)] = 1.0
             a[i, cols] = onehot
-    with torch.inference_mode():
-        logits = clf.model.classifier(a.to(clf.device)).float().cpu()
-    probs = logits.softmax(-1)
+    probs = clf.read_label(a, features).softmax(-1)
     return [{"label": schema.labels[int(p.argmax())], "probabilities": dict(zip(schema.labels, map(float, p)))}
             for p in probs]

@@ -37,10 +37,10 @@ def predicted_values(concept_logits: list[torch.Tensor]) -> np.ndarray:
     return np.stack([l.argmax(-1).numpy() for l in concept_logits], axis=1)  # (n, K)
 
 
-def split_scores(clf: Classifier, split: Split, concept_logits: list[torch.Tensor]) -> dict[str, float]:
-    """Summary scores of the predictions that these concept logits (n, C_k) give."""
-    task = clf.task_logits_from(concept_logits).argmax(-1).numpy()
-    return edit_summary(evaluate_predictions(split, clf.schema, task, predicted_values(concept_logits)))
+def split_scores(clf: Classifier, split: Split, concept_outputs: list[torch.Tensor]) -> dict[str, float]:
+    """Summary scores of the predictions that these concept outputs (n, C_k + F_k) give."""
+    task = clf.task_logits_from(concept_outputs).argmax(-1).numpy()
+    return edit_summary(evaluate_predictions(split, clf.schema, task, clf.model.predicted_values(concept_outputs)))
 
 
 def edit_summary(result: dict[str, Any]) -> dict[str, float]:
@@ -74,12 +74,12 @@ def per_example(
     clf.require_masks("to rewire")
     schema = clf.schema
     out = out if out is not None else clf.forward_texts(split.texts, progress=progress, desc="predict")
-    logits = [l.clone() for l in out.concept_logits]
-    pred = predicted_values(logits)
+    logits = clf.model.join_outputs([l.clone() for l in out.concept_logits], out.features)
+    pred = clf.model.predicted_values(logits)
     wrong = pred != split.concepts  # (n, K)
     corrections = [{schema.concepts[k]: schema.concept_values[k][split.concepts[i, k]] for k in np.flatnonzero(wrong[i])}
                    for i in range(len(split))]
-    oracle_task = np.array([schema.labels.index(o["label"]) for o in oracle_labels(clf, out.activations, corrections)])
+    oracle_task = np.array([schema.labels.index(o["label"]) for o in oracle_labels(clf, out.activations, corrections, out.features)])
     result: dict[str, Any] = {
         "n": len(split), "wrong_concepts": int(wrong.sum()), "examples_with_a_wrong_concept": int(wrong.any(1).sum()),
         "steps": steps, "uses_task_label": use_label, "selection": selection, "max_ratio": max_ratio,
@@ -102,7 +102,7 @@ def per_example(
                 new[k][i] = after[0]
                 bits = 2 * sum(int(d.size) for d in drops)
                 bits_all.append(bits)
-                if int(after[0].argmax()) == int(value):
+                if int(clf.model.logits_of(k, after[0]).argmax()) == int(value):
                     bits_per_fix.append(bits)
         result["SI"][_ratio_key(ratio)] = {
             **split_scores(clf, split, new), "ratio": ratio,

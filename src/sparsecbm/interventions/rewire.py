@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batching import check_texts
-from .gradients import concept_k_logits, saliency, tokenize
+from .gradients import concept_k_outputs, saliency, tokenize
 from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, check_max_ratio, check_ratio, count_flips, edit_buffers, flip, rank, revert
 from .results import CorrectionResult, Edit, InterventionResult
 
@@ -40,7 +40,7 @@ def edit(
     grows: list[np.ndarray] = []
     try:
         for step in range(steps):
-            if n_max == 0 or bool((logits.argmax(-1) == values).all()):
+            if n_max == 0 or bool((clf.model.logits_of(k, logits).argmax(-1) == values).all()):
                 break  # nothing to flip, or nothing left to fix: no gradient, no step
             scores = saliency(clf, k, batches, values, labels, selection=selection, out=edit_buffers(clf, masks_k)[0])
             drop, grow = rank(clf, masks_k, scores, n_max, selection, seed + step, penalty)
@@ -51,7 +51,7 @@ def edit(
             else:
                 n = drop.size
                 flip(clf.model, concept, drop, grow)
-                logits = concept_k_logits(clf, batches, k)
+                logits = concept_k_outputs(clf, batches, k)
             drops.append(np.sort(drop[:n]))
             grows.append(np.sort(grow[:n]))
     except BaseException:
@@ -73,9 +73,9 @@ def search(
         for n in auto_ladder(total, drop.size):
             flip(model, concept, drop[done:n], grow[done:n])  # the rankings nest: flip only what is new
             done = n
-            logits = concept_k_logits(clf, batches, k)
-            fixed = int((logits.argmax(-1) == values).sum())
-            loss = float(F.cross_entropy(logits, values, reduction="sum"))
+            logits = concept_k_outputs(clf, batches, k)
+            fixed = int((model.logits_of(k, logits).argmax(-1) == values).sum())
+            loss = float(F.cross_entropy(model.logits_of(k, logits), values, reduction="sum"))
             if best is None or (fixed, -loss) > (best[1], -best[2]):
                 best = (n, fixed, loss, logits)
             if fixed == len(values):
@@ -126,7 +126,7 @@ def _check(
 
 
 def _describe(clf: Classifier, k: int, concept_logits: list[torch.Tensor]) -> list[dict[str, Any]]:
-    p = concept_logits[k].softmax(-1)  # (n, C_k)
+    p = clf.model.logits_of(k, concept_logits[k]).softmax(-1)  # (n, C_k)
     v = p.argmax(-1)
     label = clf.task_logits_from(concept_logits).argmax(-1)
     schema = clf.schema
@@ -172,7 +172,7 @@ def correct(
     labels = _as_list("labels", labels, len(texts), allow_none=True)
     k, v, y = _check(clf, concept, values, labels, ratio, selection, steps, max_ratio)
     batches = tokenize(clf, texts)
-    logits = [concept_k_logits(clf, batches, j) for j in range(len(clf.schema.concepts))]
+    logits = [concept_k_outputs(clf, batches, j) for j in range(len(clf.schema.concepts))]
     before = _describe(clf, k, logits)
     guard_before = guard.concept_logits(clf) if guard is not None else None
     logged_before = guard.logged_logits(clf, k) if guard is not None else None

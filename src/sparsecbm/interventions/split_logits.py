@@ -1,4 +1,4 @@
-"""Every concept's logits on a fixed set of texts, kept until that concept's
+"""Every concept's outputs (logits, then label-head features) on a fixed set of texts, kept until that concept's
 subnetwork changes: what the guard judges an edit by, and what the explorer
 browses."""
 
@@ -10,14 +10,14 @@ import numpy as np
 import torch
 
 from ..cache import VersionedCache
-from .gradients import concept_k_logits, tokenize
+from .gradients import concept_k_outputs, tokenize
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
 
 
 class SplitLogits:
-    """Concept k's logits (n, C_k) on ``texts``, recomputed only when concept k's masks or
+    """Concept k's outputs (n, C_k + F_k) on ``texts``, recomputed only when concept k's masks or
     the model's weights change. The texts run shortest first, so that a chunk pads to
     texts of its own length; the rows come back in the given order."""
 
@@ -45,7 +45,7 @@ class SplitLogits:
 
     def concept(self, clf: Classifier, k: int) -> torch.Tensor:
         return self._cache.get(k, self.depends_on(clf, k),
-                               lambda: concept_k_logits(clf, self.batches(clf), k)[self._order])
+                               lambda: concept_k_outputs(clf, self.batches(clf), k)[self._order])
 
     def all(self, clf: Classifier) -> list[torch.Tensor]:
         """Every concept's logits, (n, C_k) each."""

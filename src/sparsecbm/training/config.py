@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backbones import DEFAULT_BACKBONE
+from ..heads import BOTTLENECKS
 from ..model import MODEL_KINDS, POOLINGS
 from ..pruning import mining_gamma
 from ..settings import setting
@@ -33,6 +34,9 @@ def acting_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if settings.get("training") is not None:
         training.setdefault("precision", "fp32")  # versions before --precision trained in float32
         training.setdefault("intervention_prob", 0.0)  # versions before --intervention-prob trained without
+        training.setdefault("bottleneck", "soft")  # and before --bottleneck / --residual, a soft head alone
+        training.setdefault("residual", 0)
+        training.setdefault("embedding_dim", 16)
     if pruning is not None and "gamma" in training:
         pruning["mining_gamma"] = mining_gamma(pruning.get("mining_gamma"), training["gamma"])
     return settings
@@ -67,6 +71,13 @@ class TrainConfig:
     intervention_prob: float = setting(0.0, "train with random interventions: each concept's activations are "
                                        "replaced by its true value (0/1) with this probability before the label "
                                        "head reads them (Concept Embedding Models' RandInt; 0: off)")
+    bottleneck: str = setting("soft", "what the label head reads of each concept: soft (its sigmoid activations, "
+                              "the paper's), hard (its predicted value, straight-through gradient) or embedding (a "
+                              "learned embedding per value, mixed by the activations, as Concept Embedding Models)",
+                              choices=BOTTLENECKS)
+    residual: int = setting(0, "R unnamed side-channel numbers from the text straight to the label head, shown "
+                            "in every explanation as 'not explained by the concepts' (0: none)", metavar="R")
+    embedding_dim: int = setting(16, "numbers per concept-value embedding (--bottleneck embedding)", metavar="M")
     grad_clip: float = setting(1.0, "gradient norm clipping", flag=False)
     length_groups: int = setting(0, "sort each run of G batches by text length, then shuffle the batches: less "
                                  "padding, faster epochs (0: plain random batches; default 0; docs/decisions.md)",
@@ -108,6 +119,15 @@ class TrainConfig:
             raise ValueError(f"--intervention-prob must be in [0, 1), got {self.intervention_prob}")
         if self.intervention_prob and self.model == "standard":
             raise ValueError("--intervention-prob applies to concept models (cbm, sparsecbm), not --model standard")
+        if self.bottleneck not in BOTTLENECKS:
+            raise ValueError(f"--bottleneck must be one of {list(BOTTLENECKS)}, got {self.bottleneck!r}")
+        if self.residual < 0 or self.embedding_dim < 1:
+            raise ValueError(f"--residual must be >= 0 and --embedding-dim >= 1, got {self.residual}, {self.embedding_dim}")
+        if self.model == "standard" and (self.bottleneck != "soft" or self.residual):
+            raise ValueError("--bottleneck and --residual apply to concept models (cbm, sparsecbm), not --model standard")
+        if self.cbm_mode != "joint" and (self.bottleneck != "soft" or self.residual):
+            raise ValueError("--bottleneck and --residual train with the concepts (--cbm-mode joint); a sequential or "
+                             "independent head is fitted on soft activations or gold values alone")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"--warmup must be in [0, 1), got {self.warmup}")
 

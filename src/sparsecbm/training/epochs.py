@@ -214,8 +214,11 @@ def _forward(clf: Classifier, texts: list[str], run: Run, desc: str) -> CBMOutpu
     if not out.concept_logits:
         return CBMOutput(task_logits=task)
     logits = procs.gather_rows(torch.cat(out.concept_logits, dim=1), n)
+    features = ()
+    if out.features:
+        features = torch.split(procs.gather_rows(torch.cat(out.features, dim=1), n), clf.model.feature_sizes, dim=1)
     return CBMOutput(task_logits=task, concept_logits=torch.split(logits, clf.model.concept_sizes, dim=1),
-                     activations=torch.sigmoid(logits))
+                     activations=torch.sigmoid(logits), features=features)
 
 
 def _report_epoch(record: dict[str, Any]) -> None:

@@ -145,7 +145,10 @@ def train(
 
 def new_classifier(dataset: Dataset, config: TrainConfig, kind: str, device: torch.device) -> Classifier:
     backbone, tokenizer = load_backbone(config.backbone)
-    model_config = ModelConfig(kind=kind, backbone=config.backbone, pooling=config.pooling, schema=dataset.schema)
+    head = {} if kind == "standard" else {"bottleneck": config.bottleneck, "residual": config.residual,
+                                          "embedding_dim": config.embedding_dim}
+    model_config = ModelConfig(kind=kind, backbone=config.backbone, pooling=config.pooling, schema=dataset.schema,
+                               **head)
     model = ConceptBottleneckModel(backbone, model_config).to(device)
     return Classifier(model, tokenizer, max_length=config.max_length, data_spec=dataset.spec)
 
@@ -154,6 +157,7 @@ def _sparse_from_dense(dense: Classifier, dataset: Dataset, device: torch.device
     """A SparseCBM sharing the dense CBM's weights, every mask full."""
     config = replace(dense.config, kind="sparsecbm")
     model = ConceptBottleneckModel(dense.model.backbone, config)
-    model.projector.load_state_dict(dense.model.projector.state_dict())
-    model.classifier.load_state_dict(dense.model.classifier.state_dict())
+    for name, child in dense.model.named_children():  # projector and the label head's modules
+        if name != "backbone":
+            getattr(model, name).load_state_dict(child.state_dict())
     return Classifier(model.to(device), dense.tokenizer, max_length=dense.max_length, data_spec=dataset.spec)

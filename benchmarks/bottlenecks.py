@@ -1,0 +1,95 @@
+"""Label heads for interventions (issue 27): which head keeps the decision going through
+the concepts. Dense joint CBMs on CEBaB (MiniLM, today's recipe), one head option per
+row, three seeds each; every run is the real CLI (``sparsecbm train`` then ``sparsecbm
+evaluate``), then the intervention curves of the trained model on the test split
+(random order over every subset and least certain first, true values as 0/1). Each
+finished run is saved to benchmarks/results/bottlenecks.json at once and skipped when
+the script runs again; a run takes about 4.5 min on 2 CPU cores.
+
+    python -m benchmarks.bottlenecks [--only soft residual-8-p0.5] [--seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import sparsecbm
+from benchmarks.harness import run_one, settings_by_seed, table_head
+from sparsecbm.data import dataset_from_spec
+from sparsecbm.interventions.curves import intervention_curves
+
+RUNS = Path("runs/bottlenecks")
+SETTINGS = {
+    "soft": [],  # today's joint CBM
+    "soft-p0.25": ["--intervention-prob", "0.25"],
+    "hard-p0.25": ["--bottleneck", "hard", "--intervention-prob", "0.25"],
+    "residual-8-p0.5": ["--residual", "8", "--intervention-prob", "0.5"],
+    "embedding-p0.25": ["--bottleneck", "embedding", "--intervention-prob", "0.25"],
+    "embedding-p0.5": ["--bottleneck", "embedding", "--intervention-prob", "0.5"],
+}
+
+
+def run_row(setting: str, seed: int) -> dict:
+    name = f"cbm-{setting}-s{seed}"
+    record = run_one(name, ["--data", "cebab", "--model", "cbm", "--seed", str(seed), *SETTINGS[setting]], RUNS)
+    clf = sparsecbm.load(RUNS / name)
+    start = time.perf_counter()
+    curves = intervention_curves(clf, dataset_from_spec(clf.data_spec)["test"], progress=True)
+    curves["seconds"] = round(time.perf_counter() - start, 1)
+    record.update(setting=setting, seed=seed, curves=curves,
+                  machine=f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    return record
+
+
+def summary(runs: list[dict]) -> dict[str, float]:
+    """Means over seeds of the measures a row of the table shows (fractions)."""
+    def mean(f) -> float:
+        return float(np.mean([f(r) for r in runs]))
+
+    curve = np.mean([r["curves"]["curves"]["random/onehot"] for r in runs], axis=0)
+    return {
+        "task": mean(lambda r: r["test"]["task"]["accuracy"]),
+        "concepts": mean(lambda r: r["test"]["concepts"]["mean"]["accuracy"]),
+        "curve": [float(p) for p in curve],
+        "worst_step": float(np.min(np.diff(curve))),
+        "all_true_gain": float(curve[-1] - curve[0]),
+        "net_single_fixes": mean(lambda r: r["curves"]["single_fixes"]["net"]),
+        "hard": mean(lambda r: r["curves"]["hard_concepts_task_accuracy"]),
+        "share": mean(lambda r: r["curves"]["concept_share"]),
+        "leakage_gap": mean(lambda r: r["test"]["leakage_gap"]),
+    }
+
+
+def markdown(results: dict) -> str:
+    lines = table_head(
+        "CEBaB test, dense joint CBMs (MiniLM, today's recipe), mean over the seeds run, %: task and concept "
+        "accuracy without intervention; the random-order curve (0..4 concepts set to their true value, 0/1, "
+        "averaged over every subset); its worst step; one wrong concept set true alone, net labels fixed over every "
+        "(text, wrong concept) pair; the head fed hard predicted values; the concepts' share of the winning logit; "
+        "task accuracy minus the gold-concept ceiling.",
+        ["head", "flags", "seeds", "task", "concepts", "curve 0-4 true", "worst step", "all true - none",
+         "net single fixes", "hard concepts", "concepts' share", "leakage gap"])
+    for setting, flags in SETTINGS.items():
+        runs = [r for r in results.values() if r["setting"] == setting]
+        if not runs:
+            continue
+        s = summary(runs)
+        lines.append(
+            f"| {setting} | `{' '.join(flags) or '-'}` | {len(runs)} | {100 * s['task']:.1f} | {100 * s['concepts']:.1f} "
+            f"| {' / '.join(f'{100 * p:.1f}' for p in s['curve'])} | {100 * s['worst_step']:+.1f} "
+            f"| {100 * s['all_true_gain']:+.1f} | {100 * s['net_single_fixes']:+.1f} | {100 * s['hard']:.1f} "
+            f"| {100 * s['share']:.1f} | {100 * s['leakage_gap']:+.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    settings_by_seed(__doc__, "bottlenecks", SETTINGS, run_row, markdown)
+
+
+if __name__ == "__main__":
+    main()
