@@ -39,7 +39,7 @@ from sparsecbm.files import write_json, write_text
 from sparsecbm.interventions import CAUTION, Guard
 from sparsecbm.interventions import concept_k_outputs, intervene, saliency, tokenize
 from sparsecbm.interventions.ranking import edit_buffers
-from sparsecbm.interventions.protocols import edit_summary, predicted_values, split_scores
+from sparsecbm.interventions.protocols import edit_summary, output_scores, predicted_values, split_scores
 
 RULES = [("taylor", 1e-4), ("taylor", 1e-3), ("taylor", 1e-2), ("taylor", "auto"),
          ("paper", 1e-4), ("paper", 1e-3), ("paper", 1e-2)]
@@ -104,9 +104,8 @@ class FineTuner:
 
 def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: float) -> dict:
     """The per-example protocol with fine-tuning instead of mask edits (state restored after each)."""
-    schema = clf.schema
-    logits = [l.clone() for l in out.concept_logits]
-    wrong = predicted_values(logits) != split.concepts
+    logits = clf.model.join_outputs([l.clone() for l in out.concept_logits], out.features)
+    wrong = clf.model.predicted_values(logits) != split.concepts
     tuner = FineTuner(clf, part, max_steps, lr)
     original = tuner.state()
     new = [l.clone() for l in logits]
@@ -117,7 +116,7 @@ def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: 
             after = tuner.fix(int(k), batches, int(split.concepts[i, k]), int(split.labels[i]))
             tuner.restore(original)
             new[k][i] = after
-            fixed += int(after.argmax()) == int(split.concepts[i, k])
+            fixed += int(clf.model.logits_of(k, after).argmax()) == int(split.concepts[i, k])
     return {**split_scores(clf, split, new), "corrections_fixed": fixed / max(1, int(wrong.sum())), "fixed": fixed,
             "method": f"fine-tune {part}", "max_steps": max_steps, "lr": lr}
 
@@ -126,7 +125,7 @@ def persistent_finetune(clf, edit_split: Split, eval_split: Split, part: str, ma
     """The persistent stream with fine-tuning: steps accumulate over the corrections."""
     eval_before = clf.evaluate(eval_split)
     out = clf.forward_texts(edit_split.texts)
-    edit_before = split_scores(clf, edit_split, list(out.concept_logits))
+    edit_before = output_scores(clf, edit_split, out)
     wrong = predicted_values(list(out.concept_logits)) != edit_split.concepts
     tuner = FineTuner(clf, part, max_steps, lr)
     corrected = []
@@ -145,7 +144,7 @@ def persistent_finetune(clf, edit_split: Split, eval_split: Split, part: str, ma
         "fixed_when_edited": len(corrected), "still_fixed_at_end": still,
         "still_fixed_fraction": still / max(1, len(corrected)),
         "wrong_concepts_right_at_end": int(np.count_nonzero(final_pred[wrong] == edit_split.concepts[wrong])),
-        "edit_split": {"before": edit_before, "after": split_scores(clf, edit_split, list(final.concept_logits)),
+        "edit_split": {"before": edit_before, "after": output_scores(clf, edit_split, final),
                        "n": len(edit_split)},
         "eval_split": {"before": edit_summary(eval_before), "after": edit_summary(eval_after), "n": len(eval_split)},
     }
@@ -210,6 +209,11 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
 # ---------------------------------------------------------------- report
 
 
+def _fixes(row: dict) -> str:
+    f = row.get("single_fixes")
+    return "-" if f is None else f"{f['fixed']} / {f['broken']} ({100 * f['net']:+.1f})"
+
+
 def markdown(r: dict) -> str:
     lines = [f"Machine: {r['machine']}. Model: `{r['model']}`. Commands: "
              + "; ".join(f"{part}: `{c}`" for part, c in r.get("commands", {}).items()) + "."]
@@ -218,15 +222,18 @@ def markdown(r: dict) -> str:
         ni = r["per_example_NI"]
         lines += ["", f"Per-example, first {ni['n']} CEBaB test examples ({ni['wrong_concepts']} wrong concepts in "
                   f"{ni['examples_with_a_wrong_concept']} examples), one step, task label in the loss:", "",
-                  "| method | corrections fixed % | median bits flipped per fix | concept acc % | task acc % |",
-                  "|---|---|---|---|---|",
-                  f"| no intervention | - | - | {100 * ni['NI']['concept_accuracy']:.1f} | {100 * ni['NI']['task_accuracy']:.1f} |",
+                  "| method | corrections fixed % | median bits flipped per fix | concept acc % | task acc % "
+                  "| one concept alone: labels fixed / broken (net %) | task acc %, 0..K concepts corrected |",
+                  "|---|---|---|---|---|---|---|",
+                  f"| no intervention | - | - | {100 * ni['NI']['concept_accuracy']:.1f} | {100 * ni['NI']['task_accuracy']:.1f} "
+                  "| - | - |",
                   f"| oracle (true activations) | 100 | - | {100 * ni['oracle']['concept_accuracy']:.1f} | "
-                  f"{100 * ni['oracle']['task_accuracy']:.1f} |"]
+                  f"{100 * ni['oracle']['task_accuracy']:.1f} | {_fixes(ni['oracle'])} | - |"]
         for name, v in pe.items():
             bits = f"{v['median_bits_per_fix']:.0f}" if "median_bits_per_fix" in v else "- (weights)"
+            curve = " / ".join(f"{100 * p:.1f}" for p in v["curve"]) if "curve" in v else "-"
             lines.append(f"| {name} | {100 * v['corrections_fixed']:.1f} | {bits} | {100 * v['concept_accuracy']:.1f} "
-                         f"| {100 * v['task_accuracy']:.1f} |")
+                         f"| {100 * v['task_accuracy']:.1f} | {_fixes(v)} | {curve} |")
     ps = r.get("persistent", {})
     if ps:
         any_p = next(iter(ps.values()))
@@ -276,6 +283,8 @@ def main() -> None:
                         help="persistent: also a guarded stream that allows 0.5 points of task accuracy on the guard")
     parser.add_argument("--only", nargs="*", choices=("per-example", "persistent", "speed"))
     parser.add_argument("--redo", nargs="*", default=[], help="row names to run again")
+    parser.add_argument("--rules", nargs="*", choices=[_name(s, r) for s, r in RULES] + ["fine-tune"],
+                        help="per-example rows to run (default all)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     parts = set(args.only or ("per-example", "persistent", "speed"))
@@ -311,6 +320,8 @@ def main() -> None:
                                                               "NI", "oracle")}
         for selection, ratio in RULES:
             name = _name(selection, ratio)
+            if args.rules is not None and name not in args.rules:
+                continue
             if todo("per_example", name):
                 start = time.perf_counter()
                 r = protocols.per_example(clf, test, [ratio], selection=selection, max_ratio=args.max_ratio, out=out)
@@ -319,6 +330,8 @@ def main() -> None:
                 print(name, result["per_example"][name], flush=True)
         for part, lr in (("head", args.ft_lr_head), ("backbone", args.ft_lr_backbone)):
             name = f"fine-tune {part} ({args.ft_steps} AdamW steps max, lr {lr:g})"
+            if args.rules is not None and "fine-tune" not in args.rules:
+                continue
             if todo("per_example", name):
                 result["per_example"][name] = per_example_finetune(clf, test, out, part, args.ft_steps, lr)
                 save()

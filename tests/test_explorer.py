@@ -174,6 +174,11 @@ def test_real_browser_pathway_correct_undo(server, tmp_path, model_dir):
         page.click("#explain-btn")  # free text: the pathway of a typed review
         page.wait_for_selector("#concepts tr.concept-row")
         assert page.locator("#words span.w").count() == 12
+        # The pathway says how much the concept values decide, from the explanation itself.
+        e = explorer.clf.explain("the food was awful and the service lovely , prices some .", method=None)
+        decides = page.inner_text("#decides")
+        assert f"carry {100 * e.concept_share:.1f}%" in decides
+        assert ("alone would give label" in decides) == (e.values_label != e.label)
         # Label bars carry the label names and their probabilities.
         probs = page.inner_text("#label-probs")
         assert "bad" in probs and "good" in probs and probs.count("%") == 2

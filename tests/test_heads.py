@@ -160,3 +160,22 @@ def test_heads_are_saved_and_old_configs_load_as_soft(tiny_bert, tmp_path):
 def test_bad_head_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+def test_the_pipeline_trains_mines_and_explains_with_a_new_head(tmp_path, reviews, tiny_bert, capsys):
+    from sparsecbm.cli import main
+
+    from .conftest import train_tiny_sparsecbm
+
+    data, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert,
+                                     extra=["--bottleneck", "embedding", "--residual", "2", "--embedding-dim", "3",
+                                            "--intervention-prob", "0.5"])
+    clf = sparsecbm.load(out)
+    assert (clf.config.kind, clf.config.bottleneck, clf.config.residual) == ("sparsecbm", "embedding", 2)
+    assert clf.model.embedder.out_features == 9 * 3 and clf.model.side.out_features == 2
+    capsys.readouterr()
+    assert main(["-q", "explain", str(out), "the food was awful", "--method", "grad"]) == 0
+    text = capsys.readouterr().out
+    assert "not explained by the concepts (side channel)" in text and "the concept values carry" in text
+    assert main(["-q", "evaluate", str(out), "--split", "test"]) == 0
+    assert "labels fixed" in capsys.readouterr().out

@@ -160,6 +160,11 @@ def test_per_example_protocol_restores_masks_and_counts_its_fixes(sparse_clf):
         # Only wrong concepts are edited, so each fix adds exactly one right concept prediction.
         gained = (si["concept_accuracy"] - result["NI"]["concept_accuracy"]) * 6 * 3
         assert gained == pytest.approx(si["fixed"])
+        # The rewiring curve runs from no concept rewired (NI) to every wrong one rewired (SI).
+        assert si["curve"][0] == pytest.approx(result["NI"]["task_accuracy"])
+        assert si["curve"][-1] == pytest.approx(si["task_accuracy"])
+        fixes = si["single_fixes"]
+        assert fixes["pairs"] == result["wrong_concepts"] and fixes["fixed"] + fixes["broken"] <= fixes["pairs"]
 
 
 def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, reviews, tiny_bert):

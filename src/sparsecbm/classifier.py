@@ -59,6 +59,9 @@ class Prediction:
     label_probs: dict[str, float]
     concepts: dict[str, ConceptPrediction]
     truncated: bool = False  # the text was longer than the model reads: only its first max_length tokens counted
+    concept_share: float | None = None  # share of the label's logit carried by the concept values (CBMs)
+    values_label: str | None = None  # the label the concept values alone give (no nuance, no side channel)
+    side: float | None = None  # the side channel's part of the label's logit (None: the model has none)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +71,9 @@ class Prediction:
                 name: {"value": c.value, "probs": dict(c.probs)} for name, c in self.concepts.items()
             },
             "truncated": self.truncated,
+            "concept_share": self.concept_share,
+            "values_label": self.values_label,
+            "side": self.side,
         }
 
 
@@ -214,6 +220,11 @@ class Classifier:
         label_probs = out.task_logits.softmax(-1).numpy()
         concept_probs = [logits.softmax(-1).numpy() for logits in out.concept_logits]
         schema = self.schema
+        parts = None
+        if self.config.has_concepts:
+            with torch.inference_mode():
+                parts = self.model.logit_parts(out.activations.to(self.device),
+                                               tuple(f.to(self.device) for f in out.features))
         results = []
         for i in range(len(label_probs)):
             concepts = {}
@@ -229,6 +240,10 @@ class Classifier:
                     label_probs=dict(zip(schema.labels, map(float, label_probs[i]))),
                     concepts=concepts,
                     truncated=cut[i],
+                    **({} if parts is None else {
+                        "concept_share": float(parts["share"][i]),
+                        "values_label": schema.labels[int(parts["values_label"][i])],
+                        "side": float(parts["side"][i]) if self.config.residual else None}),
                 )
             )
         return results

@@ -86,6 +86,19 @@ class Explanation:
         """The predicted label's logit: concept contributions + side channel + bias."""
         return sum(c.contribution for c in self.concepts) + (self.side or 0.0) + self.bias
 
+    def decision_sentence(self) -> str:
+        """How much the concepts decide, as sentences (figures and pages)."""
+        pushes = sum(c.contribution for c in self.concepts)
+        text = f"The logit of label {self.label!r}, {self.logit:.2f}, = the concepts' pushes {pushes:+.2f}"
+        if self.side is not None:
+            text += f" + the side channel, not explained by the concepts, {self.side:+.2f}"
+        text += f" + a constant {self.bias:+.2f}."
+        if self.concept_share is not None:
+            text += f" The concept values carry {100 * self.concept_share:.0f}% of it."
+        if self.values_label is not None and self.values_label != self.label:
+            text += f" The concept values alone would give label {self.values_label!r}."
+        return text
+
     def decision_lines(self) -> list[str]:
         """How much the concepts decide, in words: the side channel, the constant, and the
         label the concept values alone would give when it differs."""

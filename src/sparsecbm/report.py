@@ -86,12 +86,14 @@ def pathway_figure(e: Explanation, words: int = 5):
     """The decision pathway as a matplotlib figure: words -> subnetwork -> concept -> label."""
     plt = _plt()
     k = len(e.concepts)
-    fig = plt.figure(figsize=(13, 1.9 + 1.05 * k), dpi=100)
+    footer = textwrap.wrap(f"{word_legend(e)} Bar length = how much the concept pushed the label (logit units). "
+                           f"{e.decision_sentence()}", 190)
+    height = 1.75 + 1.05 * k + 0.18 * len(footer)
+    fig = plt.figure(figsize=(13, height), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.axis("off")
-    height = 1.9 + 1.05 * k
     row_h = 1.05 / height
     top = 1 - 1.35 / height
 
@@ -146,10 +148,7 @@ def pathway_figure(e: Explanation, words: int = 5):
     p = e.probabilities[e.label]
     ax.text(0.955, label_y, f"label\n{e.label}\n{100 * p:.0f}%", fontsize=14, ha="center", va="center", weight="bold",
             bbox=dict(boxstyle="round,pad=0.5", fc=(0.93, 0.93, 1.0), ec="0.4"))
-    ax.text(0.01, 0.15 / height,
-            f"{word_legend(e)} Bar length = how much the concept "
-            f"pushed the label (logit units; constant {e.bias:+.2f} not shown).",
-            fontsize=9, color="0.35")
+    ax.text(0.01, 0.12 / height, "\n".join(footer), fontsize=9, color="0.35", va="bottom")
     return fig
 
 
@@ -244,8 +243,7 @@ def html_report(e: Explanation) -> str:
         "<h2>Decision pathway</h2>",
         f'<img alt="decision pathway" src="{_data_uri(_png_bytes(pathway_figure(e)))}">',
         "<h2>Concepts</h2>",
-        '<p class="muted">The label\'s logit = the sum of the contributions '
-        f"+ a constant {e.bias:+.3f}. Ranked by size of contribution.</p>",
+        f'<p class="muted">{html.escape(e.decision_sentence())} Ranked by size of contribution.</p>',
         "<table><tr><th>concept</th><th>value</th><th>confidence</th><th>activation</th><th>contribution</th></tr>",
         *rows,
         "</table>",

@@ -126,7 +126,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
     for text, pred in zip(texts, predictions):
         concepts = ", ".join(f"{n}={c['value']}" for n, c in pred["concepts"].items())
         p = pred["label_probs"][pred["label"]]
-        print(f"{pred['label']} ({100 * p:.0f}%){'  ' + concepts if concepts else ''}  <- {text[:60]!r}"
+        decides = ""
+        if pred["concept_share"] is not None:
+            decides = f"  [concepts {100 * pred['concept_share']:.0f}%"
+            if pred["values_label"] != pred["label"]:
+                decides += f"; values alone: {pred['values_label']}"
+            decides += "]"
+        print(f"{pred['label']} ({100 * p:.0f}%){'  ' + concepts if concepts else ''}{decides}  <- {text[:60]!r}"
               + ("  [cut]" if pred["truncated"] else ""))
     truncation_notice(clf, [p["truncated"] for p in predictions],
                        [" ".join(f"{k} {v}" for k, v in w.items()) or f"text {i + 1}" for i, w in enumerate(where)])

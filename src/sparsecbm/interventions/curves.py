@@ -123,6 +123,37 @@ def single_fixes(clf: Classifier, split: Split, out) -> dict[str, Any]:
     return {"pairs": pairs, "fixed": fixed, "broken": broken, "net": (fixed - broken) / max(1, pairs)}
 
 
+def swap_curve(clf: Classifier, split: Split, before: list[torch.Tensor], after: list[torch.Tensor]) -> list[float]:
+    """Task accuracy when j = 0..K concepts' outputs (``model.concept_outputs``, (n, C_k + F_k)
+    each) come from ``after`` instead of ``before``, the mean over every set of j concepts.
+    With ``after`` the outputs once each wrong concept was rewired alone, this is the
+    rewiring curve: concept k's edit moves only concept k's outputs, so rewiring a set of
+    concepts is exactly their outputs swapped in."""
+    labels, n_concepts = np.asarray(split.labels), len(before)
+    points = []
+    for j in range(n_concepts + 1):
+        accs = [np.mean(clf.task_logits_from([after[k] if k in subset else before[k] for k in range(n_concepts)])
+                        .argmax(-1).numpy() == labels) for subset in itertools.combinations(range(n_concepts), j)]
+        points.append(float(np.mean(accs)))
+    return points
+
+
+def swap_fixes(clf: Classifier, split: Split, before: list[torch.Tensor], after: list[torch.Tensor],
+               wrong: np.ndarray) -> dict[str, Any]:
+    """Over every (text, wrong concept) pair (``wrong``: (n, K) bool), the labels fixed and
+    broken when that concept alone takes its ``after`` outputs (as :func:`single_fixes`)."""
+    labels = np.asarray(split.labels)
+    right = clf.task_logits_from(before).argmax(-1).numpy() == labels
+    fixed = broken = 0
+    for k in range(len(before)):
+        rows = wrong[:, k]
+        now = clf.task_logits_from([after[j] if j == k else before[j] for j in range(len(before))]).argmax(-1).numpy() == labels
+        fixed += int((now & ~right & rows).sum())
+        broken += int((~now & right & rows).sum())
+    pairs = int(wrong.sum())
+    return {"pairs": pairs, "fixed": fixed, "broken": broken, "net": (fixed - broken) / max(1, pairs)}
+
+
 def intervention_curves(clf: Classifier, split: Split, train_split: Split | None = None, *,
                         progress: bool = False) -> dict[str, Any]:
     """Every order x value mode's curve on ``split``, the head fed hard predicted values,

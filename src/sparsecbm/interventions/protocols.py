@@ -26,6 +26,7 @@ from ..model import CBMOutput
 from .rewire import edit, intervene
 from .gradients import tokenize
 from .guard import Guard
+from .curves import single_fixes, swap_curve, swap_fixes
 from .oracle import oracle_labels
 from .ranking import MAX_RATIO, revert
 
@@ -41,6 +42,11 @@ def split_scores(clf: Classifier, split: Split, concept_outputs: list[torch.Tens
     """Summary scores of the predictions that these concept outputs (n, C_k + F_k) give."""
     task = clf.task_logits_from(concept_outputs).argmax(-1).numpy()
     return edit_summary(evaluate_predictions(split, clf.schema, task, clf.model.predicted_values(concept_outputs)))
+
+
+def output_scores(clf: Classifier, split: Split, out: CBMOutput) -> dict[str, float]:
+    """:func:`split_scores` of a forward pass's outputs."""
+    return split_scores(clf, split, clf.model.join_outputs(out.concept_logits, out.features))
 
 
 def edit_summary(result: dict[str, Any]) -> dict[str, float]:
@@ -84,7 +90,8 @@ def per_example(
         "n": len(split), "wrong_concepts": int(wrong.sum()), "examples_with_a_wrong_concept": int(wrong.any(1).sum()),
         "steps": steps, "uses_task_label": use_label, "selection": selection, "max_ratio": max_ratio,
         "NI": split_scores(clf, split, logits),
-        "oracle": edit_summary(evaluate_predictions(split, schema, oracle_task, split.concepts)),
+        "oracle": {**edit_summary(evaluate_predictions(split, schema, oracle_task, split.concepts)),
+                   "single_fixes": single_fixes(clf, split, out)},
         "SI": {},
     }
     rows = np.flatnonzero(wrong.any(1))
@@ -108,6 +115,7 @@ def per_example(
             **split_scores(clf, split, new), "ratio": ratio,
             "corrections_fixed": len(bits_per_fix) / max(1, int(wrong.sum())), "fixed": len(bits_per_fix),
             "median_bits_per_fix": _median(bits_per_fix), "mean_bits_per_correction": float(np.mean(bits_all)) if bits_all else 0.0,
+            "curve": swap_curve(clf, split, logits, new), "single_fixes": swap_fixes(clf, split, logits, new, wrong),
         }
     return result
 
@@ -139,7 +147,7 @@ def persistent(
     original = {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
     eval_before = clf.evaluate(eval_split, progress=progress)
     out = clf.forward_texts(edit_split.texts, progress=progress, desc="predict")
-    edit_before = split_scores(clf, edit_split, list(out.concept_logits))
+    edit_before = output_scores(clf, edit_split, out)
     wrong = predicted_values(list(out.concept_logits)) != edit_split.concepts
     corrected = []  # (row, k) fixed at the time of its kept edit
     outcomes: dict[str, int] = {}
@@ -164,7 +172,7 @@ def persistent(
     final_pred = predicted_values(list(final.concept_logits))
     still = sum(int(final_pred[i, k] == edit_split.concepts[i, k]) for i, k in corrected)
     right_at_end = int(np.count_nonzero(final_pred[wrong] == edit_split.concepts[wrong]))
-    edit_after = split_scores(clf, edit_split, list(final.concept_logits))
+    edit_after = output_scores(clf, edit_split, final)
     eval_after = clf.evaluate(eval_split, progress=progress)
     kept_same = all(kept(original[c]) == kept(per) for c, per in clf.model.masks.items())
     return {

@@ -154,8 +154,13 @@ function drawPathway() {
     t.append(row);
   }
   p.append(t);
+  const signed = (x) => `${x >= 0 ? "+" : ""}${x.toFixed(2)}`;
   p.append(el("p", { class: "small" }, `Push: how much each concept moved label ${e.label}'s score (green toward it, red against; ` +
-    `plus a constant ${e.bias >= 0 ? "+" : ""}${e.bias.toFixed(2)}).` + (truth ? " An outlined value is the true one." : "")));
+    (e.side === null ? "" : `plus ${signed(e.side)} from the side channel, not explained by the concepts; `) +
+    `plus a constant ${signed(e.bias)}).` + (truth ? " An outlined value is the true one." : "")));
+  const decides = el("p", { class: "small", id: "decides" }, `The concept values carry ${pct(e.concept_share)} of the label's score.`);
+  if (e.values_label !== e.label) decides.append(el("strong", {}, ` The concept values alone would give label ${e.values_label}.`));
+  p.append(decides);
   if (e.truncated) p.append(el("p", { class: "small" }, "The text was longer than the model reads; later words were not read."));
   drawWords();
 }
