@@ -1,6 +1,6 @@
 """Label heads for interventions (issue 27): which head keeps the decision going through
 the concepts. Dense joint CBMs on CEBaB (MiniLM, today's recipe), one head option per
-row, three seeds each; every run is the real CLI (``sparsecbm train`` then ``sparsecbm
+row, three seeds each, and the chosen head through the SparseCBM pipeline; every run is the real CLI (``sparsecbm train`` then ``sparsecbm
 evaluate``), then the intervention curves of the trained model on the test split
 (random order over every subset and least certain first, true values as 0/1). Each
 finished run is saved to benchmarks/results/bottlenecks.json at once and skipped when
@@ -25,17 +25,24 @@ from sparsecbm.interventions.curves import intervention_curves
 
 RUNS = Path("runs/bottlenecks")
 SETTINGS = {
-    "soft": [],  # today's joint CBM
+    "soft": ["--bottleneck", "soft", "--intervention-prob", "0"],  # the paper's head (the default until this sweep)
     "soft-p0.25": ["--intervention-prob", "0.25"],
     "hard-p0.25": ["--bottleneck", "hard", "--intervention-prob", "0.25"],
     "residual-8-p0.5": ["--residual", "8", "--intervention-prob", "0.5"],
     "embedding-p0.25": ["--bottleneck", "embedding", "--intervention-prob", "0.25"],
     "embedding-p0.5": ["--bottleneck", "embedding", "--intervention-prob", "0.5"],
+    "residual-8-p0.5-drop0.5": ["--residual", "8", "--intervention-prob", "0.5", "--side-dropout", "0.5"],
+    "embedding-residual-8-p0.5-drop0.5": ["--bottleneck", "embedding", "--residual", "8", "--intervention-prob", "0.5",
+                                          "--side-dropout", "0.5"],
+    # The chosen head through the whole SparseCBM pipeline (the fast recipe: docs/performance.md).
+    "sparsecbm-embedding-p0.5-fast": ["--model", "sparsecbm", "--bottleneck", "embedding", "--intervention-prob", "0.5",
+                                      "--precision", "bf16", "--length-groups", "8", "--prune-steps", "1",
+                                      "--finetune-epochs", "0", "--sparse-epochs", "3"],
 }
 
 
 def run_row(setting: str, seed: int) -> dict:
-    name = f"cbm-{setting}-s{seed}"
+    name = f"{'' if setting.startswith('sparsecbm') else 'cbm-'}{setting}-s{seed}"  # a later --model wins
     record = run_one(name, ["--data", "cebab", "--model", "cbm", "--seed", str(seed), *SETTINGS[setting]], RUNS)
     clf = sparsecbm.load(RUNS / name)
     start = time.perf_counter()

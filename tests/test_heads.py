@@ -6,6 +6,7 @@ concept's correction moves only that concept's parts."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -155,6 +156,8 @@ def test_heads_are_saved_and_old_configs_load_as_soft(tiny_bert, tmp_path):
     (dict(model="standard", residual=4), "apply to concept models"),
     (dict(bottleneck="fuzzy"), "--bottleneck must be one of"),
     (dict(residual=-1), "--residual must be >= 0"),
+    (dict(side_dropout=0.5), "needs --residual"),
+    (dict(residual=2, side_dropout=1.0), "--side-dropout must be in"),
     (dict(cbm_mode="sequential", bottleneck="embedding"), "--cbm-mode joint"),
 ])
 def test_bad_head_settings_are_refused(kwargs, message):
@@ -169,7 +172,7 @@ def test_the_pipeline_trains_mines_and_explains_with_a_new_head(tmp_path, review
 
     data, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert,
                                      extra=["--bottleneck", "embedding", "--residual", "2", "--embedding-dim", "3",
-                                            "--intervention-prob", "0.5"])
+                                            "--intervention-prob", "0.5", "--side-dropout", "0.5"])
     clf = sparsecbm.load(out)
     assert (clf.config.kind, clf.config.bottleneck, clf.config.residual) == ("sparsecbm", "embedding", 2)
     assert clf.model.embedder.out_features == 9 * 3 and clf.model.side.out_features == 2
@@ -179,3 +182,12 @@ def test_the_pipeline_trains_mines_and_explains_with_a_new_head(tmp_path, review
     assert "not explained by the concepts (side channel)" in text and "the concept values carry" in text
     assert main(["-q", "evaluate", str(out), "--split", "test"]) == 0
     assert "labels fixed" in capsys.readouterr().out
+    # --mode curve on a SparseCBM adds the rewiring curve: from no concept rewired to every wrong one
+    j = tmp_path / "curve.json"
+    assert main(["-q", "intervene", str(out), "--mode", "curve", "--max-examples", "6", "--max-ratio", "0.2",
+                 "--json", str(j)]) == 0
+    printed = capsys.readouterr().out
+    assert "rewired: one wrong concept corrected alone" in printed and "set true: one wrong concept" in printed
+    result = json.loads(j.read_text())
+    rewired = result["curves"]["rewired/taylor auto"]
+    assert len(rewired) == 4 and rewired[0] == pytest.approx(result["task_accuracy"])

@@ -46,6 +46,9 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         for name, r in (("NI", result["NI"]), *((f"SI r={k}", v) for k, v in result["SI"].items()), ("oracle", result["oracle"])):
             fixed = f"{100 * r['corrections_fixed']:>9.1f}{r['median_bits_per_fix']:>21.0f}" if "corrections_fixed" in r else ""
             print(f"{name:<22}{100 * r['concept_accuracy']:>14.1f}{100 * r['task_accuracy']:>12.1f}{fixed}")
+        for name, r in (*((f"SI r={k}", v) for k, v in result["SI"].items()), ("oracle", result["oracle"])):
+            print(f"{name}: {_fixes_line(r['single_fixes'])}"
+                  + (f"; task acc % with 0..K concepts rewired: {_points(r['curve'])}" if "curve" in r else ""))
         if args.png:
             protocols.plot_ratios(result, args.png)
             print(f"wrote {args.png}")
@@ -72,6 +75,15 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         print(f"wrote {args.json_out}")
 
 
+def _fixes_line(fixes: dict) -> str:
+    return (f"one wrong concept corrected alone, over {fixes['pairs']} (text, concept) pairs: {fixes['fixed']} labels "
+            f"fixed, {fixes['broken']} broken (net {100 * fixes['net']:+.1f} %)")
+
+
+def _points(points: list[float]) -> str:
+    return " / ".join(f"{100 * p:.1f}" for p in points)
+
+
 def _curve(args: argparse.Namespace, clf) -> None:
     """``intervene --mode curve``: task accuracy as 0..K concepts are set to their true values."""
     from ..interventions import curves
@@ -83,12 +95,24 @@ def _curve(args: argparse.Namespace, clf) -> None:
     split = dataset[args.split].head(args.max_examples)
     train_split = dataset["train"] if "train" in dataset.splits else None
     result = curves.intervention_curves(clf, split, train_split, progress=not args.quiet)
+    if clf.model.masks is not None:  # the same curve for rewiring: each wrong concept's mask edited alone
+        from ..interventions import protocols
+
+        rewired = protocols.per_example(clf, split, args.ratio[:1], selection=args.selection, steps=args.steps,
+                                        max_ratio=args.max_ratio, use_label=not args.without_label,
+                                        progress=not args.quiet)
+        si = next(iter(rewired["SI"].values()))
+        result["curves"][f"rewired/{args.selection} {args.ratio[0]}"] = si["curve"]
+        result["rewiring_single_fixes"] = si["single_fixes"]
     print(f"{dataset.name} {args.split}: {result['n']} texts; task accuracy % with j concepts set to their true value")
     print(f"{'':<24}" + "".join(f"{'j=' + str(j):>8}" for j in result["j"]))
     for name, points in result["curves"].items():
         print(f"{name:<24}" + "".join(f"{100 * p:>8.1f}" for p in points))
     print(f"hard predicted concepts: {100 * result['hard_concepts_task_accuracy']:.1f} %; the concepts' share of "
           f"the winning label's logit: {100 * result['concept_share']:.1f} %")
+    print(f"set true: {_fixes_line(result['single_fixes'])}")
+    if "rewiring_single_fixes" in result:
+        print(f"rewired: {_fixes_line(result['rewiring_single_fixes'])}")
     if args.png:
         curves.plot_curves(result, args.png)
         print(f"wrote {args.png}")

@@ -37,6 +37,7 @@ def acting_settings(settings: dict[str, Any]) -> dict[str, Any]:
         training.setdefault("bottleneck", "soft")  # and before --bottleneck / --residual, a soft head alone
         training.setdefault("residual", 0)
         training.setdefault("embedding_dim", 16)
+        training.setdefault("side_dropout", 0.0)
     if pruning is not None and "gamma" in training:
         pruning["mining_gamma"] = mining_gamma(pruning.get("mining_gamma"), training["gamma"])
     return settings
@@ -77,6 +78,8 @@ class TrainConfig:
                               choices=BOTTLENECKS)
     residual: int = setting(0, "R unnamed side-channel numbers from the text straight to the label head, shown "
                             "in every explanation as 'not explained by the concepts' (0: none)", metavar="R")
+    side_dropout: float = setting(0.0, "with --residual: the probability that a training text's side channel is "
+                                  "left out, so that the concepts alone must give its label (0: off)", metavar="Q")
     embedding_dim: int = setting(16, "numbers per concept-value embedding (--bottleneck embedding)", metavar="M")
     grad_clip: float = setting(1.0, "gradient norm clipping", flag=False)
     length_groups: int = setting(0, "sort each run of G batches by text length, then shuffle the batches: less "
@@ -125,6 +128,10 @@ class TrainConfig:
             raise ValueError(f"--residual must be >= 0 and --embedding-dim >= 1, got {self.residual}, {self.embedding_dim}")
         if self.model == "standard" and (self.bottleneck != "soft" or self.residual):
             raise ValueError("--bottleneck and --residual apply to concept models (cbm, sparsecbm), not --model standard")
+        if not 0 <= self.side_dropout < 1:
+            raise ValueError(f"--side-dropout must be in [0, 1), got {self.side_dropout}")
+        if self.side_dropout and not self.residual:
+            raise ValueError("--side-dropout leaves out the side channel; it needs --residual R")
         if self.cbm_mode != "joint" and (self.bottleneck != "soft" or self.residual):
             raise ValueError("--bottleneck and --residual train with the concepts (--cbm-mode joint); a sequential or "
                              "independent head is fitted on soft activations or gold values alone")

@@ -79,6 +79,11 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
             if config.intervention_prob and model.config.has_concepts:
                 chosen = run.rng.random((len(idx), len(model.concept_sizes))) < config.intervention_prob
                 out = model.intervened(out, torch.from_numpy(chosen).to(device), concepts[idx].to(device))
+            if config.side_dropout and model.config.residual:  # these texts' labels from the concepts alone
+                dropped = run.rng.random(len(idx)) < config.side_dropout
+                side = model.side_term(out.features) * torch.from_numpy(dropped).to(device)[:, None]
+                out = CBMOutput(task_logits=out.task_logits - side, concept_logits=out.concept_logits,
+                                activations=out.activations, features=out.features)
             loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma,
                                      config.task_weight)
         optimizer.zero_grad(set_to_none=True)
