@@ -69,7 +69,7 @@ def test_two_processes_match_one(reviews, tiny_bert_no_dropout, tmp_path, model)
     assert a.keys() == b.keys()
     for name in a:
         if a[name].dtype.is_floating_point:
-            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=5e-5, msg=lambda m: f"{name}: {m}")  # float sums in another order
     assert one.meta["best_epoch"] == two.meta["best_epoch"]
     assert one.meta["best_dev"] == two.meta["best_dev"]  # the dev split was shared out and gathered back
     if one.model.masks is not None:

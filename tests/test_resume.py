@@ -142,6 +142,7 @@ def test_resume_reads_a_run_saved_before_a_setting_as_its_old_behaviour(data, ti
     """Runs started before --precision trained in float32, and before --intervention-prob
     without interventions: they resume as that and are refused otherwise, naming the setting."""
     config, prune = _settings(tiny_bert, epochs=1)
+    config = replace(config, intervention_prob=0.0)  # what such a run did (today's default is 0.5)
     out = tmp_path / "m"
     _interrupted_without(monkeypatch, out, 1, ("training", key),
                          lambda: train(data, config, prune=prune, out=out, progress=False))

@@ -140,7 +140,8 @@ class LabelHead:
         term; ``side``, the side channel; ``bias``; ``label``, the winner; ``values_label``,
         the label the concept values alone give (no nuance, no side channel); and ``share``,
         ``sum_k |values_k| / (sum_k |values_k| + sum_k |nuance_k| + |side| + |bias|)``."""
-        a, f = activations.float(), tuple(x.float() for x in features)
+        dtype = self.classifier.weight.dtype
+        a, f = activations.to(dtype), tuple(x.to(dtype) for x in features)
         y = self.read_label(a, f).argmax(-1)
         rows = torch.arange(len(y))
         hard = self.hard_values(a)

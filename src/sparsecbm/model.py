@@ -2,12 +2,15 @@
 
 CBM pathway (METHOD.md §1): ``z = pool(f(x))`` -> concept logits ``p(z)`` (one
 block of ``C_k`` logits per concept) -> activations ``a = sigmoid(logits)`` ->
-task logits ``g(a)``. Pooling is a mean over real tokens (padding never counts)
-or, for decoders, optionally the last real token.
+task logits ``g(a)`` (the label head ``g``, soft, hard or embedding, with or
+without a side channel, is in heads.py; every concept's share stays additive).
+Pooling is a mean over real tokens (padding never counts) or, for decoders,
+optionally the last real token.
 
 SparseCBM (Eq. 3): concept k reads the backbone with weights ``M_k * theta``,
 ``z_k = pool(f_{M_k * theta}(x))``, ``logits_k = psi_k z_k``, and the task
-logits are the sum over concepts of ``phi_k sigmoid(logits_k)`` plus the bias.
+logits are the sum over concepts of ``phi_k sigmoid(logits_k)`` plus the bias
+(with the soft head; the other heads read concept k's features from z_k too).
 The concept is an explicit argument of every pass (``functional_call`` with the
 masked weights), never module state: the authors' code kept it in a switch that
 never reached the masked layers, so every concept used the first mask.

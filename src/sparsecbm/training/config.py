@@ -69,13 +69,16 @@ class TrainConfig:
                             "frozen concept model's predictions) or independent (label head on gold concepts); the "
                             "last two never let the label reach the concept model (Koh et al. 2020)",
                             choices=CBM_MODES)
-    intervention_prob: float = setting(0.0, "train with random interventions: each concept's activations are "
-                                       "replaced by its true value (0/1) with this probability before the label "
-                                       "head reads them (Concept Embedding Models' RandInt; 0: off)")
-    bottleneck: str = setting("soft", "what the label head reads of each concept: soft (its sigmoid activations, "
-                              "the paper's), hard (its predicted value, straight-through gradient) or embedding (a "
-                              "learned embedding per value, mixed by the activations, as Concept Embedding Models)",
-                              choices=BOTTLENECKS)
+    intervention_prob: float | None = setting(None, "train with random interventions: each concept's activations "
+                                              "are replaced by its true value (0/1) with this probability before "
+                                              "the label head reads them (Concept Embedding Models' RandInt; 0: off; "
+                                              "default 0.5 for a joint concept model, else 0; "
+                                              "docs/interventions.md#label-heads)", kind=float, metavar="P")
+    bottleneck: str | None = setting(None, "what the label head reads of each concept: embedding (a learned "
+                                     "embedding per value, read from the text and mixed by the activations, as "
+                                     "Concept Embedding Models), soft (its sigmoid activations, the paper's) or hard "
+                                     "(its predicted value, straight-through gradient); default embedding for a joint "
+                                     "concept model, else soft", choices=BOTTLENECKS, kind=str)
     residual: int = setting(0, "R unnamed side-channel numbers from the text straight to the label head, shown "
                             "in every explanation as 'not explained by the concepts' (0: none)", metavar="R")
     side_dropout: float = setting(0.0, "with --residual: the probability that a training text's side channel is "
@@ -92,6 +95,14 @@ class TrainConfig:
     device: str = setting("auto", "auto (cuda when present), cpu, cuda, ...")
 
     def __post_init__(self) -> None:
+        # The label head's defaults depend on the model: the chosen head (docs/interventions.md#label-heads)
+        # for a joint concept model; a Standard model has no concepts, and a sequential or independent
+        # head is fitted on soft activations or gold values alone.
+        joint_concepts = self.model != "standard" and self.cbm_mode == "joint"
+        if self.bottleneck is None:
+            object.__setattr__(self, "bottleneck", "embedding" if joint_concepts else "soft")
+        if self.intervention_prob is None:
+            object.__setattr__(self, "intervention_prob", 0.5 if joint_concepts else 0.0)
         if self.model not in MODEL_KINDS:
             raise ValueError(f"--model must be one of {list(MODEL_KINDS)}, got {self.model!r}")
         if self.pooling not in POOLINGS:

@@ -69,18 +69,21 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
         order = group_by_length(order, split.texts, config.batch_size, config.length_groups, run.rng)
     total = steps_per_epoch(order, config)
     sums = torch.zeros(4, dtype=torch.float64)  # loss, task, concepts (each times rows), rows
-    batches = [batch_share(order[s : s + config.batch_size], procs) for s in range(0, len(order), config.batch_size)]
+    batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
     bar = tqdm(batches, total=total, desc=desc, disable=not run.progress)
-    for idx, weight in bar:
+    for full in bar:
+        idx, weight = batch_share(full, procs)
+        rows_of = batch_share(np.arange(len(full)), procs)[0]  # their rows in the batch: draws are per batch,
+        draws = random_draws(run.rng, config, len(full), len(model.concept_sizes))[:, rows_of]  # as with one process
         [(idx, batch)] = list(iter_batches(clf.tokenizer, split.texts, idx, len(idx), config.max_length))
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(config, device):
             out = model(**batch)
             if config.intervention_prob and model.config.has_concepts:
-                chosen = run.rng.random((len(idx), len(model.concept_sizes))) < config.intervention_prob
+                chosen = draws[: len(model.concept_sizes)].T < config.intervention_prob  # (n, K)
                 out = model.intervened(out, torch.from_numpy(chosen).to(device), concepts[idx].to(device))
             if config.side_dropout and model.config.residual:  # these texts' labels from the concepts alone
-                dropped = run.rng.random(len(idx)) < config.side_dropout
+                dropped = draws[-1] < config.side_dropout
                 side = model.side_term(out.features) * torch.from_numpy(dropped).to(device)[:, None]
                 out = CBMOutput(task_logits=out.task_logits - side, concept_logits=out.concept_logits,
                                 activations=out.activations, features=out.features)
@@ -102,6 +105,21 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
     if model.config.has_concepts:
         means["train_concept_loss"] = concept_sum / seen
     return means
+
+
+def random_draws(rng: np.random.Generator, config: TrainConfig, n: int, n_concepts: int) -> np.ndarray:
+    """Uniform draws for one batch of n texts, (rows, n): K rows for random interventions
+    (when on), then one for side-channel dropout (when on); none when both are off, so such
+    runs draw exactly as before them."""
+    rows = (n_concepts if config.intervention_prob and n_concepts else 0) + (1 if config.side_dropout else 0)
+    if not rows:
+        return np.zeros((0, n))
+    draws = np.empty((rows, n))
+    if config.intervention_prob and n_concepts:
+        draws[:n_concepts] = rng.random((n, n_concepts)).T  # the draw of the first version: (n, K)
+    if config.side_dropout:
+        draws[-1] = rng.random(n)
+    return draws
 
 
 def batch_share(idx: np.ndarray, procs) -> tuple[np.ndarray, float]:
