@@ -99,8 +99,36 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict, path: Path) -> None:
+    """The random-order curve of each CEBaB setting (mean over its seeds), one line each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sparsecbm.files import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for setting in SETTINGS:
+        runs = [r for r in results.values() if r["setting"] == setting]
+        if runs and not setting.startswith("imdbc"):
+            s = summary(runs)
+            ax.plot(range(len(s["curve"])), [100 * p for p in s["curve"]], "o-",
+                    label=f"{setting} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+    ax.set_xlabel("concepts set to their true value (random order, every subset)")
+    ax.set_ylabel("CEBaB test task accuracy (%)")
+    ax.set_xticks(range(5))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def main() -> None:
-    settings_by_seed(__doc__, "bottlenecks", SETTINGS, run_row, markdown)
+    results = settings_by_seed(__doc__, "bottlenecks", SETTINGS, run_row, markdown)
+    plot(results, Path("benchmarks/results/bottlenecks.png"))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,19 @@ from torch import nn
 BOTTLENECKS = ("soft", "hard", "embedding")
 
 
+def check_head(kind: str, bottleneck: str, residual: int, embedding_dim: int, prefix: str = "") -> None:
+    """A clear ValueError for a label head that cannot be built; ``prefix`` is "--" when the
+    names are command-line flags."""
+    if bottleneck not in BOTTLENECKS:
+        raise ValueError(f"{prefix}bottleneck must be one of {list(BOTTLENECKS)}, got {bottleneck!r}")
+    if residual < 0 or embedding_dim < 1:
+        raise ValueError(f"{prefix}residual must be >= 0 and {prefix}embedding{'-' if prefix else '_'}dim >= 1, "
+                         f"got {residual}, {embedding_dim}")
+    if kind == "standard" and (bottleneck != "soft" or residual):
+        raise ValueError(f"{prefix}bottleneck and {prefix}residual apply to concept models (cbm, sparsecbm), "
+                         "not --model standard")
+
+
 def straight_through(a: torch.Tensor) -> torch.Tensor:
     """onehot(argmax a) forward, the gradient of ``a`` backward (identity)."""
     hard = F.one_hot(a.argmax(-1), a.shape[-1]).to(a.dtype)

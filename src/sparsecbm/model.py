@@ -33,7 +33,7 @@ from transformers import PreTrainedModel
 
 from .backbones import hidden_size
 from .data import Schema
-from .heads import BOTTLENECKS, LabelHead
+from .heads import LabelHead, check_head
 from .masks import Masks, MaskView, check_masks, full_masks
 
 MODEL_KINDS = ("standard", "cbm", "sparsecbm")
@@ -57,12 +57,7 @@ class ModelConfig:
             raise ValueError(f"model kind must be one of {list(MODEL_KINDS)}, got {self.kind!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
-        if self.bottleneck not in BOTTLENECKS:
-            raise ValueError(f"bottleneck must be one of {list(BOTTLENECKS)}, got {self.bottleneck!r}")
-        if self.residual < 0 or self.embedding_dim < 1:
-            raise ValueError(f"residual must be >= 0 and embedding_dim >= 1, got {self.residual}, {self.embedding_dim}")
-        if self.kind == "standard" and (self.bottleneck != "soft" or self.residual):
-            raise ValueError("a bottleneck or a residual applies to concept models (cbm, sparsecbm), not 'standard'")
+        check_head(self.kind, self.bottleneck, self.residual, self.embedding_dim)
         if self.kind != "standard" and not self.schema.concepts:
             raise ValueError(
                 f"a {self.kind!r} model needs concept annotations; the data has none "

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backbones import DEFAULT_BACKBONE
-from ..heads import BOTTLENECKS
+from ..heads import BOTTLENECKS, check_head
 from ..model import MODEL_KINDS, POOLINGS
 from ..pruning import mining_gamma
 from ..settings import setting
@@ -133,12 +133,7 @@ class TrainConfig:
             raise ValueError(f"--intervention-prob must be in [0, 1), got {self.intervention_prob}")
         if self.intervention_prob and self.model == "standard":
             raise ValueError("--intervention-prob applies to concept models (cbm, sparsecbm), not --model standard")
-        if self.bottleneck not in BOTTLENECKS:
-            raise ValueError(f"--bottleneck must be one of {list(BOTTLENECKS)}, got {self.bottleneck!r}")
-        if self.residual < 0 or self.embedding_dim < 1:
-            raise ValueError(f"--residual must be >= 0 and --embedding-dim >= 1, got {self.residual}, {self.embedding_dim}")
-        if self.model == "standard" and (self.bottleneck != "soft" or self.residual):
-            raise ValueError("--bottleneck and --residual apply to concept models (cbm, sparsecbm), not --model standard")
+        check_head(self.model, self.bottleneck, self.residual, self.embedding_dim, prefix="--")
         if not 0 <= self.side_dropout < 1:
             raise ValueError(f"--side-dropout must be in [0, 1), got {self.side_dropout}")
         if self.side_dropout and not self.residual:
