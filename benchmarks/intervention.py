@@ -283,6 +283,8 @@ def main() -> None:
                         help="persistent: also a guarded stream that allows 0.5 points of task accuracy on the guard")
     parser.add_argument("--only", nargs="*", choices=("per-example", "persistent", "speed"))
     parser.add_argument("--redo", nargs="*", default=[], help="row names to run again")
+    parser.add_argument("--guarded-only", action="store_true",
+                        help="persistent: only the guarded stream (taylor auto, the guard's caution)")
     parser.add_argument("--rules", nargs="*", choices=[_name(s, r) for s, r in RULES] + ["fine-tune"],
                         help="per-example rows to run (default all)")
     parser.add_argument("--out", default="benchmarks/results")
@@ -351,6 +353,8 @@ def main() -> None:
             streams.append((f"taylor auto, guard {guard_name}, task tolerance 0.5 points",
                             dict(ratio="auto", selection="taylor", guard=True, task_tolerance=0.005,
                                  caution=args.caution)))
+        if args.guarded_only:
+            streams = [(name, kw) for name, kw in streams if kw.get("guard") and kw.get("caution")]
         for name, kw in streams:
             if todo("persistent", name):
                 kw = dict(kw)
@@ -364,7 +368,7 @@ def main() -> None:
                       flush=True)
         for part, lr in (("head", args.ft_lr_head), ("backbone", args.ft_lr_backbone)):
             name = f"fine-tune {part} ({args.ft_steps} AdamW steps max, lr {lr:g})"
-            if todo("persistent", name):
+            if todo("persistent", name) and not args.guarded_only:
                 result["persistent"][name] = persistent_finetune(sparsecbm.load(args.model), edit_split, test, part,
                                                                  args.ft_steps, lr)
                 save()
