@@ -63,42 +63,55 @@ def run_row(setting: str, seed: int) -> dict:
 
 
 def summary(runs: list[dict]) -> dict[str, float]:
-    """Means over seeds of the measures a row of the table shows (fractions)."""
-    def mean(f) -> float:
-        return float(np.mean([f(r) for r in runs]))
+    """Means over seeds of the measures a row of the table shows (fractions), with the
+    standard deviation over seeds of the first four as ``<name>_std``."""
+    def values(f) -> list[float]:
+        return [f(r) for r in runs]
 
-    curve = np.mean([r["curves"]["curves"]["random/onehot"] for r in runs], axis=0)
-    return {
-        "task": mean(lambda r: r["test"]["task"]["accuracy"]),
-        "concepts": mean(lambda r: r["test"]["concepts"]["mean"]["accuracy"]),
-        "curve": [float(p) for p in curve],
-        "worst_step": float(np.min(np.diff(curve))),
-        "all_true_gain": float(curve[-1] - curve[0]),
-        "net_single_fixes": mean(lambda r: r["curves"]["single_fixes"]["net"]),
-        "hard": mean(lambda r: r["curves"]["hard_concepts_task_accuracy"]),
-        "share": mean(lambda r: r["curves"]["concept_share"]),
-        "leakage_gap": mean(lambda r: r["test"]["leakage_gap"]),
+    curves = np.array([r["curves"]["curves"]["random/onehot"] for r in runs])
+    curve = curves.mean(0)
+    out = {
+        "task": values(lambda r: r["test"]["task"]["accuracy"]),
+        "concepts": values(lambda r: r["test"]["concepts"]["mean"]["accuracy"]),
+        "all_true_gain": list(curves[:, -1] - curves[:, 0]),
+        "net_single_fixes": values(lambda r: r["curves"]["single_fixes"]["net"]),
+        "hard": values(lambda r: r["curves"]["hard_concepts_task_accuracy"]),
+        "share": values(lambda r: r["curves"]["concept_share"]),
+        "leakage_gap": values(lambda r: r["test"]["leakage_gap"]),
     }
+    result = {key: float(np.mean(v)) for key, v in out.items()}
+    result.update({f"{key}_std": float(np.std(out[key])) for key in ("task", "concepts", "all_true_gain",
+                                                                      "net_single_fixes")})
+    result.update(curve=[float(p) for p in curve], worst_step=float(np.min(np.diff(curve))))
+    return result
+
+
+def _pm(s: dict, key: str, signed: bool = False) -> str:
+    """``s[key]`` in percent, with +- its std over seeds when there are several."""
+    text = f"{100 * s[key]:+.1f}" if signed else f"{100 * s[key]:.1f}"
+    return text + (f" +- {100 * s[key + '_std']:.1f}" if s["seeds"] > 1 else "")
 
 
 def markdown(results: dict) -> str:
     lines = table_head(
-        "CEBaB test, dense joint CBMs (MiniLM, today's recipe), mean over the seeds run, %: task and concept "
-        "accuracy without intervention; the random-order curve (0..4 concepts set to their true value, 0/1, "
-        "averaged over every subset); its worst step; one wrong concept set true alone, net labels fixed over every "
-        "(text, wrong concept) pair; the head fed hard predicted values; the concepts' share of the winning logit; "
-        "task accuracy minus the gold-concept ceiling.",
+        "Test accuracy, mean (+- std) over the seeds run, %: CEBaB, dense joint CBMs (MiniLM, today's recipe), "
+        "unless the row is `imdbc-` (IMDB-C's 50 test reviews: one review is 2 points) or `sparsecbm-` (the "
+        "SparseCBM pipeline). Task and concept accuracy without intervention; the random-order curve (0..4 "
+        "concepts set to their true value, 0/1, the exact mean over every subset); its worst step; all concepts "
+        "true minus none; one wrong concept set true alone, net labels fixed over every (text, wrong concept) pair; "
+        "the head fed hard predicted values; the concepts' share of the winning logit; task accuracy minus the "
+        "gold-concept ceiling.",
         ["head", "flags", "seeds", "task", "concepts", "curve 0-4 true", "worst step", "all true - none",
          "net single fixes", "hard concepts", "concepts' share", "leakage gap"])
     for setting, flags in SETTINGS.items():
         runs = [r for r in results.values() if r["setting"] == setting]
         if not runs:
             continue
-        s = summary(runs)
+        s = {**summary(runs), "seeds": len(runs)}
         lines.append(
-            f"| {setting} | `{' '.join(flags) or '-'}` | {len(runs)} | {100 * s['task']:.1f} | {100 * s['concepts']:.1f} "
+            f"| {setting} | `{' '.join(flags) or '-'}` | {len(runs)} | {_pm(s, 'task')} | {_pm(s, 'concepts')} "
             f"| {' / '.join(f'{100 * p:.1f}' for p in s['curve'])} | {100 * s['worst_step']:+.1f} "
-            f"| {100 * s['all_true_gain']:+.1f} | {100 * s['net_single_fixes']:+.1f} | {100 * s['hard']:.1f} "
+            f"| {_pm(s, 'all_true_gain', True)} | {_pm(s, 'net_single_fixes', True)} | {100 * s['hard']:.1f} "
             f"| {100 * s['share']:.1f} | {100 * s['leakage_gap']:+.1f} |")
     return "\n".join(lines) + "\n"
 

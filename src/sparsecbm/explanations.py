@@ -228,14 +228,17 @@ def _to_words(piece_scores: torch.Tensor, piece_word: torch.Tensor, n_words: int
 
 
 def concept_logits_with_grad(
-    clf: Classifier, k: int, embeds: torch.Tensor, attention_mask: torch.Tensor, *, dense: bool = False
+    clf: Classifier, k: int, embeds: torch.Tensor, attention_mask: torch.Tensor, *, dense: bool = False,
+    features: bool = False,
 ) -> torch.Tensor:
     """Concept k's logits (n, C_k) from input embeddings, in the autograd graph,
-    through its subnetwork's masked weights held as constants.
+    through its subnetwork's masked weights held as constants; with ``features``,
+    followed by the label head's features of concept k (``model.concept_outputs``).
 
     ``dense=True`` reads a SparseCBM's shared weights without masks (the
     comparison the faithfulness benchmark makes)."""
-    return clf.model.concept_logits(None, attention_mask, k, dense=dense, inputs_embeds=embeds, frozen=True)
+    return clf.model.concept_outputs(None, attention_mask, k, dense=dense, inputs_embeds=embeds, frozen=True,
+                                     features=features)
 
 
 def token_scores(
@@ -247,9 +250,11 @@ def token_scores(
     *,
     steps: int = 20,
     dense: bool = False,
+    features: bool = False,
 ) -> tuple[np.ndarray, torch.Tensor]:
     """Word scores for concept k's logit ``target`` (default: the predicted
-    value's), and concept k's logits (1, C_k) on the text, from the same pass.
+    value's), and concept k's logits (1, C_k) on the text, from the same pass
+    (with ``features``, its outputs: the logits, then the label head's features).
 
     grad: the norm of the gradient at each piece's embedding (>= 0).
     grad_x_input: gradient . embedding (signed: > 0 supports the value).
@@ -272,8 +277,8 @@ def token_scores(
                 if steps < 1:
                     raise ValueError(f"steps must be >= 1, got {steps}")
                 with torch.no_grad():
-                    logits = concept_logits_with_grad(clf, k, x, attn, dense=dense)
-                target = int(logits[0].argmax()) if target is None else target
+                    logits = concept_logits_with_grad(clf, k, x, attn, dense=dense, features=features)
+                target = int(model.logits_of(k, logits[0]).argmax()) if target is None else target
                 pad = clf.tokenizer.pad_token_id
                 x0 = embedding(torch.full_like(ids, pad if pad is not None else 0)).detach()
                 special = (enc.piece_word < 0).to(device).view(1, -1, 1)
@@ -285,8 +290,8 @@ def token_scores(
                 pieces = ((x - x0)[0] * grad.mean(0)).sum(-1)
             else:
                 x.requires_grad_(True)
-                logits = concept_logits_with_grad(clf, k, x, attn, dense=dense)
-                target = int(logits[0].argmax()) if target is None else target
+                logits = concept_logits_with_grad(clf, k, x, attn, dense=dense, features=features)
+                target = int(model.logits_of(k, logits[0]).argmax()) if target is None else target
                 (grad,) = torch.autograd.grad(logits[0, target], x)
                 pieces = grad[0].norm(dim=-1) if method == "grad" else (grad[0] * x[0]).sum(-1)
     finally:
@@ -363,18 +368,16 @@ def explain(
     enc = words(clf, text)
     if method is None:
         out = clf.forward_texts([text])
-        logits = list(out.concept_logits)
+        logits, features = list(out.concept_logits), out.features
         scores: list[np.ndarray | None] = [None] * len(logits)
     else:
-        # Concept k's logits come out of its own gradient pass: no second forward.
-        logits, scores = [], []
+        # Concept k's logits (and features) come out of its own gradient pass: no second forward.
+        outputs, scores = [], []
         for k in range(len(schema.concepts)):
-            s, lk = token_scores(clf, enc, k, None, method, steps=steps)
-            logits.append(lk)
+            s, ok = token_scores(clf, enc, k, None, method, steps=steps, features=True)
+            outputs.append(ok)
             scores.append(s)
-    features = clf.forward_texts([text]).features if model.has_features and method is not None else ()
-    if method is None:
-        features = out.features
+        logits, features = model.split_outputs(outputs)
     activations = torch.sigmoid(torch.cat(logits, dim=1))
     with torch.inference_mode(), model.evaluating():
         parts = model.logit_parts(activations.to(clf.device), tuple(f.to(clf.device) for f in features))
