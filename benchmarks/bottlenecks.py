@@ -64,7 +64,7 @@ def run_row(setting: str, seed: int) -> dict:
 
 def summary(runs: list[dict]) -> dict[str, float]:
     """Means over seeds of the measures a row of the table shows (fractions), with the
-    standard deviation over seeds of the first four as ``<name>_std``."""
+    sample standard deviation over seeds (as Table 2) of the first four as ``<name>_std``."""
     def values(f) -> list[float]:
         return [f(r) for r in runs]
 
@@ -80,7 +80,7 @@ def summary(runs: list[dict]) -> dict[str, float]:
         "leakage_gap": values(lambda r: r["test"]["leakage_gap"]),
     }
     result = {key: float(np.mean(v)) for key, v in out.items()}
-    result.update({f"{key}_std": float(np.std(out[key])) for key in ("task", "concepts", "all_true_gain",
+    result.update({f"{key}_std": float(np.std(out[key], ddof=1)) if len(runs) > 1 else 0.0 for key in ("task", "concepts", "all_true_gain",
                                                                       "net_single_fixes")})
     result.update(curve=[float(p) for p in curve], worst_step=float(np.min(np.diff(curve))))
     return result
