@@ -45,7 +45,8 @@ def main() -> None:
     wrong = predicted_values(list(clf.forward_texts(dev.texts).concept_logits)) != dev.concepts
     items = [(int(i), int(k)) for i in np.flatnonzero(wrong.any(1)) for k in np.flatnonzero(wrong[i])][: args.n]
     test_batches = I.tokenize(clf, test.texts)
-    base = [I.concept_k_outputs(clf, test_batches, k).argmax(-1).numpy() for k in range(len(schema.concepts))]
+    base = [model.logits_of(k, I.concept_k_outputs(clf, test_batches, k)).argmax(-1).numpy()
+            for k in range(len(schema.concepts))]
     rows = {c: [] for c in args.caution}
     for i, k in items:
         concept, masks_k = schema.concepts[k], model.masks[schema.concepts[k]]
@@ -60,10 +61,10 @@ def main() -> None:
                 rows[caution].append({"fixed": False, "bits": 0, "changed": 0, "delta_accuracy": 0.0})
                 continue
             n, logits = I.search(clf, k, batches, v, drop, grow, g_theta.size)
-            after = I.concept_k_outputs(clf, test_batches, k).argmax(-1).numpy()
+            after = model.logits_of(k, I.concept_k_outputs(clf, test_batches, k)).argmax(-1).numpy()
             I.flip(model, concept, drop[:n], grow[:n], undo=True)
             truth = test.concepts[:, k]
-            rows[caution].append({"fixed": int(logits.argmax(-1)[0]) == int(v[0]), "bits": 2 * int(n),
+            rows[caution].append({"fixed": int(model.logits_of(k, logits).argmax(-1)[0]) == int(v[0]), "bits": 2 * int(n),
                                   "changed": int((after != base[k]).sum()),
                                   "delta_accuracy": float((after == truth).mean() - (base[k] == truth).mean())})
     summary = {
