@@ -83,7 +83,7 @@ class FineTuner:
         y = None if label is None else torch.tensor([label])
         try:
             for _ in range(self.max_steps):
-                if int(concept_k_outputs(self.clf, batches, k)[0].argmax()) == value:
+                if int(self.clf.model.logits_of(k, concept_k_outputs(self.clf, batches, k)[0]).argmax()) == value:
                     break
                 with model.evaluating(), torch.enable_grad():
                     b = batches[0][1]
