@@ -389,7 +389,8 @@ def explain(
     for k, (name, values) in enumerate(zip(schema.concepts, schema.concept_values)):
         cols = model.concept_slice(k)
         a = activations[0, cols]
-        per_value = value_contributions(clf, k, a, features[k][0] if features else None, y)
+        with torch.inference_mode(), model.evaluating():
+            per_value = model.value_terms(k, a.to(clf.device), features[k][0].to(clf.device) if features else None, y)
         p = logits[k][0].softmax(-1)
         v = int(p.argmax())
         ws = ()
@@ -419,20 +420,6 @@ def explain(
         values_label=schema.labels[int(parts["values_label"][0])],
         concept_share=float(parts["share"][0]),
     )
-
-
-def value_contributions(clf: Classifier, k: int, a_k: torch.Tensor, f_k: torch.Tensor | None, y: int) -> list[float]:
-    """Concept k's term of label y's logit, value by value (their sum is the term): a soft or
-    embedding head's term is linear in the activations, so each value's part is the term
-    with the other values' activations at 0; a hard head's term is its predicted value's."""
-    model = clf.model
-    f = None if f_k is None else f_k[None].to(clf.device)
-    with torch.inference_mode(), model.evaluating():
-        if model.config.bottleneck == "hard":
-            term = float(model.concept_term(k, a_k[None].to(clf.device), f)[0, y])
-            return [term if v == int(a_k.argmax()) else 0.0 for v in range(len(a_k))]
-        rows = torch.eye(len(a_k)) * a_k[None]  # one value's activation per row
-        return [float(model.concept_term(k, row[None].to(clf.device), f)[0, y]) for row in rows]
 
 
 def explain_many(

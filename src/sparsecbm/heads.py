@@ -111,6 +111,18 @@ class LabelHead:
         x = self.concept_input(k, activations_k, features_k)
         return x @ self.classifier.weight[:, self.classifier_columns(k)].T
 
+    def value_terms(self, k: int, a_k: torch.Tensor, f_k: torch.Tensor | None, y: int) -> list[float]:
+        """One text's concept k term of label y's logit, value by value (their sum is the term):
+        a soft or embedding head's term is linear in the activations ``a_k`` (C_k,), so each
+        value's part is the term with the other values' activations at 0; a hard head's term
+        is its predicted value's."""
+        f = None if f_k is None else f_k[None]
+        if self.config.bottleneck == "hard":
+            term = float(self.concept_term(k, a_k[None], f)[0, y])
+            return [term if v == int(a_k.argmax()) else 0.0 for v in range(len(a_k))]
+        rows = torch.eye(len(a_k), device=a_k.device) * a_k[None]  # one value's activation per row
+        return [float(self.concept_term(k, row[None], f)[0, y]) for row in rows]
+
     def concept_terms(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
         """Every concept's share of the task logits, (n, K, C_y)."""
         features = features or (None,) * len(self.concept_sizes)
