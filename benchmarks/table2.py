@@ -68,15 +68,16 @@ PARTS = ("table", "pruners", "sweep", "decoder", "decoder-short", "modes")
 EVERYTHING = set(PARTS) - {"decoder-short"}  # no --only: every part at its full protocol
 # Runs that an earlier benchmark already made; each is taken only when its saved settings are those
 # planned here (adopt() checks), so the entries of an older recipe are skipped (and a stored result of an
-# older recipe is replaced by an adoptable run). The SparseCBM rows are sparse_recipe.py's mining-gamma-5
-# runs, which started from these CBMs with today's defaults.
+# older recipe is replaced by an adoptable run). These are bottlenecks.py's runs of today's default head
+# (embedding, intervention probability 0.5). Its SparseCBM runs trained their dense phase themselves (the
+# same recipe and seed as the CBM row) instead of starting from the CBM row's folder.
 ADOPT = {
-    "cebab-standard-s0": ("foundation.json", "cebab-standard", "runs/foundation/cebab-standard"),
-    "cebab-cbm-s0": ("recipe.json", "gamma-0.5-lr-1e-4", "runs/recipe/recipe-gamma-0.5-lr-1e-4"),
-    "cebab-cbm-s1": ("recipe.json", "gamma-0.5-lr-1e-4-seed-1", "runs/recipe/recipe-gamma-0.5-lr-1e-4-seed-1"),
-    "cebab-cbm-s2": ("recipe.json", "gamma-0.5-lr-1e-4-seed-2", "runs/recipe/recipe-gamma-0.5-lr-1e-4-seed-2"),
-    **{f"cebab-sparsecbm-obs-s{seed}": ("sparse_recipe.json", f"mining-gamma-5-s{seed}",
-                                        f"runs/sparse_recipe/mining-gamma-5-s{seed}") for seed in range(3)},
+    **{f"cebab-cbm-s{seed}": ("bottlenecks.json", f"embedding-p0.5-s{seed}",
+                              f"runs/bottlenecks/cbm-embedding-p0.5-s{seed}") for seed in range(3)},
+    **{f"imdbc-cbm-s{seed}": ("bottlenecks.json", f"imdbc-embedding-p0.5-s{seed}",
+                              f"runs/bottlenecks/cbm-imdbc-embedding-p0.5-s{seed}") for seed in range(3)},
+    **{f"cebab-sparsecbm-obs-s{seed}": ("bottlenecks.json", f"sparsecbm-embedding-p0.5-s{seed}",
+                                        f"runs/bottlenecks/sparsecbm-embedding-p0.5-s{seed}") for seed in range(3)},
 }
 
 
@@ -154,9 +155,11 @@ def adopt(results: dict, planned: dict[str, list[str]], out: Path, runs_dir: Pat
             continue  # made under other defaults
         if link.exists() and not link.is_symlink():
             raise SystemExit(f"{link}: a run of older settings is in the way of adopting {model_dir}; move it")
-        record = json.loads((out / source).read_text())
-        record = record["runs"][key] if key else record
-        results[name] = {**record, "adopted_from": f"{source} ({model_dir})"}
+        record = json.loads((out / source).read_text())["runs"].get(key)
+        if record is None:
+            continue  # that benchmark has not stored the run's scores yet
+        results[name] = {**record, "adopted_from": f"{source} ({model_dir})",
+                         "settings": saved_settings(None, Path(model_dir))}
         if link.is_symlink():
             link.unlink()
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -216,6 +219,17 @@ def _gap(runs: list[dict], ceiling: dict | None) -> str:
     return "-" if task is None or ceiling is None else f"{100 * (task - ceiling['accuracy']):+.1f}"
 
 
+def _head(record: dict) -> str:
+    """The label head a run was trained with (results saved before the choice existed: soft)."""
+    return ((record.get("settings") or {}).get("training") or {}).get("bottleneck", "soft")
+
+
+def _share(runs: list[dict]) -> str:
+    """The concepts' mean share of the winning logit, in %, when every run measured it."""
+    shares = _values(runs, ("concept_share",))
+    return f"{100 * statistics.mean(shares):.1f}" if shares and len(shares) == len(runs) else "-"
+
+
 def tables(results: dict, ceilings: dict | None = None) -> str:
     ceilings = ceilings or {}
 
@@ -231,30 +245,39 @@ def tables(results: dict, ceilings: dict | None = None) -> str:
         + "".join(f"{'' if i == 0 else ';'} {NAMES[d]} task {100 * c['majority_task']:.1f}, concepts "
                   f"{100 * c['majority_concepts']:.1f}" for i, (d, c) in enumerate(ceilings.items())) + ".",
         "",
-        "| backbone | model | seeds | CEBaB concept | CEBaB task | CEBaB leakage gap | IMDB-C concept | IMDB-C task "
-        "| IMDB-C leakage gap |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Concepts' share: the mean share of the winning label's logit that comes from the named concepts' "
+        "terms (the rest is the side channel and the bias; docs/interventions.md, Label heads); - where the run "
+        "was made before it was measured.",
+        "",
+        "| backbone | model | label head | seeds | CEBaB concept | CEBaB task | CEBaB leakage gap | CEBaB concepts' share "
+        "| IMDB-C concept | IMDB-C task | IMDB-C leakage gap | IMDB-C concepts' share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, model in (("Standard", "standard"), ("CBM", "cbm"), ("CBM, sequential", "cbm-sequential"),
                          ("CBM, independent", "cbm-independent"), ("SparseCBM", "sparsecbm-obs")):
-        c, i = group(f"cebab-{model}"), group(f"imdbc-{model}")
         concept_model = model != "standard"
-        if c or i:
-            lines.append(f"| MiniLM | {label} | {len(c)} / {len(i)} | {_cell(c, 'concepts', 'mean')} | {_cell(c, 'task')} "
-                         f"| {_gap(c, ceilings.get('cebab')) if concept_model else '-'} "
-                         f"| {_cell(i, 'concepts', 'mean')} | {_cell(i, 'task')} "
-                         f"| {_gap(i, ceilings.get('imdbc')) if concept_model else '-'} |")
+        by_head = {}
+        for data in ("cebab", "imdbc"):
+            for r in group(f"{data}-{model}"):
+                by_head.setdefault(_head(r) if concept_model else "-", {}).setdefault(data, []).append(r)
+        for head, runs in sorted(by_head.items(), key=lambda item: item[0] != "embedding"):
+            c, i = runs.get("cebab", []), runs.get("imdbc", [])
+            lines.append(f"| MiniLM | {label} | {head} | {len(c)} / {len(i)} | {_cell(c, 'concepts', 'mean')} "
+                         f"| {_cell(c, 'task')} | {_gap(c, ceilings.get('cebab')) if concept_model else '-'} "
+                         f"| {_share(c)} | {_cell(i, 'concepts', 'mean')} | {_cell(i, 'task')} "
+                         f"| {_gap(i, ceilings.get('imdbc')) if concept_model else '-'} | {_share(i)} |")
     for label, model in (("CBM", "cbm-smollm2"), ("SparseCBM", "sparsecbm-smollm2"),
                          ("SparseCBM, one-sitting protocol", "sparsecbm-smollm2-short")):
         d = group(f"cebab-{model}")
         if d:
-            lines.append(f"| SmolLM2-135M (4-bit GGUF -> fp32) | {label} | {len(d)} / 0 "
-                         f"| {_cell(d, 'concepts', 'mean')} | {_cell(d, 'task')} | {_gap(d, ceilings.get('cebab'))} "
-                         "| - | - | - |")
+            lines.append(f"| SmolLM2-135M (4-bit GGUF -> fp32) | {label} | {'/'.join(sorted({_head(r) for r in d}))} "
+                         f"| {len(d)} / 0 | {_cell(d, 'concepts', 'mean')} | {_cell(d, 'task')} "
+                         f"| {_gap(d, ceilings.get('cebab'))} | {_share(d)} | - | - | - | - |")
     lines += [
         "",
-        "Protocols: SparseCBM starts from the CBM row above it (`--init-from`) and prunes each concept to "
-        "1 - 1/K. CEBaB MiniLM: 3 cubic OBS steps (m = 64), 1 fine-tuning epoch between steps, 5 final epochs. "
+        "Protocols: SparseCBM starts from the CBM row above it (`--init-from`; the CEBaB rows adopted from "
+        "bottlenecks.py trained that dense phase themselves, with the same recipe and seed) and prunes each "
+        "concept to 1 - 1/K. CEBaB MiniLM: 3 cubic OBS steps (m = 64), 1 fine-tuning epoch between steps, 5 final epochs. "
         f"IMDB-C (K = 4): the same protocol with `{' '.join(DATA['imdbc'])}` (long reviews; memory). "
         f"SmolLM2: the same protocol with `{' '.join(DECODER_SPARSE)}` (memory); its one-sitting protocol "
         f"adds `{' '.join(DECODER_SHORT)}` (1 OBS step, 1 epoch under the final masks: about an hour). "
@@ -343,6 +366,8 @@ def main() -> None:
             elif name in results and not args.redo:
                 saved = saved_settings(results[name], model_dir)
                 diffs = settings_differ(run_args, saved) if saved is not None else []
+                if "concept_share" not in results[name]["test"] and "standard" not in name:
+                    diffs.append("made before the concepts' share was measured")
                 if not diffs:
                     continue
                 print(f"== {name}: made with other settings ({'; '.join(diffs)}); training it again", flush=True)
