@@ -146,9 +146,9 @@ def test_evaluate_rejects_data_of_another_schema(data, tiny_bert, shared_data):
 
 def test_public_api_is_small_and_pinned():
     assert sorted(sparsecbm.__all__) == [
-        "CBMOutput", "Classifier", "ConceptBottleneckModel", "ConceptPrediction", "DataError",
+        "Annotations", "CBMOutput", "Classifier", "ConceptBottleneckModel", "ConceptPrediction", "DataError",
         "Dataset", "Explanation", "ModelConfig", "Prediction", "PruneConfig", "Schema", "Split", "TrainConfig",
-        "convert_gguf", "explain", "load", "load_dataset", "train",
+        "annotate", "convert_gguf", "explain", "load", "load_dataset", "train",
     ]
 
 

@@ -7,10 +7,12 @@
     >>> sparsecbm.load("runs/cbm").predict(["The food was great but the waiter ignored us."])
     >>> sparse = sparsecbm.train(data, sparsecbm.TrainConfig(model="sparsecbm"), prune=sparsecbm.PruneConfig())
     >>> print(sparse.explain("Cold food, lovely staff.").describe())
+    >>> sparsecbm.annotate("reviews.csv", "examples/cebab-concepts.toml").write("reviews.annotated.csv")
 """
 
 __version__ = "0.1.0"
 
+from .annotation import Annotations, annotate
 from .backbones import convert_gguf
 from .classifier import Classifier, ConceptPrediction, Prediction, load
 from .data import DataError, Dataset, Schema, Split, load_dataset
@@ -20,6 +22,7 @@ from .pruning import PruneConfig
 from .training import TrainConfig, train
 
 __all__ = [
+    "Annotations",
     "CBMOutput",
     "Classifier",
     "ConceptBottleneckModel",
@@ -33,6 +36,7 @@ __all__ = [
     "Schema",
     "Split",
     "TrainConfig",
+    "annotate",
     "convert_gguf",
     "explain",
     "load",

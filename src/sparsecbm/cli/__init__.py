@@ -4,7 +4,7 @@ User mistakes (bad data, bad flags, missing files) print ``sparsecbm: error: ...
 and exit with status 2, never a traceback.
 
 The package: ``args`` (the parser), ``inputs`` (data, guard and texts from
-the flags), ``commands`` and ``editing`` (one function per command).
+the flags), ``commands``, ``editing`` and ``annotating`` (one function per command).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from .annotating import cmd_annotate
 from .args import build_parser
 from .commands import cmd_convert_gguf, cmd_evaluate, cmd_explain, cmd_masks, cmd_predict, cmd_train
 from .editing import cmd_correct, cmd_intervene, cmd_serve, cmd_undo
@@ -33,7 +34,7 @@ class _TqdmHandler(logging.Handler):
 COMMANDS = {
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "masks": cmd_masks,
     "explain": cmd_explain, "intervene": cmd_intervene, "correct": cmd_correct, "undo": cmd_undo,
-    "convert-gguf": cmd_convert_gguf,
+    "convert-gguf": cmd_convert_gguf, "annotate": cmd_annotate,
     "serve": cmd_serve,
 }
 

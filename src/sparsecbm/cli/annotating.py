@@ -1,0 +1,44 @@
+"""``sparsecbm annotate``: concept values for a file of texts, from a concept file of example phrases."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..annotation import annotate
+from ..files import write_json
+
+
+def default_out(data: str) -> Path:
+    path = Path(data)
+    suffix = path.suffix if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json") else ".csv"
+    return path.with_name(f"{path.stem}.annotated{suffix}")
+
+
+def cmd_annotate(args: argparse.Namespace) -> None:
+    out = Path(args.out) if args.out else default_out(args.data)
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    if out.resolve() == Path(args.data).resolve():
+        raise ValueError(f"--out {out} is the input file; write the annotations to another file")
+    ann = annotate(args.data, args.concepts, text_column=args.text_column, annotator=args.annotator,
+                   labelled=args.labelled, progress=not args.quiet)
+    ann.write(out, prefix=args.prefix)
+    summary = ann.summary(least=args.least)
+    if args.summary:
+        write_json(args.summary, summary)
+    print(f"annotated {summary['rows']:,} texts with {len(summary['concepts'])} concepts ({ann.method}, "
+          f"{summary['seconds']:.1f} s) -> {out}")
+    for name, c in summary["concepts"].items():
+        counts = ", ".join(f"{value} {n:,}" for value, n in c["counts"].items())
+        print(f"  {name}: {counts} (mean confidence {c['mean_confidence']:.2f})")
+    if ann.agreement:
+        print("agreement with the labelled rows (calibrated: 5-fold cross-validated, never on rows it was fitted to):")
+        for name, a in ann.agreement.items():
+            held = "too few rows to hold out" if a["calibrated_cross_validated"] is None \
+                else f"{100 * a['calibrated_cross_validated']:.1f} %"
+            print(f"  {name}: zero-label {100 * a['zero_label']:.1f} %, calibrated {held}; using {a['used']}")
+    print("least confident (check these first):")
+    for w in summary["least_confident"]:
+        said = f' from "{w["evidence"]}"' if w["evidence"] else ""
+        print(f"  row {w['row']}: {w['concept']} = {w['value']} ({w['confidence']:.2f}){said}")
