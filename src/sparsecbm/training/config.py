@@ -49,7 +49,7 @@ class TrainConfig:
 
     model: str = setting("cbm", "standard, cbm (a concept bottleneck) or sparsecbm (concept subnetworks)",
                          choices=MODEL_KINDS)
-    backbone: str = setting(DEFAULT_BACKBONE, "'minilm' (default), 'smollm2-135m' (after convert-gguf), a model "
+    backbone: str = setting(DEFAULT_BACKBONE, "'minilm' (default), 'mpnet' (after make mpnet), 'smollm2-135m' (after convert-gguf), a model "
                             "folder or a hub id")
     epochs: int = setting(5, "training epochs")
     batch_size: int = setting(16, "texts per training batch")
