@@ -95,10 +95,12 @@ def test_concept_file_errors_name_the_file_and_key(tmp_path, text, message):
     assert message in str(e.value)
 
 
-def test_clauses_split_sentences_and_contrasts():
+def test_clauses_split_sentences_contrasts_commas_and_and():
     assert clauses("Best dumplings in town! The waiter was rude, but the room was quiet.") == [
         "Best dumplings in town!", "The waiter was rude", "the room was quiet."]
-    assert clauses("   ") == ["   "] or clauses("   ") == [""]
+    assert clauses("Lovely quiet room, great pasta and a rude waiter.") == [
+        "Lovely quiet room", "great pasta", "a rude waiter."]
+    assert clauses("no stop at all") == ["no stop at all"]
 
 
 def test_scoring_reads_each_concept_at_its_own_clause(concept_file):
@@ -225,6 +227,8 @@ def test_cli_annotates_refuses_to_overwrite_and_reports(tmp_path, capsys, tiny_b
     assert main(["-q", "annotate", str(data), "--concepts", str(bad), "--out", str(tmp_path / "x.csv")]) == 2
     assert "bad.toml: [food] Positive: expected a list of phrases" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+    assert main(["-q", "annotate", str(data), "--concepts", str(concepts), "--out", str(tmp_path / "x.parquet")]) == 2
+    assert "x.parquet: write annotations to a .csv, .tsv, .jsonl or .json file" in capsys.readouterr().err
 
 
 def test_concept_file_from_dict_needs_values():

@@ -3,7 +3,7 @@
 A TOML file, one table per concept::
 
     unknown = "unknown"      # the value of a concept a text does not mention (default "unknown")
-    threshold = 0.4          # optional: how similar a clause must be to count as a mention
+    threshold = 0.45         # optional: how similar a clause must be to count as a mention
 
     [food]
     about = ["the food", "the dishes"]           # optional: phrases naming the topic itself
@@ -26,7 +26,7 @@ from typing import Any
 
 from ..data import DataError
 
-DEFAULT_THRESHOLD = 0.4  # chosen on CEBaB dev (docs/annotation.md); a file may set its own
+DEFAULT_THRESHOLD = 0.45  # chosen on CEBaB dev (docs/annotation.md); a file may set its own
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from ..annotation import annotate
+from ..data.reading import TABLE_SUFFIXES
 from ..files import write_json
 
 
 def default_out(data: str) -> Path:
     path = Path(data)
-    suffix = path.suffix if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json") else ".csv"
+    suffix = path.suffix if path.suffix.lower() in TABLE_SUFFIXES else ".csv"
     return path.with_name(f"{path.stem}.annotated{suffix}")
 
 
@@ -19,6 +20,8 @@ def cmd_annotate(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else default_out(args.data)
     if out.exists() and not args.overwrite:
         raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+    if out.suffix.lower() not in TABLE_SUFFIXES:  # checked before the minutes of scoring, not after
+        raise ValueError(f"--out {out}: write annotations to a .csv, .tsv, .jsonl or .json file")
     if out.resolve() == Path(args.data).resolve():
         raise ValueError(f"--out {out} is the input file; write the annotations to another file")
     ann = annotate(args.data, args.concepts, text_column=args.text_column, annotator=args.annotator,
