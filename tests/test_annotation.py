@@ -229,6 +229,9 @@ def test_cli_annotates_refuses_to_overwrite_and_reports(tmp_path, capsys, tiny_b
     assert not (tmp_path / "x.csv").exists()
     assert main(["-q", "annotate", str(data), "--concepts", str(concepts), "--out", str(tmp_path / "x.parquet")]) == 2
     assert "x.parquet: write annotations to a .csv, .tsv, .jsonl or .json file" in capsys.readouterr().err
+    clash = write_csv(tmp_path / "clash.csv", ["text", "food"], [("Tasty dishes.", "x")])
+    assert main(["-q", "annotate", str(clash), "--concepts", str(concepts), "--annotator", "no-such-folder/x"]) == 2
+    assert "clash.csv: already has column(s) ['food']; choose another name with --prefix" in capsys.readouterr().err
 
 
 def test_concept_file_from_dict_needs_values():

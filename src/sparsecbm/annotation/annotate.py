@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,8 +30,13 @@ from .concept_file import ConceptFile, read_concept_file
 from .encoder import SentenceEncoder
 from .scoring import score_texts
 
-log = logging.getLogger(__name__)
 CONFIDENCE_SUFFIX = "_confidence"
+
+
+def column_clash(record: dict[str, Any], concept_file: ConceptFile, prefix: str = "") -> list[str]:
+    """The columns ``write`` would add that ``record`` (a row of the input) already has."""
+    added = [c for name in concept_file.names for c in (prefix + name, prefix + name + CONFIDENCE_SUFFIX)]
+    return [c for c in added if c in record]
 
 
 @dataclass
@@ -79,8 +83,7 @@ class Annotations:
         out = Path(out)
         if out.suffix.lower() not in TABLE_SUFFIXES:
             raise DataError(f"{out}: write annotations to a .csv, .tsv, .jsonl or .json file")
-        added = [c for name in self.concept_file.names for c in (prefix + name, prefix + name + CONFIDENCE_SUFFIX)]
-        clash = [c for c in added if self.records and c in self.records[0]]
+        clash = column_clash(self.records[0], self.concept_file, prefix) if self.records else []
         if clash:
             raise DataError(f"{self.source}: already has column(s) {clash}; choose another name with --prefix")
         rows = []

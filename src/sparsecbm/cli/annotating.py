@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..annotation import annotate
-from ..data.reading import TABLE_SUFFIXES
+from ..annotation import annotate, read_concept_file
+from ..annotation.annotate import column_clash
+from ..data.reading import TABLE_SUFFIXES, iter_rows
 from ..files import write_json
 
 
@@ -24,7 +25,12 @@ def cmd_annotate(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {out}: write annotations to a .csv, .tsv, .jsonl or .json file")
     if out.resolve() == Path(args.data).resolve():
         raise ValueError(f"--out {out} is the input file; write the annotations to another file")
-    ann = annotate(args.data, args.concepts, text_column=args.text_column, annotator=args.annotator,
+    concepts = read_concept_file(args.concepts)
+    if Path(args.data).suffix.lower() in TABLE_SUFFIXES:  # a clash found now, not after the scoring
+        _, first = next(iter_rows(Path(args.data)), (None, {}))
+        if clash := column_clash(first, concepts, args.prefix):
+            raise ValueError(f"{args.data}: already has column(s) {clash}; choose another name with --prefix")
+    ann = annotate(args.data, concepts, text_column=args.text_column, annotator=args.annotator,
                    labelled=args.labelled, progress=not args.quiet)
     ann.write(out, prefix=args.prefix)
     summary = ann.summary(least=args.least)
