@@ -12,6 +12,7 @@ point.
     python -m benchmarks.table2 --only decoder-short    # the same CBM, and a SparseCBM of 1 OBS step + 1 sparse epoch (~1 h)
     python -m benchmarks.table2 --only modes            # CEBaB CBM trained sequential / independent (Koh et al.)
     python -m benchmarks.table2 --seeds 0 1 2           # mean over seeds
+    python -m benchmarks.table2 --seeds 0 1 2 --adopt-only   # take other benchmarks' runs (ADOPT), train nothing
 
 Writes table2.json / table2.md, and sparsity_sweep.png / .md, to --out.
 Results already in table2.json are kept when their model was trained with the
@@ -348,6 +349,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--data", nargs="*", choices=tuple(DATA), help="only runs on these data sets")
     parser.add_argument("--redo", action="store_true", help="rerun runs already in table2.json")
+    parser.add_argument("--adopt-only", action="store_true",
+                        help="take the runs other benchmarks made (ADOPT) and rewrite the tables; train nothing")
     args = parser.parse_args()
     out, runs_dir = Path(args.out), Path("runs/table2")
     json_path = out / "table2.json"
@@ -358,7 +361,7 @@ def main() -> None:
                    if name.split("-", 1)[0] in (args.data or DATA)}
         adopt(results, planned, out, runs_dir)
         regrow = missing_starts(planned, results, runs_dir)
-        for name, run_args in planned.items():
+        for name, run_args in planned.items() if not args.adopt_only else ():
             model_dir = runs_dir / name
             if name in regrow and not args.redo:
                 print(f"== {name}: its folder is gone (a new checkout has no runs/) and {regrow[name]} starts from it; "
