@@ -26,8 +26,8 @@ _SENTENCES = re.compile(r"(?<=[.!?;])\s+|\n+")
 # in one clause ("Lovely room, great pasta and a rude waiter"). On CEBaB dev, cutting at commas and
 # every "and" helped most on food, the aspect reviews most often mention beside another.
 _CLAUSES = re.compile(r",?\s+\b(?:but|although|though|however|while|whereas|yet)\b\s+|;|,\s+|\s+and\s+", re.I)
-TEMPERATURE = 0.05
-MIN_CENTRE = 30  # clauses about a concept needed to read its values against their median  # softness of the zero-label confidence (cosine units)
+TEMPERATURE = 0.05  # softness of the zero-label confidence (cosine units)
+MIN_CENTRE = 30  # clauses about a concept needed to read its values against their median
 
 
 def clauses(text: str) -> list[str]:
