@@ -49,8 +49,8 @@ class TrainConfig:
 
     model: str = setting("cbm", "standard, cbm (a concept bottleneck) or sparsecbm (concept subnetworks)",
                          choices=MODEL_KINDS)
-    backbone: str = setting(DEFAULT_BACKBONE, "'minilm' (default), 'mpnet' (after make mpnet), 'smollm2-135m' (after convert-gguf), a model "
-                            "folder or a hub id")
+    backbone: str = setting(DEFAULT_BACKBONE, "'minilm' (default), 'mpnet' (after make mpnet), 'smollm2-135m' "
+                            "(after convert-gguf), a model folder or a hub id")
     epochs: int = setting(5, "training epochs")
     batch_size: int = setting(16, "texts per training batch")
     lr: float = setting(1e-4, "backbone learning rate (the recipe sweep: docs/decisions.md)")
