@@ -2,11 +2,13 @@
 
     python -m benchmarks.annotation                       # MiniLM (the default annotator)
     python -m benchmarks.annotation --annotators mpnet    # all-mpnet-base-v2 (after make mpnet)
+    python -m benchmarks.annotation --annotators smollm2 minilm+smollm2 --rows 300   # the decoder (make smollm2)
 
 For each annotator: the zero-label agreement on the test split (the concept file
 examples/cebab-concepts.toml, no labelled row); calibrated agreement on the test split with N
 labelled rows drawn at random from dev (N in --labelled-rows, --draws draws each, mean +- std);
-and the wall time of ``annotate`` on the first 1,000 test reviews, model load included. Agreement:
+and the wall time of ``annotate`` on the first 1,000 test reviews, model load included. ``--rows N``
+keeps the first N test and N dev reviews (the decoder needs about a second a review). Agreement:
 the share of (review, concept) cells equal to the human majority label (unknown included), the
 mean over the 4 concepts. The task label is never read. Results: annotation.json / .md in --out;
 an annotator already stored is skipped (resumable; --redo to measure it again).
@@ -25,7 +27,8 @@ import numpy as np
 import torch
 
 from benchmarks.harness import sole_writer, stored_runs, table_head
-from sparsecbm.annotation import SentenceEncoder, annotate, read_concept_file, score_texts
+from sparsecbm.annotation import annotate, read_concept_file
+from sparsecbm.annotation.annotators import score_with
 from sparsecbm.annotation.calibration import fit_calibrator
 from sparsecbm.data import load_dataset
 from sparsecbm.files import write_json, write_text
@@ -39,7 +42,7 @@ def agreement(names: list[np.ndarray], gold: list[np.ndarray]) -> list[float]:
     return [float(np.mean(a == b)) for a, b in zip(names, gold)]
 
 
-def measure(annotator: str, labelled_rows: list[int], draws: int) -> dict:
+def measure(annotator: str, labelled_rows: list[int], draws: int, rows: int | None = None) -> dict:
     data, concept_file = load_dataset("cebab"), read_concept_file(CONCEPTS)
     schema = data.schema
     order = [schema.concepts.index(c) for c in concept_file.names]
@@ -50,13 +53,13 @@ def measure(annotator: str, labelled_rows: list[int], draws: int) -> dict:
     def names(k: int, values: np.ndarray) -> np.ndarray:
         return np.asarray(concept_file.values(k))[values]
 
+    test, dev = data["test"].head(rows or len(data["test"])), data["dev"].head(rows or len(data["dev"]))
+    timed_rows = min(TIMED, len(test))
     start = time.perf_counter()
-    ann = annotate(list(data["test"].texts[:TIMED]), concept_file, annotator=annotator, progress=True)
+    ann = annotate(list(test.texts[:timed_rows]), concept_file, annotator=annotator, progress=True)
     timed = time.perf_counter() - start
-    encoder = SentenceEncoder(annotator)
-    test, dev = data["test"], data["dev"]
     # Scored together, as annotate() scores a file with its labelled rows (the same medians).
-    both = score_texts(list(test.texts) + list(dev.texts), concept_file, encoder, progress=True)
+    both = score_with(list(test.texts) + list(dev.texts), concept_file, annotator, progress=True)
     test_scores = [Part(s.values[:len(test)], s.features[:len(test)]) for s in both]
     dev_scores = [Part(s.values[len(test):], s.features[len(test):]) for s in both]
     test_gold, dev_gold = gold(test), gold(dev)
@@ -66,10 +69,10 @@ def measure(annotator: str, labelled_rows: list[int], draws: int) -> dict:
         "annotator": annotator, "concepts": list(concept_file.names), "test_rows": len(test),
         "zero_label": agreement([names(k, s.values) for k, s in enumerate(test_scores)], test_gold),
         "majority": agreement([np.full(len(test), m) for m in majority], test_gold),
-        "seconds_for_1000": round(timed, 1),
+        "timed_rows": timed_rows, "seconds": round(timed, 1),
         # The values are read against medians over the texts scored together: the share of the first
         # 1,000 reviews' cells that differ between annotating them alone and with the rest of test and dev.
-        "cells_changed_by_other_texts": float(np.mean([ann.values[:, k] != test_scores[k].values[:TIMED]
+        "cells_changed_by_other_texts": float(np.mean([ann.values[:, k] != test_scores[k].values[:timed_rows]
                                                        for k in range(len(order))])),
         "calibrated": {},
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -99,14 +102,15 @@ def _pct(values: list[float]) -> str:
 
 def markdown(results: dict) -> str:
     lines = table_head(
-        "CEBaB test (1,685 reviews), agreement with the human concept labels in % (unknown counts as a value): "
+        "CEBaB test (all 1,685 reviews unless the annotator says), agreement with the human concept labels in % (unknown counts as a value): "
         "per concept, then the mean. Calibrated rows: N labelled dev rows drawn at random, the mean over draws "
         "(+- std of the mean agreement); `cv` is the 5-fold cross-validated agreement on those N rows, which "
         "is what a user sees; as `annotate` does, a concept keeps its zero-label values unless `cv` beats the "
         "zero-label agreement on the same rows (`calibrated` counts the concepts x draws that switched). Command: `python -m benchmarks.annotation --annotators NAME`.",
         ["annotator", "labelled rows", "food", "ambiance", "service", "noise", "mean", "cv (on the N rows)",
          "calibrated"])
-    for name, r in results.items():
+    for key, r in results.items():
+        name = key if r["test_rows"] == 1685 else f"{key} (first {r['test_rows']} test reviews)"
         lines.append(f"| {name} | none (always the training majority) | "
                      + " | ".join(f"{100 * a:.1f}" for a in r["majority"]) + f" | {_pct(r['majority'])} | - | - |")
         lines.append(f"| {name} | 0 (zero-label) | " + " | ".join(f"{100 * a:.1f}" for a in r["zero_label"])
@@ -119,9 +123,10 @@ def markdown(results: dict) -> str:
             lines.append(f"| {name} | {n} ({len(runs)} draws) | " + " | ".join(f"{100 * a:.1f}" for a in per)
                          + f" | {_pct(means)}{spread} | {_pct(cv)} "
                          f"| {sum(sum(run['calibrated_used']) for run in runs)} / {sum(map(len, (run['test'] for run in runs)))} |")
-    lines += ["", "Wall time of `annotate` on the first 1,000 test reviews (model load included):", ""]
-    lines += [f"- {name}: {r['seconds_for_1000']} s ({r['machine']})" for name, r in results.items()]
-    lines += ["", "Cells of those 1,000 reviews whose value differs between annotating them alone and together with the "
+    lines += ["", "Wall time of `annotate` on the first 1,000 test reviews, or all those measured (model load included):", ""]
+    lines += [f"- {name}: {r.get('seconds', r.get('seconds_for_1000'))} s for {r.get('timed_rows', TIMED)} reviews "
+              f"({r['machine']})" for name, r in results.items()]
+    lines += ["", "Cells of those reviews whose value differs between annotating them alone and together with the "
               "rest of test and dev (values are read against medians over the texts scored together):", ""]
     lines += [f"- {name}: {100 * r['cells_changed_by_other_texts']:.1f} %" for name, r in results.items()
               if "cells_changed_by_other_texts" in r]
@@ -135,6 +140,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--redo", action="store_true")
+    parser.add_argument("--rows", type=int, help="the first N test and N dev reviews only (default: all)")
     args = parser.parse_args()
     path = Path(args.out) / "annotation.json"
     with sole_writer(path):
@@ -142,7 +148,7 @@ def main() -> None:
         for annotator in args.annotators:
             if annotator in results and not args.redo:
                 continue
-            results[annotator] = measure(annotator, args.labelled_rows, args.draws)
+            results[annotator] = measure(annotator, args.labelled_rows, args.draws, args.rows)
             write_json(path, {"runs": results})
             write_text(path.with_suffix(".md"), markdown(results))
     print(markdown(results))

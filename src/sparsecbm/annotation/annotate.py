@@ -27,8 +27,9 @@ from ..data.reading import Normaliser, TABLE_SUFFIXES, cell_text, check_columns,
 from ..files import atomic_path
 from .calibration import fit_calibrator
 from .concept_file import ConceptFile, read_concept_file
+from .annotators import score_with, split_annotator
+from .decoder import YesNoDecoder
 from .encoder import SentenceEncoder
-from .scoring import score_texts
 
 CONFIDENCE_SUFFIX = "_confidence"
 
@@ -118,6 +119,7 @@ def annotate(
     annotator: str = "minilm",
     labelled: str | os.PathLike | None = None,
     encoder: SentenceEncoder | None = None,
+    decoder: YesNoDecoder | None = None,
     progress: bool = False,
 ) -> Annotations:
     """Annotate ``data`` (a CSV/TSV/JSONL/JSON file with a text column, a file of one text per
@@ -125,13 +127,13 @@ def annotate(
     ``labelled`` (a file with the text column and a column per concept holding a person's
     values), each concept is calibrated on those rows; its calibrated values are used where their
     cross-validated agreement beats the zero-label rule's on the same rows (both are reported)."""
+    split_annotator(annotator)  # a bad name fails before any file is read
     concept_file = concepts if isinstance(concepts, ConceptFile) else read_concept_file(concepts)
     texts, rows, records, source = _read_data(data, text_column)
     gold_texts, gold = read_labelled(labelled, concept_file, text_column) if labelled is not None else ([], None)
     start = time.perf_counter()
-    encoder = encoder or SentenceEncoder(annotator)
     # The labelled rows are scored with the data, so both are read against the same medians.
-    scores = score_texts(texts + gold_texts, concept_file, encoder, progress=progress)
+    scores = score_with(texts + gold_texts, concept_file, annotator, encoder=encoder, decoder=decoder, progress=progress)
     n = len(texts)
     values = np.stack([s.values[:n] for s in scores], 1)
     confidence = np.stack([s.confidence[:n] for s in scores], 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..annotation import annotate, read_concept_file
 from ..annotation.annotate import column_clash
+from ..annotation.annotators import split_annotator
 from ..data.reading import TABLE_SUFFIXES, iter_rows
 from ..files import write_json
 
@@ -18,6 +19,7 @@ def default_out(data: str) -> Path:
 
 
 def cmd_annotate(args: argparse.Namespace) -> None:
+    split_annotator(args.annotator)  # a bad name is refused before any file is read
     out = Path(args.out) if args.out else default_out(args.data)
     if out.exists() and not args.overwrite:
         raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")

@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--labelled", metavar="FILE", help="rows a person labelled (the text column and a column per "
                    "concept): calibrate each concept on them and report the held-out agreement")
     a.add_argument("--annotator", default="minilm", help="sentence encoder: 'minilm' (default), 'mpnet' (after "
-                   "make mpnet) or a model folder")
+                   "make mpnet) or a model folder; 'smollm2' (the instruct decoder asked yes/no questions, after "
+                   "make smollm2); or an encoder and the decoder, 'minilm+smollm2' (docs/annotation.md#annotators)")
     a.add_argument("--prefix", default="", help="prefix of the added column names (default none)")
     a.add_argument("--summary", metavar="FILE", help="also write the summary as JSON")
     a.add_argument("--least", type=positive_int, default=10, help="least confident cells to list (default 10)")
