@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .access import MAX_BODY, AccessControl, allowed_hosts
+from .annotation.review import AnnotationFile, FileChanged
 from .classifier import Classifier, load
 from .data import Split
 from .explanations import METHODS, SIGNED, explain, subnetworks
@@ -58,9 +59,11 @@ class Explorer:
     def __init__(
         self, clf: Classifier, split: Split | None = None, split_name: str = "", *, guard: Guard | None = None,
         max_ratio: float = MAX_RATIO, ceiling: dict[str, float] | None = None,
+        annotations: AnnotationFile | None = None,
     ) -> None:
         clf.require_masks("for the explorer to correct")
         self.clf, self.split, self.split_name, self.guard = clf, split, split_name, guard
+        self.annotations = annotations  # an annotated file to review (sparsecbm annotate), or None
         self.max_ratio, self.ceiling = check_max_ratio(max_ratio), ceiling
         self.version = 0  # bumped by every kept edit and undo
         self.lock = threading.Lock()
@@ -84,6 +87,8 @@ class Explorer:
                 "caution": self.guard.caution},
             "sparsity": {c: 1.0 - v["kept"] for c, v in subnet["concepts"].items()},
             "jaccard": subnet["jaccard"], "ceiling": self.ceiling, "best_dev": clf.meta.get("best_dev"),
+            "annotations": None if self.annotations is None else {
+                "path": str(self.annotations.path), "n": len(self.annotations.rows)},
         }
         if self._browse is not None:
             logits = self._browse.all(clf)
@@ -146,6 +151,25 @@ class Explorer:
 
     def history(self) -> dict[str, Any]:
         return {"edits": [e.to_json() for e in self.clf.interventions], "version": self.version}
+
+    # ---------------------------------------------------------------- an annotated file
+
+    def annotation_rows(self, concept: str | None = None, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        if self.annotations is None:
+            raise ApiError(404, "no annotated file: start the explorer with --annotations FILE --concepts TOML")
+        if offset < 0 or not 1 <= limit <= MAX_LIMIT:
+            raise ApiError(400, f"offset must be >= 0 and limit in [1, {MAX_LIMIT}]")
+        return {**self.annotations.page(concept, offset, limit), "version": self.version}
+
+    def fix_annotation(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Write a person's value into the annotated file (the model is not touched)."""
+        if self.annotations is None:
+            raise ApiError(404, "no annotated file: start the explorer with --annotations FILE --concepts TOML")
+        try:
+            fixed = self.annotations.fix(body.get("index"), body.get("concept"), body.get("value"))
+        except FileChanged as e:
+            raise ApiError(409, str(e)) from None
+        return {"fixed": fixed, "version": self.version}
 
     # ---------------------------------------------------------------- corrections
 
@@ -267,6 +291,8 @@ def create_app(explorer: Explorer, *, host: str = "127.0.0.1", token: str | None
         Route("/api/examples", locked(explorer.examples, query=True)),
         Route("/api/subnetworks", locked(explorer.subnetworks)),
         Route("/api/history", locked(explorer.history)),
+        Route("/api/annotations", locked(explorer.annotation_rows, query=True)),
+        Route("/api/annotations/fix", locked(explorer.fix_annotation, with_body=True), methods=["POST"]),
         Route("/api/explain", locked(explorer.explain, with_body=True), methods=["POST"]),
         Route("/api/preview", locked(explorer.preview, with_body=True), methods=["POST"]),
         Route("/api/keep", locked(explorer.keep, with_body=True), methods=["POST"]),

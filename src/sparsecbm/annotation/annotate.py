@@ -95,11 +95,11 @@ class Annotations:
                 cells[prefix + name + CONFIDENCE_SUFFIX] = round(float(self.confidence[i, k]), 4)
             rows.append(cells)
         with atomic_path(out) as tmp:
-            tmp.write_text(_table_text(rows, out.suffix.lower()), encoding="utf-8")
+            tmp.write_text(table_text(rows, out.suffix.lower()), encoding="utf-8")
         return out
 
 
-def _table_text(rows: list[dict[str, Any]], suffix: str) -> str:
+def table_text(rows: list[dict[str, Any]], suffix: str) -> str:
     if suffix == ".jsonl":
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if suffix == ".json":

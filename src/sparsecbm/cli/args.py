@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-ratio", type=checked(check_max_ratio), default=MAX_RATIO,
                    help=f"cap of a correction (default {MAX_RATIO:g})")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--annotations", metavar="FILE", help="also review this annotated file (sparsecbm annotate's "
+                   "output): rows least confident first; a value fixed on the page is written back to FILE")
+    s.add_argument("--concepts", metavar="TOML", help="with --annotations: the concept file it was annotated with")
+    s.add_argument("--annotation-prefix", default="", metavar="P", help="with --annotations: the --prefix it was "
+                   "annotated with (default none)")
     add_guard_args(s, "corrections kept from the page: ")
 
     a = sub.add_parser("annotate", help="label concepts in texts that have none, from a file of example phrases",

@@ -168,15 +168,24 @@ def cmd_undo(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from ..annotation import read_concept_file
+    from ..annotation.review import AnnotationFile
     from ..explorer import Explorer, serve
 
+    if bool(args.annotations) != bool(args.concepts):
+        raise ValueError("--annotations and --concepts go together: the annotated file and the concept file it was "
+                         "annotated with")
+    annotations = None
+    if args.annotations:  # read (and checked) before the minutes of loading the model and predicting
+        annotations = AnnotationFile(args.annotations, read_concept_file(args.concepts),
+                                     text_column=args.text_column or "text", prefix=args.annotation_prefix)
     clf = load(args.model_dir, device=args.device)
     dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
     clf.check_schema(dataset.schema, dataset.name)
     split = dataset[args.split]
     ceiling = concept_ceiling(dataset["train"], split, dataset.schema) if "train" in dataset.splits else None
     explorer = Explorer(clf, split.head(args.max_examples), f"{dataset.name} {args.split}", guard=guard_from_args(args, clf, dataset),
-                        max_ratio=args.max_ratio, ceiling=ceiling)
+                        max_ratio=args.max_ratio, ceiling=ceiling, annotations=annotations)
     token = args.token or (None if is_loopback(args.host) else new_token())
     if not is_loopback(args.host):
         print(f"sparsecbm: warning: serving on {args.host}: anyone who can reach this address and has the URL "

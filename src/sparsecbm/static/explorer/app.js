@@ -1,7 +1,8 @@
 // The sparsecbm explorer page: plain JS over the JSON API (docs/explorer.md).
 "use strict";
 
-const state = { model: null, version: 0, page: 0, limit: 20, current: null, explanation: null, concept: null, preview: null };
+const state = { model: null, version: 0, page: 0, limit: 20, current: null, explanation: null, concept: null, preview: null,
+  annotationPage: 0 };
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
@@ -337,6 +338,47 @@ function heatmap(h, name, kept) {
   return el("figure", { class: "heat" }, c, el("figcaption", {}, shortName(name), el("br"), kept === undefined ? "" : `${pct(kept)} kept`));
 }
 
+// ------------------------------------------------------------------ an annotated file (sparsecbm annotate)
+
+async function loadAnnotations() {
+  if (!state.model.annotations) return;
+  $("annotations-panel").hidden = false;
+  const q = new URLSearchParams({ offset: state.annotationPage * state.limit, limit: state.limit });
+  if ($("annotation-concept").value) q.set("concept", $("annotation-concept").value);
+  const data = await api(`/api/annotations?${q}`);
+  $("annotations-path").textContent = data.path;
+  const sel = $("annotation-concept");
+  if (sel.options.length === 1) for (const c of Object.keys(data.concepts)) sel.append(el("option", { value: c }, c));
+  const body = $("annotations").querySelector("tbody");
+  body.replaceChildren();
+  for (const r of data.rows) {
+    const cells = el("td", { class: "annotation-cells" });
+    for (const [name, cell] of Object.entries(r.concepts)) {
+      const choice = el("select", { "aria-label": `row ${r.row}: ${name}`, "data-concept": name });
+      for (const v of data.concepts[name]) choice.append(el("option", { value: v }, v));
+      choice.value = cell.value;
+      choice.addEventListener("change", () => fixAnnotation(r, name, choice));
+      cells.append(el("label", { class: cell.confidence < 0.5 ? "low" : "" }, `${name} `, choice, ` ${pct(cell.confidence)}`), " ");
+    }
+    body.append(el("tr", { "data-index": r.index }, el("td", {}, r.row),
+      el("td", {}, r.text.length > 200 ? r.text.slice(0, 200) + "…" : r.text), cells));
+  }
+  const pages = Math.max(1, Math.ceil(data.total / state.limit));
+  $("annotations-info").textContent = `page ${state.annotationPage + 1} of ${pages} (${data.total} rows)`;
+  $("annotations-prev").disabled = state.annotationPage === 0;
+  $("annotations-next").disabled = state.annotationPage + 1 >= pages;
+}
+
+async function fixAnnotation(row, concept, choice) {
+  try {
+    const r = await api("/api/annotations/fix", { index: row.index, concept, value: choice.value });
+    status(`row ${r.fixed.row}: ${concept} = ${r.fixed.value}, written to ${r.fixed.path}`);
+  } catch (err) {
+    if (err.code === 409) loadAnnotations();  // the file changed on disk: show what it holds now
+    else choice.value = row.concepts[concept].value;
+  }
+}
+
 // ------------------------------------------------------------------ wiring
 
 function wire() {
@@ -351,10 +393,13 @@ function wire() {
     if (!text.trim()) { status("type a text first", true); return; }
     select({ text }, null);
   });
+  $("annotation-concept").addEventListener("change", () => { state.annotationPage = 0; loadAnnotations(); });
+  $("annotations-prev").addEventListener("click", () => { if (state.annotationPage > 0) { state.annotationPage--; loadAnnotations(); } });
+  $("annotations-next").addEventListener("click", () => { state.annotationPage++; loadAnnotations(); });
   $("undo-btn").addEventListener("click", undoLast);
   $("save-btn").addEventListener("click", save);
 }
 
 wire();
-loadModel().then(() => Promise.all([loadExamples(), loadHistory(), loadSubnetworks()])).then(() => status("ready"))
+loadModel().then(() => Promise.all([loadExamples(), loadHistory(), loadSubnetworks(), loadAnnotations()])).then(() => status("ready"))
   .catch((e) => status(String(e), true));
