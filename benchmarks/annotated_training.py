@@ -2,6 +2,7 @@
 
     python -m benchmarks.annotated_training                          # CBM, MiniLM annotator, seed 0
     python -m benchmarks.annotated_training --models cbm sparsecbm --seeds 0 1 2
+    python -m benchmarks.annotated_training --models sparsecbm --concepts annotated   # the annotated row only
 
 The training and dev splits of CEBaB are annotated by ``sparsecbm annotate`` (examples/cebab-concepts.toml,
 no labelled row; their human concept columns are never read), written as CSV files with the task label,
@@ -99,10 +100,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["cbm"], choices=("cbm", "sparsecbm"))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--annotator", default="minilm")
+    parser.add_argument("--concepts", nargs="*", default=["annotated", "supervised"], choices=("annotated", "supervised"),
+                        help="which concept labels to train on (default both)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     planned = {run_name(model, concepts, args.annotator, seed): functools.partial(run_row, model, concepts, args.annotator, seed)
-               for seed in args.seeds for model in args.models for concepts in ("annotated", "supervised")}
+               for seed in args.seeds for model in args.models for concepts in args.concepts}
     run_missing(Path(args.out), "annotated_training", planned, markdown)
 
 

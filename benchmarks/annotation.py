@@ -110,7 +110,7 @@ def markdown(results: dict) -> str:
         ["annotator", "labelled rows", "food", "ambiance", "service", "noise", "mean", "cv (on the N rows)",
          "calibrated"])
     for key, r in results.items():
-        name = key if r["test_rows"] == 1685 else f"{key} (first {r['test_rows']} test reviews)"
+        name = key if r["test_rows"] == 1685 else f"{key.split('@')[0]} (first {r['test_rows']} test reviews)"
         lines.append(f"| {name} | none (always the training majority) | "
                      + " | ".join(f"{100 * a:.1f}" for a in r["majority"]) + f" | {_pct(r['majority'])} | - | - |")
         lines.append(f"| {name} | 0 (zero-label) | " + " | ".join(f"{100 * a:.1f}" for a in r["zero_label"])
@@ -146,9 +146,10 @@ def main() -> None:
     with sole_writer(path):
         results = stored_runs(path)
         for annotator in args.annotators:
-            if annotator in results and not args.redo:
+            key = annotator if args.rows is None else f"{annotator}@{args.rows}"  # row-limited runs apart
+            if key in results and not args.redo:
                 continue
-            results[annotator] = measure(annotator, args.labelled_rows, args.draws, args.rows)
+            results[key] = measure(annotator, args.labelled_rows, args.draws, args.rows)
             write_json(path, {"runs": results})
             write_text(path.with_suffix(".md"), markdown(results))
     print(markdown(results))

@@ -65,7 +65,11 @@ DECODER_SPARSE = [*DECODER, "--block-size", "8", "--grad-chunk", "4"]
 # it, then trains 1 epoch under the final masks (MiniLM's 'fast' recipe in fast_pipeline.py, which has 3,
 # lost 1.3 concept and 1.8 task points to the full protocol).
 DECODER_SHORT = ["--prune-steps", "1", "--finetune-epochs", "0", "--sparse-epochs", "1"]
-PARTS = ("table", "pruners", "sweep", "decoder", "decoder-short", "modes")
+# all-mpnet-base-v2 (BERT-base size, 85M prunable weights): CEBaB's protocol with the decoder's Fisher
+# blocks and gradient chunks (memory, as above); batches of 16 as MiniLM.
+MPNET = ["--backbone", "mpnet"]
+MPNET_SPARSE = [*MPNET, "--block-size", "8", "--grad-chunk", "4"]
+PARTS = ("table", "pruners", "sweep", "decoder", "decoder-short", "modes", "mpnet")
 EVERYTHING = set(PARTS) - {"decoder-short"}  # no --only: every part at its full protocol
 # Runs that an earlier benchmark already made; each is taken only when its saved settings are those
 # planned here (adopt() checks), so the entries of an older recipe are skipped (and a stored result of an
@@ -110,6 +114,10 @@ def plan(parts: set[str], seeds: list[int]) -> list[tuple[str, list[str]]]:
                 runs.append((f"cebab-sparsecbm-smollm2-s{seed}", sparse))
             if "decoder-short" in parts:
                 runs.append((f"cebab-sparsecbm-smollm2-short-s{seed}", [*sparse, *DECODER_SHORT]))
+        if "mpnet" in parts:
+            runs.append((f"cebab-cbm-mpnet-s{seed}", ["--data", "cebab", "--model", "cbm", *MPNET, *s]))
+            runs.append((f"cebab-sparsecbm-mpnet-s{seed}", ["--data", "cebab", "--model", "sparsecbm", *MPNET_SPARSE, *s,
+                                                            "--init-from", f"runs/table2/cebab-cbm-mpnet-s{seed}"]))
     return runs
 
 
@@ -152,8 +160,9 @@ def adopt(results: dict, planned: dict[str, list[str]], out: Path, runs_dir: Pat
         stored = saved_settings(results.get(name), link)
         if name in results and stored is not None and not settings_differ(planned[name], stored):
             continue  # the stored result is today's (one of unknown settings gives way to a checked run)
-        if settings_differ(planned[name], saved_settings(None, Path(model_dir))):
-            continue  # made under other defaults
+        made = saved_settings(None, Path(model_dir))
+        if made is None or settings_differ(planned[name], made):
+            continue  # still running (no config.json yet), or made under other defaults
         if link.exists() and not link.is_symlink():
             raise SystemExit(f"{link}: a run of older settings is in the way of adopting {model_dir}; move it")
         record = json.loads((out / source).read_text())["runs"].get(key)
@@ -231,7 +240,8 @@ def _share(runs: list[dict]) -> str:
     return f"{100 * statistics.mean(shares):.1f}" if shares and len(shares) == len(runs) else "-"
 
 
-def tables(results: dict, ceilings: dict | None = None) -> str:
+def tables(results: dict, ceilings: dict | None = None, prompting: dict | None = None) -> str:
+    """``prompting``: prompting.py's runs, shown as the paper's prompting row."""
     ceilings = ceilings or {}
 
     def group(prefix: str) -> list[dict]:
@@ -267,13 +277,26 @@ def tables(results: dict, ceilings: dict | None = None) -> str:
                          f"| {_cell(c, 'task')} | {_gap(c, ceilings.get('cebab')) if concept_model else '-'} "
                          f"| {_share(c)} | {_cell(i, 'concepts', 'mean')} | {_cell(i, 'task')} "
                          f"| {_gap(i, ceilings.get('imdbc')) if concept_model else '-'} | {_share(i)} |")
-    for label, model in (("CBM", "cbm-smollm2"), ("SparseCBM", "sparsecbm-smollm2"),
-                         ("SparseCBM, one-sitting protocol", "sparsecbm-smollm2-short")):
+    for backbone, label, model in (("SmolLM2-135M (4-bit GGUF -> fp32)", "CBM", "cbm-smollm2"),
+                                   ("SmolLM2-135M (4-bit GGUF -> fp32)", "SparseCBM", "sparsecbm-smollm2"),
+                                   ("SmolLM2-135M (4-bit GGUF -> fp32)", "SparseCBM, one-sitting protocol",
+                                    "sparsecbm-smollm2-short"),
+                                   ("MPNet (all-mpnet-base-v2)", "CBM", "cbm-mpnet"),
+                                   ("MPNet (all-mpnet-base-v2)", "SparseCBM", "sparsecbm-mpnet")):
         d = group(f"cebab-{model}")
         if d:
-            lines.append(f"| SmolLM2-135M (4-bit GGUF -> fp32) | {label} | {'/'.join(sorted({_head(r) for r in d}))} "
+            lines.append(f"| {backbone} | {label} | {'/'.join(sorted({_head(r) for r in d}))} "
                          f"| {len(d)} / 0 | {_cell(d, 'concepts', 'mean')} | {_cell(d, 'task')} "
                          f"| {_gap(d, ceilings.get('cebab'))} | {_share(d)} | - | - | - | - |")
+    if prompting:
+        c, i = prompting.get("cebab"), prompting.get("imdbc")
+
+        def cell(r: dict | None, part: dict | None) -> str:
+            return "-" if r is None else f"{100 * part['accuracy']:.1f} / {100 * part['macro_f1']:.1f}"
+        lines.append(f"| SmolLM2-135M-Instruct | Prompting, no training (benchmarks/prompting.py; test reviews: "
+                     f"{c['test_rows'] if c else 0} / {i['test_rows'] if i else 0}) | - | - "
+                     f"| {cell(c, c and c['concepts_mean'])} | {cell(c, c and c['task'])} | - | - "
+                     f"| {cell(i, i and i['concepts_mean'])} | {cell(i, i and i['task'])} | - | - |")
     lines += [
         "",
         "Protocols: SparseCBM starts from the CBM row above it (`--init-from`; the CEBaB rows adopted from "
@@ -282,6 +305,7 @@ def tables(results: dict, ceilings: dict | None = None) -> str:
         f"IMDB-C (K = 4): the same protocol with `{' '.join(DATA['imdbc'])}` (long reviews; memory). "
         f"SmolLM2: the same protocol with `{' '.join(DECODER_SPARSE)}` (memory); its one-sitting protocol "
         f"adds `{' '.join(DECODER_SHORT)}` (1 OBS step, 1 epoch under the final masks: about an hour). "
+        f"MPNet: the same protocol with `{' '.join(MPNET_SPARSE[2:])}` (memory). "
         "The exact command of every cell is in table2.json.",
     ]
     pruners = [(p, group(f"cebab-sparsecbm-{p}")) for p in ("obs", "magnitude", "wanda")]
@@ -379,9 +403,9 @@ def main() -> None:
             results[name] = run_one(name, run_args, runs_dir)
             results[name]["settings"] = saved_settings(None, model_dir)
             write_json(json_path, {"runs": results})
-            write_text(out / "table2.md", tables(results, ceilings(results)))
+            write_text(out / "table2.md", tables(results, ceilings(results), stored_runs(out / "prompting.json")))
             sweep(results, out)
-        write_text(out / "table2.md", tables(results, ceilings(results)))
+        write_text(out / "table2.md", tables(results, ceilings(results), stored_runs(out / "prompting.json")))
         sweep(results, out)
     print((out / "table2.md").read_text())
 
