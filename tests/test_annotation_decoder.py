@@ -31,12 +31,11 @@ def test_cached_answers_equal_one_forward_of_the_whole_prompt(decoder):
     logp = decoder.choose(texts, qs, [["yes", "no"], ["yes", "no", "maybe"], ["1", "2"]])
     for i, text in enumerate(texts):
         for q, answers in enumerate([["yes", "no"], ["yes", "no", "maybe"], ["1", "2"]]):
-            prompt = decoder._head + text + decoder._middle + qs[q] + decoder._tail
-            ids = torch.tensor([decoder._ids(decoder._head) + decoder._ids(text) + decoder._ids(decoder._middle + qs[q] + decoder._tail)])
+            ids = torch.tensor([decoder.prompt_ids(text, qs[q])])
             with torch.no_grad():
                 full = decoder.model(input_ids=ids).logits[0, -1].log_softmax(-1)
             expected = full[decoder.answer_tokens(answers)].numpy()
-            assert np.allclose(logp[q][i], expected, atol=1e-4), prompt
+            assert np.allclose(logp[q][i], expected, atol=1e-4), (text, qs[q])
     odds = decoder.ask(texts, qs[:2])
     assert odds.shape == (2, 2)
 

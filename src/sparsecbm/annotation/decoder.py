@@ -67,6 +67,10 @@ class YesNoDecoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def prompt_ids(self, text: str, question: str) -> list[int]:
+        """The whole prompt of one text and question, as ``choose`` feeds it in two parts."""
+        return self._ids(self._head) + self._ids(text)[: self.max_length] + self._ids(self._middle + question + self._tail)
+
     def ask(self, texts: list[str], questions: list[str], *, progress: bool = False) -> np.ndarray:
         logp = self.choose(texts, [q + YES_NO for q in questions], [["Yes", "No"]] * len(questions), progress=progress)
         return np.stack([lp[:, 0] - lp[:, 1] for lp in logp], 1) if logp else np.zeros((len(texts), 0), np.float32)
@@ -90,7 +94,7 @@ class YesNoDecoder:
         rows = torch.arange(len(questions), device=device)
         out = [np.zeros((len(texts), len(a)), dtype=np.float32) for a in answers]
         for i, text in enumerate(tqdm(texts, desc="asking the decoder", unit="text", disable=not progress)):
-            prefix = torch.tensor([head + self._ids(text)[: self.max_length]], device=device)
+            prefix = torch.tensor([head + self._ids(text)[: self.max_length]], device=device)  # prompt_ids' first part
             cache = self.model(input_ids=prefix, use_cache=True).past_key_values
             cache.batch_repeat_interleave(len(questions))
             n = prefix.shape[1]
