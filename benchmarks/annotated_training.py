@@ -66,6 +66,9 @@ def run_row(model: str, concepts: str, annotator: str, seed: int) -> dict:
     args = ["--data", str(files[f"{source}-train"]), "--dev", str(files[f"{source}-dev"]), "--test", str(files["test"]),
             "--text-column", "text", "--label-column", "label", "--concept-columns", "food,ambiance,service,noise",
             "--labels", "1,2,3,4,5", "--model", model, "--seed", str(seed)]
+    dense = RUNS / run_name("cbm", concepts, annotator, seed)
+    if model == "sparsecbm" and (dense / "config.json").exists():
+        args += ["--init-from", str(dense)]  # the CBM row of the same labels and seed is its dense phase
     record = run_one(run_name(model, concepts, annotator, seed), args, RUNS)
     record.update(model=model, concepts=concepts, annotator=annotator, seed=seed)
     return record
