@@ -7,7 +7,8 @@ uses and what a script can drive. Every request that touches the model holds
 one lock, so explanations, previews and edits never interleave; a request that
 changes the model names the ``version`` it was made against, and a stale one
 gets 409 and changes nothing. No request names a file: saving writes the
-folder the model was loaded from, and reloading reads it back.
+folder the model was loaded from, reloading reads it back, and an annotation
+fix writes the one annotated file named at start (``--annotations``).
 
 Before any of that, :mod:`sparsecbm.access` refuses requests from other web
 sites (Host, Origin and Content-Type checks, a body limit, and a token when
@@ -154,19 +155,22 @@ class Explorer:
 
     # ---------------------------------------------------------------- an annotated file
 
-    def annotation_rows(self, concept: str | None = None, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+    def _annotations(self) -> AnnotationFile:
         if self.annotations is None:
             raise ApiError(404, "no annotated file: start the explorer with --annotations FILE --concepts TOML")
+        return self.annotations
+
+    def annotation_rows(self, concept: str | None = None, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        annotations = self._annotations()
         if offset < 0 or not 1 <= limit <= MAX_LIMIT:
             raise ApiError(400, f"offset must be >= 0 and limit in [1, {MAX_LIMIT}]")
-        return {**self.annotations.page(concept, offset, limit), "version": self.version}
+        return {**annotations.page(concept, offset, limit), "version": self.version}
 
     def fix_annotation(self, body: dict[str, Any]) -> dict[str, Any]:
         """Write a person's value into the annotated file (the model is not touched)."""
-        if self.annotations is None:
-            raise ApiError(404, "no annotated file: start the explorer with --annotations FILE --concepts TOML")
+        annotations = self._annotations()
         try:
-            fixed = self.annotations.fix(body.get("index"), body.get("concept"), body.get("value"))
+            fixed = annotations.fix(body.get("index"), body.get("concept"), body.get("value"))
         except FileChanged as e:
             raise ApiError(409, str(e)) from None
         return {"fixed": fixed, "version": self.version}

@@ -25,9 +25,9 @@ import numpy as np
 from ..data import DataError
 from ..data.reading import Normaliser, TABLE_SUFFIXES, cell_text, check_columns, iter_rows, read_texts, row_label
 from ..files import atomic_path
+from .annotators import score_with, split_annotator
 from .calibration import fit_calibrator
 from .concept_file import ConceptFile, read_concept_file
-from .annotators import score_with, split_annotator
 from .decoder import YesNoDecoder
 from .encoder import SentenceEncoder
 
