@@ -2,7 +2,7 @@
 
     python -m benchmarks.annotation                       # MiniLM (the default annotator)
     python -m benchmarks.annotation --annotators mpnet    # all-mpnet-base-v2 (after make mpnet)
-    python -m benchmarks.annotation --annotators smollm2 minilm+smollm2 --rows 300   # the decoder (make smollm2)
+    python -m benchmarks.annotation --annotators minilm smollm2 minilm+smollm2 --rows 200 --labelled-rows 50 100
 
 For each annotator: the zero-label agreement on the test split (the concept file
 examples/cebab-concepts.toml, no labelled row); calibrated agreement on the test split with N
