@@ -277,12 +277,10 @@ def tables(results: dict, ceilings: dict | None = None, prompting: dict | None =
                          f"| {_cell(c, 'task')} | {_gap(c, ceilings.get('cebab')) if concept_model else '-'} "
                          f"| {_share(c)} | {_cell(i, 'concepts', 'mean')} | {_cell(i, 'task')} "
                          f"| {_gap(i, ceilings.get('imdbc')) if concept_model else '-'} | {_share(i)} |")
-    for backbone, label, model in (("SmolLM2-135M (4-bit GGUF -> fp32)", "CBM", "cbm-smollm2"),
-                                   ("SmolLM2-135M (4-bit GGUF -> fp32)", "SparseCBM", "sparsecbm-smollm2"),
-                                   ("SmolLM2-135M (4-bit GGUF -> fp32)", "SparseCBM, one-sitting protocol",
-                                    "sparsecbm-smollm2-short"),
-                                   ("MPNet (all-mpnet-base-v2)", "CBM", "cbm-mpnet"),
-                                   ("MPNet (all-mpnet-base-v2)", "SparseCBM", "sparsecbm-mpnet")):
+    smollm2, mpnet = "SmolLM2-135M (4-bit GGUF -> fp32)", "MPNet (all-mpnet-base-v2)"
+    for backbone, label, model in ((smollm2, "CBM", "cbm-smollm2"), (smollm2, "SparseCBM", "sparsecbm-smollm2"),
+                                   (smollm2, "SparseCBM, one-sitting protocol", "sparsecbm-smollm2-short"),
+                                   (mpnet, "CBM", "cbm-mpnet"), (mpnet, "SparseCBM", "sparsecbm-mpnet")):
         d = group(f"cebab-{model}")
         if d:
             lines.append(f"| {backbone} | {label} | {'/'.join(sorted({_head(r) for r in d}))} "

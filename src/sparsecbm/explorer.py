@@ -108,8 +108,7 @@ class Explorer:
             raise ApiError(400, f"concept: unknown {concept!r}; the model's concepts are {list(schema.concepts)}")
         if sort not in SORTS:
             raise ApiError(400, f"sort: expected one of {list(SORTS)}, got {sort!r}")
-        if offset < 0 or not 1 <= limit <= MAX_LIMIT:
-            raise ApiError(400, f"offset must be >= 0 and limit in [1, {MAX_LIMIT}]")
+        _check_page(offset, limit)
         logits = self._browse.all(self.clf)
         task = self.clf.task_logits_from(logits).softmax(-1)
         probs = [self.clf.model.logits_of(k, l).softmax(-1) for k, l in enumerate(logits)]
@@ -162,8 +161,7 @@ class Explorer:
 
     def annotation_rows(self, concept: str | None = None, offset: int = 0, limit: int = 50) -> dict[str, Any]:
         annotations = self._annotations()
-        if offset < 0 or not 1 <= limit <= MAX_LIMIT:
-            raise ApiError(400, f"offset must be >= 0 and limit in [1, {MAX_LIMIT}]")
+        _check_page(offset, limit)
         return {**annotations.page(concept, offset, limit), "version": self.version}
 
     def fix_annotation(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -260,6 +258,11 @@ class Explorer:
             raise ApiError(400, f"text: character {e.start + 1} is not a valid Unicode character (a lone "
                                 "surrogate); send the text as UTF-8") from None
         return text
+
+
+def _check_page(offset: int, limit: int) -> None:
+    if offset < 0 or not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, f"offset must be >= 0 and limit in [1, {MAX_LIMIT}]")
 
 
 def create_app(explorer: Explorer, *, host: str = "127.0.0.1", token: str | None = None,

@@ -34,10 +34,17 @@ from .encoder import SentenceEncoder
 CONFIDENCE_SUFFIX = "_confidence"
 
 
-def column_clash(record: dict[str, Any], concept_file: ConceptFile, prefix: str = "") -> list[str]:
-    """The columns ``write`` would add that ``record`` (a row of the input) already has."""
+def check_out(out: Path, name: str = "") -> None:
+    """A DataError unless ``out`` has a suffix ``write`` can write (``name``: how to call it)."""
+    if out.suffix.lower() not in TABLE_SUFFIXES:
+        raise DataError(f"{name}{out}: write annotations to a .csv, .tsv, .jsonl or .json file")
+
+
+def check_no_clash(record: dict[str, Any], concept_file: ConceptFile, prefix: str, source: str) -> None:
+    """A DataError when ``record`` (a row of ``source``) already has a column ``write`` would add."""
     added = [c for name in concept_file.names for c in (prefix + name, prefix + name + CONFIDENCE_SUFFIX)]
-    return [c for c in added if c in record]
+    if clash := [c for c in added if c in record]:
+        raise DataError(f"{source}: already has column(s) {clash}; choose another name with --prefix")
 
 
 @dataclass
@@ -82,11 +89,9 @@ class Annotations:
         ``PREFIX + concept`` and ``PREFIX + concept + '_confidence'``), as CSV/TSV/JSONL/JSON
         by ``out``'s suffix; written to a temporary name, then renamed."""
         out = Path(out)
-        if out.suffix.lower() not in TABLE_SUFFIXES:
-            raise DataError(f"{out}: write annotations to a .csv, .tsv, .jsonl or .json file")
-        clash = column_clash(self.records[0], self.concept_file, prefix) if self.records else []
-        if clash:
-            raise DataError(f"{self.source}: already has column(s) {clash}; choose another name with --prefix")
+        check_out(out)
+        if self.records:
+            check_no_clash(self.records[0], self.concept_file, prefix, self.source)
         rows = []
         for i, record in enumerate(self.records):
             cells = dict(record)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..annotation import annotate, read_concept_file
-from ..annotation.annotate import column_clash
+from ..annotation.annotate import check_no_clash, check_out
 from ..annotation.annotators import split_annotator
 from ..data.reading import TABLE_SUFFIXES, iter_rows
 from ..files import write_json
@@ -23,15 +23,13 @@ def cmd_annotate(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else default_out(args.data)
     if out.exists() and not args.overwrite:
         raise ValueError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
-    if out.suffix.lower() not in TABLE_SUFFIXES:  # checked before the minutes of scoring, not after
-        raise ValueError(f"--out {out}: write annotations to a .csv, .tsv, .jsonl or .json file")
+    check_out(out, "--out ")  # checked before the minutes of scoring, not after
     if out.resolve() == Path(args.data).resolve():
         raise ValueError(f"--out {out} is the input file; write the annotations to another file")
     concepts = read_concept_file(args.concepts)
     if Path(args.data).suffix.lower() in TABLE_SUFFIXES:  # a clash found now, not after the scoring
         _, first = next(iter_rows(Path(args.data)), (None, {}))
-        if clash := column_clash(first, concepts, args.prefix):
-            raise ValueError(f"{args.data}: already has column(s) {clash}; choose another name with --prefix")
+        check_no_clash(first, concepts, args.prefix, args.data)
     ann = annotate(args.data, concepts, text_column=args.text_column, annotator=args.annotator,
                    labelled=args.labelled, progress=not args.quiet)
     ann.write(out, prefix=args.prefix)

@@ -96,9 +96,14 @@ async function loadExamples() {
     activate(tr, () => select({ index: r.index, text: r.text, label: r.label, concepts: r.concepts }, tr));
     body.append(tr);
   }
-  $("page-info").textContent = `page ${state.page + 1} of ${pages} (${data.total} rows)`;
-  $("prev-page").disabled = state.page === 0;
-  $("next-page").disabled = state.page + 1 >= pages;
+  showPage(state.page, pages, data.total, "page-info", "prev-page", "next-page");
+}
+
+// "page 2 of 5 (93 rows)", with the arrows off at either end.
+function showPage(page, pages, total, info, prev, next) {
+  $(info).textContent = `page ${page + 1} of ${pages} (${total} rows)`;
+  $(prev).disabled = page === 0;
+  $(next).disabled = page + 1 >= pages;
 }
 
 function select(item, row) {
@@ -363,10 +368,8 @@ async function loadAnnotations() {
     body.append(el("tr", { "data-index": r.index }, el("td", {}, r.row),
       el("td", {}, r.text.length > 200 ? r.text.slice(0, 200) + "…" : r.text), cells));
   }
-  const pages = Math.max(1, Math.ceil(data.total / state.limit));
-  $("annotations-info").textContent = `page ${state.annotationPage + 1} of ${pages} (${data.total} rows)`;
-  $("annotations-prev").disabled = state.annotationPage === 0;
-  $("annotations-next").disabled = state.annotationPage + 1 >= pages;
+  showPage(state.annotationPage, Math.max(1, Math.ceil(data.total / state.limit)), data.total,
+    "annotations-info", "annotations-prev", "annotations-next");
 }
 
 async function fixAnnotation(row, concept, choice) {
