@@ -17,7 +17,6 @@ an annotator already stored is skipped (resumable; --redo to measure it again).
 from __future__ import annotations
 
 import argparse
-from collections import namedtuple
 import platform
 import statistics
 import time
@@ -29,12 +28,11 @@ import torch
 from benchmarks.harness import sole_writer, stored_runs, table_head
 from sparsecbm.annotation import annotate, read_concept_file
 from sparsecbm.annotation.annotators import score_with
-from sparsecbm.annotation.calibration import fit_calibrator
+from sparsecbm.annotation.calibration import calibrate
 from sparsecbm.data import load_dataset
 from sparsecbm.files import write_json, write_text
 
 CONCEPTS = "examples/cebab-concepts.toml"
-Part = namedtuple("Part", "values features")  # one split's share of a concept's scores
 TIMED = 1000
 
 
@@ -60,8 +58,9 @@ def measure(annotator: str, labelled_rows: list[int], draws: int, rows: int | No
     timed = time.perf_counter() - start
     # Scored together, as annotate() scores a file with its labelled rows (the same medians).
     both = score_with(list(test.texts) + list(dev.texts), concept_file, annotator, progress=True)
-    test_scores = [Part(s.values[:len(test)], s.features[:len(test)]) for s in both]
-    dev_scores = [Part(s.values[len(test):], s.features[len(test):]) for s in both]
+    test_scores = [s.take(slice(0, len(test))) for s in both]
+    dev_scores = [s.take(slice(len(test), None)) for s in both]
+    mentioned = [spec.mentioned for spec in concept_file.concepts]
     test_gold, dev_gold = gold(test), gold(dev)
     train = data["train"].concepts
     majority = [np.asarray(schema.concept_values[j])[np.bincount(train[:, j]).argmax()] for j in order]
@@ -81,17 +80,17 @@ def measure(annotator: str, labelled_rows: list[int], draws: int, rows: int | No
         runs = []
         for draw in range(draws):
             rows = np.random.default_rng(draw).choice(len(dev), size=n, replace=False)
-            test_agree, cv_agree, used = [], [], []
-            for k, scores in enumerate(dev_scores):
-                labels = np.asarray([concept_file.values(k).index(v) for v in dev_gold[k][rows]])
-                calibrator, cv = fit_calibrator(scores.features[rows], labels, seed=draw)
-                # annotate()'s rule: calibrated values only where they held out better than zero-label
-                calibrated = cv is not None and cv > np.mean(scores.values[rows] == labels)
-                predicted = calibrator.predict(test_scores[k].features)[0] if calibrated else test_scores[k].values
-                test_agree.append(float(np.mean(names(k, predicted) == test_gold[k])))
-                cv_agree.append(cv)
-                used.append(bool(calibrated))
-            runs.append({"draw": draw, "test": test_agree, "cross_validated": cv_agree, "calibrated_used": used})
+            labels = np.stack([[concept_file.values(k).index(v) for v in dev_gold[k][rows]]
+                               for k in range(len(order))], 1)
+            # annotate()'s rule: per concept, whichever held out best on the N rows
+            predicted, _, chosen = calibrate([s.take(rows) for s in dev_scores], labels, test_scores, mentioned, seed=draw)
+            runs.append({"draw": draw, "test": [float(np.mean(names(k, predicted[:, k]) == test_gold[k]))
+                                                for k in range(len(order))],
+                         "cross_validated": [max(a for a in (c["calibrated_cross_validated"],
+                                                             c["clause_polarity_cross_validated"], c["zero_label"])
+                                                 if a is not None) for c in chosen.values()],
+                         "calibrated_used": [c["used"] != "zero-label" for c in chosen.values()],
+                         "used": [c["used"] for c in chosen.values()]})
         record["calibrated"][str(n)] = runs
     return record
 
@@ -104,9 +103,10 @@ def markdown(results: dict) -> str:
     lines = table_head(
         "CEBaB test (all 1,685 reviews unless the annotator says), agreement with the human concept labels in % (unknown counts as a value): "
         "per concept, then the mean. Calibrated rows: N labelled dev rows drawn at random, the mean over draws "
-        "(+- std of the mean agreement); `cv` is the 5-fold cross-validated agreement on those N rows, which "
-        "is what a user sees; as `annotate` does, a concept keeps its zero-label values unless `cv` beats the "
-        "zero-label agreement on the same rows (`calibrated` counts the concepts x draws that switched). Command: `python -m benchmarks.annotation --annotators NAME`.",
+        "(+- std of the mean agreement). As `annotate` does, each concept keeps whichever of the zero-label rule, "
+        "the feature classifier and the clause-polarity classifier agrees best with the N rows (the classifiers "
+        "5-fold cross-validated); `cv` is that best agreement, which is what a user sees, and `calibrated` counts "
+        "the concepts x draws that took a classifier. Command: `python -m benchmarks.annotation --annotators NAME`.",
         ["annotator", "labelled rows", "food", "ambiance", "service", "noise", "mean", "cv (on the N rows)",
          "calibrated"])
     for key, r in results.items():

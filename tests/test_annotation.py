@@ -9,14 +9,16 @@ from __future__ import annotations
 import csv
 import json
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from sparsecbm.annotation import (ConceptFile, SentenceEncoder, annotate, clauses, read_concept_file,
                                   read_labelled, score_texts)
-from sparsecbm.annotation.calibration import fit_calibrator
+from sparsecbm.annotation.calibration import ClausePolarity, calibrate, fit_calibrator
 from sparsecbm.annotation.concept_file import concept_file_from_dict
+from sparsecbm.annotation.scoring import ConceptScores
 from sparsecbm.cli import main
 from sparsecbm.data import DataError
 
@@ -195,6 +197,40 @@ def test_calibrator_of_one_value_and_of_too_few_rows():
     assert cv is None  # under 2 rows per fold: no held-out agreement to report
     values, confidence = calibrator.predict(features)
     assert set(values) <= {0, 1} and ((confidence >= 0.5) & (confidence <= 1)).all()
+
+
+def _clause_scores(stated: np.ndarray, rule: np.ndarray, rng) -> ConceptScores:
+    """Scores whose deciding clause's embedding says the ``stated`` value (0 Positive, 1 Negative,
+    2 not mentioned) plainly, while the zero-label rule says ``rule``."""
+    clause = np.where((stated < 2)[:, None], np.stack([1.0 - 2 * (stated == 1), rng.normal(0, 0.3, len(stated))], 1), 0)
+    n = len(stated)
+    return ConceptScores(values=rule, confidence=np.full(n, 0.5, np.float32), evidence=("x",) * n,
+                         features=rng.normal(size=(n, 3)).astype(np.float32), mention=np.full(n, 0.9, np.float32),
+                         clause=clause.astype(np.float32))
+
+
+def test_clause_polarity_learns_values_across_concepts_and_keeps_mentions():
+    rng = np.random.default_rng(0)
+    mentioned = [("Positive", "Negative"), ("Positive", "Negative")]
+    food = rng.integers(3, size=60)
+    service = np.where(rng.random(60) < 0.5, 0, 2)  # the labelled rows never say a service was bad
+    gold = np.stack([food, service], 1)
+    # The rule finds every mention but always reads Positive.
+    labelled = [_clause_scores(g, np.where(g < 2, 0, 2), rng) for g in (food, service)]
+    truth = rng.integers(3, size=30)
+    target = [_clause_scores(truth, np.where(truth < 2, 0, 2), rng) for _ in range(2)]
+    values, confidence, record = calibrate(labelled, gold, target, mentioned)
+    assert record[0]["used"] == "clause polarity" and record[0]["clause_polarity_cross_validated"] == 1.0
+    assert record[0]["zero_label"] < 0.9 and record[0]["calibrated_cross_validated"] < 0.9
+    assert (values[:, 0] == truth).all()  # "not mentioned" stays the rule's
+    assert ((confidence[:, 0] > 0.45) & (confidence[:, 0] <= 0.9)).all()  # the mention's 0.9 times the value's
+    # Service's rows never showed a bad service: the rule ties the classifier there and is kept...
+    assert record[1]["used"] == "zero-label" and (values[:, 1] == target[1].values).all()
+    # ...while the classifier, having learnt Negative from food's rows, reads service's Negative clauses.
+    polarity = ClausePolarity.fit(labelled, gold, mentioned)
+    assert (polarity.predict(1, target[1])[0] == truth).all()
+    without_clauses = [replace(s, clause=None) for s in labelled]
+    assert ClausePolarity.fit(without_clauses, gold, mentioned) is None  # a decoder alone has no clause
 
 
 def test_sentence_encoder_rows_are_unit_length_in_input_order(tiny_bert):

@@ -26,7 +26,7 @@ from ..data import DataError
 from ..data.reading import Normaliser, TABLE_SUFFIXES, cell_text, check_columns, iter_rows, read_texts, row_label
 from ..files import atomic_path
 from .annotators import score_with, split_annotator
-from .calibration import fit_calibrator
+from .calibration import calibrate
 from .concept_file import ConceptFile, read_concept_file
 from .decoder import YesNoDecoder
 from .encoder import SentenceEncoder
@@ -130,8 +130,8 @@ def annotate(
     """Annotate ``data`` (a CSV/TSV/JSONL/JSON file with a text column, a file of one text per
     line, or a list of texts) with the concepts of ``concepts`` (a TOML concept file). With
     ``labelled`` (a file with the text column and a column per concept holding a person's
-    values), each concept is calibrated on those rows; its calibrated values are used where their
-    cross-validated agreement beats the zero-label rule's on the same rows (both are reported)."""
+    values), each concept is calibrated on those rows: the zero-label rule or a classifier, whichever
+    agrees best with those rows held out (:func:`~sparsecbm.annotation.calibration.calibrate`; all are reported)."""
     split_annotator(annotator)  # a bad name fails before any file is read
     concept_file = concepts if isinstance(concepts, ConceptFile) else read_concept_file(concepts)
     texts, rows, records, source = _read_data(data, text_column)
@@ -144,18 +144,12 @@ def annotate(
     confidence = np.stack([s.confidence[:n] for s in scores], 1)
     method, agreement = "zero-label", None
     if gold is not None:
-        agreement = {}
-        for k, name in enumerate(concept_file.names):
-            features = scores[k].features
-            zero = float(np.mean(scores[k].values[n:] == gold[:, k]))
-            calibrator, cv = fit_calibrator(features[n:], gold[:, k])
-            used = cv is not None and cv > zero  # calibration is kept only where it held out better
-            if used:
-                values[:, k], confidence[:, k] = calibrator.predict(features[:n])
-            agreement[name] = {"zero_label": round(zero, 4), "calibrated_cross_validated": None if cv is None else round(cv, 4),
-                               "used": "calibrated" if used else "zero-label"}
+        mentioned = [spec.mentioned for spec in concept_file.concepts]
+        values, confidence, by_index = calibrate([s.take(slice(n, None)) for s in scores], gold,
+                                                 [s.take(slice(0, n)) for s in scores], mentioned)
+        agreement = {name: by_index[k] for k, name in enumerate(concept_file.names)}
         method = f"calibrated on {len(gold_texts)} labelled rows"
-    return Annotations(concept_file, tuple(texts), tuple(rows), values, confidence, tuple(s.evidence for s in scores),
+    return Annotations(concept_file, tuple(texts), tuple(rows), values, confidence, tuple(s.evidence[:n] for s in scores),
                        method, agreement, time.perf_counter() - start, records, source)
 
 

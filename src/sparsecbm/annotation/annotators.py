@@ -7,6 +7,8 @@ zero-label rule decides and a calibrator (``--labelled``) learns from both sets 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .concept_file import ConceptFile
@@ -40,6 +42,4 @@ def score_with(texts: list[str], concept_file: ConceptFile, annotator: str, *, e
         by_decoder = score_texts_decoder(texts, concept_file, decoder or YesNoDecoder(decoder_name), progress=progress)
     if by_encoder is None or by_decoder is None:
         return by_encoder or by_decoder
-    return [ConceptScores(values=e.values, confidence=e.confidence, evidence=e.evidence,
-                          features=np.concatenate([e.features, d.features], 1))
-            for e, d in zip(by_encoder, by_decoder)]
+    return [replace(e, features=np.concatenate([e.features, d.features], 1)) for e, d in zip(by_encoder, by_decoder)]

@@ -46,6 +46,16 @@ class ConceptScores:
     confidence: np.ndarray  # (n,) in [0, 1]
     evidence: tuple[str, ...]  # the clause that decided ("" when not mentioned)
     features: np.ndarray  # (n, F) float32
+    mention: np.ndarray | None = None  # (n,) probability that the text mentions the concept (a sentence encoder's)
+    clause: np.ndarray | None = None  # (n, d) the deciding clause's embedding (zeros when not mentioned)
+
+    def take(self, rows) -> "ConceptScores":
+        """The scores of some texts only (``rows``: a slice or indices)."""
+        def pick(x):
+            return None if x is None else x[rows]
+        evidence = np.asarray(self.evidence, dtype=object)[rows]
+        return ConceptScores(values=self.values[rows], confidence=self.confidence[rows], evidence=tuple(evidence),
+                             features=self.features[rows], mention=pick(self.mention), clause=pick(self.clause))
 
 
 def score_texts(texts: list[str], concept_file: ConceptFile, encoder: SentenceEncoder, *,
@@ -67,12 +77,13 @@ def score_texts(texts: list[str], concept_file: ConceptFile, encoder: SentenceEn
         sims.append((np.stack(by_value, 1), about))
     relevance = np.stack([np.maximum(v.max(1), a) for v, a in sims], 1)  # (m, K)
     winner = relevance.argmax(1)
-    return [_concept_scores(sims[k], relevance[:, k], winner == k, owner, flat, len(texts), concept_file.threshold)
-            for k in range(len(sims))]
+    return [_concept_scores(sims[k], relevance[:, k], winner == k, owner, flat, clause_emb, len(texts),
+                            concept_file.threshold) for k in range(len(sims))]
 
 
 def _concept_scores(sims: tuple[np.ndarray, np.ndarray], relevance: np.ndarray, won: np.ndarray,
-                    owner: np.ndarray, flat: list[str], n: int, threshold: float) -> ConceptScores:
+                    owner: np.ndarray, flat: list[str], clause_emb: np.ndarray, n: int,
+                    threshold: float) -> ConceptScores:
     by_value, about = sims
     n_values = by_value.shape[1]
     counted = won & (relevance >= threshold)
@@ -110,8 +121,10 @@ def _concept_scores(sims: tuple[np.ndarray, np.ndarray], relevance: np.ndarray, 
                      _per_text(np.where(won, contrast[:, v], 0.0), owner, n, np.add, 0.0),
                      at_clause[:, v]]
     features += [*np.eye(n_values + 1)[values].T, confidence]  # the zero-label decision itself
+    clause = np.where(mentioned[:, None], clause_emb[np.maximum(decisive, 0)], 0.0).astype(np.float32)
     return ConceptScores(values=values.astype(np.int64), confidence=confidence.astype(np.float32),
-                         evidence=evidence, features=np.stack(features, 1).astype(np.float32))
+                         evidence=evidence, features=np.stack(features, 1).astype(np.float32),
+                         mention=p_mention.astype(np.float32), clause=clause)
 
 
 def _per_text(x: np.ndarray, owner: np.ndarray, n: int, ufunc: np.ufunc, start: float) -> np.ndarray:

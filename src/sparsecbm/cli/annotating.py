@@ -42,11 +42,12 @@ def cmd_annotate(args: argparse.Namespace) -> None:
         counts = ", ".join(f"{value} {n:,}" for value, n in c["counts"].items())
         print(f"  {name}: {counts} (mean confidence {c['mean_confidence']:.2f})")
     if ann.agreement:
-        print("agreement with the labelled rows (calibrated: 5-fold cross-validated, never on rows it was fitted to):")
+        print("agreement with the labelled rows (classifiers: 5-fold cross-validated, never on rows they were fitted to):")
         for name, a in ann.agreement.items():
-            held = "too few rows to hold out" if a["calibrated_cross_validated"] is None \
-                else f"{100 * a['calibrated_cross_validated']:.1f} %"
-            print(f"  {name}: zero-label {100 * a['zero_label']:.1f} %, calibrated {held}; using {a['used']}")
+            held = ", ".join(f"{label} " + ("too few rows to hold out" if a[key] is None else f"{100 * a[key]:.1f} %")
+                             for label, key in (("features", "calibrated_cross_validated"),
+                                                ("clause polarity", "clause_polarity_cross_validated")))
+            print(f"  {name}: zero-label {100 * a['zero_label']:.1f} %, {held}; using {a['used']}")
     print("least confident (check these first):")
     for w in summary["least_confident"]:
         said = f' from "{w["evidence"]}"' if w["evidence"] else ""
