@@ -47,6 +47,9 @@ SETTINGS = {
     "sparsecbm-embedding-p0.5-fast": ["--model", "sparsecbm", "--bottleneck", "embedding", "--intervention-prob", "0.5",
                                       "--precision", "bf16", "--length-groups", "8", "--prune-steps", "1",
                                       "--finetune-epochs", "0", "--sparse-epochs", "3"],
+    # The default mining (3 steps) with 3 epochs under the final masks instead of 5.
+    "sparsecbm-embedding-p0.5-se3": ["--model", "sparsecbm", "--bottleneck", "embedding", "--intervention-prob", "0.5",
+                                     "--sparse-epochs", "3"],
 }
 
 
