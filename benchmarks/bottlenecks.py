@@ -7,6 +7,7 @@ finished run is saved to benchmarks/results/bottlenecks.json at once and skipped
 the script runs again; a run takes about 4.5 min on 2 CPU cores.
 
     python -m benchmarks.bottlenecks [--only soft residual-8-p0.5] [--seeds 0 1 2]
+    python -m benchmarks.bottlenecks --only embedding-p0.5 --remeasure   # the curves again, no training
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import sparsecbm
 from benchmarks.harness import run_one, settings_by_seed, table_head
 from sparsecbm.data import dataset_from_spec
+from sparsecbm.interventions import fit_value_prototypes, save_prototypes
 from sparsecbm.interventions.curves import intervention_curves
 
 RUNS = Path("runs/bottlenecks")
@@ -53,12 +55,25 @@ SETTINGS = {
 }
 
 
+def _name(setting: str, seed: int) -> str:
+    return f"{'' if setting.startswith('sparsecbm') else 'cbm-'}{setting}-s{seed}"  # a later --model or --data wins
+
+
 def run_row(setting: str, seed: int) -> dict:
-    name = f"{'' if setting.startswith('sparsecbm') else 'cbm-'}{setting}-s{seed}"  # a later --model or --data wins
-    record = run_one(name, ["--data", "cebab", "--model", "cbm", "--seed", str(seed), *SETTINGS[setting]], RUNS)
-    clf = sparsecbm.load(RUNS / name)
+    record = run_one(_name(setting, seed), ["--data", "cebab", "--model", "cbm", "--seed", str(seed), *SETTINGS[setting]], RUNS)
+    return remeasure(setting, seed, record)
+
+
+def remeasure(setting: str, seed: int, record: dict) -> dict:
+    """The intervention curves of a trained run; a model trained before value prototypes
+    gets them first (from its training texts, saved in its folder)."""
+    clf = sparsecbm.load(RUNS / _name(setting, seed))
+    data = dataset_from_spec(clf.data_spec)
+    if clf.model.embedding_dim and clf.model.value_prototypes is None:
+        fit_value_prototypes(clf, data["train"], progress=True)
+        save_prototypes(clf, RUNS / _name(setting, seed))
     start = time.perf_counter()
-    curves = intervention_curves(clf, dataset_from_spec(clf.data_spec)["test"], progress=True)
+    curves = intervention_curves(clf, data["test"], progress=True)
     curves["seconds"] = round(time.perf_counter() - start, 1)
     record.update(setting=setting, seed=seed, curves=curves,
                   machine=f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -147,7 +162,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    results = settings_by_seed(__doc__, "bottlenecks", SETTINGS, run_row, markdown)
+    results = settings_by_seed(__doc__, "bottlenecks", SETTINGS, run_row, markdown, remeasure)
     plot(results, Path("benchmarks/results/bottlenecks.png"))
 
 

@@ -56,35 +56,45 @@ def stored_runs(path: Path) -> dict:
     return json.loads(path.read_text())["runs"] if path.exists() else {}
 
 
-def run_missing(out: Path, name: str, planned: dict, markdown) -> dict:
+def run_missing(out: Path, name: str, planned: dict, markdown, again: dict | None = None) -> dict:
     """Run each ``planned`` entry (key -> a function returning its record) that
     ``out/NAME.json`` lacks, saving NAME.json and NAME.md (``markdown(results)``) after
-    each, so a stopped sitting loses at most the run it was in; prints and returns all."""
+    each, so a stopped sitting loses at most the run it was in; prints and returns all.
+    ``again``: key -> a function of a stored record returning it measured again."""
     path = out / f"{name}.json"
     with sole_writer(path):
         results = stored_runs(path)
         for key, run in planned.items():
             if key in results:
-                continue
-            results[key] = run()
+                if again is None or key not in again:
+                    continue
+                results[key] = again[key](results[key])
+            else:
+                results[key] = run()
             write_json(path, {"runs": results})
             write_text(out / f"{name}.md", markdown(results))
     print(markdown(results))
     return results
 
 
-def settings_by_seed(doc: str, name: str, settings: dict, run_row, markdown) -> dict:
+def settings_by_seed(doc: str, name: str, settings: dict, run_row, markdown, remeasure=None) -> dict:
     """The command line of a benchmark that runs each setting (``--only``, default all of
     ``settings``) for each seed (``--seeds``, default 0-2): ``run_row(setting, seed)`` for
-    every pair ``<out>/NAME.json`` lacks (:func:`run_missing`)."""
+    every pair ``<out>/NAME.json`` lacks (:func:`run_missing`). With ``remeasure``,
+    ``--remeasure`` measures the stored runs again: ``remeasure(setting, seed, record)``."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=list(settings))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default="benchmarks/results")
+    if remeasure is not None:
+        parser.add_argument("--remeasure", action="store_true",
+                            help="measure the stored runs again from their saved models (no training)")
     args = parser.parse_args()
-    planned = {f"{setting}-s{seed}": functools.partial(run_row, setting, seed) for seed in args.seeds
-               for setting in args.only or settings}
-    return run_missing(Path(args.out), name, planned, markdown)
+    pairs = [(setting, seed) for seed in args.seeds for setting in args.only or settings]
+    planned = {f"{setting}-s{seed}": functools.partial(run_row, setting, seed) for setting, seed in pairs}
+    again = ({f"{setting}-s{seed}": functools.partial(remeasure, setting, seed) for setting, seed in pairs}
+             if remeasure is not None and args.remeasure else None)
+    return run_missing(Path(args.out), name, planned, markdown, again)
 
 
 def table_head(intro: str, columns: list[str]) -> list[str]:

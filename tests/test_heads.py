@@ -8,12 +8,13 @@ from __future__ import annotations
 import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import sparsecbm
 from sparsecbm import Classifier, backbones
-from sparsecbm.data import Schema
+from sparsecbm.data import Schema, Split
 from sparsecbm.model import ConceptBottleneckModel, ModelConfig
 from sparsecbm.training import TrainConfig
 
@@ -86,6 +87,52 @@ def test_an_embedding_intervention_swaps_in_the_true_values_embedding(tiny_bert)
     weight = model.classifier.weight[:, model.classifier_columns(0)]
     torch.testing.assert_close(terms_new[:, 0], (true_input @ weight.T).detach())
     torch.testing.assert_close(terms_new[:, 1:], terms_old[:, 1:])  # concepts not chosen keep their terms
+
+
+@pytest.mark.parametrize("kind", ["cbm", "sparsecbm"])
+def test_an_intervention_moves_the_true_values_embedding_toward_its_prototype(tiny_bert, tmp_path, kind):
+    from sparsecbm.heads import PROTOTYPE_MIX
+    from sparsecbm.interventions import PROTOTYPES, fit_value_prototypes, oracle
+
+    clf = tiny(tiny_bert, kind, "embedding", 0)
+    model = clf.model
+    out = clf.forward_texts(TEXTS)
+    food = model.concept_slice(0)
+    other = (int(out.activations[0, food].argmax()) + 1) % 3  # a food value the model did not predict for text 0
+    plain = oracle(clf, TEXTS[0], {"food": clf.schema.concept_values[0][other]})  # no prototypes: the text's own
+    truth = np.array([[0, 1, 2], [1, 1, 0], [0, 2, 2]])
+    prototypes = fit_value_prototypes(clf, Split(tuple(TEXTS), np.array([0, 1, 2]), truth))
+    e = [f[:, :3 * 4].reshape(3, 3, 4) for f in out.features]
+    # food's value N: the mean of its embedding over the two texts whose food is N
+    torch.testing.assert_close(prototypes[0], e[0][[0, 2], 0].mean(0))
+    torch.testing.assert_close(prototypes[4], e[1][[0, 1], 1].mean(0))  # service P: texts 0 and 1
+    values = torch.tensor([[1, 0, 0]] * 3)
+    chosen = torch.tensor([[True, False, False]] * 3)
+    a = out.activations.clone()
+    a[:, food] = torch.tensor([[0.1, 0.2, 0.9], [0.1, 0.9, 0.2], [0.9, 0.1, 0.2]])
+    moved = model.true_features(out.features, values, a, chosen)
+    m0 = moved[0][:, :12].reshape(3, 3, 4)
+    for i in (0, 2):  # predicted u and N, set to P: P's embedding moves toward its prototype
+        torch.testing.assert_close(m0[i, 1], e[0][i, 1] + PROTOTYPE_MIX * (prototypes[1] - e[0][i, 1]))
+    torch.testing.assert_close(m0[1], e[0][1])  # P confirmed: nothing moves
+    torch.testing.assert_close(m0[:, [0, 2]], e[0][:, [0, 2]])  # only the true value's embedding moves
+    torch.testing.assert_close(moved[1], out.features[1])  # concepts not chosen keep theirs
+    # the oracle reads it: its label probabilities are those of the moved features
+    values[0, 0] = other
+    moved = model.true_features(out.features, values, out.activations, chosen)
+    a = out.activations[:1].clone()
+    a[0, food] = torch.nn.functional.one_hot(torch.tensor(other), 3).float()
+    expected = clf.read_label(a, tuple(f[:1] for f in moved)).softmax(-1)[0]
+    now = oracle(clf, TEXTS[0], {"food": clf.schema.concept_values[0][other]})
+    assert now["probabilities"] == pytest.approx(dict(zip(clf.schema.labels, expected.tolist())), abs=1e-5)
+    assert now["probabilities"] != pytest.approx(plain["probabilities"], abs=1e-5)
+    # saved beside the weights and loaded back; a file that does not fit is refused by name
+    clf.save(tmp_path / "m")
+    torch.testing.assert_close(sparsecbm.load(tmp_path / "m").model.value_prototypes, prototypes)
+    from safetensors.torch import save_file
+    save_file({"value_prototypes": torch.zeros(2, 4)}, str(tmp_path / "m" / PROTOTYPES))
+    with pytest.raises(ValueError, match=r"prototypes.safetensors: prototypes of shape \(2, 4\) do not fit"):
+        sparsecbm.load(tmp_path / "m")
 
 
 def test_a_hard_head_reads_values_and_passes_gradients_straight_through(tiny_bert):

@@ -39,6 +39,10 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path, data, tiny_b
     assert saved["model"]["schema"]["concepts"] == {c: ["Negative", "Positive", "unknown"] for c in CONCEPTS}
     assert saved["training"]["max_length"] == 32 and saved["best_epoch"] == 1
     assert not list((tmp_path / "m").glob(".*tmp"))  # no temporary files left behind
+    # the default (embedding) head's value prototypes, from the training texts, saved with it
+    assert (tmp_path / "m" / "prototypes.safetensors").is_file()
+    assert torch.equal(loaded.model.value_prototypes, clf.model.value_prototypes)
+    assert clf.model.value_prototypes.shape == (3 * len(CONCEPTS), 16)
 
 
 def test_predictions_have_the_documented_shape(data, tiny_llama):

@@ -6,6 +6,8 @@ A saved model is a folder::
                          max length), the data it was trained on, training settings
     model.safetensors    all weights (backbone and heads)
     masks.safetensors    SparseCBM only: each concept's mask, bit-packed
+    prototypes.safetensors  embedding heads: each concept value's mean embedding
+                         (what an intervention moves toward; heads.LabelHead.true_features)
     tokenizer/           the tokenizer
     train_log.jsonl      one line per epoch (loss, dev metrics)
 
@@ -303,6 +305,7 @@ class Classifier:
             if self.model.masks is not None:
                 save_masks(self.model.masks, path / "masks.safetensors")
                 interventions.save_log(self, path)
+            interventions.save_prototypes(self, path)
             # Always: a folder retrained with another backbone must not keep the old tokenizer.
             with atomic_path(path / "tokenizer", is_dir=True) as tmp:
                 self.tokenizer.save_pretrained(tmp)
@@ -428,5 +431,7 @@ def _load_unlocked(path: Path, config_path: Path) -> Classifier:
     )
     if masks is not None:
         clf.interventions = interventions.load_log(path)
+    model.value_prototypes = interventions.load_prototypes(path, model)
     clf.path, clf.revision = path, revision
     return clf
+

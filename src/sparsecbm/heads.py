@@ -9,7 +9,11 @@ features) -> task logits, always as a sum of visible parts:
 - ``embedding`` (Concept Embedding Models, Espinosa Zarlenga et al. 2022): every value v
   of concept k has an embedding ``e_kv(z)`` (m numbers) read from the text; the head
   reads their mix ``sum_v a_kv e_kv``, so nuance stays attributed to its concept; an
-  intervention sets ``a_k`` to the true value's 0/1 and so swaps in that value's embedding.
+  intervention sets ``a_k`` to the true value's 0/1 and so swaps in that value's embedding,
+  moved ``PROTOTYPE_MIX`` of the way to its *prototype* (the mean of ``e_kv`` over the
+  training texts whose true value is v; :meth:`LabelHead.true_features`) once the trained
+  model has them. A text whose value the model got wrong reads its true value's embedding
+  through the wrong belief; the prototype says what the value usually means.
 - ``residual R`` (any of the above): R unnamed numbers ``r = W_r z`` go straight to the
   label, ``side = phi_r r``: what the concepts do not explain, shown as such.
 
@@ -28,6 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 BOTTLENECKS = ("soft", "hard", "embedding")
+# How far an intervened value's embedding moves toward its training prototype: chosen on CEBaB dev,
+# one wrong concept set true, mean over 3 seeds of the CBM and the SparseCBM
+# (benchmarks/experiments/value_prototypes.py; docs/interventions.md#value-prototypes).
+PROTOTYPE_MIX = 0.5
 
 
 def check_head(kind: str, bottleneck: str, residual: int, embedding_dim: int, prefix: str = "") -> None:
@@ -54,6 +62,8 @@ class LabelHead:
     (``classifier``; ``embedder`` with an embedding bottleneck; ``side`` and ``side_out``
     with a residual) and its arithmetic. Needs ``config``, ``concept_sizes`` and
     ``concept_slice`` from the model."""
+
+    value_prototypes: torch.Tensor | None = None  # (sum C_k, m): each value's mean embedding, set after training
 
     def build_head(self, width: int, n_labels: int) -> None:
         config = self.config
@@ -99,6 +109,30 @@ class LabelHead:
             return a_k
         e = f_k[:, : a_k.shape[-1] * self.embedding_dim].reshape(len(a_k), a_k.shape[-1], self.embedding_dim)
         return torch.einsum("nv,nvm->nm", a_k, F.leaky_relu(e))
+
+    def true_features(self, features: tuple[torch.Tensor, ...], values: torch.Tensor, activations: torch.Tensor,
+                      chosen: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """``features`` as an intervention reads them when the concepts ``chosen`` ((n, K) bool;
+        default all) are set to ``values`` ((n, K) value indices): where that changes the
+        predicted value (from ``activations``, (n, sum C_k)), the true value's embedding moved
+        ``PROTOTYPE_MIX`` of the way to its prototype; a value confirmed changes nothing. The
+        same features without an embedding head or prototypes (a model trained before them)."""
+        if not self.embedding_dim or self.value_prototypes is None:
+            return features
+        m, out = self.embedding_dim, []
+        for k, f_k in enumerate(features):
+            size = self.concept_sizes[k]
+            changed = activations[:, self.concept_slice(k)].argmax(-1).to(f_k.device) != values[:, k].to(f_k.device)
+            chosen_k = changed if chosen is None else changed & chosen[:, k].to(f_k.device)
+            e = f_k[:, : size * m].reshape(len(f_k), size, m)
+            rows = torch.arange(len(f_k), device=f_k.device)
+            v = values[:, k].to(f_k.device)
+            prototype = self.value_prototypes[self.concept_slice(k)].to(f_k)[v]  # (n, m)
+            moved = e.clone()
+            moved[rows, v] = e[rows, v] + PROTOTYPE_MIX * (prototype - e[rows, v])
+            moved = torch.where(chosen_k[:, None, None], moved, e)
+            out.append(torch.cat([moved.reshape(len(f_k), -1), f_k[:, size * m:]], dim=1))
+        return tuple(out)
 
     def classifier_columns(self, k: int) -> slice:
         """Concept k's columns of the classifier's weight."""

@@ -4,7 +4,9 @@ set to their true values, and how much the concepts decide the label.
 Setting concept k true replaces its activations ``a_k`` by the true value's:
 ``onehot`` (1 for the true value, 0 for the others) or ``percentile`` (the 95th
 percentile of that activation column over the training texts for the true value,
-the 5th for the others), then the label is read from the classifier as usual.
+the 5th for the others), then the label is read from the classifier as usual
+(an embedding head reads the true value's embedding moved toward its prototype:
+``heads.LabelHead.true_features``).
 Orders:
 
 - ``random``: the mean over every set of j concepts (all C(K, j) of them, exact);
@@ -77,13 +79,13 @@ def curve(clf: Classifier, split: Split, out, true: torch.Tensor, certainty: tor
     model, n_concepts = clf.model, len(clf.schema.concepts)
     cols = [model.concept_slice(k) for k in range(n_concepts)]
     labels = np.asarray(split.labels)
-    predicted = out.activations
+    predicted, truth = out.activations, torch.as_tensor(split.concepts)
 
     def accuracy(chosen: torch.Tensor) -> np.ndarray:  # chosen: (n, K) bool
         a = predicted.clone()
         for k, c in enumerate(cols):
             a[:, c] = torch.where(chosen[:, k:k + 1], true[:, c], predicted[:, c])
-        return _accuracy(clf, a, out.features, labels)
+        return _accuracy(clf, a, model.true_features(out.features, truth, predicted, chosen), labels)
 
     points = []
     for j in range(n_concepts + 1):
@@ -116,7 +118,11 @@ def single_fixes(clf: Classifier, split: Split, out) -> dict[str, Any]:
         a = out.activations[rows].clone()
         cols = clf.model.concept_slice(k)
         a[:, cols] = torch.nn.functional.one_hot(torch.as_tensor(split.concepts[rows, k]), cols.stop - cols.start).float()
-        now = _accuracy(clf, a, tuple(f[rows] for f in out.features), labels[rows])
+        chosen = torch.zeros(len(rows), len(clf.schema.concepts), dtype=torch.bool)
+        chosen[:, k] = True
+        features = clf.model.true_features(tuple(f[rows] for f in out.features), torch.as_tensor(split.concepts[rows]),
+                                           out.activations[rows], chosen)
+        now = _accuracy(clf, a, features, labels[rows])
         fixed += int((now & ~right[rows]).sum())
         broken += int((~now & right[rows]).sum())
         pairs += len(rows)

@@ -31,13 +31,16 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
     ``features``, ``CBMOutput.features``): one dict of corrections per row."""
     schema = clf.schema
     a = activations.clone()
+    chosen = torch.zeros(len(a), len(schema.concepts), dtype=torch.bool)
+    values = torch.zeros(len(a), len(schema.concepts), dtype=torch.long)
     for i, corr in enumerate(corrections):
         for concept, value in corr.items():
             k = schema.concepts.index(concept)
             cols = clf.model.concept_slice(k)
-            onehot = torch.zeros(cols.stop - cols.start)
-            onehot[schema.concept_values[k].index(value)] = 1.0
-            a[i, cols] = onehot
+            chosen[i, k], values[i, k] = True, schema.concept_values[k].index(value)
+            a[i, cols] = torch.nn.functional.one_hot(values[i, k], cols.stop - cols.start).to(a.dtype)
+    features = clf.model.true_features(tuple(features), values, activations, chosen)
     probs = clf.read_label(a, features).softmax(-1)
     return [{"label": schema.labels[int(p.argmax())], "probabilities": dict(zip(schema.labels, map(float, p)))}
             for p in probs]
+

@@ -11,6 +11,7 @@ import torch
 
 from . import checkpoint
 from ..backbones import load_backbone
+from ..interventions import fit_value_prototypes, save_prototypes
 from ..classifier import Classifier, load
 from ..data import Dataset
 from ..model import ConceptBottleneckModel, ModelConfig
@@ -97,7 +98,7 @@ def train(
     if config.model != "sparsecbm":
         clf = new_classifier(dataset, config, config.model, run.device)
         clf = fit(clf, train_split, dev_split, run, phase=config.model, out=out, point=point)
-        return run.finish(clf)
+        return run.finish(_with_prototypes(clf, train_split, out, run))
 
     if init_from is not None:
         dense = load(init_from, device=run.device)
@@ -140,7 +141,14 @@ def train(
     run.prune = prune
     clf = fit(clf, train_split, dev_split, run, phase="sparsecbm", out=out, point=point,
                epochs=prune.sparse_epochs)
-    return run.finish(clf)
+    return run.finish(_with_prototypes(clf, train_split, out, run))
+
+
+def _with_prototypes(clf: Classifier, train_split, out: Path | None, run: Run) -> Classifier:
+    """An embedding head's value prototypes from the training texts, saved beside the best weights."""
+    if fit_value_prototypes(clf, train_split, progress=run.progress) is not None and out is not None:
+        save_prototypes(clf, out)
+    return clf
 
 
 def new_classifier(dataset: Dataset, config: TrainConfig, kind: str, device: torch.device) -> Classifier:
