@@ -434,4 +434,3 @@ def _load_unlocked(path: Path, config_path: Path) -> Classifier:
     model.value_prototypes = interventions.load_prototypes(path, model)
     clf.path, clf.revision = path, revision
     return clf
-

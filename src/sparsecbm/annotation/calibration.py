@@ -76,7 +76,6 @@ def _fold_predict(features: np.ndarray, labels: np.ndarray, train: np.ndarray, t
     return _classifier().fit(features[train], labels[train]).predict(features[test])
 
 
-
 class ClausePolarity:
     """The value a deciding clause states, read from its embedding, one classifier for every
     concept; ``mentioned[k]`` names concept k's mentioned values (its "not mentioned" is not

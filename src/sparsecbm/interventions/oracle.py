@@ -43,4 +43,3 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
     probs = clf.read_label(a, features).softmax(-1)
     return [{"label": schema.labels[int(p.argmax())], "probabilities": dict(zip(schema.labels, map(float, p)))}
             for p in probs]
-

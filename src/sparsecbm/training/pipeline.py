@@ -11,9 +11,9 @@ import torch
 
 from . import checkpoint
 from ..backbones import load_backbone
-from ..interventions import fit_value_prototypes, save_prototypes
 from ..classifier import Classifier, load
 from ..data import Dataset
+from ..interventions import fit_value_prototypes, save_prototypes
 from ..model import ConceptBottleneckModel, ModelConfig
 from ..masks import sparsity
 from ..parallel import processes
