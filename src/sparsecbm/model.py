@@ -368,15 +368,17 @@ class ConceptBottleneckModel(LabelHead, nn.Module):
 
     def intervened(self, out: CBMOutput, chosen: torch.Tensor, concepts: torch.Tensor) -> CBMOutput:
         """``out`` with the concepts ``chosen`` ((n, K) bool) set to their true values
-        ``concepts`` ((n, K) indices) as 0/1 activations, and the task logits read again."""
+        ``concepts`` ((n, K) indices) as 0/1 activations (and, once the model has value
+        prototypes, the features :meth:`true_features` gives), and the task logits read again."""
         parts = []
         for k, size in enumerate(self.concept_sizes):
             a_k = out.activations[:, self.concept_slice(k)]
             true_k = F.one_hot(concepts[:, k], size).to(a_k.dtype)
             parts.append(torch.where(chosen[:, k : k + 1], true_k, a_k))
         activations = torch.cat(parts, dim=1)
-        return CBMOutput(task_logits=self.read_label(activations, out.features), concept_logits=out.concept_logits,
-                         activations=activations, features=out.features)
+        features = self.true_features(out.features, concepts, out.activations, chosen)
+        return CBMOutput(task_logits=self.read_label(activations, features), concept_logits=out.concept_logits,
+                         activations=activations, features=features)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> CBMOutput:
         if not self.config.has_concepts:
