@@ -28,9 +28,10 @@ def _table_args(reviews, **extra):
 
 def test_train_evaluate_predict(tmp_path, capsys, reviews, tiny_bert):
     out = tmp_path / "m"
-    code, stdout, _ = _run(capsys, "train", *_table_args(reviews), "--model", "cbm", "--backbone", str(tiny_bert),
-                           "--out", str(out), "--epochs", "2", "--batch-size", "8", "--max-length", "32")
+    code, stdout, stderr = _run(capsys, "train", *_table_args(reviews), "--model", "cbm", "--backbone", str(tiny_bert),
+                                "--out", str(out), "--epochs", "2", "--batch-size", "8", "--max-length", "32")
     assert code == 0
+    assert "Loading weights" not in stderr  # -q hides transformers' bars too
     assert "saved the best epoch" in stdout and "concepts (mean)" in stdout
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 2
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from typing import Sequence
 
 from tqdm.auto import tqdm
@@ -31,6 +32,21 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
+@contextmanager
+def _transformers_bars(shown: bool):
+    """-q hides transformers' own bars too ("Loading weights"); the previous setting comes back after."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    if not shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before:
+            hf_logging.enable_progress_bar()
+
+
 COMMANDS = {
     "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "masks": cmd_masks,
     "explain": cmd_explain, "intervene": cmd_intervene, "correct": cmd_correct, "undo": cmd_undo,
@@ -47,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
-        COMMANDS[args.command](args)
+        with _transformers_bars(not args.quiet):
+            COMMANDS[args.command](args)
     except (ValueError, OSError, FloatingPointError) as e:
         print(f"sparsecbm: error: {e}", file=sys.stderr)
         return 2
