@@ -39,6 +39,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 import sparsecbm
+from benchmarks.harness import command_line
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.explanations import METHODS, explain, token_scores, words
 from sparsecbm.files import write_json, write_text
@@ -184,9 +185,7 @@ def main() -> None:
     parts = set(args.only or ("speed", "faithfulness", "specificity"))
     previous = out / "explanations.json"
     result = json.loads(previous.read_text()) if args.only and previous.exists() else {}
-    command = "python -m benchmarks.explanations " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
-        for k, v in vars(args).items() if v not in (False, None))
+    command = command_line("benchmarks.explanations", args)
     result.update({
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "model": args.model,

@@ -97,6 +97,19 @@ def settings_by_seed(doc: str, name: str, settings: dict, run_row, markdown, rem
     return run_missing(Path(args.out), name, planned, markdown, again)
 
 
+def command_line(module: str, args: argparse.Namespace) -> str:
+    """The command that reruns a benchmark with these parsed flags, quoted for a shell: a true
+    switch is its flag alone; false, unset and empty flags are left out."""
+    words = ["python", "-m", module]
+    for key, value in vars(args).items():
+        if value in (None, False, []):
+            continue
+        words.append(f"--{key.replace('_', '-')}")
+        if value is not True:
+            words += [shlex.quote(str(v)) for v in (value if isinstance(value, list) else [value])]
+    return " ".join(words)
+
+
 def table_head(intro: str, columns: list[str]) -> list[str]:
     """The first lines of a results table: a sentence saying what it shows, then the header."""
     return [intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 import sparsecbm
+from benchmarks.harness import command_line
 from sparsecbm.interventions import protocols
 from sparsecbm.data import Split, dataset_from_spec
 from sparsecbm.files import write_json, write_text
@@ -299,9 +300,7 @@ def main() -> None:
     if (result.get("format") != 2 or result.get("model") != args.model
             or result.get("per_example_NI", {}).get("n", n_test) != n_test):
         result = {"format": 2}  # another model, another test slice or an older layout: start over
-    command = "python -m benchmarks.intervention " + " ".join(
-        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-        for k, v in vars(args).items() if v not in (None, False, []))
+    command = command_line("benchmarks.intervention", args)
     result.update({"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
                    "model": args.model})
     result["commands"] = {**result.get("commands", {}), **{part: command for part in parts}}

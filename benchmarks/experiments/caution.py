@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import sparsecbm
+from benchmarks.harness import command_line
 from sparsecbm.interventions import rewire as I
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.files import write_json
@@ -74,9 +75,7 @@ def main() -> None:
                    "mean_accuracy_change_points": float(100 * np.mean([r["delta_accuracy"] for r in rs]))}
         for c, rs in rows.items()}
     result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-              "model": args.model, "command": "python -m benchmarks.experiments.caution " + " ".join(
-                  f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                  for k, v in vars(args).items()),
+              "model": args.model, "command": command_line("benchmarks.experiments.caution", args),
               "eval_n": len(test), "guard_n": len(guard), "summary": summary}
     write_json(Path(args.out), result)
     print(json.dumps(summary, indent=1))

@@ -1,0 +1,21 @@
+"""The command a benchmark saves beside its results reruns it: parsed again, it gives the same flags."""
+
+import argparse
+import shlex
+
+from benchmarks.harness import command_line
+
+
+def test_a_saved_command_parses_back_to_the_same_flags():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rules", nargs="*")
+    parser.add_argument("--guarded-only", action="store_true")
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--redo", nargs="*", default=[])
+    parser.add_argument("--out")
+    args = parser.parse_args(["--rules", "taylor r=auto", "paper r=1%", "--guarded-only", "--out", "a dir/x"])
+    command = command_line("benchmarks.intervention", args)
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "benchmarks.intervention"]
+    assert "True" not in words and "--redo" not in words  # a switch is its flag alone; empty lists are left out
+    assert parser.parse_args(words[3:]) == args
