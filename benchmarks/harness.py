@@ -102,7 +102,7 @@ def command_line(module: str, args: argparse.Namespace) -> str:
     switch is its flag alone; false, unset and empty flags are left out."""
     words = ["python", "-m", module]
     for key, value in vars(args).items():
-        if value in (None, False, []):
+        if value is None or value is False or value == []:  # not `in`: 0 == False
             continue
         words.append(f"--{key.replace('_', '-')}")
         if value is not True:

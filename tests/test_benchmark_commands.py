@@ -12,8 +12,10 @@ def test_a_saved_command_parses_back_to_the_same_flags():
     parser.add_argument("--guarded-only", action="store_true")
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--redo", nargs="*", default=[])
+    parser.add_argument("--caution", type=float, default=1e4)
     parser.add_argument("--out")
-    args = parser.parse_args(["--rules", "taylor r=auto", "paper r=1%", "--guarded-only", "--out", "a dir/x"])
+    args = parser.parse_args(["--rules", "taylor r=auto", "paper r=1%", "--guarded-only", "--caution", "0",
+                              "--out", "a dir/x"])
     command = command_line("benchmarks.intervention", args)
     words = shlex.split(command)
     assert words[:3] == ["python", "-m", "benchmarks.intervention"]
