@@ -8,7 +8,7 @@ training reviews), then refits the prototypes on the training split and compares
 the drift of each value's prototype (relative L2 distance), and one wrong concept set true
 alone over the whole test split with the stored and with the refitted prototypes.
 
-    python -m benchmarks.experiments.prototype_drift    # about 7 min on 2 cores
+    python -m benchmarks.experiments.prototype_drift    # 14 min on 2 cores beside a training run
 """
 
 from __future__ import annotations
