@@ -17,15 +17,13 @@ an annotator already stored is skipped (resumable; --redo to measure it again).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from benchmarks.harness import sole_writer, stored_runs, table_head
+from benchmarks.harness import machine, sole_writer, stored_runs, table_head
 from sparsecbm.annotation import annotate, read_concept_file
 from sparsecbm.annotation.annotators import score_with
 from sparsecbm.annotation.calibration import calibrate
@@ -74,7 +72,7 @@ def measure(annotator: str, labelled_rows: list[int], draws: int, rows: int | No
         "cells_changed_by_other_texts": float(np.mean([ann.values[:, k] != test_scores[k].values[:timed_rows]
                                                        for k in range(len(order))])),
         "calibrated": {},
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
     }
     for n in labelled_rows:
         runs = []

@@ -12,15 +12,13 @@ the script runs again; a run takes about 4.5 min on 2 CPU cores.
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import sparsecbm
-from benchmarks.harness import run_one, settings_by_seed, table_head
+from benchmarks.harness import machine, run_one, settings_by_seed, table_head
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.interventions import fit_value_prototypes, save_prototypes
 from sparsecbm.interventions.curves import intervention_curves
@@ -76,7 +74,7 @@ def remeasure(setting: str, seed: int, record: dict) -> dict:
     curves = intervention_curves(clf, data["test"], progress=True)
     curves["seconds"] = round(time.perf_counter() - start, 1)
     record.update(setting=setting, seed=seed, curves=curves,
-                  machine=f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+                  machine=machine())
     return record
 
 

@@ -10,13 +10,11 @@ winning label's logit. One JSON and one PNG per model in --out.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
-import torch
-
 import sparsecbm
+from benchmarks.harness import machine
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.files import write_json
 from sparsecbm.interventions.curves import intervention_curves, plot_curves
@@ -37,7 +35,7 @@ def main() -> None:
         result = intervention_curves(clf, data[args.split], data["train"], progress=True)
         name = model.strip("/").replace("/", "__")
         result.update(model=model, kind=clf.config.kind, seconds=round(time.perf_counter() - start, 1),
-                      machine=f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+                      machine=machine(),
                       command=f"python -m benchmarks.curves --models {model} --split {args.split}")
         write_json(out / f"{name}.json", result)
         plot_curves(result, out / f"{name}.png")

@@ -28,7 +28,6 @@ import argparse
 import itertools
 import json
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 import sparsecbm
-from benchmarks.harness import command_line
+from benchmarks.harness import command_line, machine
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.explanations import METHODS, explain, token_scores, words
 from sparsecbm.files import write_json, write_text
@@ -187,7 +186,7 @@ def main() -> None:
     result = json.loads(previous.read_text()) if args.only and previous.exists() else {}
     command = command_line("benchmarks.explanations", args)
     result.update({
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "model": args.model,
         "n_texts": len(texts),
     })

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from benchmarks.harness import machine
 from sparsecbm.files import write_json, write_text
 from sparsecbm.pruning.fisher import BlockFisher, obs_scores, to_blocks
 
@@ -150,15 +150,15 @@ def main() -> None:
         f.unlink()
     tmp.rmdir()
 
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    where = machine()
     summary = {
-        "machine": machine, "weights": n_weights, "blocks": n_blocks, "block_size": B, "damp": DAMP,
+        "machine": where, "weights": n_weights, "blocks": n_blocks, "block_size": B, "damp": DAMP,
         "chunk": CHUNK, "float32_matmul_gflops": peak_gemm, "float64_matmul_gflops": peak_dgemm, "runs": rows,
     }
     out = Path(args.out)
     write_json(out / "fisher_speed.json", summary)
     lines = [
-        f"Block Fisher inverse on one MiniLM layer ({n_weights:,} weights, B = {B}, damp = {DAMP}); {machine}.",
+        f"Block Fisher inverse on one MiniLM layer ({n_weights:,} weights, B = {B}, damp = {DAMP}); {where}.",
         f"matmul (2048^3) on this machine: float32 {peak_gemm:.0f} GFLOP/s, float64 {peak_dgemm:.0f} GFLOP/s.",
         "",
         "| m | woodbury s | batched s (Gram + inversion) | speedup | batched GFLOP/s (Gram's) | peak MB batched / woodbury | formula MB | max rel. score diff | top-25% agreement |",

@@ -106,8 +106,17 @@ def command_line(module: str, args: argparse.Namespace) -> str:
             continue
         words.append(f"--{key.replace('_', '-')}")
         if value is not True:
-            words += [shlex.quote(str(v)) for v in (value if isinstance(value, list) else [value])]
-    return " ".join(words)
+            words += [str(v) for v in (value if isinstance(value, list) else [value])]
+    return shlex.join(words)
+
+
+def machine() -> str:
+    """The machine a result was measured on, as every results file records it."""
+    import platform
+
+    import torch
+
+    return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def table_head(intro: str, columns: list[str]) -> list[str]:

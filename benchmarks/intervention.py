@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 import sparsecbm
-from benchmarks.harness import command_line
+from benchmarks.harness import command_line, machine
 from sparsecbm.interventions import protocols
 from sparsecbm.data import Split, dataset_from_spec
 from sparsecbm.files import write_json, write_text
@@ -301,7 +300,7 @@ def main() -> None:
             or result.get("per_example_NI", {}).get("n", n_test) != n_test):
         result = {"format": 2}  # another model, another test slice or an older layout: start over
     command = command_line("benchmarks.intervention", args)
-    result.update({"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    result.update({"machine": machine(),
                    "model": args.model})
     result["commands"] = {**result.get("commands", {}), **{part: command for part in parts}}
 

@@ -15,13 +15,13 @@ weights are kept) on real CEBaB test texts, batch size 1.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.harness import machine
 from sparsecbm.backbones import load_backbone
 from sparsecbm.data import load_dataset
 from sparsecbm.files import write_json, write_text
@@ -70,7 +70,7 @@ def main() -> None:
         sparse_ms += per_example_ms(sparse, batches)
     d, s = statistics.median(dense_ms), statistics.median(sparse_ms)
     result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "examples": len(texts), "rounds": 3, "K": K,
         "dense_median_ms": d, "sparse_median_ms": s,
         "ratio_to_dense": s / d, "ratio_to_K_dense": s / (K * d), "target_ratio_to_K_dense": 1.15,

@@ -14,15 +14,13 @@ prompting.json / .md in --out; a data set already stored is skipped (--redo to m
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import f1_score
 
-from benchmarks.harness import sole_writer, stored_runs
+from benchmarks.harness import machine, sole_writer, stored_runs
 from sparsecbm.annotation import read_concept_file
 from sparsecbm.annotation.decoder import YesNoDecoder
 from sparsecbm.data import load_dataset
@@ -65,7 +63,7 @@ def measure(data_name: str, rows: int | None, decoder: YesNoDecoder) -> dict:
         "answered": {"task": np.bincount(task, minlength=len(schema.labels)).tolist()},
         "majority_task": float(np.mean(test.labels == np.bincount(train.labels).argmax())),
         "seconds": round(seconds, 1),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
     }
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import socket
 import statistics
@@ -26,10 +25,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
 import uvicorn
 
 import sparsecbm
+from benchmarks.harness import machine
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.explorer import Explorer, create_app
 from sparsecbm.files import write_json
@@ -99,7 +98,7 @@ def main() -> None:
         parts = list(pool.map(client, range(8)))
     load_s = time.perf_counter() - start
     result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "model": args.model, "browse_n": len(dev),
         "command": f"python -m benchmarks.serve --model {args.model} --browse-n {args.browse_n} --n {args.n} "
                    f"--load-requests {args.load_requests}",

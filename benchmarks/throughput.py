@@ -13,13 +13,11 @@ models alternate over the rounds so that drift hits both alike.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
-import torch
-
+from benchmarks.harness import machine
 from sparsecbm import load, load_dataset
 from sparsecbm.files import write_json, write_text
 
@@ -51,7 +49,7 @@ def main() -> None:
     d, s = statistics.median(rates["dense"]), statistics.median(rates["sparse"])
     result = {
         "command": "python -m benchmarks.throughput",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "texts": len(texts), "batch_size": args.batch_size, "rounds": args.rounds, "K": K, "rates": rates,
         "dense_texts_per_s": d, "sparse_texts_per_s": s, "sparse_over_dense": s / d,
         "sparse_time_over_K_dense": d / (K * s), "target_sparse_over_dense": 1 / (1.05 * K),

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import sparsecbm
-from benchmarks.harness import command_line
+from benchmarks.harness import command_line, machine
 from sparsecbm.interventions import rewire as I
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.files import write_json
@@ -74,7 +73,7 @@ def main() -> None:
                    "mean_predictions_changed": float(np.mean([r["changed"] for r in rs])),
                    "mean_accuracy_change_points": float(100 * np.mean([r["delta_accuracy"] for r in rs]))}
         for c, rs in rows.items()}
-    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    result = {"machine": machine(),
               "model": args.model, "command": command_line("benchmarks.experiments.caution", args),
               "eval_n": len(test), "guard_n": len(guard), "summary": summary}
     write_json(Path(args.out), result)

@@ -14,16 +14,13 @@ Writes ``foundation.json`` (all numbers, with the commands) and
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
-
-import torch
 
 from sparsecbm.data import load_dataset
 from sparsecbm.files import write_json, write_text
 from sparsecbm.metrics import concept_ceiling
 
-from benchmarks.harness import run_one, sole_writer, stored_runs
+from benchmarks.harness import machine, run_one, sole_writer, stored_runs
 
 RUNS = {
     "cebab-standard": ["--data", "cebab", "--model", "standard"],
@@ -78,10 +75,10 @@ def main() -> None:
         results = stored_runs(json_path)
         for name in args.only or RUNS:
             results[name] = run_one(name, RUNS[name], Path(args.runs_dir))
-            machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+            where = machine()
             ceiling = ceilings()
-            write_json(json_path, {"machine": machine, "runs": results, "gold_concept_ceiling": ceiling})
-            write_text(out / "foundation.md", markdown(results, ceiling, machine))
+            write_json(json_path, {"machine": where, "runs": results, "gold_concept_ceiling": ceiling})
+            write_text(out / "foundation.md", markdown(results, ceiling, where))
     print((out / "foundation.md").read_text())
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import time
 from dataclasses import replace
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.harness import machine
 from sparsecbm import load, load_dataset
 from sparsecbm.files import write_json, write_text
 from sparsecbm.training import PRECISIONS, TrainConfig, make_optimizer, Run, train_epoch
@@ -52,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     split = load_dataset("cebab")["train"]
     result = {"command": "python -m benchmarks.experiments.precision", "model": args.model, "dense": args.dense,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+              "machine": machine(),
               "steps": args.steps, "rounds": args.rounds, "models": {}}
     for name, folder in (("dense CBM", Path(args.dense)), ("SparseCBM", Path(args.model))):
         clf = load(folder)

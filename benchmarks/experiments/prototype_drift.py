@@ -14,13 +14,12 @@ alone over the whole test split with the stored and with the refitted prototypes
 from __future__ import annotations
 
 import argparse
-import platform
 from pathlib import Path
 
 import torch
 
 import sparsecbm
-from benchmarks.harness import command_line
+from benchmarks.harness import command_line, machine
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.files import write_json
 from sparsecbm.interventions import CAUTION, Guard, protocols
@@ -43,12 +42,12 @@ def main() -> None:
     if clf.model.value_prototypes is None:
         raise SystemExit(f"{args.model} has no value prototypes (python -m benchmarks.bottlenecks --remeasure adds them)")
     data = dataset_from_spec(clf.data_spec)
+    test = data["test"]
     stored = clf.model.value_prototypes.clone()
     refit_unedited = fit_value_prototypes(clf, data["train"], progress=True).clone()
     clf.model.value_prototypes = stored
-    edits = protocols.persistent(clf, data["dev"].head(args.n), data["test"], "auto", selection="taylor",
+    edits = protocols.persistent(clf, data["dev"].head(args.n), test, "auto", selection="taylor",
                                  guard=Guard(data["train"].head(args.n), caution=CAUTION, progress=True))
-    test = data["test"]
     out = clf.forward_texts(test.texts, progress=True, desc="test after the edits")
     with_stored = single_fixes(clf, test, out)
     refit = fit_value_prototypes(clf, data["train"], progress=True).clone()
@@ -56,7 +55,7 @@ def main() -> None:
     names = [f"{c}.{v}" for c, values in zip(clf.schema.concepts, clf.schema.concept_values) for v in values]
     edited = sorted({e.concept for e in clf.interventions})
     result = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": machine(),
         "command": command_line("benchmarks.experiments.prototype_drift", args),
         "model": args.model, "edits_kept": edits["edits"], "mask_bits_changed": edits["bits_changed"],
         "edited_concepts": edited,
