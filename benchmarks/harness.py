@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import functools
 import json
+import platform
 import shlex
 import subprocess
 import sys
@@ -112,9 +113,7 @@ def command_line(module: str, args: argparse.Namespace) -> str:
 
 def machine() -> str:
     """The machine a result was measured on, as every results file records it."""
-    import platform
-
-    import torch
+    import torch  # here, not at the top: a driver that only starts CLI children never loads torch
 
     return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
