@@ -139,6 +139,7 @@ def run_one(name: str, args: list[str], runs_dir: Path) -> dict:
         "test": json.loads(scores_path.read_text()),
         "best_epoch": saved["best_epoch"],
         "train_wall_seconds": round(train_wall, 1),  # this sitting's only when the command says --resume
+        "train_seconds_all_sittings": saved["wall_seconds"],  # the run's own clock, carried across resumes
         "train_peak_memory_mb": saved["peak_memory_mb"],
         "evaluate_wall_seconds": round(eval_wall, 1),
     }
