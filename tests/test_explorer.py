@@ -7,9 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from sparsecbm import load
 from sparsecbm.explorer import MAX_TEXT
+from sparsecbm.interventions import SplitLogits
 
 from .conftest import CONCEPTS, copy_masks, same_masks
 from .explorer_support import (  # noqa: F401  (fixtures)
@@ -42,6 +44,7 @@ def test_page_and_read_only_api(client):
 
 @pytest.mark.parametrize("path, body, status, message", [
     ("/api/explain", {"text": ""}, 400, "text: required"),
+    ("/api/explain", {"text": "\u200b\u200d\ufeff \u2060"}, 400, "invisible characters"),
     ("/api/explain", {"text": "x" * (MAX_TEXT + 1)}, 413, f"at most {MAX_TEXT}"),
     ("/api/explain", {"index": 99}, 400, "index: expected a row number in"),
     ("/api/explain", {"text": "ok", "method": "lime"}, 400, "method: expected one of"),
@@ -264,3 +267,57 @@ def test_real_browser_pathway_correct_undo(server, tmp_path, model_dir):
         _wait_status(page, "saved 0 edits")
         browser.close()
     assert all(f.stat().st_size > 10_000 for f in shots.iterdir())
+
+
+def test_keep_answers_before_the_split_is_repredicted_and_undo_restores_it(client, model_dir):
+    """A keep does not re-predict the browse split while the user waits: the split's scores
+    are marked pending and refreshed in the background; an undo puts them back at once."""
+    explorer = client.explorer
+    index, concept, value, _ = fixable(client)
+    before = client.get("/api/model").json()
+    assert before["pending"] is False and before["unsaved"] is False
+    page = client.get("/api/examples", params={"sort": "confidence", "limit": 6}).json()
+    order = [r["index"] for r in page["rows"]]
+    gate = threading.Event()  # holds the background refresh back until the checks below are done
+    refresh = explorer._refresh
+
+    def held():
+        gate.wait(60)
+        refresh()
+
+    explorer._refresh = held
+    kept = client.post("/api/keep", json={"index": index, "concept": concept, "value": value, "version": 0}).json()
+    assert kept["result"]["persisted"]
+    during = client.get("/api/model").json()
+    assert during["pending"] is True and during["scores"] == before["scores"]  # the previous predictions meanwhile
+    assert during["unsaved"] is True
+    again = client.get("/api/examples", params={"rows": ",".join(map(str, order[::-1]))}).json()
+    assert [r["index"] for r in again["rows"]] == order[::-1] and again["pending"] is True
+    gate.set()
+    explorer.settle()
+    after = client.get("/api/model").json()
+    assert after["pending"] is False
+    fresh = SplitLogits(explorer.split.texts).all(explorer.clf)  # a full re-prediction agrees
+    for k, kept_logits in enumerate(explorer._browse_logits()[0]):
+        assert torch.allclose(kept_logits, fresh[k], atol=1e-5)
+    undone = client.post("/api/undo", json={"version": 1}).json()
+    assert undone["version"] == 2
+    assert client.get("/api/model").json() == {**before, "version": 2}  # at once, and exactly as before the keep
+    assert client.get("/api/examples", params={"rows": "99"}).status_code == 400
+
+
+def test_save_writes_a_revision_only_when_there_is_something_new(client, model_dir):
+    index, concept, value, _ = fixable(client)
+    nothing = client.post("/api/save", json={"version": 0}).json()
+    revision = nothing["revision"]
+    assert nothing["saved"] is False and "nothing new to save" in nothing["message"]
+    assert load(model_dir).revision == revision
+    client.post("/api/keep", json={"index": index, "concept": concept, "value": value, "version": 0})
+    assert client.get("/api/history").json()["edits"][0]["saved"] is False
+    saved = client.post("/api/save", json={"version": 1}).json()
+    assert saved["saved"] is True and saved["revision"] != revision
+    history = client.get("/api/history").json()
+    assert history["edits"][0]["saved"] is True and history["unsaved"] is False
+    assert client.post("/api/save", json={"version": 1}).json()["saved"] is False
+    client.post("/api/undo", json={"version": 1})
+    assert client.get("/api/history").json()["unsaved"] is True  # the folder still holds the undone edit

@@ -5,6 +5,7 @@ must still work (so each refusal is the check's doing, not a bad payload)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import http.server
 import json
@@ -108,12 +109,59 @@ def test_token_is_required_on_every_request_when_set(model_dir, reviews):
         # The printed URL: the token moves into a SameSite=Strict cookie and out of the address bar.
         r = c.get(f"/?token={token}", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/"
-        assert f"sparsecbm_token={token}" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
+        # The cookie is named after the port: explorers on two ports of one host do not overwrite each other's.
+        assert f"sparsecbm_token_8765={token}" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
         assert c.get("/").status_code == 200 and c.get("/api/model").status_code == 200  # the cookie now
     with TestClient(create_app(explorer, host="0.0.0.0", token=token), base_url="http://192.0.2.7:8765") as c:
         assert c.get("/api/model", headers={"X-Sparsecbm-Token": token}).status_code == 200
         assert c.get("/api/model", headers={"Authorization": f"token {token}"}).status_code == 200
         assert c.post("/api/undo", json={"version": 0}, headers={"X-Sparsecbm-Token": token}).status_code == 400
+
+
+@pytest.mark.parametrize("other", [
+    'prefs={"theme":"dark"}', "a=b c", "x=back\\slash", 'q="unterminated', "sparsecbm_token_8765=wrong", "=;;",
+])
+def test_another_apps_cookie_cannot_lock_the_user_out(model_dir, reviews, other):
+    """Cookies are shared by every port of a host: one that the standard library's parser rejects
+    (quotes, spaces, backslashes), or a wrong token under our name, must not hide the real token."""
+    explorer = make_explorer(model_dir, reviews)
+    token = "s3cret-token"
+    with TestClient(create_app(explorer, host="0.0.0.0", token=token), base_url="http://192.0.2.7:8765") as c:
+        for cookies in (f"{other}; sparsecbm_token_8765={token}", f"sparsecbm_token_8765={token}; {other}"):
+            assert c.get("/api/model", headers={"Cookie": cookies}).status_code == 200, cookies
+
+
+@pytest.mark.parametrize("path, location", [
+    ("//evil.example", "/evil.example"), ("/\\evil.example", "/evil.example"), ("///evil.example/x", "/evil.example/x"),
+    ("/static/app.js", "/static/app.js"), ("/a b", "/a%20b"),
+])
+def test_the_token_redirect_stays_on_this_server(model_dir, reviews, path, location):
+    explorer = make_explorer(model_dir, reviews)
+    token = "s3cret-token"
+    app = create_app(explorer, host="0.0.0.0", token=token)
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "root_path": "",
+             "query_string": f"token={token}".encode(), "headers": [(b"host", b"192.0.2.7:8765")],
+             "server": ("192.0.2.7", 8765), "scheme": "http"}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 303 and dict(sent[0]["headers"])[b"location"] == location.encode()
+
+
+def test_a_browser_without_the_token_gets_a_page_that_says_what_to_do(model_dir, reviews):
+    explorer = make_explorer(model_dir, reviews)
+    with TestClient(create_app(explorer, host="0.0.0.0", token="t0ken"), base_url="http://192.0.2.7:8765") as c:
+        page = c.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
+        assert page.status_code == 403 and page.headers["content-type"].startswith("text/html")
+        assert "?token=" in page.text and "needs its token" in page.text
+        api = c.get("/api/model", headers={"Accept": "text/html"})  # the API always answers JSON
+        assert api.status_code == 403 and "needs its token" in api.json()["error"]
 
 
 def test_allowed_hosts():

@@ -10,9 +10,15 @@ error and before the app sees the request:
   ``text/plain`` fetch needs no permission from the browser: 415), or whose
   ``Origin`` is not the served origin (cross-site request forgery: 403);
 - a body over ``max_body`` bytes (413, read no further);
-- when a token is set, any request that does not carry it (403), as Jupyter
+- when a token is set, any request that does not carry it (403; a page the
+  browser asks for gets a short HTML page saying how to get in), as Jupyter
   does: the URL printed at start has ``?token=...``; the page then keeps it in
-  a ``SameSite=Strict`` cookie, and a script can send ``X-Sparsecbm-Token``.
+  a ``SameSite=Strict`` cookie named after the port (cookies are shared by
+  every port of a host), and a script can send ``X-Sparsecbm-Token``.
+
+Cookies are read leniently, one ``name=value`` pair at a time: another app on
+the same host name can set cookies the standard library's parser rejects
+whole (quotes, spaces, backslashes), and that must not lose the token.
 
 A token is required whenever the server listens on more than loopback.
 Every response also carries headers that forbid framing and sniffing.
@@ -21,11 +27,11 @@ Every response also carries headers that forbid framing and sniffing.
 from __future__ import annotations
 
 import hmac
+import html
 import json
 import secrets
-from http.cookies import SimpleCookie
 from typing import Any, Awaitable, Callable, Iterable
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 MAX_BODY = 64 * 1024  # bytes of one request body
 COOKIE = "sparsecbm_token"
@@ -68,6 +74,31 @@ def allowed_hosts(bind: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def cookie_values(header: str, name: str) -> list[str]:
+    """Every value of cookie ``name`` in a ``Cookie`` header, read pair by pair so that a
+    malformed cookie of another app (quotes, spaces, backslashes) costs only itself."""
+    values = []
+    for pair in header.split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == name:
+            values.append(value.strip().strip('"'))
+    return values
+
+
+def cookie_name(scope: Scope) -> str:
+    """The token cookie of the server that received ``scope``: one name per port, so that two
+    explorers on one host (which share cookies) do not overwrite each other's token."""
+    server = scope.get("server") or (None, None)
+    return f"{COOKIE}_{server[1]}" if server[1] else COOKIE
+
+
+def local_location(path: str) -> bytes:
+    """A redirect target on this server for request path ``path``: never another site
+    (``//evil.example`` and ``/\\evil.example`` are read by browsers as other hosts)."""
+    path = "/" + path.lstrip("/\\")
+    return quote(path, safe="/-._~").encode("latin-1")
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(24)
 
@@ -98,13 +129,16 @@ class AccessControl:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         refusal = self._refusal(scope, headers, query)
         if refusal is not None:
-            await _json(send, *refusal)
+            if refusal[0] == 403 and _wants_page(scope, headers):
+                await _page(send, *refusal)
+            else:
+                await _json(send, *refusal)
             return
         if self.token and query.get("token") and scope["method"] in SAFE_METHODS:
             # The printed URL: keep the token in a cookie and drop it from the address bar.
-            cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
+            cookie = f"{cookie_name(scope)}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
             await send({"type": "http.response.start", "status": 303,
-                        "headers": [(b"location", scope["path"].encode("latin-1") or b"/"), (b"set-cookie", cookie),
+                        "headers": [(b"location", local_location(scope["path"])), (b"set-cookie", cookie),
                                     (b"content-length", b"0"), *SECURITY_HEADERS]})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -142,9 +176,7 @@ class AccessControl:
         auth = headers.get("authorization", "")
         if auth.lower().startswith("token "):
             given.append(auth[6:].strip())
-        if "cookie" in headers:
-            morsel = SimpleCookie(headers["cookie"]).get(COOKIE)
-            given.append(morsel.value if morsel else "")
+        given += cookie_values(headers.get("cookie", ""), cookie_name(scope))
         if scope["method"] in SAFE_METHODS:
             given += query.get("token", [])
         return any(hmac.compare_digest(g.encode(), self.token.encode()) for g in given if g)
@@ -190,6 +222,27 @@ def _with_headers(send: Send) -> Send:
         await send(message)
 
     return wrapped
+
+
+def _wants_page(scope: Scope, headers: dict[str, str]) -> bool:
+    """A browser navigating to a page (not the page's script asking the API)."""
+    return (scope["method"] in SAFE_METHODS and not scope["path"].startswith("/api/")
+            and "text/html" in headers.get("accept", ""))
+
+
+REFUSED_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sparsecbm explorer: refused</title>
+</head><body style="font-family: system-ui, sans-serif; max-width: 40em; margin: 3em auto; line-height: 1.5">
+<h1 style="font-size: 1.3em">This sparsecbm explorer did not let you in</h1><p>{message}</p>
+<p>If you started it, open the address that <code>sparsecbm serve</code> printed (the one ending in
+<code>?token=...</code>) in this browser.</p></body></html>"""
+
+
+async def _page(send: Send, status: int, message: str) -> None:
+    body = REFUSED_PAGE.format(message=html.escape(message)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                            *SECURITY_HEADERS]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _json(send: Send, status: int, message: str) -> None:

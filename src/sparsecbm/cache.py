@@ -47,6 +47,13 @@ class VersionedCache:
             self._entries[key] = hit
         return hit[1]
 
+    def peek(self, key: Hashable, tensors: Iterable[torch.Tensor], *extra: Hashable) -> tuple[Any, bool]:
+        """(the value kept under ``key``, or None; whether it is still fresh), computing nothing."""
+        hit = self._entries.get(key)
+        if hit is None:
+            return None, False
+        return hit[1], same(hit[0], stamp(tensors, *extra))
+
     def put(self, key: Hashable, tensors: Iterable[torch.Tensor], value: Any, *extra: Hashable) -> None:
         """Keep ``value`` as computed from ``tensors`` as they are now."""
         self._entries[key] = (stamp(tensors, *extra), value)

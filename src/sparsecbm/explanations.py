@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.batching import check_texts, truncated
+from .data.reading import is_blank
 from .files import atomic_path
 from .masks import summary as masks_summary
 
@@ -356,8 +357,8 @@ def explain(
     ``integrated_gradients``; None skips the token level). The subnetwork level
     exists for a SparseCBM only.
     """
-    if isinstance(text, str) and not text.strip():
-        raise ValueError("the text to explain is empty")
+    if isinstance(text, str) and is_blank(text):
+        raise ValueError("the text to explain is empty (nothing but spaces or invisible characters)")
     (text,) = check_texts([text])
     if not clf.config.has_concepts:
         raise ValueError("a Standard model has no concepts to explain its label with")

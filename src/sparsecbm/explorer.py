@@ -6,7 +6,15 @@ fetched at run time. The JSON API (documented in docs/explorer.md) is what the p
 uses and what a script can drive. Every request that touches the model holds
 one lock, so explanations, previews and edits never interleave; a request that
 changes the model names the ``version`` it was made against, and a stale one
-gets 409 and changes nothing. No request names a file: saving writes the
+gets 409 and changes nothing.
+
+A kept edit or an undo answers at once: the browse split's predictions of the
+edited concept are recomputed in a background thread, one chunk of texts at a
+time (taking the lock per chunk, so a pathway or preview waits for one chunk at
+most), and ``/api/model`` and ``/api/examples`` say ``"pending": true`` and
+serve the previous predictions until they are ready. Undoing an edit whose
+predictions were fresh when it was kept puts them back at once (the undo is
+bit-exact). No request names a file: saving writes the
 folder the model was loaded from, reloading reads it back, and an annotation
 fix writes the one annotated file named at start (``--annotations``).
 
@@ -35,7 +43,7 @@ from starlette.staticfiles import StaticFiles
 from .access import MAX_BODY, AccessControl, allowed_hosts
 from .annotation.review import AnnotationFile, FileChanged
 from .classifier import Classifier, load
-from .data import Split
+from .data import Split, is_blank
 from .explanations import METHODS, SIGNED, explain, subnetworks
 from .interventions import MAX_RATIO, Guard, SplitLogits, check_max_ratio, oracle, undo
 from .metrics import evaluate_predictions
@@ -70,6 +78,51 @@ class Explorer:
         self.lock = threading.Lock()
         # Concept logits on the browse split, recomputed per concept only when its masks change.
         self._browse = SplitLogits(split.texts) if split is not None and len(split) else None
+        self._refreshing: threading.Thread | None = None  # the background recomputation, while it runs
+        self._before: list[tuple[Any, int, torch.Tensor]] = []  # (kept edit, concept, its browse logits before)
+        self._saved = list(clf.interventions)  # the edits the model folder holds
+
+    # ---------------------------------------------------------------- the browse split's predictions
+
+    def _browse_logits(self) -> tuple[list[torch.Tensor], bool]:
+        """Every concept's outputs on the browse split, and whether some are the previous
+        model's (then a background thread is recomputing them). Call with the lock held."""
+        assert self._browse is not None
+        logits, pending = [], False
+        for k in range(len(self.clf.schema.concepts)):
+            kept, fresh = self._browse.kept(self.clf, k)
+            if kept is None:  # never computed (at start): compute now
+                kept, fresh = self._browse.concept(self.clf, k), True
+            logits.append(kept)
+            pending |= not fresh
+        if pending:
+            self._start_refresh()
+        return logits, pending
+
+    def _start_refresh(self) -> None:
+        if self._browse is not None and (self._refreshing is None or not self._refreshing.is_alive()):
+            self._refreshing = threading.Thread(target=self._refresh, name="explorer-refresh", daemon=True)
+            self._refreshing.start()
+
+    def _refresh(self) -> None:
+        """Recompute stale concepts chunk by chunk, releasing the lock between chunks."""
+        while True:
+            with self.lock:
+                clf, stale = self.clf, self._browse.stale(self.clf)
+                if not stale:
+                    return
+                steps = self._browse.refresh_steps(clf, stale[0])
+            done = object()
+            while True:
+                with self.lock, torch.inference_mode(False):
+                    if self.clf is not clf or next(steps, done) is done:  # reloaded, or finished
+                        break
+
+    def settle(self, timeout: float = 600.0) -> None:
+        """Wait until the browse split's predictions are those of the model now (scripts, tests)."""
+        thread = self._refreshing
+        if thread is not None:
+            thread.join(timeout)
 
     # ---------------------------------------------------------------- reads
 
@@ -90,17 +143,20 @@ class Explorer:
             "jaccard": subnet["jaccard"], "ceiling": self.ceiling, "best_dev": clf.meta.get("best_dev"),
             "annotations": None if self.annotations is None else {
                 "path": str(self.annotations.path), "n": len(self.annotations.rows)},
+            "unsaved": self._unsaved(), "pending": False,
         }
         if self._browse is not None:
-            logits = self._browse.all(clf)
+            logits, info["pending"] = self._browse_logits()
             info["scores"] = evaluate_predictions(self.split, clf.schema, clf.task_logits_from(logits).argmax(-1).numpy(),
                                                   clf.model.predicted_values(logits))
         return info
 
     def examples(self, only: str = "all", concept: str | None = None, sort: str = "index", descending: bool = False,
-                 offset: int = 0, limit: int = 50) -> dict[str, Any]:
+                 offset: int = 0, limit: int = 50, rows: list[int] | None = None) -> dict[str, Any]:
+        """A page of the browse split (``only``, ``concept``, ``sort``), or with ``rows`` those rows
+        in that order: what a page shows again after an edit without reordering under the user."""
         if self._browse is None:
-            return {"total": 0, "rows": [], "version": self.version}
+            return {"total": 0, "rows": [], "version": self.version, "pending": False}
         schema, split = self.clf.schema, self.split
         if only not in ("all", "mistakes"):
             raise ApiError(400, f"only: expected 'all' or 'mistakes', got {only!r}")
@@ -109,7 +165,9 @@ class Explorer:
         if sort not in SORTS:
             raise ApiError(400, f"sort: expected one of {list(SORTS)}, got {sort!r}")
         _check_page(offset, limit)
-        logits = self._browse.all(self.clf)
+        if rows is not None and (len(rows) > MAX_LIMIT or not all(0 <= i < len(split) for i in rows)):
+            raise ApiError(400, f"rows: at most {MAX_LIMIT} row numbers in [0, {len(split)})")
+        logits, pending = self._browse_logits()
         task = self.clf.task_logits_from(logits).softmax(-1)
         probs = [self.clf.model.logits_of(k, l).softmax(-1) for k, l in enumerate(logits)]
         pred = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)  # (n, K)
@@ -126,9 +184,10 @@ class Explorer:
             index = index[np.argsort(confidence[index], kind="stable")]
         if descending:
             index = index[::-1]
-        rows = []
-        for i in index[offset: offset + limit]:
-            rows.append({
+        page = index[offset: offset + limit] if rows is None else np.asarray(rows, dtype=int)
+        found = []
+        for i in page:
+            found.append({
                 "index": int(i), "text": split.texts[i], "label": schema.labels[split.labels[i]],
                 "predicted": schema.labels[label[i]], "confidence": float(confidence[i]),
                 "concepts": {c: {"true": schema.concept_values[k][split.concepts[i, k]],
@@ -136,7 +195,8 @@ class Explorer:
                                  "probability": float(probs[k][i, pred[i, k]])}
                              for k, c in enumerate(schema.concepts)},
             })
-        return {"total": int(index.size), "rows": rows, "version": self.version}
+        total = int(index.size) if rows is None else len(rows)
+        return {"total": total, "rows": found, "version": self.version, "pending": pending}
 
     def explain(self, body: dict[str, Any]) -> dict[str, Any]:
         text = self._text(body)
@@ -150,7 +210,22 @@ class Explorer:
         return {**subnetworks(self.clf, heatmaps=True), "version": self.version}
 
     def history(self) -> dict[str, Any]:
-        return {"edits": [e.to_json() for e in self.clf.interventions], "version": self.version}
+        """The kept edits, oldest first, each marked ``saved`` when the model folder holds it."""
+        saved = self._saved_prefix()
+        return {"edits": [{**e.to_json(), "saved": i < saved} for i, e in enumerate(self.clf.interventions)],
+                "unsaved": self._unsaved(), "version": self.version}
+
+    def _saved_prefix(self) -> int:
+        """How many of the kept edits, from the first, are those the model folder holds."""
+        n = 0
+        for mine, saved in zip(self.clf.interventions, self._saved):
+            if mine is not saved:
+                break
+            n += 1
+        return n
+
+    def _unsaved(self) -> bool:
+        return not (self._saved_prefix() == len(self.clf.interventions) == len(self._saved))
 
     # ---------------------------------------------------------------- an annotated file
 
@@ -187,18 +262,28 @@ class Explorer:
         if not self.clf.interventions:
             raise ApiError(400, "nothing to undo: no kept edits")
         edit = undo(self.clf)
+        if self._before and self._before[-1][0] is edit:  # the undo is bit-exact: so are its predictions
+            _, k, logits = self._before.pop()
+            self._browse.put(self.clf, k, logits)
         self.version += 1
+        self._start_refresh()
         return {"undone": edit.to_json(), **self.history()}
 
     def save(self, body: dict[str, Any]) -> dict[str, Any]:
         self._check_version(body)
         if self.clf.path is None:
             raise ApiError(400, "this model was not loaded from a folder; there is nowhere to save it")
+        edits = len(self.clf.interventions)
+        if not self._unsaved():  # nothing to write: no new revision
+            return {"saved": False, "path": str(self.clf.path), "revision": self.clf.revision, "edits": edits,
+                    "message": f"nothing new to save: revision {self.clf.revision} of {self.clf.path} already "
+                               f"holds these {edits} edits", "version": self.version}
         try:
             path = self.clf.save()
         except ValueError as e:  # another process saved the folder since it was loaded
             raise ApiError(409, str(e)) from None
-        return {"path": str(path), "revision": self.clf.revision, "edits": len(self.clf.interventions),
+        self._saved = list(self.clf.interventions)
+        return {"saved": True, "path": str(path), "revision": self.clf.revision, "edits": edits,
                 "version": self.version}
 
     def reload(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -209,8 +294,9 @@ class Explorer:
         self.clf = load(self.clf.path, device=self.clf.device)
         if self.guard is not None:  # its caches belong to the old model
             self.guard = dataclasses.replace(self.guard)
-        self._browse = SplitLogits(self.split.texts) if self._browse is not None else None
+        self._saved, self._before = list(self.clf.interventions), []
         self.version += 1
+        self._start_refresh()
         return {"path": str(self.clf.path), "revision": self.clf.revision, "edits": len(self.clf.interventions),
                 "version": self.version}
 
@@ -225,10 +311,17 @@ class Explorer:
             raise ApiError(400, f"value: {value!r} is not a value of {concept!r} ({list(values)})")
         if label is not None and label not in schema.labels:
             raise ApiError(400, f"label: {label!r} is not one of {list(schema.labels)}")
+        k = schema.concepts.index(concept)
+        before, fresh = self._browse.kept(self.clf, k) if self._browse is not None else (None, False)
         r = self.clf.intervene(text, concept, value, label=label, persist=persist, guard=self.guard,
                                max_ratio=self.max_ratio)
         if r.persisted:
             self.version += 1
+            if fresh:
+                self._before.append((self.clf.interventions[-1], k, before))
+            self._start_refresh()
+        elif fresh:  # a preview, or an edit the guard refused: the mask is back bit for bit
+            self._browse.put(self.clf, k, before)
         return {"result": r.to_dict(), "oracle": oracle(self.clf, text, {concept: value}),
                 "edits": len(self.clf.interventions), "version": self.version}
 
@@ -248,8 +341,9 @@ class Explorer:
                 raise ApiError(400, f"index: expected a row number in [0, {n}), got {i!r}")
             return self.split.texts[i]
         text = body.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ApiError(400, "text: required, a non-empty string (or give index, a row of the split)")
+        if not isinstance(text, str) or is_blank(text):
+            raise ApiError(400, "text: required, a string with something to read (not only spaces or invisible "
+                                "characters), or give index, a row of the split")
         if len(text) > MAX_TEXT:
             raise ApiError(413, f"text: {len(text)} characters, the explorer takes at most {MAX_TEXT}")
         try:
@@ -352,6 +446,11 @@ def _query(request: Request) -> dict[str, Any]:
                 raise ApiError(400, f"{key}: expected a whole number, got {q[key]!r}") from None
     if "descending" in q:
         out["descending"] = q["descending"] in ("1", "true", "yes")
+    if q.get("rows"):
+        try:
+            out["rows"] = [int(i) for i in q["rows"].split(",")]
+        except ValueError:
+            raise ApiError(400, f"rows: expected row numbers separated by commas, got {q['rows']!r}") from None
     return out
 
 

@@ -9,7 +9,7 @@ import sys
 from .. import masks
 from ..backbones import convert_gguf
 from ..classifier import load
-from ..data import dataset_from_spec, held_out_note
+from ..data import dataset_from_spec, held_out_note, is_blank
 from ..explanations import explain, explain_many
 from ..files import write_json
 from ..metrics import concept_ceiling, format_table
@@ -149,8 +149,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
             raise ValueError("--json, --html and --png explain one text; batch mode writes --jsonl")
     elif args.text is None:
         raise ValueError("give a text to explain, or --data NAME --jsonl FILE for a whole split")
-    elif not args.text.strip():
-        raise ValueError("the text to explain is empty")
+    elif is_blank(args.text):
+        raise ValueError("the text to explain is empty (nothing but spaces or invisible characters)")
     clf = load(args.model_dir)
     if batch:
         dataset = load_data(args)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..data import TABLE_SUFFIXES, Dataset, dataset_from_spec, load_dataset, load_table, read_texts
+from ..data import TABLE_SUFFIXES, Dataset, dataset_from_spec, is_blank, load_dataset, load_table, read_texts
 from ..interventions import CAUTION, Guard
 from ..pruning import PruneConfig
 from ..settings import from_flags
@@ -78,8 +78,8 @@ def predict_inputs(args: argparse.Namespace) -> tuple[list[str], list[dict[str, 
     or {"row": n}; {} for an argument)."""
     texts, where = list(args.texts), [{} for _ in args.texts]
     for i, text in enumerate(texts):
-        if not text.strip():
-            raise ValueError(f"text argument {i + 1} is empty")
+        if is_blank(text):
+            raise ValueError(f"text argument {i + 1} is empty (nothing but spaces or invisible characters)")
     if args.text_column and not args.file:
         raise ValueError("--text-column names the text column of a CSV/TSV/JSONL --file")
     if args.file:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .reading import is_blank
+
 
 def check_texts(texts: Sequence[str]) -> list[str]:
     """A list of non-empty strings, or a TypeError/ValueError naming the first bad one."""
@@ -17,8 +19,8 @@ def check_texts(texts: Sequence[str]) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"text {i}: expected a str, got {type(text).__name__}")
-        if not text.strip():
-            raise ValueError(f"text {i}: empty text")
+        if is_blank(text):
+            raise ValueError(f"text {i}: empty text (nothing but spaces or invisible characters)")
     return texts
 
 

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,12 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
 
 # --------------------------------------------------------------------------- values
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing to read: only spaces, control characters and
+    invisible formatting marks (zero-width spaces and joiners, byte-order marks)."""
+    return all(unicodedata.category(ch)[0] == "Z" or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 
 
 class Normaliser:
@@ -243,13 +250,13 @@ def read_texts(path: str | os.PathLike, text_column: str | None = None, *,
             raise DataError(f"{path}: a text column applies to a table (.csv, .tsv, .jsonl, .json), "
                             "not to a file of lines")
         content = read_file_text(path)
-        if not content.strip():
+        if is_blank(content):
             raise DataError(f"{path}: the file is empty" if not content else f"{path}: only blank lines")
         cells = list(enumerate(content.splitlines(), start=1))
         what = ""
     texts, numbers, skipped = [], [], []
     for number, text in cells:
-        if text.strip():
+        if not is_blank(text):
             texts.append(text)
             numbers.append(number)
         elif skip_blank:

@@ -4,12 +4,12 @@ browses."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ..cache import VersionedCache
+from ..cache import VersionedCache, same, stamp
 from .gradients import concept_k_outputs, tokenize
 
 if TYPE_CHECKING:
@@ -50,6 +50,29 @@ class SplitLogits:
     def all(self, clf: Classifier) -> list[torch.Tensor]:
         """Every concept's logits, (n, C_k) each."""
         return [self.concept(clf, k) for k in range(len(clf.schema.concepts))]
+
+    def kept(self, clf: Classifier, k: int) -> tuple[torch.Tensor | None, bool]:
+        """(concept k's outputs as last computed, or None; whether they are those of the model now)."""
+        return self._cache.peek(k, self.depends_on(clf, k))
+
+    def stale(self, clf: Classifier) -> list[int]:
+        """The concepts whose kept outputs are missing or older than the model."""
+        return [k for k in range(len(clf.schema.concepts)) if not self.kept(clf, k)[1]]
+
+    def refresh_steps(self, clf: Classifier, k: int) -> Iterator[None]:
+        """Recompute concept k's outputs one chunk of texts at a time, yielding after each, so
+        that a caller can let other work run in between (the explorer keeps them fresh in the
+        background this way). Kept at the end, unless the model changed meanwhile: then the
+        work is dropped and the generator ends early."""
+        start = stamp(self.depends_on(clf, k))
+        parts = []
+        for chunk in self.batches(clf):
+            if not same(start, stamp(self.depends_on(clf, k))):
+                return
+            parts.append(concept_k_outputs(clf, [chunk], k))
+            yield
+        if same(start, stamp(self.depends_on(clf, k))):
+            self.put(clf, k, torch.cat(parts)[self._order])
 
     def put(self, clf: Classifier, k: int, logits: torch.Tensor) -> None:
         """Concept k's logits are ``logits`` for the model as it is now (after a bit-exact rollback)."""
