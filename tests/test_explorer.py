@@ -234,20 +234,22 @@ def test_real_browser_pathway_correct_undo(server, tmp_path, model_dir):
         page.click("#repreview-btn")
         page.wait_for_selector("#keep-btn")
         page.click("#keep-btn")
-        _wait_value(page, concept, target)
+        _wait_status(page, "kept")
+        assert _concept_value(page, concept) == target
         assert "Kept:" in page.inner_text("#correction") and page.locator("#history li").count() == 1
         assert len(explorer.clf.interventions) == 1
 
         # Undo clears the Correction box (it no longer says "Kept").
         page.click("#undo-btn")
-        _wait_value(page, concept, predicted)
+        _wait_status(page, "undone")
+        assert _concept_value(page, concept) == predicted
         assert "Kept:" not in page.inner_text("#correction") and "Undone" in page.inner_text("#correction")
         assert page.locator("#history li").count() == 0 and explorer.clf.interventions == []
         # Opening another example clears it too.
         concept_row.locator(f"button[data-value='{target}']").click()
         page.wait_for_selector("#keep-btn")
         page.click("#keep-btn")
-        _wait_value(page, concept, target)
+        _wait_status(page, "kept")
         page.locator(f"#examples tbody tr[data-index='{(index + 1) % 16}']").click()
         _wait_status(page, "explained")
         assert page.inner_text("#correction").startswith("Click a concept value")
@@ -263,8 +265,7 @@ def test_real_browser_pathway_correct_undo(server, tmp_path, model_dir):
         assert f"Reloaded revision {other.revision}" in page.inner_text("#conflict")
         assert page.locator("#history li").count() == 0
         assert explorer.clf.interventions == [] and explorer.clf.revision == other.revision
-        page.click("#save-btn")
-        _wait_status(page, "saved 0 edits")
+        assert page.locator("#save-btn").is_disabled()  # the folder holds every edit: nothing to save
         browser.close()
     assert all(f.stat().st_size > 10_000 for f in shots.iterdir())
 
@@ -321,3 +322,100 @@ def test_save_writes_a_revision_only_when_there_is_something_new(client, model_d
     assert client.post("/api/save", json={"version": 1}).json()["saved"] is False
     client.post("/api/undo", json={"version": 1})
     assert client.get("/api/history").json()["unsaved"] is True  # the folder still holds the undone edit
+
+
+def _no_scroll_x(page) -> bool:
+    return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def _in_view(page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    size = page.viewport_size
+    return box is not None and 0 <= box["y"] and box["y"] + box["height"] <= size["height"] and box["x"] + box["width"] <= size["width"]
+
+
+@pytest.mark.parametrize("viewport", [{"width": 390, "height": 844}, {"width": 1280, "height": 800}],
+                         ids=["phone", "laptop"])
+def test_real_browser_first_time_user(server, viewport):
+    """What a first-time user met (issue 38), at a phone's size and a laptop's: no horizontal
+    scrolling, one header line, Keep in view and focused after a preview, a double-clicked
+    Keep keeps once, Undo off with nothing to undo, the selection and the list's order kept
+    after an edit, a text over the limit answered where its pathway would be, no uncaught
+    errors and no missing favicon."""
+    from playwright.sync_api import sync_playwright
+
+    explorer, base = server
+    with httpx.Client(base_url=base, timeout=120) as http:
+        index, concept, target, predicted = fixable(http)
+    truth = explorer.clf.schema.concept_values[list(CONCEPTS).index(concept)][explorer.split.concepts[index][list(CONCEPTS).index(concept)]]
+    errors, missing = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), headless=True)
+        page = browser.new_page(viewport=viewport)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "Uncaught" in m.text else None)
+        page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+        page.goto(base)
+        _wait_status(page, "ready")
+        assert _no_scroll_x(page), page.evaluate("() => document.documentElement.scrollWidth")
+        assert page.locator("#undo-btn").is_disabled() and page.locator("#save-btn").is_disabled()
+        header = page.locator("header h1").bounding_box()
+        if viewport["width"] > 820:  # one header line, however long the status
+            page.evaluate("() => { document.querySelector('#status').textContent = 'x '.repeat(300); }")
+            assert page.locator("header").bounding_box()["height"] < 2.2 * header["height"]
+
+        # A text over the limit: the box stops at it, and the pathway area says why when it is forced past.
+        limit = page.evaluate("() => document.querySelector('#free-text').maxLength")
+        assert limit == MAX_TEXT and f"/ {MAX_TEXT} characters" in page.inner_text("#text-count")
+        page.evaluate("(n) => { document.querySelector('#free-text').value = 'good food. '.repeat(n); }", MAX_TEXT // 10 + 28)
+        page.click("#explain-btn")
+        page.wait_for_selector("#explain-error")
+        assert "at most" in page.inner_text("#explain-error") and page.locator("#concepts").count() == 0
+        with httpx.Client(base_url=base, timeout=60) as http:  # the server refuses it too, with the same words
+            r = http.post("/api/explain", json={"text": "x" * 2280}, headers={"Origin": base})
+            assert r.status_code == 413
+
+        # Sorted by confidence: the order the user reads must survive an edit.
+        page.select_option("#sort", "confidence")
+        page.wait_for_function("() => document.querySelector('#examples tbody tr')")
+        page.wait_for_timeout(300)
+        order = page.locator("#examples tbody tr").evaluate_all("rows => rows.map(r => r.dataset.index)")
+        row = page.locator(f"#examples tbody tr[data-index='{index}']")
+        row.scroll_into_view_if_needed()
+        row.focus()
+        page.keyboard.press("Enter")
+        _wait_status(page, "explained")
+        # The focus moves to the pathway's first concept: the next Tabs go through the pathway.
+        assert page.evaluate("() => document.activeElement.matches('#concepts tr.concept-row')")
+        value_button = page.locator(f"#concepts tr.concept-row[data-concept='{concept}'] button[data-value='{target}']")
+        value_button.focus()
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#keep-btn")
+        page.wait_for_function("() => document.activeElement && document.activeElement.id === 'keep-btn'")
+        assert _in_view(page, "#keep-btn") and _no_scroll_x(page)
+        words = page.inner_text("#correction")
+        if target == truth:
+            assert "fixes it" in words
+        else:
+            assert "fixes" not in words and f"read {target}" in words and f"the data set's value is {truth}" in words
+
+        page.dblclick("#keep-btn")  # a double-click keeps once, with no 409
+        _wait_status(page, "kept")
+        assert _concept_value(page, concept) == target
+        assert page.locator("#stale-preview").count() == 0 and len(explorer.clf.interventions) == 1
+        assert page.evaluate("() => document.activeElement !== document.body")
+        assert page.locator(f"#examples tr.selected[data-index='{index}']").count() == 1
+        assert page.locator("#examples tbody tr").evaluate_all("rows => rows.map(r => r.dataset.index)") == order
+        assert "not saved yet" in page.inner_text("#history") and not page.locator("#undo-btn").is_disabled()
+        explorer.settle()
+        page.wait_for_function("() => !document.querySelector('#pending')")  # the split's scores caught up
+
+        page.click("#undo-btn")
+        _wait_status(page, "undone")
+        assert _concept_value(page, concept) == predicted
+        assert page.locator("#undo-btn").is_disabled() and explorer.clf.interventions == []
+        assert page.evaluate("() => document.activeElement !== document.body")
+        assert page.locator(f"#examples tr.selected[data-index='{index}']").count() == 1
+        assert _no_scroll_x(page)
+        browser.close()
+    assert errors == [] and missing == [], (errors, missing)

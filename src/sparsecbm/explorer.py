@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,6 +52,7 @@ from .metrics import evaluate_predictions
 STATIC = Path(__file__).parent / "static" / "explorer"
 MAX_TEXT = 2000  # characters of one text sent to the explorer
 MAX_LIMIT = 200  # rows per page of the examples table
+REFRESH_GRACE = 0.5  # seconds the background refresh lets pass after an edit: the page's own requests come first
 SORTS = ("index", "confidence")
 
 
@@ -79,6 +81,7 @@ class Explorer:
         # Concept logits on the browse split, recomputed per concept only when its masks change.
         self._browse = SplitLogits(split.texts) if split is not None and len(split) else None
         self._refreshing: threading.Thread | None = None  # the background recomputation, while it runs
+        self.waiting = 0  # requests waiting for the lock: the background refresh lets them go first
         self._before: list[tuple[Any, int, torch.Tensor]] = []  # (kept edit, concept, its browse logits before)
         self._saved = list(clf.interventions)  # the edits the model folder holds
 
@@ -105,7 +108,9 @@ class Explorer:
             self._refreshing.start()
 
     def _refresh(self) -> None:
-        """Recompute stale concepts chunk by chunk, releasing the lock between chunks."""
+        """Recompute stale concepts chunk by chunk, releasing the lock between chunks and
+        giving way to every request that waits for it."""
+        time.sleep(REFRESH_GRACE)
         while True:
             with self.lock:
                 clf, stale = self.clf, self._browse.stale(self.clf)
@@ -114,6 +119,8 @@ class Explorer:
                 steps = self._browse.refresh_steps(clf, stale[0])
             done = object()
             while True:
+                while self.waiting:
+                    time.sleep(0.005)
                 with self.lock, torch.inference_mode(False):
                     if self.clf is not clf or next(steps, done) is done:  # reloaded, or finished
                         break
@@ -426,8 +433,16 @@ async def _run_locked(explorer: Explorer, fn, *args, **kwargs):
     from starlette.concurrency import run_in_threadpool
 
     def call():
-        with explorer.lock, torch.inference_mode(False):
-            return fn(*args, **kwargs)
+        explorer.waiting += 1  # (a racy count is harmless: the refresh would wait one chunk)
+        try:
+            explorer.lock.acquire()
+        finally:
+            explorer.waiting -= 1
+        try:
+            with torch.inference_mode(False):
+                return fn(*args, **kwargs)
+        finally:
+            explorer.lock.release()
 
     return await run_in_threadpool(call)
 

@@ -2,7 +2,7 @@
 "use strict";
 
 const state = { model: null, version: 0, page: 0, limit: 20, current: null, explanation: null, concept: null, preview: null,
-  annotationPage: 0 };
+  annotationPage: 0, busy: false, edits: 0, rows: [], polling: null };
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
@@ -22,6 +22,29 @@ function status(text, error = false) {
 
 class ApiError extends Error {
   constructor(code, message) { super(message); this.code = code; }
+}
+
+// Every handler runs through here: an API error is already in the status line, anything
+// else goes there too; nothing is left as an uncaught error in the console.
+const guarded = (fn) => (...args) => Promise.resolve().then(() => fn(...args)).catch((err) => {
+  if (!(err instanceof ApiError)) status(String(err), true);
+});
+
+// One change of the model at a time: while a keep, undo, save or reload runs, their buttons
+// are off (a double-click keeps once and says nothing about a stale preview).
+async function exclusive(fn) {
+  if (state.busy) return;
+  state.busy = true;
+  setButtons();
+  try { await fn(); } finally { state.busy = false; setButtons(); }
+}
+
+function setButtons() {
+  $("undo-btn").disabled = state.busy || state.edits === 0;
+  $("undo-btn").title = state.edits === 0 ? "no kept edits to undo" : "";
+  $("save-btn").disabled = state.busy || !(state.model && state.model.unsaved);
+  $("save-btn").title = state.model && !state.model.unsaved ? "the model folder already holds every kept edit" : "";
+  for (const b of document.querySelectorAll("#keep-btn, #discard-btn, #concepts .values button")) b.disabled = state.busy;
 }
 
 // The page adopts the server's model version only from a successful answer: a
@@ -51,8 +74,14 @@ function activate(node, action) {
 async function loadModel() {
   const m = await api("/api/model");
   state.model = m;
+  state.edits = m.edits;
   $("model-line").textContent = `${m.kind} on ${m.backbone} · labels ${m.labels.join(", ")} · browsing ${m.split.name || "no split"} ` +
-    `(${m.split.n}) · ${m.edits} kept edits` + (m.guard ? ` · guard ${m.guard.n} texts, caution ${m.guard.caution}` : " · no guard");
+    `(${m.split.n}) · ${m.edits} kept edits${m.unsaved ? " (unsaved changes)" : ""}` +
+    (m.guard ? ` · guard ${m.guard.n} texts, caution ${m.guard.caution}` : " · no guard");
+  $("model-line").title = $("model-line").textContent;
+  $("free-text").maxLength = m.max_text;
+  countText();
+  setButtons();
   const sel = $("filter-concept");
   if (sel.options.length === 1) for (const c of Object.keys(m.concepts)) sel.append(el("option", { value: c }, c));
   const meth = $("method");
@@ -74,6 +103,21 @@ async function loadModel() {
   const j = Object.entries(m.jaccard).map(([pair, v]) => `${pair} ${v.toFixed(2)}`).join(", ");
   o.append(el("p", { class: "small" }, `overlap of kept weights (Jaccard): ${j}`));
   o.append(el("p", { class: "small", id: "revision" }, `model folder: ${m.path || "none"} (revision ${m.revision})`));
+  if (m.pending) o.prepend(el("p", { class: "small", id: "pending" }, "Updating the split's scores after the edit…"));
+  return m;
+}
+
+// After an edit the split's predictions of the edited concept are recomputed on the server in
+// the background: poll until they are ready, then show them (rows stay where they are).
+function watchPending() {
+  if (state.polling || !state.model || !state.model.pending) return;
+  state.polling = setTimeout(guarded(async () => {
+    state.polling = null;
+    const m = await loadModel();
+    if (m.pending) { watchPending(); return; }
+    await refreshRows();
+    if (!state.busy) status(`the split's scores are up to date (model version ${state.version})`);
+  }), 700);
 }
 
 // ------------------------------------------------------------------ examples
@@ -84,19 +128,38 @@ async function loadExamples() {
   if ($("filter-concept").value) q.set("concept", $("filter-concept").value);
   const data = await api(`/api/examples?${q}`);
   const pages = Math.max(1, Math.ceil(data.total / state.limit));
-  if (state.page >= pages) { state.page = pages - 1; return loadExamples(); }  // the list shrank (e.g. after an edit)
+  if (state.page >= pages && state.page > 0) { state.page = pages - 1; return loadExamples(); }  // the list shrank
+  drawRows(data.rows);
+  $("list-note").hidden = true;
+  showPage(state.page, pages, data.total, "page-info", "prev-page", "next-page");
+}
+
+// The rows on screen again, in the same order, with the model's new predictions: an edit
+// never reorders or filters the list under the user (Refresh list does, when asked).
+async function refreshRows() {
+  if (!state.rows.length) return;
+  const data = await api(`/api/examples?rows=${state.rows.join(",")}`);
+  drawRows(data.rows);
+  $("list-note").hidden = false;
+}
+
+function drawRows(rows) {
+  state.rows = rows.map((r) => r.index);
   const body = $("examples").querySelector("tbody");
   body.replaceChildren();
-  for (const r of data.rows) {
+  for (const r of rows) {
     const wrong = Object.entries(r.concepts).filter(([, c]) => c.true !== c.predicted).map(([n, c]) => `${n}: ${c.predicted}→${c.true}`);
     const tr = el("tr", { "data-index": r.index, "aria-label": `example ${r.index}: open its pathway` },
       el("td", {}, r.index), el("td", {}, r.text.length > 140 ? r.text.slice(0, 140) + "…" : r.text),
       el("td", { class: r.label !== r.predicted ? "wrong" : "" }, `${r.label} / ${r.predicted} (${pct(r.confidence)})`),
       el("td", { class: "wrong" }, wrong.join("; ")));
-    activate(tr, () => select({ index: r.index, text: r.text, label: r.label, concepts: r.concepts }, tr));
+    if (state.current && state.current.index === r.index) {
+      tr.classList.add("selected");
+      state.current.concepts = r.concepts;
+    }
+    activate(tr, guarded(() => select({ index: r.index, text: r.text, label: r.label, concepts: r.concepts }, tr)));
     body.append(tr);
   }
-  showPage(state.page, pages, data.total, "page-info", "prev-page", "next-page");
 }
 
 // "page 2 of 5 (93 rows)", with the arrows off at either end.
@@ -106,12 +169,16 @@ function showPage(page, pages, total, info, prev, next) {
   $(next).disabled = page + 1 >= pages;
 }
 
-function select(item, row) {
+// Open an example (or a typed text): its pathway, with the focus on its first concept so that
+// the keyboard goes on from there.
+async function select(item, row) {
   document.querySelectorAll("#examples tr.selected").forEach((r) => r.classList.remove("selected"));
   if (row) row.classList.add("selected");
   state.current = item;
   clearCorrection();
-  explainCurrent();
+  await explainCurrent();
+  const first = document.querySelector("#concepts tr.concept-row");
+  if (first) first.focus();
 }
 
 // ------------------------------------------------------------------ pathway
@@ -121,7 +188,8 @@ async function explainCurrent() {
   status("explaining…");
   const body = { method: $("method").value || "grad" };
   if (state.current.index !== undefined) body.index = state.current.index; else body.text = state.current.text;
-  const e = await api("/api/explain", body);
+  let e;
+  try { e = await api("/api/explain", body); } catch (err) { showExplainError(err.message); throw err; }
   state.explanation = e;
   if (!state.concept || !e.concepts.some((c) => c.name === state.concept)) state.concept = e.concepts[0].name;
   drawPathway();
@@ -148,7 +216,7 @@ function drawPathway() {
     for (const v of state.model.concepts[c.name]) {
       const cls = [v === c.value ? "predicted" : "", v === known ? "true" : ""].join(" ").trim();
       values.append(el("button", { class: cls, "data-concept": c.name, "data-value": v, title: v === known ? "the true value" : "",
-        onclick: (ev) => { ev.stopPropagation(); previewCorrection(c.name, v); } }, v));
+        onclick: (ev) => { ev.stopPropagation(); guarded(previewCorrection)(c.name, v); } }, v));
     }
     const w = Math.round(100 * Math.abs(c.contribution) / maxC);
     const row = el("tr", { class: "concept-row" + (c.name === state.concept ? " selected" : ""), "data-concept": c.name,
@@ -169,6 +237,22 @@ function drawPathway() {
   p.append(decides);
   if (e.truncated) p.append(el("p", { class: "small" }, "The text was longer than the model reads; later words were not read."));
   drawWords();
+  setButtons();
+}
+
+// A text the model cannot read: say so where its pathway would be, not only in the header.
+function showExplainError(message) {
+  state.explanation = null;
+  $("pathway").replaceChildren(el("p", { class: "verdict-bad", id: "explain-error" }, `No pathway: ${message}`));
+  $("words").replaceChildren();
+  $("word-legend").textContent = "";
+  clearCorrection();
+}
+
+function countText() {
+  const n = $("free-text").value.length, max = state.model ? state.model.max_text : 0;
+  $("text-count").textContent = max ? `${n} / ${max} characters` : "";
+  $("text-count").className = max && n >= max ? "small wrong" : "small";
 }
 
 function drawWords() {
@@ -192,7 +276,7 @@ function drawWords() {
 
 function clearCorrection(text = HINT) {
   state.preview = null;
-  $("correction").replaceChildren(el("p", { class: "hint" }, text));
+  $("correction").replaceChildren(el("p", { class: "hint", tabindex: "-1" }, text));
 }
 
 function correctionBody(concept, value, version) {
@@ -202,13 +286,22 @@ function correctionBody(concept, value, version) {
   return body;
 }
 
+// What the edit does to the concept, in words that do not claim a fix the data cannot confirm.
+function verdict(concept, value, reached) {
+  const known = state.current.concepts ? state.current.concepts[concept].true : null;
+  if (known === value) return reached ? "the edit fixes it: the model now reads the true value" : "the edit does not fix it";
+  const read = reached ? `the edit makes the model read ${value}` : `the edit does not reach ${value}`;
+  return known === null ? read : `${read} (the data set's value is ${known})`;
+}
+
 async function previewCorrection(concept, value) {
+  if (state.busy) return;
   status(`previewing ${concept} = ${value}…`);
   const data = await api("/api/preview", correctionBody(concept, value, state.version));
   state.preview = { concept, value, version: data.version };  // Keep is valid for this model version only
   const r = data.result, box = $("correction");
   box.replaceChildren();
-  box.append(el("p", {}, el("strong", {}, `${concept}: ${r.before.value} → ${value}`), ` · ${r.fixed ? "the edit fixes it" : "the edit does not fix it"}` +
+  box.append(el("p", {}, el("strong", {}, `${concept}: ${r.before.value} → ${value}`), ` · ${verdict(concept, value, r.fixed)}` +
     ` · it changes ${r.bits_flipped} weights of ${concept}'s subnetwork (as many dropped as grown)`));
   const t = el("table", {}, el("tr", {}, el("th", {}, ""), el("th", {}, concept), el("th", {}, "label")));
   t.append(el("tr", {}, el("td", {}, "now"), el("td", {}, `${r.before.value} (${pct(r.before.probability)})`), el("td", {}, r.before.label)));
@@ -219,31 +312,37 @@ async function previewCorrection(concept, value) {
   if (layers.length) box.append(el("details", {}, el("summary", {}, `weights changed per matrix (${layers.length} matrices)`), el("pre", { class: "small" }, layers.join("\n"))));
   if (r.guard) box.append(el("p", { class: r.guard.accepted ? "verdict-ok" : "verdict-bad" }, `guard: ${r.guard.accepted ? "accepts" : "refuses"} — ${r.guard.reason}`));
   box.append(el("p", { class: "hint" }, "Preview only: the model is unchanged until you press Keep."));
-  box.append(el("div", { class: "controls" }, el("button", { id: "keep-btn", onclick: keepCorrection }, "Keep"),
+  box.append(el("div", { class: "controls" }, el("button", { id: "keep-btn", onclick: guarded(() => exclusive(keepCorrection)) }, "Keep"),
     el("button", { id: "discard-btn", onclick: () => clearCorrection("Discarded; the model is unchanged.") }, "Discard")));
+  setButtons();
+  $("keep-btn").focus();  // the next step is one key away, and in view
   status(`preview done (model unchanged, version ${state.version})`);
 }
 
 async function keepCorrection() {
+  if (!state.preview) return;
   const { concept, value, version } = state.preview;
+  state.preview = null;  // a preview is kept once
   status("keeping…");
   let data;
   try {
     data = await api("/api/keep", correctionBody(concept, value, version));
   } catch (err) {
     if (err.code !== 409) throw err;
-    state.preview = null;
     $("correction").replaceChildren(
       el("p", { class: "verdict-bad", id: "stale-preview" }, "Not kept: the model changed since this preview (another edit or undo came first)."),
-      el("button", { id: "repreview-btn", onclick: () => previewCorrection(concept, value) }, "Preview again on the current model"));
+      el("button", { id: "repreview-btn", onclick: guarded(() => previewCorrection(concept, value)) }, "Preview again on the current model"));
     await refreshAfterEdit();
+    $("repreview-btn").focus();
     return;
   }
   const r = data.result;
-  clearCorrection();
-  $("correction").replaceChildren(el("p", { class: r.persisted ? "verdict-ok" : "verdict-bad" },
-    r.persisted ? `Kept: ${concept} is now ${r.after.value} (${r.bits_flipped} weights changed).` : `Not kept: ${r.outcome}`));
   await refreshAfterEdit();
+  $("correction").replaceChildren(el("p", { class: r.persisted ? "verdict-ok" : "verdict-bad", id: "kept", tabindex: "-1" },
+    r.persisted ? `Kept: ${concept} is now ${r.after.value} (${r.bits_flipped} weights changed).` : `Not kept: ${r.outcome}`));
+  const row = document.querySelector(`#concepts tr.concept-row[data-concept='${concept}']`);
+  (row || $("kept")).focus();
+  status(r.persisted ? `kept (model version ${state.version})` : "not kept: the model is unchanged");
 }
 
 // Another window edited the model: show its current state, and let the user decide again.
@@ -254,11 +353,15 @@ async function staleVersion(err) {
 }
 
 async function undoLast() {
+  if (state.edits === 0) return;
+  status("undoing…");
   let data;
   try { data = await api("/api/undo", { version: state.version }); } catch (err) { return staleVersion(err); }
-  clearCorrection(`Undone: ${data.undone.concept} = ${data.undone.values.join(", ")}.`);
   await refreshAfterEdit();
+  clearCorrection(`Undone: ${data.undone.concept} = ${data.undone.values.join(", ")}.`);
   status("undone");
+  // The button was off while it worked, which drops the focus: put it back, or on the message once nothing is left.
+  (state.edits ? $("undo-btn") : $("correction").querySelector("p")).focus();
 }
 
 async function save() {
@@ -270,18 +373,19 @@ async function save() {
     return staleVersion(err);
   }
   $("conflict").replaceChildren();
-  status(`saved ${data.edits} edits to ${data.path} (revision ${data.revision})`);
-  await loadModel();
+  status(data.saved ? `saved ${data.edits} edits to ${data.path} (revision ${data.revision})` : data.message);
+  await Promise.all([loadModel(), loadHistory()]);
 }
 
 function showConflict() {
   $("conflict").replaceChildren(
     el("p", { class: "verdict-bad" }, "Not saved: another program saved the model folder since this page loaded it. " +
       "Reload it to work on its latest revision (the edits kept here and not saved are dropped), then redo them."),
-    el("button", { id: "reload-btn", onclick: reloadModel }, "Reload the model from its folder"));
+    el("button", { id: "reload-btn", onclick: guarded(() => exclusive(reloadModel)) }, "Reload the model from its folder"));
 }
 
 async function reloadModel() {
+  status("reloading…");
   const data = await api("/api/reload", { version: state.version });
   $("conflict").replaceChildren(el("p", { class: "verdict-ok" }, `Reloaded revision ${data.revision} of ${data.path} (${data.edits} logged edits).`));
   clearCorrection();
@@ -289,19 +393,27 @@ async function reloadModel() {
   status("reloaded");
 }
 
+// What an edit can change: the pathway on screen, the history, the model line and the rows on
+// screen (in place). The split's scores follow in the background (watchPending).
 async function refreshAfterEdit() {
-  await Promise.all([loadHistory(), loadModel(), loadExamples()]);
-  if (state.current) await explainCurrent();
+  await Promise.all([loadHistory(), loadModel(), refreshRows(), state.current ? explainCurrent() : null]);
+  watchPending();
 }
 
 async function loadHistory() {
   const data = await api("/api/history");
+  state.edits = data.edits.length;
   const ol = $("history");
   ol.replaceChildren();
   for (const e of data.edits) {
     const verdict = e.guard ? ` · guard: ${e.guard.accepted ? "accepted" : "refused"}` : "";
-    ol.append(el("li", {}, `${e.concept} = ${e.values.join(", ")} · ${e.bits_flipped} weights · ${new Date(1000 * e.time).toLocaleString()}${verdict} · “${e.texts[0].slice(0, 60)}”`));
+    ol.append(el("li", { class: e.saved ? "saved" : "unsaved" }, `${e.concept} = ${e.values.join(", ")} · ${e.bits_flipped} weights · ` +
+      `${new Date(1000 * e.time).toLocaleString()}${verdict} · “${e.texts[0].slice(0, 60)}” · `,
+      el("span", { class: "small" }, e.saved ? "saved" : "not saved yet")));
   }
+  $("history-note").textContent = data.edits.length ? (data.unsaved ? "Edits marked “not saved yet” live in this explorer only until you save." : "Every edit is saved in the model folder.")
+    : (data.unsaved ? "The model folder holds edits undone here: Save writes the model without them." : "No kept edits.");
+  setButtons();
 }
 
 // ------------------------------------------------------------------ subnetworks
@@ -362,7 +474,7 @@ async function loadAnnotations() {
       const choice = el("select", { "aria-label": `row ${r.row}: ${name}`, "data-concept": name });
       for (const v of data.concepts[name]) choice.append(el("option", { value: v }, v));
       choice.value = cell.value;
-      choice.addEventListener("change", () => fixAnnotation(r, name, choice));
+      choice.addEventListener("change", guarded(() => fixAnnotation(r, name, choice)));
       cells.append(el("label", { class: cell.confidence < 0.5 ? "low" : "" }, `${name} `, choice, ` ${pct(cell.confidence)}`), " ");
     }
     body.append(el("tr", { "data-index": r.index }, el("td", {}, r.row),
@@ -384,25 +496,35 @@ async function fixAnnotation(row, concept, choice) {
 
 // ------------------------------------------------------------------ wiring
 
+function on(id, event, fn) { $(id).addEventListener(event, guarded(fn)); }
+
 function wire() {
-  $("only-mistakes").addEventListener("change", () => { state.page = 0; loadExamples(); });
-  $("filter-concept").addEventListener("change", () => { state.page = 0; loadExamples(); });
-  $("sort").addEventListener("change", () => { state.page = 0; loadExamples(); });
-  $("prev-page").addEventListener("click", () => { if (state.page > 0) { state.page--; loadExamples(); } });
-  $("next-page").addEventListener("click", () => { state.page++; loadExamples(); });
-  $("method").addEventListener("change", explainCurrent);
-  $("explain-btn").addEventListener("click", () => {
-    const text = $("free-text").value;
+  const relist = () => { state.page = 0; return loadExamples(); };
+  on("only-mistakes", "change", relist);
+  on("filter-concept", "change", relist);
+  on("sort", "change", relist);
+  on("refresh-list", "click", loadExamples);
+  on("prev-page", "click", () => { if (state.page > 0) { state.page--; return loadExamples(); } });
+  on("next-page", "click", () => { state.page++; return loadExamples(); });
+  on("method", "change", explainCurrent);
+  on("free-text", "input", countText);
+  on("explain-btn", "click", () => {
+    const text = $("free-text").value, max = state.model.max_text;
     if (!text.trim()) { status("type a text first", true); return; }
-    select({ text }, null);
+    if (text.length > max) { showExplainError(`the text has ${text.length} characters; the explorer reads at most ${max}`); return; }
+    return select({ text }, null);
   });
-  $("annotation-concept").addEventListener("change", () => { state.annotationPage = 0; loadAnnotations(); });
-  $("annotations-prev").addEventListener("click", () => { if (state.annotationPage > 0) { state.annotationPage--; loadAnnotations(); } });
-  $("annotations-next").addEventListener("click", () => { state.annotationPage++; loadAnnotations(); });
-  $("undo-btn").addEventListener("click", undoLast);
-  $("save-btn").addEventListener("click", save);
+  on("annotation-concept", "change", () => { state.annotationPage = 0; return loadAnnotations(); });
+  on("annotations-prev", "click", () => { if (state.annotationPage > 0) { state.annotationPage--; return loadAnnotations(); } });
+  on("annotations-next", "click", () => { state.annotationPage++; return loadAnnotations(); });
+  on("undo-btn", "click", () => exclusive(undoLast));
+  on("save-btn", "click", () => exclusive(save));
 }
 
 wire();
-loadModel().then(() => Promise.all([loadExamples(), loadHistory(), loadSubnetworks(), loadAnnotations()])).then(() => status("ready"))
-  .catch((e) => status(String(e), true));
+guarded(async () => {
+  await loadModel();
+  await Promise.all([loadExamples(), loadHistory(), loadSubnetworks(), loadAnnotations()]);
+  status("ready");
+  watchPending();
+})();
