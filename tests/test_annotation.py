@@ -88,6 +88,10 @@ def test_concept_file_values_put_not_mentioned_last(concept_file):
     ("[food]\nabout = ['food']", "[food] lists no values"),
     ("threshold = 2\n[food]\nPositive = ['good']", "'threshold' must be a cosine similarity"),
     ("food = 'good'", "'food' is not a concept table"),
+    ("[room]\nabuot = ['the room']\nPositive = ['nice room']", "[room] abuot: 'abuot' looks like a misspelt 'about'"),
+    ("[room]\nAbout = ['the room']\nPositive = ['nice room']", "looks like a misspelt 'about'"),
+    ("[room]\nPositive = ['Nice room.']\nNegative = ['nice  room.']", "[room] Negative: the phrase 'nice  room.' is also "
+                                                                        "listed under 'Positive'"),
 ])
 def test_concept_file_errors_name_the_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"

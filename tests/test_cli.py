@@ -68,6 +68,8 @@ def test_train_evaluate_predict(tmp_path, capsys, reviews, tiny_bert):
         (["train", "--data", "cebab", "--backbone", "./no-such-model", "--out", "o"], "backbone folder no-such-model: no such folder"),
         (["evaluate", "{tmp}"], "no config.json"),
         (["predict", "{tmp}"], "no texts given"),
+        (["predict", "{tmp}", "hello", "--json", "{tmp}"], "--json .*: is a folder; give a file name"),
+        (["predict", "{tmp}", "\u200b\u200c\ufeff"], "text argument 1 is empty .*invisible"),
     ],
 )
 def test_errors_are_one_clear_line(tmp_path, capsys, reviews, argv, message):
@@ -151,6 +153,31 @@ def test_predict_file_is_a_table_or_lines_with_clear_errors(tmp_path, capsys, ca
     ):
         code, _, err = _run(capsys, "predict", str(carved_model), *argv)
         assert code == 2 and re.search(message, err), err
+
+
+def test_predict_streams_its_output_with_progress(tmp_path, capsys, carved_model, monkeypatch):
+    """A long --file prints each chunk as soon as it is predicted (not all at the end), shows a
+    progress bar, and writes the --json list as it goes, complete and valid at the end."""
+    import sparsecbm.cli.commands as commands
+    from sparsecbm.classifier import Classifier
+
+    monkeypatch.setattr(commands, "PREDICT_CHUNK", 2)
+    lines = [f"the food was lovely {i}" for i in range(5)]
+    (tmp_path / "many.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    printed_before = []
+    predict = Classifier.predict
+
+    def watched(self, texts, **kw):
+        printed_before.append(capsys.readouterr().out.count("<-"))  # lines out before this chunk ran
+        return predict(self, texts, **kw)
+
+    monkeypatch.setattr(Classifier, "predict", watched)
+    code = main(["predict", str(carved_model), "--file", str(tmp_path / "many.txt"), "--json", str(tmp_path / "p.json")])
+    out, err = capsys.readouterr()
+    assert code == 0 and printed_before == [0, 2, 2]  # chunks of 2: the earlier lines were already out
+    assert "predict" in err and "5/5" in err  # the progress bar
+    preds = json.loads((tmp_path / "p.json").read_text())
+    assert [(p["index"], p["line"], p["text"]) for p in preds] == [(i, i + 1, t) for i, t in enumerate(lines)]
 
 
 def test_evaluate_says_what_was_held_out(tmp_path, capsys, carved_model, reviews):

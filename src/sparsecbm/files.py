@@ -1,5 +1,10 @@
 """Writes that never leave a half-written file behind (temporary name, then rename),
-and a per-folder lock so that a folder is never read while it is half rewritten."""
+a per-folder lock so that a folder is never read while it is half rewritten, and
+a lock that lets only one training run write a folder at a time.
+
+The locks are files inside the model folder (``.sparsecbm.lock``,
+``.sparsecbm-train.lock``), never beside it: reading a model leaves nothing in
+the folder that holds it."""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from typing import Any, Iterator
 from filelock import FileLock, Timeout
 
 LOCK_TIMEOUT = 120.0  # seconds to wait for another process's save or load of a folder
+FOLDER_LOCK = ".sparsecbm.lock"  # inside a model folder: held while it is saved or loaded
+TRAIN_LOCK = ".sparsecbm-train.lock"  # inside a training run's --out: held for the whole run
 
 
 @contextmanager
@@ -59,15 +66,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 @contextmanager
 def folder_lock(path: str | os.PathLike, *, create: bool = True) -> Iterator[None]:
-    """Hold the lock of a model folder (``.NAME.lock`` beside it) while reading or
+    """Hold the lock of a model folder (``FOLDER_LOCK`` inside it) while reading or
     writing it, so that no load sees a save half done and two saves never mix.
     Temporaries left in the folder by a killed save are removed once the lock is
-    held (no live writer can own them then). A folder whose parent is read-only
-    is read without a lock (nobody can write it either)."""
+    held (no live writer can own them then). A read-only folder is read without
+    a lock (nobody can write it either)."""
     path = Path(path)
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path.parent / f".{path.name}.lock"), timeout=LOCK_TIMEOUT)
+        path.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path / FOLDER_LOCK), timeout=LOCK_TIMEOUT)
     try:
         lock.acquire()
     except Timeout:
@@ -82,6 +89,27 @@ def folder_lock(path: str | os.PathLike, *, create: bool = True) -> Iterator[Non
         yield
     finally:
         lock.release()
+
+
+@contextmanager
+def sole_training_run(out: str | os.PathLike) -> Iterator[None]:
+    """Hold ``out``'s training lock for a whole run; a second run started on the same folder
+    is refused at once (instead of both training and one failing at the end)."""
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / TRAIN_LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ValueError(f"--out {out}: another training run is writing this folder now; wait for it to end "
+                         "or choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+        if created and [p.name for p in out.iterdir()] == [TRAIN_LOCK]:  # refused before writing anything
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def remove_orphans(path: Path) -> list[Path]:

@@ -40,6 +40,13 @@ MODEL_KINDS = ("standard", "cbm", "sparsecbm")
 POOLINGS = ("mean", "last")
 
 
+def check_concepts(kind: str, schema: Schema) -> None:
+    """A concept model needs data with concepts: a clear error before any work starts."""
+    if kind != "standard" and not schema.concepts:
+        raise ValueError(f"a {kind!r} model needs concept annotations; the data has none "
+                         "(use --model standard, or name --concept-columns)")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """What a saved model is: its kind, backbone name, pooling and data schema."""
@@ -58,11 +65,7 @@ class ModelConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
         check_head(self.kind, self.bottleneck, self.residual, self.embedding_dim)
-        if self.kind != "standard" and not self.schema.concepts:
-            raise ValueError(
-                f"a {self.kind!r} model needs concept annotations; the data has none "
-                "(use --model standard, or name --concept-columns)"
-            )
+        check_concepts(self.kind, self.schema)
 
     @property
     def has_concepts(self) -> bool:

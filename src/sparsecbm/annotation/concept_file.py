@@ -12,11 +12,14 @@ A TOML file, one table per concept::
 
 Every key of a concept table other than ``about`` is a value the text can mention, with its
 phrases (a list of strings, or one string). The "not mentioned" value takes no phrases: it is
-what a concept gets when no clause of the text is about it.
+what a concept gets when no clause of the text is about it. A key that looks like a misspelt
+``about`` (``abuot``, ``About``) is an error, not a new value, and so is one phrase listed
+under two values of a concept.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import tomllib
@@ -98,6 +101,7 @@ def concept_file_from_dict(raw: dict[str, Any], *, source: str = "concept file")
 def _concept(name: str, table: dict[str, Any], unknown: str, source: str) -> ConceptSpec:
     about = _phrases(table.get("about", []), f"{source}: [{name}] about", allow_empty=True)
     phrases = []
+    seen: dict[str, str] = {}  # a phrase (case and spaces aside) -> the value it was first listed under
     for value, cell in table.items():
         if value == "about":
             continue
@@ -105,7 +109,17 @@ def _concept(name: str, table: dict[str, Any], unknown: str, source: str) -> Con
         if value == unknown:
             raise DataError(f"{where}: {unknown!r} is the value of a concept not mentioned and takes no phrases; "
                             "remove it (or rename the not-mentioned value with the top-level 'unknown')")
-        phrases.append((value, _phrases(cell, where)))
+        if difflib.SequenceMatcher(None, value.casefold(), "about").ratio() >= 0.75:
+            raise DataError(f"{where}: {value!r} looks like a misspelt 'about' (the topic's own phrases), not a value "
+                            "of the concept; spell it 'about', or give the value another name")
+        cells = _phrases(cell, where)
+        for phrase in cells:
+            key = " ".join(phrase.split()).casefold()
+            if key in seen and seen[key] != value:
+                raise DataError(f"{where}: the phrase {phrase!r} is also listed under {seen[key]!r}; a phrase can "
+                                "stand for one value only")
+            seen[key] = value
+        phrases.append((value, cells))
     if not phrases:
         raise DataError(f"{source}: [{name}] lists no values; give at least one value with example phrases")
     return ConceptSpec(name, tuple(phrases), about)

@@ -20,7 +20,7 @@ from .annotating import cmd_annotate
 from .args import build_parser
 from .commands import cmd_convert_gguf, cmd_evaluate, cmd_explain, cmd_masks, cmd_predict, cmd_train
 from .editing import cmd_correct, cmd_intervene, cmd_serve, cmd_undo
-from .inputs import configs_from_args
+from .inputs import check_output_files, configs_from_args
 
 __all__ = ["COMMANDS", "build_parser", "configs_from_args", "main"]
 
@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
+        check_output_files(args)
         with _transformers_bars(not args.quiet):
             COMMANDS[args.command](args)
     except (ValueError, OSError, FloatingPointError) as e:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import sys
+
+from tqdm.auto import tqdm
 
 from .. import masks
 from ..backbones import convert_gguf
 from ..classifier import load
 from ..data import dataset_from_spec, held_out_note, is_blank
 from ..explanations import explain, explain_many
-from ..files import write_json
+from ..files import atomic_path, write_json
 from ..metrics import concept_ceiling, format_table
 from ..parallel import processes
 from ..interventions.curves import concept_share, hard_concepts_accuracy, single_fixes
@@ -115,27 +119,53 @@ def cmd_masks(args: argparse.Namespace) -> None:
         print(f"wrote {args.json_out}")
 
 
+PREDICT_CHUNK = 256  # texts predicted, printed and written at a time: output starts at once, memory stays flat
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     texts, where = predict_inputs(args)
     clf = load(args.model_dir)
-    predictions = [{"index": i, "text": text, **w, **p.to_dict()}
-                   for i, (text, w, p) in enumerate(zip(texts, where, clf.predict(texts)))]
+    cut = []
+    bar = tqdm(total=len(texts), desc="predict", unit="text", disable=args.quiet or len(texts) <= PREDICT_CHUNK,
+               file=sys.stderr)
+    with contextlib.ExitStack() as stack:
+        out = None
+        if args.json_out:  # one JSON list, written as it goes under a temporary name, renamed at the end
+            out = open(stack.enter_context(atomic_path(args.json_out)), "w", encoding="utf-8")
+            stack.callback(out.close)
+            out.write("[")
+        for start in range(0, len(texts), PREDICT_CHUNK):
+            chunk = texts[start: start + PREDICT_CHUNK]
+            for i, (text, p) in enumerate(zip(chunk, clf.predict(chunk)), start=start):
+                pred = {"index": i, "text": text, **where[i], **p.to_dict()}
+                if out is not None:
+                    out.write(("\n" if i == 0 else ",\n") + json.dumps(pred))
+                bar.clear()
+                print(_prediction_line(text, pred), flush=True)
+                bar.refresh()
+                cut.append(pred["truncated"])
+            bar.update(len(chunk))
+        if out is not None:
+            out.write("\n]\n")
+    bar.close()
     if args.json_out:
-        write_json(args.json_out, predictions)
         print(f"wrote {args.json_out}")
-    for text, pred in zip(texts, predictions):
-        concepts = ", ".join(f"{n}={c['value']}" for n, c in pred["concepts"].items())
-        p = pred["label_probs"][pred["label"]]
-        decides = ""
-        if pred["concept_share"] is not None:
-            decides = f"  [concepts {100 * pred['concept_share']:.0f}%"
-            if pred["values_label"] != pred["label"]:
-                decides += f"; values alone: {pred['values_label']}"
-            decides += "]"
-        print(f"{pred['label']} ({100 * p:.0f}%){'  ' + concepts if concepts else ''}{decides}  <- {text[:60]!r}"
-              + ("  [cut]" if pred["truncated"] else ""))
-    truncation_notice(clf, [p["truncated"] for p in predictions],
-                       [" ".join(f"{k} {v}" for k, v in w.items()) or f"text {i + 1}" for i, w in enumerate(where)])
+    truncation_notice(clf, cut, [" ".join(f"{k} {v}" for k, v in w.items()) or f"text {i + 1}"
+                                 for i, w in enumerate(where)])
+
+
+def _prediction_line(text: str, pred: dict) -> str:
+    """'label (p%)  concept=value, ...  [concepts s%]  <- text' for one prediction."""
+    concepts = ", ".join(f"{n}={c['value']}" for n, c in pred["concepts"].items())
+    p = pred["label_probs"][pred["label"]]
+    decides = ""
+    if pred["concept_share"] is not None:
+        decides = f"  [concepts {100 * pred['concept_share']:.0f}%"
+        if pred["values_label"] != pred["label"]:
+            decides += f"; values alone: {pred['values_label']}"
+        decides += "]"
+    return (f"{pred['label']} ({100 * p:.0f}%){'  ' + concepts if concepts else ''}{decides}  <- {text[:60]!r}"
+            + ("  [cut]" if pred["truncated"] else ""))
 
 
 def cmd_explain(args: argparse.Namespace) -> None:

@@ -107,6 +107,18 @@ def truncation_notice(clf, flags: Sequence[bool], names: Sequence[str]) -> None:
               f"later words were not read: {shown}", file=sys.stderr)
 
 
+OUTPUT_FLAGS = {"json_out": "--json", "html": "--html", "png": "--png", "jsonl": "--jsonl", "summary": "--summary"}
+
+
+def check_output_files(args: argparse.Namespace) -> None:
+    """Refuse at once (not after the work) an output file flag that names a folder."""
+    for dest, flag in OUTPUT_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value and Path(value).is_dir():
+            raise ValueError(f"{flag} {value}: is a folder; give a file name, e.g. {Path(value) / 'out'}"
+                             f"{'.json' if 'json' in flag else '.' + flag.lstrip('-')}")
+
+
 def check_save_to(args: argparse.Namespace) -> None:
     """Refuse at once (not after the work) a --save-to that would replace another model."""
     out = Path(args.save_to) if args.save_to else None

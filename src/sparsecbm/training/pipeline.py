@@ -13,8 +13,9 @@ from . import checkpoint
 from ..backbones import load_backbone
 from ..classifier import Classifier, load
 from ..data import Dataset
+from ..files import sole_training_run
 from ..interventions import fit_value_prototypes, save_prototypes
-from ..model import ConceptBottleneckModel, ModelConfig
+from ..model import ConceptBottleneckModel, ModelConfig, check_concepts
 from ..masks import sparsity
 from ..parallel import processes
 from ..pruning import PruneConfig, mine_masks
@@ -63,6 +64,17 @@ def train(
     backbone (mask mining then ranks weights by the concept term of L_k only).
     """
     out = Path(out) if out is not None else None
+    if out is None or not processes().main:
+        return _train(dataset, config, prune, init_from, out, overwrite, progress, resume)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    with sole_training_run(out):  # a second run on the same folder is refused here, at its start
+        return _train(dataset, config, prune, init_from, out, overwrite, progress, resume)
+
+
+def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, init_from, out: Path | None,
+           overwrite: bool, progress: bool, resume: bool) -> Classifier:
+    check_concepts(config.model, dataset.schema)
     if config.model != "sparsecbm" and (prune is not None or init_from is not None):
         raise ValueError("pruning settings and --init-from apply to --model sparsecbm only")
     if config.model == "sparsecbm":
