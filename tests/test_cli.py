@@ -63,7 +63,7 @@ def test_train_evaluate_predict(tmp_path, capsys, reviews, tiny_bert):
          "a data file needs --label-column"),
         (["train", "--data", "{train}", "--text-column", "text", "--label-column", "stars", "--labels", "good,fine",
           "--out", "o"], r"train.csv: row \d+: column 'stars': label 'bad' is not one of \['good', 'fine'\]"),
-        (["train", "--data", "cebab", "--data-dir", "/nonexistent", "--out", "o"], "--data-dir /nonexistent: no such folder"),
+        (["train", "--data", "cebab", "--data-dir", "/nonexistent", "--out", "o"], "data folder /nonexistent: no such folder"),
         (["train", "--data", "notes.txt", "--out", "o"], "unknown data 'notes.txt'"),
         (["train", "--data", "cebab", "--backbone", "./no-such-model", "--out", "o"], "backbone folder no-such-model: no such folder"),
         (["evaluate", "{tmp}"], "no config.json"),

@@ -366,10 +366,12 @@ def _read_config(config_path: Path) -> dict[str, Any]:
         raise ValueError(f"{config_path}: expected a JSON object, got {type(meta).__name__}; the model folder is damaged")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{config_path}: not a sparsecbm model (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"{config_path}: written by a newer sparsecbm (format {meta['format_version']}); upgrade sparsecbm"
-        )
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{config_path}: format_version {version!r} is not one sparsecbm wrote (it writes "
+                         f"{FORMAT_VERSION}); the model folder is damaged or was edited by hand")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{config_path}: written by a newer sparsecbm (format {version}); upgrade sparsecbm")
     missing = [key for key in ("model", "backbone_config", "max_length") if key not in meta]
     if missing:
         raise ValueError(f"{config_path}: missing key(s) {missing}; the model folder is damaged")

@@ -60,14 +60,17 @@ def concept_ceiling(train: Split, test: Split, schema: Schema) -> dict[str, floa
     return scores(test.labels, clf.predict(one_hot(test)), len(schema.labels))
 
 
-def format_table(result: dict[str, Any], title: str = "", ceiling: dict[str, float] | None = None) -> str:
-    """A plain-text table of an evaluation result, in percent."""
+def format_table(result: dict[str, Any], title: str = "", ceiling: dict[str, float] | None = None,
+                 annotated: bool = False) -> str:
+    """A plain-text table of an evaluation result, in percent (``annotated``: the data's concept
+    values come from ``sparsecbm annotate``, not from people, and the rows say so)."""
+    source = "annotated" if annotated else "true"
     rows = [("task", result["task"])]
     if "concepts" in result:
         rows += [(f"concept: {name}", s) for name, s in result["concepts"].items() if name != "mean"]
         rows.append(("concepts (mean)", result["concepts"]["mean"]))
     if ceiling is not None:
-        rows.append(("task, from true concepts*", ceiling))
+        rows.append((f"task, from {source} concepts*", ceiling))
     width = max(len(r[0]) for r in rows)
     lines = [title] if title else []
     lines.append(f"{'':<{width}}  {'accuracy %':>10}  {'macro-F1 %':>10}")
@@ -75,5 +78,6 @@ def format_table(result: dict[str, Any], title: str = "", ceiling: dict[str, flo
         lines.append(f"{name:<{width}}  {100 * s['accuracy']:>10.1f}  {100 * s['macro_f1']:>10.1f}")
     lines.append(f"n = {result['n']} examples")
     if ceiling is not None:
-        lines.append("* logistic regression on the gold concept labels: the most the named concepts explain")
+        lines.append("* logistic regression on the " + ("annotated concept values (not human labels)" if annotated
+                     else "gold concept labels") + ": the most the named concepts explain")
     return "\n".join(lines)

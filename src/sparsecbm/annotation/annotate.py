@@ -23,7 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..data import DataError
-from ..data.reading import Normaliser, TABLE_SUFFIXES, cell_text, check_columns, iter_rows, read_texts, row_label
+from ..data.reading import (
+    CONFIDENCE_SUFFIX, Normaliser, TABLE_SUFFIXES, cell_text, check_columns, iter_rows, read_texts, row_label,
+)
 from ..files import atomic_path
 from .annotators import score_with, split_annotator
 from .calibration import calibrate
@@ -31,7 +33,6 @@ from .concept_file import ConceptFile, read_concept_file
 from .decoder import YesNoDecoder
 from .encoder import SentenceEncoder
 
-CONFIDENCE_SUFFIX = "_confidence"
 
 
 def check_out(out: Path, name: str = "") -> None:

@@ -13,14 +13,14 @@ from tqdm.auto import tqdm
 from .. import masks
 from ..backbones import convert_gguf
 from ..classifier import load
-from ..data import dataset_from_spec, held_out_note, is_blank
+from ..data import held_out_note, is_blank
 from ..explanations import explain, explain_many
 from ..files import atomic_path, write_json
 from ..metrics import concept_ceiling, format_table
 from ..parallel import processes
 from ..interventions.curves import concept_share, hard_concepts_accuracy, single_fixes
 from ..training import train
-from .inputs import configs_from_args, load_data, masks_file, predict_inputs, truncation_notice
+from .inputs import configs_from_args, load_data, masks_file, predict_inputs, recorded_data, truncation_notice
 
 log = logging.getLogger("sparsecbm")
 
@@ -46,10 +46,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     clf = load(args.model_dir, device=args.device)
-    if args.data:
-        dataset = load_data(args)
-    else:
-        dataset = dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    dataset = recorded_data(args, clf)
     clf.check_schema(dataset.schema, dataset.name)
     split = dataset[args.split]
     out = clf.forward_texts(split.texts, batch_size=args.batch_size, progress=not args.quiet, desc="evaluate")
@@ -64,7 +61,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     ceiling = None
     if clf.config.has_concepts and "train" in dataset.splits:
         ceiling = concept_ceiling(dataset["train"], dataset[args.split], dataset.schema)
-    print(format_table(result, title=f"{dataset.name} {args.split}: {clf.config.kind} model, {clf.config.backbone}", ceiling=ceiling))
+    annotated = bool(dataset.annotated)  # the ceiling and gap then rest on annotations, not human labels
+    if annotated:
+        result["concepts_from"] = "annotations"
+    print(format_table(result, title=f"{dataset.name} {args.split}: {clf.config.kind} model, {clf.config.backbone}",
+                       ceiling=ceiling, annotated=annotated))
     if clf.config.has_concepts:
         result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out)
         result["concept_share"] = concept_share(clf, out)
@@ -75,7 +76,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
               f"{fixes['fixed']} labels fixed, {fixes['broken']} broken (net {100 * fixes['net']:+.1f} %)")
         if ceiling is not None:
             result["leakage_gap"] = result["task"]["accuracy"] - ceiling["accuracy"]
-            print(f"leakage gap (task accuracy minus the gold-concept ceiling): {100 * result['leakage_gap']:+.1f} points")
+            print(f"leakage gap (task accuracy minus the {'annotated' if annotated else 'gold'}-concept ceiling): "
+                  f"{100 * result['leakage_gap']:+.1f} points")
     if args.json_out:
         write_json(args.json_out, result)
         print(f"wrote {args.json_out} (scores as fractions)")

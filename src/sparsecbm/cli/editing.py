@@ -9,10 +9,10 @@ import sys
 
 from ..access import is_loopback, is_wildcard, new_token
 from ..classifier import load
-from ..data import dataset_from_spec, read_corrections
+from ..data import read_corrections
 from ..files import write_json
 from ..metrics import concept_ceiling
-from .inputs import check_save_to, guard_from_args, load_data
+from .inputs import check_save_to, guard_from_args, recorded_data
 
 log = logging.getLogger("sparsecbm")
 
@@ -31,7 +31,7 @@ def cmd_intervene(args: argparse.Namespace) -> None:
     check_save_to(args)
     if args.png and args.mode != "per-example":
         raise ValueError("--png plots the per-example curve; use it with --mode per-example or curve")
-    dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    dataset = recorded_data(args, clf)
     clf.check_schema(dataset.schema, dataset.name)
     progress = not args.quiet
     if args.mode == "per-example":
@@ -90,7 +90,7 @@ def _curve(args: argparse.Namespace, clf) -> None:
 
     if args.save_to or args.guard:
         raise ValueError("--save-to and --guard apply to mask rewiring; --mode curve changes no mask")
-    dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    dataset = recorded_data(args, clf)
     clf.check_schema(dataset.schema, dataset.name)
     split = dataset[args.split].head(args.max_examples)
     train_split = dataset["train"] if "train" in dataset.splits else None
@@ -180,7 +180,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         annotations = AnnotationFile(args.annotations, read_concept_file(args.concepts),
                                      text_column=args.text_column or "text", prefix=args.annotation_prefix)
     clf = load(args.model_dir, device=args.device)
-    dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    dataset = recorded_data(args, clf)
     clf.check_schema(dataset.schema, dataset.name)
     split = dataset[args.split]
     ceiling = concept_ceiling(dataset["train"], split, dataset.schema) if "train" in dataset.splits else None

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..data import TABLE_SUFFIXES, Dataset, dataset_from_spec, is_blank, load_dataset, load_table, read_texts
+from ..data import (
+    TABLE_SUFFIXES, Dataset, dataset_from_spec, is_blank, is_data_config, load_dataset, load_table, read_texts,
+)
 from ..interventions import CAUTION, Guard
 from ..pruning import PruneConfig
 from ..settings import from_flags
@@ -22,7 +24,7 @@ def load_data(args: argparse.Namespace) -> Dataset:
     if name == "cebab":
         return load_dataset("cebab", data_dir=args.data_dir, test_rows=args.cebab_test_rows, source=args.data_source)
     suffix = Path(name).suffix.lower()
-    is_table = suffix in (".csv", ".tsv", ".jsonl") or (suffix == ".json" and args.text_column)
+    is_table = suffix in TABLE_SUFFIXES and not is_data_config(name)
     if not is_table:  # imdbc, or a .toml / .json data config
         return load_dataset(name, data_dir=args.data_dir)
     for flag in ("text_column", "label_column"):
@@ -32,6 +34,18 @@ def load_data(args: argparse.Namespace) -> Dataset:
         name, text_column=args.text_column, label_column=args.label_column,
         concept_columns=args.concept_columns, labels=args.labels, dev=args.dev, test=args.test,
     )
+
+
+def recorded_data(args: argparse.Namespace, clf) -> Dataset:
+    """--data when given, else the data set the model was trained on (recorded in its config.json)."""
+    if args.data:
+        return load_data(args)
+    try:
+        return dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+    except FileNotFoundError as e:
+        where = clf.path / "config.json" if clf.path else "the model's config"
+        raise FileNotFoundError(f"the data recorded in {where} is missing ({e}); pass --data (and its column "
+                                "flags) to say where it is now") from None
 
 
 def guard_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | None:
@@ -45,7 +59,7 @@ def guard_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> G
     if not path.exists():
         name, _, n = spec.partition(":")
         if dataset is None:
-            dataset = load_data(args) if args.data else dataset_from_spec(clf.data_spec, data_dir=args.data_dir)
+            dataset = recorded_data(args, clf)
         if name not in dataset.splits:
             raise ValueError(f"--guard {spec!r}: neither a file nor a split of {dataset.name!r} "
                              f"({sorted(dataset.splits)}, optionally :N)")

@@ -27,7 +27,7 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if data_dir is not None:
         path = Path(data_dir).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(f"--data-dir {path}: no such folder")
+            raise FileNotFoundError(f"data folder {path}: no such folder (data_dir, --data-dir on the command line)")
         return path
     candidates = []
     if os.environ.get(DATA_DIR_ENV):
@@ -40,7 +40,7 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(
         "could not find the shared data folder (looked in "
         + ", ".join(str(c) for c in candidates)
-        + f"); pass --data-dir or set {DATA_DIR_ENV}"
+        + f"); name it with data_dir=... (--data-dir on the command line) or set {DATA_DIR_ENV}"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,7 +30,7 @@ def load_dataset(
         _no_options("imdbc", options)
         return load_imdbc(data_dir)
     path = Path(name)
-    if path.suffix.lower() == ".toml" or (path.suffix.lower() == ".json" and _is_config(path)):
+    if path.suffix.lower() == ".toml" or (path.suffix.lower() == ".json" and is_data_config(path)):
         _no_options(name, options)
         return load_config_file(path)
     if path.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
@@ -42,12 +43,14 @@ def load_dataset(
     )
 
 
-def _is_config(path: Path) -> bool:
+def is_data_config(path: str | os.PathLike) -> bool:
+    """A .json data config is one JSON object with a ``train`` key; anything else (a list of
+    records, JSON Lines) is a table."""
     try:
-        head = read_file_text(path).lstrip()[:1]
-    except (OSError, DataError):
+        conf = json.loads(read_file_text(Path(path)))
+    except (OSError, DataError, ValueError):
         return False
-    return head == "{"
+    return isinstance(conf, dict) and "train" in conf
 
 
 def _no_options(name: str, options: Mapping[str, Any]) -> None:
@@ -66,4 +69,5 @@ def dataset_from_spec(spec: Mapping[str, Any], data_dir: str | os.PathLike | Non
         return load_imdbc(data_dir)
     if name == "table":
         return load_table(**spec)
-    raise ValueError(f"cannot reload data from spec {dict(spec, name=name)}; pass --data")
+    raise ValueError(f"cannot reload data from spec {dict(spec, name=name)}; load the data and pass it "
+                     "(--data on the command line)")

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # Misspellings seen in the real files, mapped only when the target value is declared.
 _TYPOS = {"unkown": UNKNOWN, "unknwon": UNKNOWN, "unknow": UNKNOWN}
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
+CONFIDENCE_SUFFIX = "_confidence"  # sparsecbm annotate's column beside each concept's values
 
 
 # --------------------------------------------------------------------------- values
@@ -123,13 +124,30 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if line.strip():
                 yield lineno, _json_object(_json(line, path, lineno), path, f"line {lineno}")
     elif suffix == ".json":
-        records = _json(text, path)
+        records = _json_list(text, path)
         if not isinstance(records, list):
-            raise DataError(f"{path}: expected a JSON list of objects")
+            raise DataError(f"{path}: expected a JSON list of objects (or JSON Lines: one object a line)")
         for i, record in enumerate(records):
             yield i, _json_object(record, path, f"item {i}")
     else:
         raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+
+
+def _json_list(text: str, path: Path) -> Any:
+    """A .json file's content; JSON Lines saved under .json (one object a line) is read as
+    the list of its objects, items numbered from 0 as in a JSON list."""
+    try:
+        return _json(text, path)
+    except DataError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        try:
+            records = [json.loads(line) for line in lines]
+        except json.JSONDecodeError:
+            records = None
+        if len(lines) < 2 or records is None or not all(isinstance(r, dict) for r in records):
+            raise
+        log.info("%s: read as JSON Lines (one object a line; %d objects)", path, len(records))
+        return records
 
 
 def _json(text: str, path: Path, line: int | None = None) -> Any:

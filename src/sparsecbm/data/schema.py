@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -14,6 +14,15 @@ SENTIMENT = ("Negative", "Positive", UNKNOWN)  # index order of METHOD.md §1
 
 class DataError(ValueError):
     """Malformed or inconsistent input data; the message names file, row and column."""
+
+
+def spelling(raw: str, allowed: Sequence[str]) -> str | None:
+    """The one of ``allowed`` that ``raw`` names, letter case and runs of spaces aside; None if none."""
+    if raw in allowed:
+        return raw
+    key = " ".join(str(raw).split()).casefold()
+    found = [a for a in allowed if " ".join(a.split()).casefold() == key]
+    return found[0] if len(found) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -41,11 +50,31 @@ class Schema:
     def num_concept_values(self) -> tuple[int, ...]:
         return tuple(len(v) for v in self.concept_values)
 
-    def concept_index(self, concept: str, value: str) -> tuple[int, int]:
-        """(k, value index), or a ValueError naming the concept or value and what exists."""
+    def value_of(self, concept: str, raw: str) -> str:
+        """Concept ``concept``'s declared spelling of ``raw`` (letter case and spaces aside, as
+        when data files are read), or a ValueError naming what exists."""
+        k = self.concept_index_of(concept)
+        found = spelling(raw, self.concept_values[k])
+        if found is None:
+            raise ValueError(f"unknown value {raw!r} for concept {concept!r}; its values are "
+                             f"{list(self.concept_values[k])}")
+        return found
+
+    def label_of(self, raw: str) -> str:
+        """The declared spelling of label ``raw`` (letter case and spaces aside)."""
+        found = spelling(raw, self.labels)
+        if found is None:
+            raise ValueError(f"unknown label {raw!r}; the labels are {list(self.labels)}")
+        return found
+
+    def concept_index_of(self, concept: str) -> int:
         if concept not in self.concepts:
             raise ValueError(f"unknown concept {concept!r}; the model's concepts are {list(self.concepts)}")
-        k = self.concepts.index(concept)
+        return self.concepts.index(concept)
+
+    def concept_index(self, concept: str, value: str) -> tuple[int, int]:
+        """(k, value index), or a ValueError naming the concept or value and what exists."""
+        k = self.concept_index_of(concept)
         values = self.concept_values[k]
         if value not in values:
             raise ValueError(f"unknown value {value!r} for concept {concept!r}; its values are {list(values)}")
@@ -79,6 +108,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def __repr__(self) -> str:  # never every text
+        first = self.texts[0][:40] + ("..." if self.texts and len(self.texts[0]) > 40 else "") if self.texts else ""
+        return f"Split({len(self)} rows{', from ' + self.source if self.source else ''}; first text {first!r})"
+
     def head(self, n: int | None) -> "Split":
         """The first ``n`` examples (all when ``n`` is None)."""
         if n is None or n >= len(self):
@@ -103,6 +136,12 @@ class Dataset:
     schema: Schema
     splits: dict[str, Split]
     spec: dict[str, Any] = field(default_factory=dict)  # how to load it again (saved with models)
+    annotated: tuple[str, ...] = ()  # concepts whose values come from ``sparsecbm annotate`` (a *_confidence column)
+
+    def __repr__(self) -> str:  # never every text: a summary that fits a screen
+        sizes = ", ".join(f"{name} {len(split)}" for name, split in self.splits.items())
+        return (f"Dataset({self.name!r}: {sizes} rows; labels {list(self.schema.labels)}; "
+                f"concepts {list(self.schema.concepts)})")
 
     def __getitem__(self, split: str) -> Split:
         if split not in self.splits:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import tomllib
@@ -11,14 +12,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .reading import Columns, Normaliser, cell_text, check_columns, infer_values, iter_rows, parse_rows, read_file_text
+from .reading import (
+    CONFIDENCE_SUFFIX, Columns, Normaliser, cell_text, check_columns, infer_values, iter_rows, parse_rows, read_file_text,
+)
 from .schema import DataError, Dataset, Schema, Split
+
+log = logging.getLogger(__name__)
 
 def load_table(
     train: str | os.PathLike,
     *,
-    text_column: str,
-    label_column: str,
+    text_column: str | None = None,
+    label_column: str | None = None,
     concept_columns: Sequence[str] = (),
     dev: str | os.PathLike | None = None,
     test: str | os.PathLike | None = None,
@@ -36,7 +41,11 @@ def load_table(
     selection.
     """
     if not text_column or not label_column:
-        raise ValueError("text_column and label_column are required for a data file")
+        missing = " and ".join(name for name, given in (("text_column", text_column), ("label_column", label_column))
+                               if not given)
+        raise ValueError(f"{train}: a data file needs {missing} (its text and label columns, e.g. "
+                         f"load_dataset({str(train)!r}, text_column='text', label_column='label', "
+                         "concept_columns=['food', 'service']); --text-column and --label-column on the command line)")
     concept_columns = tuple(concept_columns)
     if len(set(concept_columns)) != len(concept_columns):
         raise ValueError(f"concept columns repeat: {list(concept_columns)}")
@@ -67,6 +76,12 @@ def load_table(
     except DataError as e:
         raise DataError(f"{train_path}: {e}") from None
 
+    # sparsecbm annotate writes a confidence column beside each concept it labelled.
+    annotated = tuple(c for c in concept_columns
+                      if any(r and c + CONFIDENCE_SUFFIX in r[0][1] for r in rows.values()))
+    if annotated:
+        log.info("%s: concept(s) %s come from sparsecbm annotate (a %r column each): the values are read, "
+                 "their confidences are not", train_path, ", ".join(annotated), CONFIDENCE_SUFFIX)
     cols = Columns(text=text_column, label=label_column, concepts=concept_columns)
     norm = Normaliser()
     splits = {s: parse_rows(paths[s], r, cols, schema, norm) for s, r in rows.items()}
@@ -86,7 +101,7 @@ def load_table(
         "dev_fraction": dev_fraction,
         "seed": seed,
     }
-    return Dataset(train_path.stem, schema, splits, spec)
+    return Dataset(train_path.stem, schema, splits, spec, annotated=annotated)
 
 
 def held_out_note(dataset: Dataset, split: str) -> str | None:

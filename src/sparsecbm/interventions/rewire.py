@@ -168,8 +168,9 @@ def correct(
     texts = check_texts(texts)
     if not texts:
         raise ValueError("texts: no corrections given (an empty batch)")
-    values = _as_list("values", values, len(texts))
+    values = [clf.schema.value_of(concept, v) for v in _as_list("values", values, len(texts))]
     labels = _as_list("labels", labels, len(texts), allow_none=True)
+    labels = None if labels is None else [clf.schema.label_of(label) for label in labels]
     k, v, y = _check(clf, concept, values, labels, ratio, selection, steps, max_ratio)
     batches = tokenize(clf, texts)
     logits = [concept_k_outputs(clf, batches, j) for j in range(len(clf.schema.concepts))]
