@@ -3,24 +3,22 @@
 User mistakes (bad data, bad flags, missing files) print ``sparsecbm: error: ...``
 and exit with status 2, never a traceback.
 
+Only the command being run is built and imported: ``sparsecbm --help`` lists the
+commands without loading torch, and ``sparsecbm train ...`` loads what train needs.
+
 The package: ``args`` (the parser), ``inputs`` (data, guard and texts from
 the flags), ``commands``, ``editing`` and ``annotating`` (one function per command).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from contextlib import contextmanager
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
-from .annotating import cmd_annotate
-from .args import build_parser
-from .commands import cmd_convert_gguf, cmd_evaluate, cmd_explain, cmd_masks, cmd_predict, cmd_train
-from .editing import cmd_correct, cmd_intervene, cmd_serve, cmd_undo
-from .inputs import check_output_files, configs_from_args
+from .args import COMMAND_NAMES, build_parser
 
 __all__ = ["COMMANDS", "build_parser", "configs_from_args", "main"]
 
@@ -29,6 +27,8 @@ class _TqdmHandler(logging.Handler):
     """Log lines that do not tear progress bars."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
         tqdm.write(self.format(record), file=sys.stderr)
 
 
@@ -47,25 +47,51 @@ def _transformers_bars(shown: bool):
             hf_logging.enable_progress_bar()
 
 
-COMMANDS = {
-    "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "masks": cmd_masks,
-    "explain": cmd_explain, "intervene": cmd_intervene, "correct": cmd_correct, "undo": cmd_undo,
-    "convert-gguf": cmd_convert_gguf, "annotate": cmd_annotate,
-    "serve": cmd_serve,
+COMMANDS = {  # command -> (module of this package, its function), imported when the command runs
+    "train": ("commands", "cmd_train"), "evaluate": ("commands", "cmd_evaluate"),
+    "predict": ("commands", "cmd_predict"), "masks": ("commands", "cmd_masks"),
+    "explain": ("commands", "cmd_explain"), "intervene": ("editing", "cmd_intervene"),
+    "correct": ("editing", "cmd_correct"), "undo": ("editing", "cmd_undo"),
+    "convert-gguf": ("commands", "cmd_convert_gguf"), "annotate": ("annotating", "cmd_annotate"),
+    "serve": ("editing", "cmd_serve"),
 }
 
 
+def __getattr__(name: str):
+    if name == "configs_from_args":  # imported on use: it needs the training and pruning configs (torch)
+        from .inputs import configs_from_args
+
+        return configs_from_args
+    raise AttributeError(f"module 'sparsecbm.cli' has no attribute {name!r}")
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs (the first word that names one), or None (``--help``, ``--version``,
+    nothing): then the parser lists the commands without building their flags."""
+    for word in argv:
+        if word in ("-h", "--help", "--version"):
+            return None
+        if word in COMMAND_NAMES:
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(only=_command_in(argv)).parse_args(argv)
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("sparsecbm")
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
+        from .inputs import check_output_files
+
         check_output_files(args)
+        module, function = COMMANDS[args.command]
+        command = getattr(importlib.import_module(f".{module}", __name__), function)
         with _transformers_bars(not args.quiet):
-            COMMANDS[args.command](args)
+            command(args)
     except (ValueError, OSError, FloatingPointError) as e:
         print(f"sparsecbm: error: {e}", file=sys.stderr)
         return 2
