@@ -155,6 +155,23 @@ def test_annotate_writes_the_rows_back_with_values_and_confidences(tmp_path, con
     assert summary["least_confident"][0]["confidence"] <= summary["least_confident"][1]["confidence"]
 
 
+def test_the_least_confident_list_names_each_decision_once_with_its_rows(tmp_path, concept_file, capsys, tiny_bert):
+    """Ten rows decided by one clause are one entry with ten rows, not the same sentence ten times."""
+    rows = [(f"The food was delicious, visit {i}.", "5") for i in range(10)] + [("Bland food.", "1")]
+    data = write_csv(tmp_path / "many.csv", ["text", "stars"], rows)
+    summary = annotate(data, concept_file, encoder=BagOfWords()).summary(least=3)
+    decisions = [(w["concept"], w["value"], w["evidence"]) for w in summary["least_confident"]]
+    assert len(decisions) == len(set(decisions)) == 3
+    grouped = [w for w in summary["least_confident"] if len(w["rows"]) > 1]
+    assert grouped and all(w["rows"] == sorted(w["rows"]) and w["row"] in w["rows"] for w in grouped)
+    (tmp_path / "c.toml").write_text(CONCEPTS)
+    assert main(["-q", "annotate", str(data), "--concepts", str(tmp_path / "c.toml"), "--annotator", str(tiny_bert)]) == 0
+    out = capsys.readouterr().out
+    listed = out.split("least confident", 1)[1].splitlines()[1:]
+    assert "rows numbered as in" in out and "the header being row 1" in out
+    assert len(listed) == len(set(listed)) and any("rows 2, 3" in line for line in listed), out
+
+
 def test_the_task_label_is_never_read(tmp_path, concept_file):
     a = write_csv(tmp_path / "a.csv", ["text", "stars"], REVIEWS)
     b = write_csv(tmp_path / "b.csv", ["text", "stars"], [(t, "9") for t, _ in REVIEWS])

@@ -69,19 +69,31 @@ class Annotations:
         return [names[v] for v in self.values[:, k]]
 
     def summary(self, least: int = 10) -> dict[str, Any]:
-        """Value counts and mean confidence per concept, and the ``least`` least confident cells."""
+        """Value counts and mean confidence per concept, and the ``least`` least confident
+        decisions: cells with the same concept, value and deciding clause are one decision
+        (listed once, with all its ``rows``: numbers as in the input file, see ``rows``)."""
         concepts = {}
         for k, name in enumerate(self.concept_file.names):
             counts = np.bincount(self.values[:, k], minlength=len(self.concept_file.values(k)))
             concepts[name] = {"counts": dict(zip(self.concept_file.values(k), map(int, counts))),
                               "mean_confidence": round(float(self.confidence[:, k].mean()), 4)}
-        flat = np.argsort(self.confidence, axis=None, kind="stable")[:least]
-        weakest = []
+        flat = np.argsort(self.confidence, axis=None, kind="stable")
+        weakest: list[dict[str, Any]] = []
+        seen: dict[tuple, dict[str, Any]] = {}
         for i, k in zip(*np.unravel_index(flat, self.confidence.shape)):
-            weakest.append({"row": self.rows[i], "concept": self.concept_file.names[k],
-                            "value": self.concept_file.values(k)[self.values[i, k]],
-                            "confidence": round(float(self.confidence[i, k]), 4),
-                            "evidence": self.evidence[k][i], "text": self.texts[i][:160]})
+            value = self.concept_file.values(k)[self.values[i, k]]
+            key = (k, value, self.evidence[k][i])
+            if key in seen:
+                seen[key]["rows"].append(self.rows[i])
+                continue
+            if len(weakest) == least:
+                continue  # still collect the rows of the decisions already listed
+            seen[key] = {"row": self.rows[i], "rows": [self.rows[i]], "concept": self.concept_file.names[k],
+                         "value": value, "confidence": round(float(self.confidence[i, k]), 4),
+                         "evidence": self.evidence[k][i], "text": self.texts[i][:160]}
+            weakest.append(seen[key])
+        for w in weakest:
+            w["rows"].sort()
         return {"source": self.source, "rows": len(self.texts), "method": self.method, "seconds": round(self.seconds, 1),
                 "concepts": concepts, "agreement_on_labelled_rows": self.agreement, "least_confident": weakest}
 

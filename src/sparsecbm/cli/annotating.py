@@ -12,6 +12,9 @@ from ..data.reading import TABLE_SUFFIXES, iter_rows
 from ..files import write_json
 
 
+METHODS = {"zero-label": "zero-label", "calibrated": "similarity features", "clause polarity": "clause polarity"}
+
+
 def default_out(data: str) -> Path:
     path = Path(data)
     suffix = path.suffix if path.suffix.lower() in TABLE_SUFFIXES else ".csv"
@@ -44,11 +47,17 @@ def cmd_annotate(args: argparse.Namespace) -> None:
     if ann.agreement:
         print("agreement with the labelled rows (classifiers: 5-fold cross-validated, never on rows they were fitted to):")
         for name, a in ann.agreement.items():
-            held = ", ".join(f"{label} " + ("too few rows to hold out" if a[key] is None else f"{100 * a[key]:.1f} %")
-                             for label, key in (("features", "calibrated_cross_validated"),
-                                                ("clause polarity", "clause_polarity_cross_validated")))
-            print(f"  {name}: zero-label {100 * a['zero_label']:.1f} %, {held}; using {a['used']}")
-    print("least confident (check these first):")
+            held = ", ".join(f"{METHODS[method]} " + ("too few rows to hold out" if a[key] is None
+                                                      else f"{100 * a[key]:.1f} %")
+                             for method, key in (("calibrated", "calibrated_cross_validated"),
+                                                 ("clause polarity", "clause_polarity_cross_validated")))
+            print(f"  {name}: zero-label {100 * a['zero_label']:.1f} %, {held}; using {METHODS[a['used']]}")
+    unit = "item" if Path(args.data).suffix.lower() == ".json" else "row" if Path(args.data).suffix.lower() in (
+        ".csv", ".tsv") else "line"
+    print(f"least confident (check these first; {unit}s numbered as in {args.data}"
+          + (", the header being row 1)" if unit == "row" else ")") + ":")
     for w in summary["least_confident"]:
-        said = f' from "{w["evidence"]}"' if w["evidence"] else ""
-        print(f"  row {w['row']}: {w['concept']} = {w['value']} ({w['confidence']:.2f}){said}")
+        said = f' from "{w["evidence"]}"' if w["evidence"] else " (no clause about it)"
+        rows = ", ".join(map(str, w["rows"][:8])) + (f" and {len(w['rows']) - 8} more" if len(w["rows"]) > 8 else "")
+        print(f"  {w['concept']} = {w['value']} ({w['confidence']:.2f}){said}: {unit}{'s' if len(w['rows']) > 1 else ''} "
+              f"{rows}")
