@@ -187,7 +187,7 @@ def test_a_column_clash_is_refused_and_nothing_is_written(tmp_path, concept_file
     assert not list(tmp_path.glob("*out.csv*"))
 
 
-def test_labelled_rows_are_checked_and_calibrate(tmp_path, concept_file):
+def test_labelled_rows_are_checked_and_calibrate(tmp_path, concept_file, capsys, tiny_bert):
     rng = np.random.default_rng(0)
     rows, texts = [], []
     for i in range(40):
@@ -203,6 +203,16 @@ def test_labelled_rows_are_checked_and_calibrate(tmp_path, concept_file):
     assert ann.method == "calibrated on 40 labelled rows"
     for name in ("food", "service"):
         assert ann.agreement[name]["calibrated_cross_validated"] >= 0.9
+    # The report names each method once, and "using" names one of those.
+    (tmp_path / "c.toml").write_text(CONCEPTS)
+    data = write_csv(tmp_path / "texts.csv", ["text"], [(t,) for t in texts])
+    assert main(["-q", "annotate", str(data), "--concepts", str(tmp_path / "c.toml"), "--labelled", str(labelled),
+                 "--annotator", str(tiny_bert)]) == 0
+    report = [line for line in capsys.readouterr().out.splitlines() if "; using " in line]
+    assert len(report) == 2
+    for line in report:
+        listed, used = line.split("; using ")
+        assert used in ("zero-label", "similarity features", "clause polarity") and used in listed, line
     bad = write_csv(tmp_path / "bad.csv", ["text", "food", "service"], [("nice", "Positive", "great")])
     with pytest.raises(DataError, match=r"bad.csv: row 2: column 'service': value 'great' is not one of"):
         read_labelled(bad, concept_file)

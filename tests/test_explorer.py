@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import sparsecbm.explorer
+import sparsecbm.browsing
 from sparsecbm import load
 from sparsecbm.explorer import MAX_TEXT, Explorer
 
@@ -278,7 +278,7 @@ def test_keep_answers_before_the_split_is_repredicted_and_undo_restores_it(clien
     assert before["pending"] is False and before["unsaved"] is False
     page = client.get("/api/examples", params={"sort": "confidence", "limit": 6}).json()
     order = [r["index"] for r in page["rows"]]
-    monkeypatch.setattr(sparsecbm.explorer, "REFRESH_GRACE", 3.0)  # the refresh starts after the checks below
+    monkeypatch.setattr(sparsecbm.browsing, "REFRESH_GRACE", 3.0)  # the refresh starts after the checks below
     kept = client.post("/api/keep", json={"index": index, "concept": concept, "value": value, "version": 0}).json()
     assert kept["result"]["persisted"]
     during = client.get("/api/model").json()

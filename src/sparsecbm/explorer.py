@@ -9,12 +9,10 @@ changes the model names the ``version`` it was made against, and a stale one
 gets 409 and changes nothing.
 
 A kept edit or an undo answers at once: the browse split's predictions of the
-edited concept are recomputed in a background thread, one chunk of texts at a
-time (taking the lock per chunk, so a pathway or preview waits for one chunk at
-most), and ``/api/model`` and ``/api/examples`` say ``"pending": true`` and
-serve the previous predictions until they are ready. Undoing an edit whose
-predictions were fresh when it was kept puts them back at once (the undo is
-bit-exact). No request names a file: saving writes the
+edited concept are recomputed in the background (:mod:`sparsecbm.browsing`), and
+``/api/model`` and ``/api/examples`` say ``"pending": true`` and serve the
+previous predictions until they are ready. Undoing an edit whose predictions
+were fresh when it was kept puts them back at once (the undo is bit-exact). No request names a file: saving writes the
 folder the model was loaded from, reloading reads it back, and an annotation
 fix writes the one annotated file named at start (``--annotations``).
 
@@ -27,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,16 +39,16 @@ from starlette.staticfiles import StaticFiles
 
 from .access import MAX_BODY, AccessControl, allowed_hosts
 from .annotation.review import AnnotationFile, FileChanged
+from .browsing import BrowseSplit, ModelLock
 from .classifier import Classifier, load
 from .data import Split, is_blank
 from .explanations import METHODS, SIGNED, explain, subnetworks
-from .interventions import MAX_RATIO, Guard, SplitLogits, check_max_ratio, oracle, undo
+from .interventions import MAX_RATIO, Guard, check_max_ratio, oracle, undo
 from .metrics import evaluate_predictions
 
 STATIC = Path(__file__).parent / "static" / "explorer"
 MAX_TEXT = 2000  # characters of one text sent to the explorer
 MAX_LIMIT = 200  # rows per page of the examples table
-REFRESH_GRACE = 0.5  # seconds the background refresh lets pass after an edit: the page's own requests come first
 SORTS = ("index", "confidence")
 
 
@@ -77,59 +73,16 @@ class Explorer:
         self.annotations = annotations  # an annotated file to review (sparsecbm annotate), or None
         self.max_ratio, self.ceiling = check_max_ratio(max_ratio), ceiling
         self.version = 0  # bumped by every kept edit and undo
-        self.lock = threading.Lock()
-        # Concept logits on the browse split, recomputed per concept only when its masks change.
-        self._browse = SplitLogits(split.texts) if split is not None and len(split) else None
-        self._refreshing: threading.Thread | None = None  # the background recomputation, while it runs
-        self.waiting = 0  # requests waiting for the lock: the background refresh lets them go first
+        self.lock = ModelLock()
+        # Concept logits on the browse split, recomputed per concept (in the background) when its masks change.
+        self._browse = BrowseSplit(split.texts, self.lock, lambda: self.clf) if split is not None and len(split) else None
         self._before: list[tuple[Any, int, torch.Tensor]] = []  # (kept edit, concept, its browse logits before)
         self._saved = list(clf.interventions)  # the edits the model folder holds
 
-    # ---------------------------------------------------------------- the browse split's predictions
-
-    def _browse_logits(self) -> tuple[list[torch.Tensor], bool]:
-        """Every concept's outputs on the browse split, and whether some are the previous
-        model's (then a background thread is recomputing them). Call with the lock held."""
-        assert self._browse is not None
-        logits, pending = [], False
-        for k in range(len(self.clf.schema.concepts)):
-            kept, fresh = self._browse.kept(self.clf, k)
-            if kept is None:  # never computed (at start): compute now
-                kept, fresh = self._browse.concept(self.clf, k), True
-            logits.append(kept)
-            pending |= not fresh
-        if pending:
-            self._start_refresh()
-        return logits, pending
-
-    def _start_refresh(self) -> None:
-        if self._browse is not None and (self._refreshing is None or not self._refreshing.is_alive()):
-            self._refreshing = threading.Thread(target=self._refresh, name="explorer-refresh", daemon=True)
-            self._refreshing.start()
-
-    def _refresh(self) -> None:
-        """Recompute stale concepts chunk by chunk, releasing the lock between chunks and
-        giving way to every request that waits for it."""
-        time.sleep(REFRESH_GRACE)
-        while True:
-            with self.lock:
-                clf, stale = self.clf, self._browse.stale(self.clf)
-                if not stale:
-                    return
-                steps = self._browse.refresh_steps(clf, stale[0])
-            done = object()
-            while True:
-                while self.waiting:
-                    time.sleep(0.005)
-                with self.lock, torch.inference_mode(False):
-                    if self.clf is not clf or next(steps, done) is done:  # reloaded, or finished
-                        break
-
     def settle(self, timeout: float = 600.0) -> None:
         """Wait until the browse split's predictions are those of the model now (scripts, tests)."""
-        thread = self._refreshing
-        if thread is not None:
-            thread.join(timeout)
+        if self._browse is not None:
+            self._browse.settle(timeout)
 
     # ---------------------------------------------------------------- reads
 
@@ -153,7 +106,7 @@ class Explorer:
             "unsaved": self._unsaved(), "pending": False,
         }
         if self._browse is not None:
-            logits, info["pending"] = self._browse_logits()
+            logits, info["pending"] = self._browse.current()
             info["scores"] = evaluate_predictions(self.split, clf.schema, clf.task_logits_from(logits).argmax(-1).numpy(),
                                                   clf.model.predicted_values(logits))
         return info
@@ -174,7 +127,7 @@ class Explorer:
         _check_page(offset, limit)
         if rows is not None and (len(rows) > MAX_LIMIT or not all(0 <= i < len(split) for i in rows)):
             raise ApiError(400, f"rows: at most {MAX_LIMIT} row numbers in [0, {len(split)})")
-        logits, pending = self._browse_logits()
+        logits, pending = self._browse.current()
         task = self.clf.task_logits_from(logits).softmax(-1)
         probs = [self.clf.model.logits_of(k, l).softmax(-1) for k, l in enumerate(logits)]
         pred = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)  # (n, K)
@@ -271,9 +224,10 @@ class Explorer:
         edit = undo(self.clf)
         if self._before and self._before[-1][0] is edit:  # the undo is bit-exact: so are its predictions
             _, k, logits = self._before.pop()
-            self._browse.put(self.clf, k, logits)
+            self._browse.logits.put(self.clf, k, logits)
         self.version += 1
-        self._start_refresh()
+        if self._browse is not None:
+            self._browse.refresh()
         return {"undone": edit.to_json(), **self.history()}
 
     def save(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +257,8 @@ class Explorer:
             self.guard = dataclasses.replace(self.guard)
         self._saved, self._before = list(self.clf.interventions), []
         self.version += 1
-        self._start_refresh()
+        if self._browse is not None:
+            self._browse.refresh()
         return {"path": str(self.clf.path), "revision": self.clf.revision, "edits": len(self.clf.interventions),
                 "version": self.version}
 
@@ -319,16 +274,17 @@ class Explorer:
         if label is not None and label not in schema.labels:
             raise ApiError(400, f"label: {label!r} is not one of {list(schema.labels)}")
         k = schema.concepts.index(concept)
-        before, fresh = self._browse.kept(self.clf, k) if self._browse is not None else (None, False)
+        before, fresh = self._browse.logits.kept(self.clf, k) if self._browse is not None else (None, False)
         r = self.clf.intervene(text, concept, value, label=label, persist=persist, guard=self.guard,
                                max_ratio=self.max_ratio)
         if r.persisted:
             self.version += 1
             if fresh:
                 self._before.append((self.clf.interventions[-1], k, before))
-            self._start_refresh()
+            if self._browse is not None:
+                self._browse.refresh()
         elif fresh:  # a preview, or an edit the guard refused: the mask is back bit for bit
-            self._browse.put(self.clf, k, before)
+            self._browse.logits.put(self.clf, k, before)
         return {"result": r.to_dict(), "oracle": oracle(self.clf, text, {concept: value}),
                 "edits": len(self.clf.interventions), "version": self.version}
 
@@ -433,16 +389,8 @@ async def _run_locked(explorer: Explorer, fn, *args, **kwargs):
     from starlette.concurrency import run_in_threadpool
 
     def call():
-        explorer.waiting += 1  # (a racy count is harmless: the refresh would wait one chunk)
-        try:
-            explorer.lock.acquire()
-        finally:
-            explorer.waiting -= 1
-        try:
-            with torch.inference_mode(False):
-                return fn(*args, **kwargs)
-        finally:
-            explorer.lock.release()
+        with explorer.lock, torch.inference_mode(False):
+            return fn(*args, **kwargs)
 
     return await run_in_threadpool(call)
 
