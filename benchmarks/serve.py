@@ -120,10 +120,12 @@ def main() -> None:
         screenshots(args.model, dev_n=args.browse_n, folder=Path(args.screenshots), corrections=corrections)
 
 
-def keep_undo_in_browser(model: str, dev_n: int, corrections: list[dict], n: int) -> dict:
+def keep_undo_in_browser(model: str, dev_n: int, corrections: list[dict], n: int,
+                         finished: tuple[str, str] = ("kept", "undone")) -> dict:
     """Click Keep, then Undo, on ``n`` previews of different corrections (on a copy of ``model``):
-    the milliseconds from each click to the page's status saying it is done (pathway, history,
-    model line and rows redrawn), and how long the split's scores then took to catch up."""
+    the milliseconds from each click to the page's status starting with ``finished`` (pathway,
+    history, model line and rows redrawn), and how long the split's scores then took to catch
+    up. (``finished``: what an older page said when finished, to time it the same way.)"""
     import tempfile
 
     from playwright.sync_api import sync_playwright
@@ -154,13 +156,13 @@ def keep_undo_in_browser(model: str, dev_n: int, corrections: list[dict], n: int
                 page.wait_for_function("() => document.querySelector('#status').textContent.startsWith('explained')")
                 page.click(f"#concepts tr.concept-row[data-concept='{c['concept']}'] button[data-value='{c['value']}']")
                 page.wait_for_selector("#keep-btn", timeout=120_000)
-                for kind, button, word in (("keep", "#keep-btn", "kept"), ("undo", "#undo-btn", "undone")):
+                for kind, button, word in (("keep", "#keep-btn", finished[0]), ("undo", "#undo-btn", finished[1])):
                     start = time.perf_counter()
                     page.click(button)
                     page.wait_for_function("(w) => document.querySelector('#status').textContent.startsWith(w)",
                                            arg=word, timeout=120_000)
                     times[kind].append(time.perf_counter() - start)
-                    if kind == "keep":
+                    if kind == "keep" and hasattr(explorer, "settle"):  # (an older explorer had none)
                         explorer.settle()
                         times["scores_caught_up"].append(time.perf_counter() - start)
                 done += 1
