@@ -17,10 +17,12 @@ Chromium), each showing one behaviour, on a copy of the model folder.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import socket
 import statistics
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -120,23 +122,32 @@ def main() -> None:
         screenshots(args.model, dev_n=args.browse_n, folder=Path(args.screenshots), corrections=corrections)
 
 
-def keep_undo_in_browser(model: str, dev_n: int, corrections: list[dict], n: int,
-                         finished: tuple[str, str] = ("kept", "undone")) -> dict:
-    """Click Keep, then Undo, on ``n`` previews of different corrections (on a copy of ``model``):
-    the milliseconds from each click to the page's status starting with ``finished`` (pathway,
-    history, model line and rows redrawn), and how long the split's scores then took to catch
-    up. (``finished``: what an older page said when finished, to time it the same way.)"""
-    import tempfile
-
-    from playwright.sync_api import sync_playwright
-
-    times: dict[str, list[float]] = {"keep": [], "undo": [], "scores_caught_up": []}
+@contextlib.contextmanager
+def explorer_on_copy(model: str, dev_n: int):
+    """The explorer over a copy of ``model`` (edits and saves must not touch it) and its first
+    ``dev_n`` dev rows, under uvicorn: (explorer, base URL, the copy's folder)."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "model"
         shutil.copytree(model, copy)
         clf = sparsecbm.load(copy)
         explorer = Explorer(clf, dataset_from_spec(clf.data_spec)["dev"].head(dev_n), "cebab dev")
         server, base = start_server(explorer)
+        try:
+            yield explorer, base, copy
+        finally:
+            server.should_exit = True
+
+
+def keep_undo_in_browser(model: str, dev_n: int, corrections: list[dict], n: int,
+                         finished: tuple[str, str] = ("kept", "undone")) -> dict:
+    """Click Keep, then Undo, on ``n`` previews of different corrections (on a copy of ``model``):
+    the milliseconds from each click to the page's status starting with ``finished`` (pathway,
+    history, model line and rows redrawn), and how long the split's scores then took to catch
+    up. (``finished``: what an older page said when finished, to time it the same way.)"""
+    from playwright.sync_api import sync_playwright
+
+    times: dict[str, list[float]] = {"keep": [], "undo": [], "scores_caught_up": []}
+    with explorer_on_copy(model, dev_n) as (explorer, base, _):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium")
             page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -167,23 +178,15 @@ def keep_undo_in_browser(model: str, dev_n: int, corrections: list[dict], n: int
                         times["scores_caught_up"].append(time.perf_counter() - start)
                 done += 1
             browser.close()
-        server.should_exit = True
     return {kind: percentiles(xs) | {"max_ms": 1000 * max(xs)} for kind, xs in times.items() if xs}
 
 
 def screenshots(model: str, dev_n: int, folder: Path, corrections: list[dict]) -> None:
     """The page's behaviours, one picture each, on a copy of ``model`` (a save conflict writes to it)."""
-    import tempfile
-
     from playwright.sync_api import sync_playwright
 
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "model"
-        shutil.copytree(model, copy)
-        clf = sparsecbm.load(copy)
-        explorer = Explorer(clf, dataset_from_spec(clf.data_spec)["dev"].head(dev_n), "cebab dev")
-        server, base = start_server(explorer)
+    with explorer_on_copy(model, dev_n) as (explorer, base, copy):
         first = corrections[0]
         row_sel = f"#examples tbody tr[data-index='{first['index']}']"
         value_sel = f"#concepts tr.concept-row[data-concept='{first['concept']}'] button[data-value='{first['value']}']"
@@ -250,7 +253,6 @@ def screenshots(model: str, dev_n: int, folder: Path, corrections: list[dict]) -
             page.locator("#conflict").scroll_into_view_if_needed()
             shot(page, "explorer-save-conflict.png", "#right")
             browser.close()
-        server.should_exit = True
 
 
 if __name__ == "__main__":

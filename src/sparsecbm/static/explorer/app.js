@@ -329,10 +329,10 @@ async function keepCorrection() {
     data = await api("/api/keep", correctionBody(concept, value, version));
   } catch (err) {
     if (err.code !== 409) throw err;
+    await refreshAfterEdit();  // first the model as it is now, then the choice (no click is lost to a busy page)
     $("correction").replaceChildren(
       el("p", { class: "verdict-bad", id: "stale-preview" }, "Not kept: the model changed since this preview (another edit or undo came first)."),
       el("button", { id: "repreview-btn", onclick: guarded(() => previewCorrection(concept, value)) }, "Preview again on the current model"));
-    await refreshAfterEdit();
     $("repreview-btn").focus();
     return;
   }
