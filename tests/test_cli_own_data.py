@@ -78,7 +78,7 @@ def test_python_errors_and_printing(tmp_path, reviews):
     assert repr(data["train"]).count("the food") == 1 and "43 rows" in repr(data["train"])
 
 
-def test_evaluate_after_the_data_moved_and_output_into_a_folder(tmp_path, capsys, own_model):
+def test_evaluate_after_the_data_moved(tmp_path, capsys, own_model):
     moved = own_model.parent / "moved"
     moved.mkdir(exist_ok=True)
     (own_model.parent / "test.csv").rename(moved / "test.csv")

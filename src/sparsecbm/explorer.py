@@ -12,9 +12,12 @@ A kept edit or an undo answers at once: the browse split's predictions of the
 edited concept are recomputed in the background (:mod:`sparsecbm.browsing`), and
 ``/api/model`` and ``/api/examples`` say ``"pending": true`` and serve the
 previous predictions until they are ready. Undoing an edit whose predictions
-were fresh when it was kept puts them back at once (the undo is bit-exact). No request names a file: saving writes the
-folder the model was loaded from, reloading reads it back, and an annotation
-fix writes the one annotated file named at start (``--annotations``).
+were fresh when it was kept puts them back at once (the undo is bit-exact).
+
+No request names a file: saving writes the folder the model was loaded from
+(only when it lacks some kept edit: no empty revisions), reloading reads it
+back, and an annotation fix writes the one annotated file named at start
+(``--annotations``).
 
 Before any of that, :mod:`sparsecbm.access` refuses requests from other web
 sites (Host, Origin and Content-Type checks, a body limit, and a token when

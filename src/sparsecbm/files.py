@@ -3,8 +3,8 @@ a per-folder lock so that a folder is never read while it is half rewritten, and
 a lock that lets only one training run write a folder at a time.
 
 The locks are files inside the model folder (``.sparsecbm.lock``,
-``.sparsecbm-train.lock``), never beside it: reading a model leaves nothing in
-the folder that holds it."""
+``.sparsecbm-train.lock``), never beside it: reading a model leaves nothing
+in the folder around it."""
 
 from __future__ import annotations
 

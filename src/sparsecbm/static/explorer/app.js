@@ -406,9 +406,9 @@ async function loadHistory() {
   const ol = $("history");
   ol.replaceChildren();
   for (const e of data.edits) {
-    const verdict = e.guard ? ` · guard: ${e.guard.accepted ? "accepted" : "refused"}` : "";
+    const guardNote = e.guard ? ` · guard: ${e.guard.accepted ? "accepted" : "refused"}` : "";
     ol.append(el("li", { class: e.saved ? "saved" : "unsaved" }, `${e.concept} = ${e.values.join(", ")} · ${e.bits_flipped} weights · ` +
-      `${new Date(1000 * e.time).toLocaleString()}${verdict} · “${e.texts[0].slice(0, 60)}” · `,
+      `${new Date(1000 * e.time).toLocaleString()}${guardNote} · “${e.texts[0].slice(0, 60)}” · `,
       el("span", { class: "small" }, e.saved ? "saved" : "not saved yet")));
   }
   $("history-note").textContent = data.edits.length ? (data.unsaved ? "Edits marked “not saved yet” live in this explorer only until you save." : "Every edit is saved in the model folder.")
