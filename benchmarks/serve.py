@@ -178,7 +178,8 @@ def keep_undo_in_browser(model: str, dev_n: int, corrections: list[dict], n: int
                         times["scores_caught_up"].append(time.perf_counter() - start)
                 done += 1
             browser.close()
-    return {kind: percentiles(xs) | {"max_ms": 1000 * max(xs)} for kind, xs in times.items() if xs}
+    return {kind: percentiles(xs) | {"max_ms": 1000 * max(xs), "each_ms": [round(1000 * x) for x in xs]}
+            for kind, xs in times.items() if xs}
 
 
 def screenshots(model: str, dev_n: int, folder: Path, corrections: list[dict]) -> None:

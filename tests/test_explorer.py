@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 import sparsecbm.browsing
 from sparsecbm import load
@@ -409,3 +410,30 @@ def test_real_browser_first_time_user(server, viewport):
         assert _no_scroll_x(page)
         browser.close()
     assert errors == [] and missing == [], (errors, missing)
+
+
+def test_keep_applies_the_previewed_edit_without_searching_again(client, monkeypatch):
+    """Keep right after a preview keeps exactly the previewed bits (no second search: half of
+    a Keep's wait); a preview made on another model version is searched again."""
+    import sparsecbm.interventions.rewire as rewire
+
+    index, concept, value, _ = fixable(client)
+    body = {"index": index, "concept": concept, "value": value}
+    client.post("/api/preview", json=body)
+    search = rewire.edit
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("Keep searched again for the edit it had previewed")
+
+    monkeypatch.setattr(rewire, "edit", no_search)
+    kept = client.post("/api/keep", json={**body, "version": 0}).json()
+    assert kept["result"]["persisted"]
+    previewed = client.explorer.clf.interventions[-1]
+    client.post("/api/undo", json={"version": 1})
+    with pytest.raises(AssertionError, match="searched again"):  # the preview was of version 0, the model is at 2
+        client.post("/api/keep", json={**body, "version": 2})
+    monkeypatch.setattr(rewire, "edit", search)
+    searched = client.post("/api/keep", json={**body, "version": 2}).json()
+    assert searched["result"]["persisted"]
+    fresh = client.explorer.clf.interventions[-1]
+    assert torch.equal(previewed.drop, fresh.drop) and torch.equal(previewed.grow, fresh.grow)

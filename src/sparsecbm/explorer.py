@@ -81,6 +81,7 @@ class Explorer:
         self._browse = BrowseSplit(split.texts, self.lock, lambda: self.clf) if split is not None and len(split) else None
         self._before: list[tuple[Any, int, torch.Tensor]] = []  # (kept edit, concept, its browse logits before)
         self._saved = list(clf.interventions)  # the edits the model folder holds
+        self._previewed: tuple[tuple, Any] | None = None  # (request, model version), the preview's plan
 
     def settle(self, timeout: float = 600.0) -> None:
         """Wait until the browse split's predictions are those of the model now (scripts, tests)."""
@@ -278,8 +279,12 @@ class Explorer:
             raise ApiError(400, f"label: {label!r} is not one of {list(schema.labels)}")
         k = schema.concepts.index(concept)
         before, fresh = self._browse.logits.kept(self.clf, k) if self._browse is not None else (None, False)
+        # A Keep of the correction just previewed on this model keeps that very edit (no second search).
+        request = (text, concept, value, label, self.version)
+        plan = self._previewed[1] if persist and self._previewed and self._previewed[0] == request else None
         r = self.clf.intervene(text, concept, value, label=label, persist=persist, guard=self.guard,
-                               max_ratio=self.max_ratio)
+                               max_ratio=self.max_ratio, plan=plan)
+        self._previewed = None if persist else (request, r.plan)
         if r.persisted:
             self.version += 1
             if fresh:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
+
+# The bits one correction flipped, step by step: (drops, grows), flat indices over the concept's
+# prunable weights. A preview's plan applied again on the same model is the same edit, bit for bit.
+Plan = tuple[list[np.ndarray], list[np.ndarray]]
 
 
 @dataclass
@@ -70,6 +75,7 @@ class CorrectionResult:
     persisted: bool  # the edit is in place and logged
     outcome: str  # what happened to the edit and why, in words
     guard: dict[str, Any] | None = None  # the guard's verdict (accepted, reason, accuracies before/after)
+    plan: Plan | None = field(default=None, repr=False, compare=False)  # the flips, for a Keep of a preview
 
     @property
     def n(self) -> int:
@@ -81,7 +87,7 @@ class CorrectionResult:
         return 2 * self.n
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "n": self.n, "bits_flipped": self.bits_flipped}
+        return {**_public(self), "n": self.n, "bits_flipped": self.bits_flipped}
 
 
 @dataclass(frozen=True)
@@ -100,10 +106,18 @@ class InterventionResult:
     persisted: bool
     outcome: str  # what happened to the edit and why, in words
     guard: dict[str, Any] | None = None
+    plan: Plan | None = field(default=None, repr=False, compare=False)  # the flips, for a Keep of a preview
 
     @property
     def bits_flipped(self) -> int:
         return 2 * self.n
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "bits_flipped": self.bits_flipped}
+        return {**_public(self), "bits_flipped": self.bits_flipped}
+
+
+def _public(result) -> dict[str, Any]:
+    """A result as JSON-ready fields (its ``plan`` of flipped bits stays in memory)."""
+    out = asdict(replace(result, plan=None))
+    out.pop("plan")
+    return out

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..data.batching import check_texts
 from .gradients import concept_k_outputs, saliency, tokenize
 from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, check_max_ratio, check_ratio, count_flips, edit_buffers, flip, rank, revert
-from .results import CorrectionResult, Edit, InterventionResult
+from .results import CorrectionResult, Edit, InterventionResult, Plan
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
@@ -149,6 +149,7 @@ def correct(
     guard=None,
     keep_unfixed: bool = False,
     seed: int = 0,
+    plan: Plan | None = None,
 ) -> CorrectionResult:
     """Correct ``concept`` to ``values`` (one per text, or one for all) on ``texts``
     with one edit of its mask, ranked by the gradient of L_k summed over them.
@@ -164,7 +165,9 @@ def correct(
     texts (``guard.caution``), and the edit is kept only if the guard's
     accuracies hold and no earlier logged correction of the concept is undone;
     a rejected edit is rolled back bit for bit and not logged. ``outcome`` in the
-    result says what happened and why."""
+    result says what happened and why. ``plan``: the result's ``plan`` of an earlier
+    correction of the same texts on the same model (a preview), applied as it is with no
+    search: a Keep then keeps exactly the edit that was previewed, without computing it again."""
     texts = check_texts(texts)
     if not texts:
         raise ValueError("texts: no corrections given (an empty batch)")
@@ -178,8 +181,14 @@ def correct(
     guard_before = guard.concept_logits(clf) if guard is not None else None
     logged_before = guard.logged_logits(clf, k) if guard is not None else None
     penalty = guard.penalty(clf, k) if guard is not None and selection == "taylor" else None
-    drops, grows, logits[k] = edit(clf, k, batches, logits[k], v, y, ratio=ratio, selection=selection, steps=steps,
-                                   max_ratio=max_ratio, seed=seed, penalty=penalty)
+    if plan is None:
+        drops, grows, logits[k] = edit(clf, k, batches, logits[k], v, y, ratio=ratio, selection=selection,
+                                       steps=steps, max_ratio=max_ratio, seed=seed, penalty=penalty)
+    else:
+        drops, grows = plan
+        for drop, grow in zip(drops, grows):
+            flip(clf.model, concept, drop, grow)
+        logits[k] = concept_k_outputs(clf, batches, k)
     keep, verdict = persist and bool(drops), None
     try:
         after = _describe(clf, k, logits)
@@ -210,7 +219,7 @@ def correct(
         clf.interventions.append(Edit(concept, values, texts, labels, ratio, selection, len(drops), sizes, time.time(),
                                       per_layer, verdict, torch.from_numpy(drop_all), torch.from_numpy(grow_all)))
     return CorrectionResult(concept, values, before, after, fixed, selection, ratio, len(drops), sizes, per_layer,
-                            keep, outcome, verdict)
+                            keep, outcome, verdict, plan=(drops, grows))
 
 
 def intervene(
@@ -230,4 +239,4 @@ def intervene(
     (text,) = check_texts([text])
     r = correct(clf, [text], concept, [value], None if label is None else [label], **kwargs)
     return InterventionResult(concept, value, r.before[0], r.after[0], r.fixed[0], r.selection, r.steps, r.n,
-                              r.per_layer, r.persisted, r.outcome, r.guard)
+                              r.per_layer, r.persisted, r.outcome, r.guard, plan=r.plan)
