@@ -232,8 +232,8 @@ def screenshots(model: str, dev_n: int, folder: Path, corrections: list[dict]) -
             page.click("#repreview-btn")
             page.wait_for_selector("#keep-btn", timeout=120_000)
             page.click("#keep-btn")
-            page.wait_for_function("() => document.querySelector('#correction').textContent.includes('Kept')",
-                                   timeout=120_000)
+            page.wait_for_function("() => /^(kept|not kept)/.test(document.querySelector('#status').textContent)",
+                                   timeout=120_000)  # (the other client's edit may have made this one unfixable)
             page.click("#undo-btn")
             wait_status(page, "undone")
             shot(page, "explorer-undo.png", "#right")
@@ -247,7 +247,13 @@ def screenshots(model: str, dev_n: int, folder: Path, corrections: list[dict]) -
             shot(page, "explorer-last-page.png", "#left")
             page.locator("#subnetworks details").first.evaluate("d => d.open = true")
             shot(page, "explorer-subnetworks.png", "#subnetworks")
-            # A save conflict: another program saves the folder first; the page offers a reload.
+            # A save conflict: with an unsaved edit on the page, another program saves the folder
+            # first; Save is refused and the page offers a reload.
+            with httpx.Client(base_url=base, timeout=300) as http:
+                v = http.get("/api/model").json()["version"]
+                http.post("/api/keep", json={**other, "version": v}).raise_for_status()
+            page.reload()
+            wait_status(page, "ready")
             sparsecbm.load(copy).save()
             page.click("#save-btn")
             page.wait_for_selector("#reload-btn")
