@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .schema import UNKNOWN, DataError, Schema, Split
+from .schema import UNKNOWN, DataError, Schema, Split, value_key
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Normaliser:
 
     @staticmethod
     def key(raw: str) -> str:
-        k = " ".join(raw.split()).casefold()
+        k = value_key(raw)
         return _TYPOS.get(k, k)
 
     def __call__(self, raw: str, allowed: Sequence[str], where: tuple[str, str]) -> str | None:

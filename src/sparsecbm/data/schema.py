@@ -16,12 +16,16 @@ class DataError(ValueError):
     """Malformed or inconsistent input data; the message names file, row and column."""
 
 
+def value_key(raw: str) -> str:
+    """A value's spelling with letter case and runs of spaces set aside."""
+    return " ".join(str(raw).split()).casefold()
+
+
 def spelling(raw: str, allowed: Sequence[str]) -> str | None:
     """The one of ``allowed`` that ``raw`` names, letter case and runs of spaces aside; None if none."""
     if raw in allowed:
         return raw
-    key = " ".join(str(raw).split()).casefold()
-    found = [a for a in allowed if " ".join(a.split()).casefold() == key]
+    found = [a for a in allowed if value_key(a) == value_key(raw)]
     return found[0] if len(found) == 1 else None
 
 
@@ -109,8 +113,10 @@ class Split:
         return len(self.texts)
 
     def __repr__(self) -> str:  # never every text
-        first = self.texts[0][:40] + ("..." if self.texts and len(self.texts[0]) > 40 else "") if self.texts else ""
-        return f"Split({len(self)} rows{', from ' + self.source if self.source else ''}; first text {first!r})"
+        first = self.texts[0] if self.texts else ""
+        first = first if len(first) <= 40 else first[:40] + "..."
+        source = f", from {self.source}" if self.source else ""
+        return f"Split({len(self)} rows{source}; first text {first!r})"
 
     def head(self, n: int | None) -> "Split":
         """The first ``n`` examples (all when ``n`` is None)."""
