@@ -62,9 +62,6 @@ class BrowseSplit:
         self.lock, self.model = lock, model
         self._thread: threading.Thread | None = None
 
-    def __len__(self) -> int:
-        return len(self.logits)
-
     def current(self) -> tuple[list[torch.Tensor], bool]:
         """Every concept's outputs, and whether some are the previous model's (then the
         background refresh is running). Call with the lock held."""

@@ -96,6 +96,8 @@ def sole_training_run(out: str | os.PathLike) -> Iterator[None]:
     """Hold ``out``'s training lock for a whole run; a second run started on the same folder
     is refused at once (instead of both training and one failing at the end)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / TRAIN_LOCK), timeout=0)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import DataError
+from ..data.schema import value_key
 
 DEFAULT_THRESHOLD = 0.45  # chosen on CEBaB dev (docs/annotation.md); a file may set its own
 
@@ -114,7 +115,7 @@ def _concept(name: str, table: dict[str, Any], unknown: str, source: str) -> Con
                             "of the concept; spell it 'about', or give the value another name")
         cells = _phrases(cell, where)
         for phrase in cells:
-            key = " ".join(phrase.split()).casefold()
+            key = value_key(phrase)
             if key in seen and seen[key] != value:
                 raise DataError(f"{where}: the phrase {phrase!r} is also listed under {seen[key]!r}; a phrase can "
                                 "stand for one value only")

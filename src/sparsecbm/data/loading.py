@@ -47,7 +47,10 @@ def is_data_config(path: str | os.PathLike) -> bool:
     """A .json data config is one JSON object with a ``train`` key; anything else (a list of
     records, JSON Lines) is a table."""
     try:
-        conf = json.loads(read_file_text(Path(path)))
+        text = read_file_text(Path(path))
+        # A list of records starts with '['; only an object (a config, or JSON Lines, which
+        # fails at its second line) is parsed.
+        conf = json.loads(text) if text.lstrip().startswith("{") else None
     except (OSError, DataError, ValueError):
         return False
     return isinstance(conf, dict) and "train" in conf

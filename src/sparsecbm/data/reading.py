@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 _TYPOS = {"unkown": UNKNOWN, "unknwon": UNKNOWN, "unknow": UNKNOWN}
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 CONFIDENCE_SUFFIX = "_confidence"  # sparsecbm annotate's column beside each concept's values
+_INVISIBLE = {"Zs", "Zl", "Zp", "Cc", "Cf"}  # Unicode categories of spaces, controls and formatting marks
 
 
 # --------------------------------------------------------------------------- values
@@ -31,7 +32,7 @@ CONFIDENCE_SUFFIX = "_confidence"  # sparsecbm annotate's column beside each con
 def is_blank(text: str) -> bool:
     """Whether ``text`` shows nothing to read: only spaces, control characters and
     invisible formatting marks (zero-width spaces and joiners, byte-order marks)."""
-    return all(unicodedata.category(ch)[0] == "Z" or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
+    return all(unicodedata.category(ch) in _INVISIBLE for ch in text)
 
 
 class Normaliser:

@@ -66,8 +66,6 @@ def train(
     out = Path(out) if out is not None else None
     if out is None or not processes().main:
         return _train(dataset, config, prune, init_from, out, overwrite, progress, resume)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
     with sole_training_run(out):  # a second run on the same folder is refused here, at its start
         return _train(dataset, config, prune, init_from, out, overwrite, progress, resume)
 

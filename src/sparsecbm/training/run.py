@@ -64,8 +64,6 @@ def peak_memory_mb() -> float:
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
     if (out / "config.json").exists() and not overwrite:
         raise ValueError(f"--out {out}: already holds a model; pass --overwrite or choose another folder")
 
