@@ -67,7 +67,7 @@ def remeasure(setting: str, seed: int, record: dict) -> dict:
     gets them first (from its training texts, saved in its folder)."""
     clf = sparsecbm.load(RUNS / _name(setting, seed))
     data = dataset_from_spec(clf.data_spec)
-    if clf.model.embedding_dim and clf.model.value_prototypes is None:
+    if clf.model.head.embedding_dim and clf.model.head.value_prototypes is None:
         fit_value_prototypes(clf, data["train"], progress=True)
         save_prototypes(clf, RUNS / _name(setting, seed))
     start = time.perf_counter()

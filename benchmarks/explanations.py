@@ -54,7 +54,7 @@ def concept_probs(clf, k: int, texts: list[str], values: list[int], batch_size: 
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
             enc = clf.tokenizer(chunk, padding=True, truncation=True, max_length=clf.max_length, return_tensors="pt")
-            probs = model.concept_logits(enc["input_ids"], enc["attention_mask"], k).softmax(-1)
+            probs = model.concept_outputs(enc["input_ids"], enc["attention_mask"], k).logits.softmax(-1)
             out[start : start + len(chunk)] = probs[torch.arange(len(chunk)), torch.as_tensor(values[start : start + len(chunk)])].numpy()
     return out
 

@@ -39,7 +39,8 @@ from sparsecbm.files import write_json, write_text
 from sparsecbm.interventions import CAUTION, Guard
 from sparsecbm.interventions import concept_k_outputs, intervene, saliency, tokenize
 from sparsecbm.interventions.ranking import edit_buffers
-from sparsecbm.interventions.protocols import edit_summary, output_scores, predicted_values, split_scores
+from sparsecbm.interventions.protocols import edit_summary, output_scores, split_scores
+from sparsecbm.outputs import predicted_values
 
 RULES = [("taylor", 1e-4), ("taylor", 1e-3), ("taylor", 1e-2), ("taylor", "auto"),
          ("paper", 1e-4), ("paper", 1e-3), ("paper", 1e-2)]
@@ -75,7 +76,7 @@ class FineTuner:
 
     def fix(self, k: int, batches, value: int, label: int | None) -> torch.Tensor:
         model = self.clf.model
-        cols = model.concept_slice(k)
+        cols = model.head.concept_slice(k)
         frozen = [p for p in model.parameters() if all(p is not q for q in self.params)]
         for p in frozen:
             p.requires_grad_(False)
@@ -83,7 +84,7 @@ class FineTuner:
         y = None if label is None else torch.tensor([label])
         try:
             for _ in range(self.max_steps):
-                if int(self.clf.model.logits_of(k, concept_k_outputs(self.clf, batches, k)[0]).argmax()) == value:
+                if int(concept_k_outputs(self.clf, batches, k).values()[0]) == value:
                     break
                 with model.evaluating(), torch.enable_grad():
                     b = batches[0][1]
@@ -99,13 +100,13 @@ class FineTuner:
         finally:
             for p in frozen:
                 p.requires_grad_(True)
-        return concept_k_outputs(self.clf, batches, k)[0]
+        return concept_k_outputs(self.clf, batches, k)
 
 
 def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: float) -> dict:
     """The per-example protocol with fine-tuning instead of mask edits (state restored after each)."""
-    logits = clf.model.join_outputs([l.clone() for l in out.concept_logits], out.features)
-    wrong = clf.model.predicted_values(logits) != split.concepts
+    logits = [o.clone() for o in out.per_concept()]
+    wrong = predicted_values(logits) != split.concepts
     tuner = FineTuner(clf, part, max_steps, lr)
     original = tuner.state()
     new = [l.clone() for l in logits]
@@ -115,8 +116,8 @@ def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: 
         for k in np.flatnonzero(wrong[i]):
             after = tuner.fix(int(k), batches, int(split.concepts[i, k]), int(split.labels[i]))
             tuner.restore(original)
-            new[k][i] = after
-            fixed += int(clf.model.logits_of(k, after).argmax()) == int(split.concepts[i, k])
+            new[k][i] = after[0]
+            fixed += int(after.values()[0]) == int(split.concepts[i, k])
     return {**split_scores(clf, split, new), "corrections_fixed": fixed / max(1, int(wrong.sum())), "fixed": fixed,
             "method": f"fine-tune {part}", "max_steps": max_steps, "lr": lr}
 
@@ -126,7 +127,7 @@ def persistent_finetune(clf, edit_split: Split, eval_split: Split, part: str, ma
     eval_before = clf.evaluate(eval_split)
     out = clf.forward_texts(edit_split.texts)
     edit_before = output_scores(clf, edit_split, out)
-    wrong = predicted_values(list(out.concept_logits)) != edit_split.concepts
+    wrong = out.predicted_values() != edit_split.concepts
     tuner = FineTuner(clf, part, max_steps, lr)
     corrected = []
     for i in np.flatnonzero(wrong.any(1)):
@@ -136,7 +137,7 @@ def persistent_finetune(clf, edit_split: Split, eval_split: Split, part: str, ma
             if int(after.argmax()) == int(edit_split.concepts[i, k]):
                 corrected.append((int(i), int(k)))
     final = clf.forward_texts(edit_split.texts)
-    final_pred = predicted_values(list(final.concept_logits))
+    final_pred = final.predicted_values()
     still = sum(int(final_pred[i, k] == edit_split.concepts[i, k]) for i, k in corrected)
     eval_after = clf.evaluate(eval_split)
     return {
@@ -157,7 +158,7 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
     """Median times of one correction (taylor, auto, label known) and its parts."""
     model = clf.model
     out = clf.forward_texts(split.texts)
-    wrong = predicted_values(list(out.concept_logits)) != split.concepts
+    wrong = out.predicted_values() != split.concepts
     cases = [(int(i), int(k)) for i, k in zip(*np.nonzero(wrong))][: n_examples + 1]
     start = time.perf_counter()
     guard.concept_logits(clf)  # fills the guard's cache (once per model, not per edit)
@@ -172,7 +173,7 @@ def speed(clf, split: Split, guard: Guard, n_examples: int) -> dict:
         label = clf.schema.labels[split.labels[i]]
         batches = tokenize(clf, [split.texts[i]])
         v, y = torch.tensor([int(split.concepts[i, k])]), torch.tensor([int(split.labels[i])])
-        masked = {n: w.detach().requires_grad_(True) for n, w in model.masked_weights(concept, trainable=False).items()}
+        masked = {n: w.detach().requires_grad_(True) for n, w in model.encoder.masked_weights(concept, trainable=False).items()}
         buffer = edit_buffers(clf, model.masks[concept])[0]  # as a correction does (a fresh 42 MB array costs page faults)
 
         def forward_backward():

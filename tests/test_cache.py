@@ -32,10 +32,10 @@ def test_split_logits_follow_concept_k_masks_only(sparse_clf):
     logits = SplitLogits(texts)
     first = logits.all(sparse_clf)
     for k in range(len(TINY_SCHEMA["concepts"])):  # rows in the given order, equal to a fresh pass
-        assert torch.allclose(first[k], concept_k_outputs(sparse_clf, tokenize(sparse_clf, texts), k), atol=1e-6)
+        assert torch.allclose(first[k].logits, concept_k_outputs(sparse_clf, tokenize(sparse_clf, texts), k).logits, atol=1e-6)
     mask = next(iter(sparse_clf.model.masks["food"].values()))
     mask.logical_not_()  # concept 0's subnetwork changes in place
     again = logits.all(sparse_clf)
     assert again[1] is first[1] and again[2] is first[2]  # the other concepts' logits are kept
     assert again[0] is not first[0]
-    assert torch.allclose(again[0], concept_k_outputs(sparse_clf, tokenize(sparse_clf, texts), 0), atol=1e-6)
+    assert torch.allclose(again[0].logits, concept_k_outputs(sparse_clf, tokenize(sparse_clf, texts), 0).logits, atol=1e-6)

@@ -29,7 +29,7 @@ def poised(sparse_clf):
         b = tokenize(sparse_clf, [TEXT])[0][1]
         for k, concept in enumerate(model.config.schema.concepts):
             z = model.encode(b["input_ids"], b["attention_mask"], concept)[0]
-            cols = model.concept_slice(k)
+            cols = model.head.concept_slice(k)
             model.projector.bias[cols] = -(model.projector.weight[cols] @ z) + torch.tensor([0.0, 1.0, 2.0])
     return sparse_clf
 
@@ -69,7 +69,7 @@ def test_a_small_signed_step_raises_the_target_log_probability(sparse_clf, selec
     target = _wrong(sparse_clf, [TEXT], concept)[0]
     batches = tokenize(sparse_clf, [TEXT])
     v = "NPu".index(target)
-    logp = lambda: float(concept_k_outputs(sparse_clf, batches, k).log_softmax(-1)[0, v])
+    logp = lambda: float(concept_k_outputs(sparse_clf, batches, k).logits.log_softmax(-1)[0, v])
     start = logp()
     for ratio in (0.001, 0.005, 0.02):
         r = sparse_clf.intervene(TEXT, concept, target, ratio=ratio, selection=selection, persist=True, keep_unfixed=True)
@@ -111,7 +111,7 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
         if n is None:
             continue
         flip(sparse_clf.model, concept, drop[:n], grow[:n])
-        assert (int(concept_k_outputs(sparse_clf, batches, k)[0].argmax()) == v) == fixes
+        assert (int(concept_k_outputs(sparse_clf, batches, k).values()[0]) == v) == fixes
         flip(sparse_clf.model, concept, drop[:n], grow[:n], undo=True)
     assert same_masks(before, sparse_clf.model.masks)
     # Already right: nothing to do, nothing flipped.
@@ -165,7 +165,8 @@ def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
     assert r.outcome.startswith("rolled back by the guard")
     assert same_masks(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
     # The guard's cached logits still match the model after the rollback.
-    assert torch.equal(guard.concept_logits(sparse_clf)[0], concept_k_outputs(sparse_clf, tokenize(sparse_clf, guard.split.texts), 0))
+    kept, fresh = guard.concept_logits(sparse_clf)[0], concept_k_outputs(sparse_clf, tokenize(sparse_clf, guard.split.texts), 0)
+    assert torch.equal(kept.logits, fresh.logits) and torch.equal(kept.features, fresh.features)
 
 
 def test_an_accepted_guarded_edit_is_logged_with_its_verdict(poised):
@@ -204,7 +205,7 @@ def test_curvature_is_half_theta_squared_times_the_mean_squared_per_text_gradien
     want = [torch.zeros_like(params[n]) for n in names]
     for i, text in enumerate(TEXTS):  # an independent loop: plain autograd through the masked forward
         enc = sparse_clf.tokenizer([text], return_tensors="pt")
-        weights = {n: w.detach().requires_grad_(True) for n, w in model.masked_weights(concept, trainable=False).items()}
+        weights = {n: w.detach().requires_grad_(True) for n, w in model.encoder.masked_weights(concept, trainable=False).items()}
         with model.evaluating():
             loss = model.concept_loss(enc["input_ids"], enc["attention_mask"], k, values[i : i + 1], labels[i : i + 1],
                                       gamma=sparse_clf.gamma, weights=weights)
@@ -320,6 +321,6 @@ def test_a_log_written_before_batch_corrections_still_loads_and_undoes(sparse_cl
 def test_the_guard_reads_its_texts_shortest_first_and_answers_in_its_own_order(sparse_clf):
     texts = [TEXTS[0], "ok", TEXTS[2], "the food"]
     guard = Guard(Split(tuple(texts), np.zeros(4, int), np.zeros((4, 3), int)), caution=0)
-    alone = torch.cat([concept_k_outputs(sparse_clf, tokenize(sparse_clf, [t]), 1) for t in texts])
+    alone = torch.cat([concept_k_outputs(sparse_clf, tokenize(sparse_clf, [t]), 1).logits for t in texts])
     assert not torch.allclose(alone[0], alone[1])  # rows that a wrong order would swap
-    assert torch.allclose(guard.concept_logits(sparse_clf)[1], alone, atol=1e-5)
+    assert torch.allclose(guard.concept_logits(sparse_clf)[1].logits, alone, atol=1e-5)

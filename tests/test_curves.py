@@ -58,9 +58,9 @@ def test_uncertainty_order_sets_the_least_certain_concept_first(sparse_clf, spli
     expected = []
     for i in range(len(split)):
         a = out.activations[i:i + 1].clone()
-        cols = sparse_clf.model.concept_slice(int(first[i]))
+        cols = sparse_clf.model.head.concept_slice(int(first[i]))
         a[:, cols] = true[i:i + 1, cols]
-        expected.append(int(sparse_clf.model.classifier(a).argmax(-1)) == split.labels[i])
+        expected.append(int(sparse_clf.model.head.linear(a).argmax(-1)) == split.labels[i])
     points = curve(sparse_clf, split, out, true, certainty, "uncertainty")
     assert points[1] == pytest.approx(float(np.mean(expected)))
     with pytest.raises(ValueError, match="order must be one of"):
@@ -84,7 +84,7 @@ def test_percentile_values_and_the_concepts_share(sparse_clf, split):
         by_explanation.append(part / (part + sum(abs(x) for x in nuance) + abs(e.bias)))
     assert share == pytest.approx(float(np.mean(by_explanation)), rel=1e-5)
     hard = torch.cat([torch.nn.functional.one_hot(l.argmax(-1), 3).float() for l in out.concept_logits], dim=1)
-    expected = float(np.mean(sparse_clf.model.classifier(hard).argmax(-1).numpy() == split.labels))
+    expected = float(np.mean(sparse_clf.model.head.linear(hard).argmax(-1).numpy() == split.labels))
     assert hard_concepts_accuracy(sparse_clf, split, out) == pytest.approx(expected)
 
 

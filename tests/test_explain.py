@@ -66,8 +66,8 @@ def test_integrated_gradients_add_up_to_the_logit_change(sparse_clf):
     scores, logits = token_scores(sparse_clf, enc, 0, 1, "integrated_gradients", steps=200)
     pad = torch.where(enc.piece_word >= 0, sparse_clf.tokenizer.pad_token_id, enc.input_ids[0])
     with torch.no_grad():
-        base = sparse_clf.model.concept_logits(pad[None], enc.attention_mask, 0)[0, 1]
-    assert scores.sum() == pytest.approx(float(logits[0, 1] - base), rel=0.02, abs=1e-4)
+        base = sparse_clf.model.concept_outputs(pad[None], enc.attention_mask, 0).logits[0, 1]
+    assert scores.sum() == pytest.approx(float(logits.logits[0, 1] - base), rel=0.02, abs=1e-4)
 
 
 def test_subnetwork_level_matches_the_masks(sparse_clf):

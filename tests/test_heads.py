@@ -44,19 +44,19 @@ def test_the_decision_is_concept_terms_plus_side_channel_plus_bias(tiny_bert, ki
     clf = tiny(tiny_bert, kind, bottleneck, residual)
     model = clf.model
     out = clf.forward_texts(TEXTS)
-    assert len(out.features) == (3 if model.has_features else 0)
+    assert len(out.features) == (3 if model.head.has_features else 0)
     with torch.no_grad():
-        terms = model.concept_terms(out.activations, out.features).sum(1)
-        side = model.side_term(out.features)
+        terms = model.head.concept_terms(out.activations, out.features).sum(1)
+        side = model.head.side_term(out.features)
     assert (side is None) == (residual == 0)
-    expected = terms + model.classifier.bias + (0 if side is None else side)
+    expected = terms + model.head.linear.bias + (0 if side is None else side)
     torch.testing.assert_close(out.task_logits, expected.detach(), rtol=1e-5, atol=1e-5)
     # the per-concept outputs the interventions cache read the same label
     from sparsecbm.interventions import concept_k_outputs, tokenize
 
     batches = tokenize(clf, TEXTS)
     outputs = [concept_k_outputs(clf, batches, k) for k in range(3)]
-    torch.testing.assert_close(clf.task_logits_from(outputs), out.task_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(clf.task_logits(outputs), out.task_logits, rtol=1e-5, atol=1e-5)
     # the explanation's logit is the model's logit of its label, taken apart
     for i, text in enumerate(TEXTS):
         e = clf.explain(text, method=None, subnetwork_level=False)
@@ -66,7 +66,7 @@ def test_the_decision_is_concept_terms_plus_side_channel_plus_bias(tiny_bert, ki
             assert sum(c.contributions.values()) == pytest.approx(c.contribution, abs=1e-5)
         assert (e.side is None) == (residual == 0)
         with torch.no_grad():
-            values = model.values_only(out.activations[i:i + 1], tuple(f[i:i + 1] for f in out.features))
+            values = model.head.values_only(out.activations[i:i + 1], tuple(f[i:i + 1] for f in out.features))
         assert e.values_label == clf.schema.labels[int(values.argmax())]
         assert 0 <= e.concept_share <= 1
         assert e.to_dict()["logit"] == pytest.approx(e.logit)
@@ -80,11 +80,11 @@ def test_an_embedding_intervention_swaps_in_the_true_values_embedding(tiny_bert)
     chosen = torch.tensor([[True, False, False]] * len(TEXTS))
     with torch.no_grad():
         new = model.intervened(out, chosen, concepts)
-        terms_new = model.concept_terms(new.activations, out.features)
-        terms_old = model.concept_terms(out.activations, out.features)
+        terms_new = model.head.concept_terms(new.activations, out.features)
+        terms_old = model.head.concept_terms(out.activations, out.features)
     f0 = out.features[0][:, :3 * 4].reshape(len(TEXTS), 3, 4)
     true_input = torch.nn.functional.leaky_relu(f0[:, 0])  # value 0's embedding, alone
-    weight = model.classifier.weight[:, model.classifier_columns(0)]
+    weight = model.head.linear.weight[:, model.head.linear_columns(0)]
     torch.testing.assert_close(terms_new[:, 0], (true_input @ weight.T).detach())
     torch.testing.assert_close(terms_new[:, 1:], terms_old[:, 1:])  # concepts not chosen keep their terms
 
@@ -92,12 +92,14 @@ def test_an_embedding_intervention_swaps_in_the_true_values_embedding(tiny_bert)
 @pytest.mark.parametrize("kind", ["cbm", "sparsecbm"])
 def test_an_intervention_moves_the_true_values_embedding_toward_its_prototype(tiny_bert, tmp_path, kind):
     from sparsecbm.heads import PROTOTYPE_MIX
-    from sparsecbm.interventions import PROTOTYPES, fit_value_prototypes, oracle
+    from sparsecbm.heads import PROTOTYPES
+    from sparsecbm.interventions import oracle
+    from sparsecbm.training import fit_value_prototypes
 
     clf = tiny(tiny_bert, kind, "embedding", 0)
     model = clf.model
     out = clf.forward_texts(TEXTS)
-    food = model.concept_slice(0)
+    food = model.head.concept_slice(0)
     other = (int(out.activations[0, food].argmax()) + 1) % 3  # a food value the model did not predict for text 0
     plain = oracle(clf, TEXTS[0], {"food": clf.schema.concept_values[0][other]})  # no prototypes: the text's own
     truth = np.array([[0, 1, 2], [1, 1, 0], [0, 2, 2]])
@@ -110,7 +112,7 @@ def test_an_intervention_moves_the_true_values_embedding_toward_its_prototype(ti
     chosen = torch.tensor([[True, False, False]] * 3)
     a = out.activations.clone()
     a[:, food] = torch.tensor([[0.1, 0.2, 0.9], [0.1, 0.9, 0.2], [0.9, 0.1, 0.2]])
-    moved = model.true_features(out.features, values, a, chosen)
+    moved = model.head.true_features(out.features, values, a, chosen)
     m0 = moved[0][:, :12].reshape(3, 3, 4)
     for i in (0, 2):  # predicted u and N, set to P: P's embedding moves toward its prototype
         torch.testing.assert_close(m0[i, 1], e[0][i, 1] + PROTOTYPE_MIX * (prototypes[1] - e[0][i, 1]))
@@ -119,7 +121,7 @@ def test_an_intervention_moves_the_true_values_embedding_toward_its_prototype(ti
     torch.testing.assert_close(moved[1], out.features[1])  # concepts not chosen keep theirs
     # the oracle reads it: its label probabilities are those of the moved features
     values[0, 0] = other
-    moved = model.true_features(out.features, values, out.activations, chosen)
+    moved = model.head.true_features(out.features, values, out.activations, chosen)
     a = out.activations[:1].clone()
     a[0, food] = torch.nn.functional.one_hot(torch.tensor(other), 3).float()
     expected = clf.read_label(a, tuple(f[:1] for f in moved)).softmax(-1)[0]
@@ -128,7 +130,7 @@ def test_an_intervention_moves_the_true_values_embedding_toward_its_prototype(ti
     assert now["probabilities"] != pytest.approx(plain["probabilities"], abs=1e-5)
     # saved beside the weights and loaded back; a file that does not fit is refused by name
     clf.save(tmp_path / "m")
-    torch.testing.assert_close(sparsecbm.load(tmp_path / "m").model.value_prototypes, prototypes)
+    torch.testing.assert_close(sparsecbm.load(tmp_path / "m").model.head.value_prototypes, prototypes)
     from safetensors.torch import save_file
     save_file({"value_prototypes": torch.zeros(2, 4)}, str(tmp_path / "m" / PROTOTYPES))
     with pytest.raises(ValueError, match=r"prototypes.safetensors: prototypes of shape \(2, 4\) do not fit"):
@@ -140,7 +142,7 @@ def test_a_hard_head_reads_values_and_passes_gradients_straight_through(tiny_ber
     model = clf.model
     out = clf.forward_texts(TEXTS)
     with torch.no_grad():
-        torch.testing.assert_close(out.task_logits, model.read_label(model.hard_values(out.activations)))
+        torch.testing.assert_close(out.task_logits, model.head.read_label(model.head.hard_values(out.activations)))
     model.train()
     batch = clf.tokenizer(TEXTS, return_tensors="pt", padding=True)
     loss = model(batch["input_ids"], batch["attention_mask"]).task_logits.sum()
@@ -152,13 +154,13 @@ def test_values_alone_and_the_side_channel_are_said_in_the_pathway(tiny_bert):
     clf = tiny(tiny_bert, "cbm", "soft", 3)
     model = clf.model
     with torch.no_grad():  # a side channel that outweighs everything, voting for another label than the concepts
-        model.classifier.weight.zero_()
-        model.classifier.weight[0] = 1.0
-        model.classifier.bias.zero_()
-        model.side_out.weight.zero_()
-        model.side.weight.zero_()
-        model.side.bias.fill_(1.0)
-        model.side_out.weight[2] = 100.0
+        model.head.linear.weight.zero_()
+        model.head.linear.weight[0] = 1.0
+        model.head.linear.bias.zero_()
+        model.head.side_out.weight.zero_()
+        model.head.side.weight.zero_()
+        model.head.side.bias.fill_(1.0)
+        model.head.side_out.weight[2] = 100.0
     e = clf.explain(TEXTS[0], method=None, subnetwork_level=False)
     assert e.label == "c" and e.values_label == "a"
     text = e.describe()
@@ -222,7 +224,7 @@ def test_the_pipeline_trains_mines_and_explains_with_a_new_head(tmp_path, review
                                             "--intervention-prob", "0.5", "--side-dropout", "0.5"])
     clf = sparsecbm.load(out)
     assert (clf.config.kind, clf.config.bottleneck, clf.config.residual) == ("sparsecbm", "embedding", 2)
-    assert clf.model.embedder.out_features == 9 * 3 and clf.model.side.out_features == 2
+    assert clf.model.head.embedder.out_features == 9 * 3 and clf.model.head.side.out_features == 2
     capsys.readouterr()
     assert main(["-q", "explain", str(out), "the food was awful", "--method", "grad"]) == 0
     text = capsys.readouterr().out

@@ -64,10 +64,10 @@ def test_one_step_raises_the_target_log_probability(sparse_clf):
     for k, concept in enumerate(sparse_clf.schema.concepts):
         value = _wrong_value(sparse_clf, concept)
         target = sparse_clf.schema.concept_values[k].index(value)
-        before = concept_k_outputs(sparse_clf, batches, k).log_softmax(-1)[0, target]
+        before = concept_k_outputs(sparse_clf, batches, k).logits.log_softmax(-1)[0, target]
         sparse_clf.intervene(TEXT, concept, value, ratio=0.002, selection="taylor", steps=1, persist=True,
                              keep_unfixed=True)
-        after = concept_k_outputs(sparse_clf, batches, k).log_softmax(-1)[0, target]
+        after = concept_k_outputs(sparse_clf, batches, k).logits.log_softmax(-1)[0, target]
         raised += int(after > before)
         sparse_clf.undo()
     assert raised == 3
@@ -203,5 +203,5 @@ def test_patched_masked_weight_cache_equals_a_rebuild(sparse_clf):
     sparse_clf.intervene(TEXT, "food", _wrong_value(sparse_clf, "food"), ratio=0.02, persist=True, keep_unfixed=True)
     assert sparse_clf.interventions
     params = dict(model.backbone.named_parameters())
-    cached = model.masked_weights("food", trainable=False)
+    cached = model.encoder.masked_weights("food", trainable=False)
     assert all(torch.equal(cached[n], params[n].detach() * m) for n, m in model.masks["food"].items())

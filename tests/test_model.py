@@ -94,7 +94,7 @@ def test_masks_round_trip_through_state_dict_bit_exact(sparse_clf):
 
     model = sparse_clf.model
     state = model.state_dict()
-    assert any(k.startswith("concept_masks.") for k in state)
+    assert any(k.startswith("encoder.concept_masks.") for k in state)
     fresh = ConceptBottleneckModel(type(model.backbone)(model.backbone.config), model.config)
     assert all(bool(m.all()) for per in fresh.masks.values() for m in per.values())  # dense before loading
     fresh.load_state_dict(state)
@@ -109,10 +109,10 @@ def test_masks_round_trip_through_state_dict_bit_exact(sparse_clf):
     new = random_masks(fresh, seed=5)
     fresh.masks = new  # assignment copies into the buffers, which state_dict holds
     key = next(iter(new["food"]))
-    assert torch.equal(fresh.state_dict()["concept_masks.0." + key.replace(".", ":")], new["food"][key])
+    assert torch.equal(fresh.state_dict()["encoder.concept_masks.0." + key.replace(".", ":")], new["food"][key])
     flipped = ~new["food"][key]
     fresh.masks["food"][key] = flipped  # item assignment reaches the buffer too
-    assert torch.equal(fresh.state_dict()["concept_masks.0." + key.replace(".", ":")], flipped)
+    assert torch.equal(fresh.state_dict()["encoder.concept_masks.0." + key.replace(".", ":")], flipped)
     with pytest.raises(ValueError, match="expected bool"):
         fresh.masks["food"][key] = flipped.float()
 
@@ -173,18 +173,18 @@ def test_trainable_masked_weights_follow_the_mask_and_autocast(sparse_clf):
     weight = dict(model.backbone.named_parameters())[name]
     mask = model.masks["food"][name]
     with torch.enable_grad():
-        full = model.masked_weights("food", trainable=True)[name]
+        full = model.encoder.masked_weights("food", trainable=True)[name]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = model.masked_weights("food", trainable=True)[name]
+            low = model.encoder.masked_weights("food", trainable=True)[name]
         assert full.dtype == torch.float32 and low.dtype == torch.bfloat16
         assert torch.equal(full, weight * mask) and torch.equal(low, full.to(torch.bfloat16))
         (grad,) = torch.autograd.grad(low.float().sum(), weight)
         assert torch.equal(grad, mask.float())
         flipped = ~mask
         model.masks["food"][name] = flipped  # copied into the buffer in place
-        assert torch.equal(model.masked_weights("food", trainable=True)[name], weight * flipped)
-        model.update_mask("food", name, clear=np.arange(3), set_=np.arange(3, 6))
-        assert torch.equal(model.masked_weights("food", trainable=True)[name], weight * model.masks["food"][name])
+        assert torch.equal(model.encoder.masked_weights("food", trainable=True)[name], weight * flipped)
+        model.encoder.update_mask("food", name, clear=np.arange(3), set_=np.arange(3, 6))
+        assert torch.equal(model.encoder.masked_weights("food", trainable=True)[name], weight * model.masks["food"][name])
 
 
 def test_mpnet_parts_are_joined_unpacked_once_and_load(tmp_path, tiny_bert, monkeypatch):

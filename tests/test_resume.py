@@ -64,7 +64,7 @@ def test_resumed_run_equals_the_uninterrupted_one(data, tiny_bert, tmp_path, mon
 
     resumed = train(data, config, prune=prune, out=out, progress=False, resume=True)
     a, b = full.model.state_dict(), resumed.model.state_dict()
-    assert a.keys() == b.keys() and any(k.startswith("concept_masks.") for k in a)
+    assert a.keys() == b.keys() and any(k.startswith("encoder.concept_masks.") for k in a)
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert different == []
     assert resumed.meta["best_epoch"] == full.meta["best_epoch"]

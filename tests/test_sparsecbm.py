@@ -30,7 +30,7 @@ def sparse(tiny_bert):
 
 def _concept_logits(model, batch):
     with torch.no_grad():
-        return [model.concept_logits(batch["input_ids"], batch["attention_mask"], k) for k in range(3)]
+        return [model.concept_outputs(batch["input_ids"], batch["attention_mask"], k).logits for k in range(3)]
 
 
 def test_concept_k_reads_mask_k_and_only_mask_k(sparse):
@@ -59,12 +59,12 @@ def test_task_logits_are_the_sum_of_concept_terms(sparse):
     model, batch = sparse
     with torch.no_grad():
         out = model(batch["input_ids"], batch["attention_mask"])
-        terms = model.concept_terms(out.activations)  # (n, K, C_y)
+        terms = model.head.concept_terms(out.activations)  # (n, K, C_y)
     assert terms.shape == (2, 3, 3)
-    torch.testing.assert_close(out.task_logits, terms.sum(1) + model.classifier.bias)
+    torch.testing.assert_close(out.task_logits, terms.sum(1) + model.head.linear.bias)
     # Eq. 3 term by term: phi_k . sigmoid(psi_k . z_k) with z_k from subnetwork k.
     for k, logits in enumerate(_concept_logits(model, batch)):
-        phi_k = model.classifier.weight[:, model.concept_slice(k)]
+        phi_k = model.head.linear.weight[:, model.head.concept_slice(k)]
         torch.testing.assert_close(terms[:, k], torch.sigmoid(logits) @ phi_k.T)
 
 
@@ -74,7 +74,7 @@ def test_gradients_reach_weights_only_through_kept_positions(sparse):
     params = dict(model.backbone.named_parameters())
     for k, concept in enumerate(SCHEMA.concepts):
         model.zero_grad()
-        model.concept_logits(batch["input_ids"], batch["attention_mask"], k).pow(2).sum().backward()
+        model.concept_outputs(batch["input_ids"], batch["attention_mask"], k).logits.pow(2).sum().backward()
         for name, mask in model.masks[concept].items():
             grad = params[name].grad
             assert torch.all(grad[~mask] == 0), name
@@ -318,7 +318,7 @@ def test_obs_scores_equal_an_independent_inverse_fisher_of_real_gradients(sparse
         model.zero_grad()
         out = model(batch["input_ids"], batch["attention_mask"])
         logits_k = out.concept_logits[k]
-        task = torch.sigmoid(logits_k) @ model.classifier.weight[:, model.concept_slice(k)].T + model.classifier.bias
+        task = torch.sigmoid(logits_k) @ model.head.linear.weight[:, model.head.concept_slice(k)].T + model.head.linear.bias
         loss = F.cross_entropy(task, torch.as_tensor(split.labels[idx])) + gamma * F.cross_entropy(
             logits_k, torch.as_tensor(split.concepts[idx, k]))
         loss.backward()

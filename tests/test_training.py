@@ -41,8 +41,8 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path, data, tiny_b
     assert not list((tmp_path / "m").glob(".*tmp"))  # no temporary files left behind
     # the default (embedding) head's value prototypes, from the training texts, saved with it
     assert (tmp_path / "m" / "prototypes.safetensors").is_file()
-    assert torch.equal(loaded.model.value_prototypes, clf.model.value_prototypes)
-    assert clf.model.value_prototypes.shape == (3 * len(CONCEPTS), 16)
+    assert torch.equal(loaded.model.head.value_prototypes, clf.model.head.value_prototypes)
+    assert clf.model.head.value_prototypes.shape == (3 * len(CONCEPTS), 16)
 
 
 def test_predictions_have_the_documented_shape(data, tiny_llama):
@@ -169,7 +169,7 @@ def _relabelled(data):
 
 
 def _concept_model(clf):
-    return {k: v for k, v in clf.model.state_dict().items() if not k.startswith("classifier.")}
+    return {k: v for k, v in clf.model.state_dict().items() if not k.startswith("head.linear.")}
 
 
 @pytest.mark.parametrize("kind", ["cbm", "sparsecbm"])
@@ -185,7 +185,7 @@ def test_sequential_and_independent_concept_models_never_see_the_label(data, tin
     a, b, c = (_concept_model(runs[m]) for m in ("sequential", "sequential-relabelled", "independent"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # labels changed, concept model (and masks) identical
     assert all(torch.equal(a[k], c[k]) for k in a)  # both modes train the same concept model
-    heads = [runs[m].model.classifier.weight for m in runs]
+    heads = [runs[m].model.head.linear.weight for m in runs]
     assert not torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
     assert runs["sequential"].meta["head"]["phase"].endswith("head (sequential)")
     joint = train(data, _config(tiny_bert, model=kind, epochs=2), prune=prune, progress=False)
@@ -263,15 +263,15 @@ def test_random_interventions_feed_the_head_true_values_during_training(tmp_path
     model = sparse_clf.model
     new = model.intervened(out, chosen, concepts)
     for k in range(3):
-        cols = model.concept_slice(k)
+        cols = model.head.concept_slice(k)
         expected = torch.nn.functional.one_hot(concepts[0, k], 3).float() if chosen[0, k] else out.activations[0, cols]
         assert torch.equal(new.activations[0, cols], expected)
     assert torch.equal(new.activations[1], out.activations[1])
-    assert torch.allclose(new.task_logits, model.classifier(new.activations))
+    assert torch.allclose(new.task_logits, model.head.linear(new.activations))
     plain = train(data, _config(tiny_bert, model="cbm", bottleneck="soft", intervention_prob=0.0), progress=False)
     randint = train(data, _config(tiny_bert, model="cbm", bottleneck="soft", intervention_prob=0.5), out=tmp_path / "m",
                     progress=False)
-    weights = lambda c: torch.cat([p.detach().flatten() for p in c.model.classifier.parameters()])  # noqa: E731
+    weights = lambda c: torch.cat([p.detach().flatten() for p in c.model.head.linear.parameters()])  # noqa: E731
     assert not torch.equal(weights(plain), weights(randint))
     assert json.loads((tmp_path / "m" / "config.json").read_text())["training"]["intervention_prob"] == 0.5
     # the default for a joint concept model (docs/interventions.md#label-heads); none for the others

@@ -25,7 +25,6 @@ from sparsecbm.interventions import rewire as I
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.files import write_json
 from sparsecbm.interventions import Guard
-from sparsecbm.interventions.protocols import predicted_values
 
 
 def main() -> None:
@@ -42,10 +41,10 @@ def main() -> None:
     dev, test = data["dev"].head(120), data["test"].head(args.eval_n)
     guard = Guard(data["train"].head(args.guard_n), caution=1.0, progress=True)  # penalty() = the bare cost
     schema, model = clf.schema, clf.model
-    wrong = predicted_values(list(clf.forward_texts(dev.texts).concept_logits)) != dev.concepts
+    wrong = clf.forward_texts(dev.texts).predicted_values() != dev.concepts
     items = [(int(i), int(k)) for i in np.flatnonzero(wrong.any(1)) for k in np.flatnonzero(wrong[i])][: args.n]
     test_batches = I.tokenize(clf, test.texts)
-    base = [model.logits_of(k, I.concept_k_outputs(clf, test_batches, k)).argmax(-1).numpy()
+    base = [I.concept_k_outputs(clf, test_batches, k).values().numpy()
             for k in range(len(schema.concepts))]
     rows = {c: [] for c in args.caution}
     for i, k in items:
@@ -61,10 +60,10 @@ def main() -> None:
                 rows[caution].append({"fixed": False, "bits": 0, "changed": 0, "delta_accuracy": 0.0})
                 continue
             n, logits = I.search(clf, k, batches, v, drop, grow, g_theta.size)
-            after = model.logits_of(k, I.concept_k_outputs(clf, test_batches, k)).argmax(-1).numpy()
+            after = I.concept_k_outputs(clf, test_batches, k).values().numpy()
             I.flip(model, concept, drop[:n], grow[:n], undo=True)
             truth = test.concepts[:, k]
-            rows[caution].append({"fixed": int(model.logits_of(k, logits).argmax(-1)[0]) == int(v[0]), "bits": 2 * int(n),
+            rows[caution].append({"fixed": int(logits.values()[0]) == int(v[0]), "bits": 2 * int(n),
                                   "changed": int((after != base[k]).sum()),
                                   "delta_accuracy": float((after == truth).mean() - (base[k] == truth).mean())})
     summary = {

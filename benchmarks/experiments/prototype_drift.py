@@ -39,13 +39,13 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/prototype_drift.json")
     args = parser.parse_args()
     clf = sparsecbm.load(args.model)
-    if clf.model.value_prototypes is None:
+    if clf.model.head.value_prototypes is None:
         raise SystemExit(f"{args.model} has no value prototypes (python -m benchmarks.bottlenecks --remeasure adds them)")
     data = dataset_from_spec(clf.data_spec)
     test = data["test"]
-    stored = clf.model.value_prototypes.clone()
+    stored = clf.model.head.value_prototypes.clone()
     refit_unedited = fit_value_prototypes(clf, data["train"], progress=True).clone()
-    clf.model.value_prototypes = stored
+    clf.model.head.value_prototypes = stored
     edits = protocols.persistent(clf, data["dev"].head(args.n), test, "auto", selection="taylor",
                                  guard=Guard(data["train"].head(args.n), caution=CAUTION, progress=True))
     out = clf.forward_texts(test.texts, progress=True, desc="test after the edits")

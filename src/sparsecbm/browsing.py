@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 
 from .interventions import SplitLogits
+from .outputs import ConceptOutputs
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -62,7 +63,7 @@ class BrowseSplit:
         self.lock, self.model = lock, model
         self._thread: threading.Thread | None = None
 
-    def current(self) -> tuple[list[torch.Tensor], bool]:
+    def current(self) -> tuple[list[ConceptOutputs], bool]:
         """Every concept's outputs, and whether some are the previous model's (then the
         background refresh is running). Call with the lock held."""
         clf, outputs, pending = self.model(), [], False

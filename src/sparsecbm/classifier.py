@@ -37,14 +37,15 @@ from . import explanations, interventions
 from .files import atomic_path, folder_lock, write_json
 from .masks import load_masks, save_masks
 from .metrics import evaluate_predictions
-from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
+from .model import ConceptBottleneckModel, ModelConfig
+from .outputs import CBMOutput, ConceptOutputs
 from .predictions import ConceptPrediction, Prediction  # noqa: F401  (re-exported)
 from .pruning import mining_gamma
 
 log = logging.getLogger(__name__)
 
 FORMAT = "sparsecbm"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # CHANGELOG.md says what each version changed; every earlier one still loads
 
 
 class Classifier:
@@ -158,9 +159,10 @@ class Classifier:
             return CBMOutput(task_logits=task_logits)
         logits = torch.cat(concepts)[inverse] if concepts else torch.zeros(0, sum(self.model.concept_sizes))
         feats = ()
-        if self.model.has_features:
-            feats = torch.cat(features)[inverse] if features else torch.zeros(0, sum(self.model.feature_sizes))
-            feats = torch.split(feats, self.model.feature_sizes, dim=1)
+        sizes = self.model.head.feature_sizes
+        if self.model.head.has_features:
+            feats = torch.cat(features)[inverse] if features else torch.zeros(0, sum(sizes))
+            feats = torch.split(feats, sizes, dim=1)
         return CBMOutput(
             task_logits=task_logits,
             concept_logits=torch.split(logits, self.model.concept_sizes, dim=1),
@@ -168,18 +170,17 @@ class Classifier:
             features=feats,
         )
 
-    def task_logits_from(self, concept_outputs: list[torch.Tensor]) -> torch.Tensor:
-        """Task logits (C_y,) or (n, C_y), float32 on the CPU, from every concept's outputs,
-        (C_k + F_k,) or (n, C_k + F_k) each: its logits, then the label head's features
-        (``model.concept_outputs``; F_k = 0 for a soft head without side channel)."""
+    def task_logits(self, outputs: Sequence[ConceptOutputs]) -> torch.Tensor:
+        """Task logits (C_y,) or (n, C_y), float32 on the CPU, from every concept's outputs
+        (one text's or n texts'; ``model.concept_outputs``)."""
         with torch.inference_mode():
-            return self.model.task_logits_from([l.to(self.device) for l in concept_outputs]).float().cpu()
+            return self.model.task_logits([o.to(self.device) for o in outputs]).float().cpu()
 
     def read_label(self, activations: torch.Tensor, features=(), *, side: bool = True) -> torch.Tensor:
         """Task logits (n, C_y), float32 on the CPU, of the label head reading these
         activations (n, sum C_k) and features (``CBMOutput.features``)."""
         with torch.inference_mode():
-            return self.model.read_label(activations.to(self.device), tuple(f.to(self.device) for f in features),
+            return self.model.head.read_label(activations.to(self.device), tuple(f.to(self.device) for f in features),
                                          side=side).float().cpu()
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
@@ -193,7 +194,7 @@ class Classifier:
         parts = None
         if self.config.has_concepts:
             with torch.inference_mode():
-                parts = self.model.logit_parts(out.activations.to(self.device),
+                parts = self.model.head.logit_parts(out.activations.to(self.device),
                                                tuple(f.to(self.device) for f in out.features))
         results = []
         for i in range(len(label_probs)):
@@ -211,9 +212,9 @@ class Classifier:
                     concepts=concepts,
                     truncated=cut[i],
                     **({} if parts is None else {
-                        "concept_share": float(parts["share"][i]),
-                        "values_label": schema.labels[int(parts["values_label"][i])],
-                        "side": float(parts["side"][i]) if self.config.residual else None}),
+                        "concept_share": float(parts.share[i]),
+                        "values_label": schema.labels[int(parts.values_label[i])],
+                        "side": float(parts.side[i]) if self.config.residual else None}),
                 )
             )
         return results
@@ -231,9 +232,7 @@ class Classifier:
     def evaluate_outputs(self, data: Split, out: CBMOutput) -> dict[str, Any]:
         """:meth:`evaluate` of outputs already computed for every text of ``data``, in order."""
         task_pred = out.task_logits.argmax(-1).numpy()
-        concept_pred = None
-        if out.concept_logits:
-            concept_pred = np.stack([logits.argmax(-1).numpy() for logits in out.concept_logits], axis=1)
+        concept_pred = out.predicted_values() if out.concept_logits else None
         return evaluate_predictions(data, self.schema, task_pred, concept_pred)
 
     def check_schema(self, schema: Schema, name: str) -> None:
@@ -305,7 +304,8 @@ class Classifier:
             if self.model.masks is not None:
                 save_masks(self.model.masks, path / "masks.safetensors")
                 interventions.save_log(self, path)
-            interventions.save_prototypes(self, path)
+            if self.config.has_concepts:
+                self.model.head.save_prototypes(path)
             # Always: a folder retrained with another backbone must not keep the old tokenizer.
             with atomic_path(path / "tokenizer", is_dir=True) as tmp:
                 self.tokenizer.save_pretrained(tmp)
@@ -409,7 +409,7 @@ def _load_unlocked(path: Path, config_path: Path) -> Classifier:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing; the model folder is incomplete")
     try:
-        load_model(model.weights_only(), str(weights), strict=True)
+        load_model(model.weights_only(meta["format_version"]), str(weights), strict=True)
     except RuntimeError as e:  # shapes or names that do not match config.json
         raise ValueError(f"{weights}: does not match config.json ({str(e).splitlines()[0]})") from None
     except Exception as e:  # safetensors' own error type: truncated or garbled
@@ -422,8 +422,8 @@ def _load_unlocked(path: Path, config_path: Path) -> Classifier:
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{tokenizer_dir}: cannot load the tokenizer ({e})") from None
     revision = int(meta.pop("revision", 0))
-    for key in ("format", "format_version"):
-        meta.pop(key, None)
+    meta.pop("format", None)
+    meta.pop("format_version", None)
     clf = Classifier(
         model.eval(),
         tokenizer,
@@ -433,6 +433,7 @@ def _load_unlocked(path: Path, config_path: Path) -> Classifier:
     )
     if masks is not None:
         clf.interventions = interventions.load_log(path)
-    model.value_prototypes = interventions.load_prototypes(path, model)
+    if config.has_concepts:
+        model.head.load_prototypes(path)
     clf.path, clf.revision = path, revision
     return clf

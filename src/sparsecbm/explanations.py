@@ -31,6 +31,7 @@ from .data.batching import check_texts, truncated
 from .data.reading import is_blank
 from .files import atomic_path
 from .masks import summary as masks_summary
+from .outputs import ConceptOutputs
 
 if TYPE_CHECKING:
     from .interfaces import ClassifierLike as Classifier
@@ -228,13 +229,13 @@ def _to_words(piece_scores: torch.Tensor, piece_word: torch.Tensor, n_words: int
 # ---------------------------------------------------------------- gradients
 
 
-def concept_logits_with_grad(
+def concept_outputs_with_grad(
     clf: Classifier, k: int, embeds: torch.Tensor, attention_mask: torch.Tensor, *, dense: bool = False,
     features: bool = False,
-) -> torch.Tensor:
-    """Concept k's logits (n, C_k) from input embeddings, in the autograd graph,
-    through its subnetwork's masked weights held as constants; with ``features``,
-    followed by the label head's features of concept k (``model.concept_outputs``).
+) -> ConceptOutputs:
+    """Concept k's outputs from input embeddings, in the autograd graph, through its
+    subnetwork's masked weights held as constants; the label head's features of concept k
+    only with ``features`` (``model.concept_outputs``).
 
     ``dense=True`` reads a SparseCBM's shared weights without masks (the
     comparison the faithfulness benchmark makes)."""
@@ -252,10 +253,10 @@ def token_scores(
     steps: int = 20,
     dense: bool = False,
     features: bool = False,
-) -> tuple[np.ndarray, torch.Tensor]:
+) -> tuple[np.ndarray, ConceptOutputs]:
     """Word scores for concept k's logit ``target`` (default: the predicted
-    value's), and concept k's logits (1, C_k) on the text, from the same pass
-    (with ``features``, its outputs: the logits, then the label head's features).
+    value's), and concept k's outputs on the text (one row), from the same pass
+    (the label head's features of it only with ``features``).
 
     grad: the norm of the gradient at each piece's embedding (>= 0).
     grad_x_input: gradient . embedding (signed: > 0 supports the value).
@@ -278,27 +279,27 @@ def token_scores(
                 if steps < 1:
                     raise ValueError(f"steps must be >= 1, got {steps}")
                 with torch.no_grad():
-                    logits = concept_logits_with_grad(clf, k, x, attn, dense=dense, features=features)
-                target = int(model.logits_of(k, logits[0]).argmax()) if target is None else target
+                    outputs = concept_outputs_with_grad(clf, k, x, attn, dense=dense, features=features)
+                target = int(outputs.values()[0]) if target is None else target
                 pad = clf.tokenizer.pad_token_id
                 x0 = embedding(torch.full_like(ids, pad if pad is not None else 0)).detach()
                 special = (enc.piece_word < 0).to(device).view(1, -1, 1)
                 x0 = torch.where(special, x, x0)
                 alphas = ((torch.arange(steps, device=device, dtype=x.dtype) + 0.5) / steps).view(-1, 1, 1)
                 path = (x0 + alphas * (x - x0)).requires_grad_(True)  # (steps, T, E)
-                path_logits = concept_logits_with_grad(clf, k, path, attn.expand(steps, -1), dense=dense)
+                path_logits = concept_outputs_with_grad(clf, k, path, attn.expand(steps, -1), dense=dense).logits
                 (grad,) = torch.autograd.grad(path_logits[:, target].sum(), path)
                 pieces = ((x - x0)[0] * grad.mean(0)).sum(-1)
             else:
                 x.requires_grad_(True)
-                logits = concept_logits_with_grad(clf, k, x, attn, dense=dense, features=features)
-                target = int(model.logits_of(k, logits[0]).argmax()) if target is None else target
-                (grad,) = torch.autograd.grad(logits[0, target], x)
+                outputs = concept_outputs_with_grad(clf, k, x, attn, dense=dense, features=features)
+                target = int(outputs.values()[0]) if target is None else target
+                (grad,) = torch.autograd.grad(outputs.logits[0, target], x)
                 pieces = grad[0].norm(dim=-1) if method == "grad" else (grad[0] * x[0]).sum(-1)
     finally:
         model.train(was_training)
     scores = _to_words(pieces.detach().float().cpu(), enc.piece_word, len(enc.spans))
-    return scores, logits.detach().float().cpu()
+    return scores, outputs.cpu_float()
 
 
 # ---------------------------------------------------------------- subnetworks
@@ -378,20 +379,21 @@ def explain(
             s, ok = token_scores(clf, enc, k, None, method, steps=steps, features=True)
             outputs.append(ok)
             scores.append(s)
-        logits, features = model.split_outputs(outputs)
+        logits = [o.logits for o in outputs]
+        features = tuple(o.features for o in outputs) if model.head.has_features else ()
     activations = torch.sigmoid(torch.cat(logits, dim=1))
     with torch.inference_mode(), model.evaluating():
-        parts = model.logit_parts(activations.to(clf.device), tuple(f.to(clf.device) for f in features))
+        parts = model.head.logit_parts(activations.to(clf.device), tuple(f.to(clf.device) for f in features))
     probs = clf.read_label(activations, features)[0].softmax(-1)
-    y = int(parts["label"][0])
+    y = int(parts.label[0])
     spans = enc.spans
     word_texts = enc.texts(text)
     concepts = []
     for k, (name, values) in enumerate(zip(schema.concepts, schema.concept_values)):
-        cols = model.concept_slice(k)
+        cols = model.head.concept_slice(k)
         a = activations[0, cols]
         with torch.inference_mode(), model.evaluating():
-            per_value = model.value_terms(k, a.to(clf.device), features[k][0].to(clf.device) if features else None, y)
+            per_value = model.head.value_terms(k, a.to(clf.device), features[k][0].to(clf.device) if features else None, y)
         p = logits[k][0].softmax(-1)
         v = int(p.argmax())
         ws = ()
@@ -403,7 +405,7 @@ def explain(
             probability=float(p[v]),
             activation=float(a[v]),
             activations=dict(zip(values, map(float, a))),
-            contribution=float(parts["values"][0, k] + parts["nuance"][0, k]),
+            contribution=float(parts.values[0, k] + parts.nuance[0, k]),
             contributions=dict(zip(values, per_value)),
             words=ws,
         ))
@@ -412,14 +414,14 @@ def explain(
         text=text,
         label=schema.labels[y],
         probabilities=dict(zip(schema.labels, map(float, probs))),
-        bias=float(parts["bias"][0]),
+        bias=float(parts.bias[0]),
         concepts=tuple(concepts),
         method=method,
         truncated=enc.truncated,
         subnetworks=subnetworks(clf, heatmaps) if subnetwork_level else None,
-        side=float(parts["side"][0]) if model.config.residual else None,
-        values_label=schema.labels[int(parts["values_label"][0])],
-        concept_share=float(parts["share"][0]),
+        side=float(parts.side[0]) if model.config.residual else None,
+        values_label=schema.labels[int(parts.values_label[0])],
+        concept_share=float(parts.share[0]),
     )
 
 

@@ -48,6 +48,7 @@ from .data import Split, is_blank
 from .explanations import METHODS, SIGNED, explain, subnetworks
 from .interventions import MAX_RATIO, Guard, check_max_ratio, oracle, undo
 from .metrics import evaluate_predictions
+from .outputs import predicted_values
 
 STATIC = Path(__file__).parent / "static" / "explorer"
 MAX_TEXT = 2000  # characters of one text sent to the explorer
@@ -111,8 +112,8 @@ class Explorer:
         }
         if self._browse is not None:
             logits, info["pending"] = self._browse.current()
-            info["scores"] = evaluate_predictions(self.split, clf.schema, clf.task_logits_from(logits).argmax(-1).numpy(),
-                                                  clf.model.predicted_values(logits))
+            info["scores"] = evaluate_predictions(self.split, clf.schema, clf.task_logits(logits).argmax(-1).numpy(),
+                                                  predicted_values(logits))
         return info
 
     def examples(self, only: str = "all", concept: str | None = None, sort: str = "index", descending: bool = False,
@@ -132,8 +133,8 @@ class Explorer:
         if rows is not None and (len(rows) > MAX_LIMIT or not all(0 <= i < len(split) for i in rows)):
             raise ApiError(400, f"rows: at most {MAX_LIMIT} row numbers in [0, {len(split)})")
         logits, pending = self._browse.current()
-        task = self.clf.task_logits_from(logits).softmax(-1)
-        probs = [self.clf.model.logits_of(k, l).softmax(-1) for k, l in enumerate(logits)]
+        task = self.clf.task_logits(logits).softmax(-1)
+        probs = [o.logits.softmax(-1) for o in logits]
         pred = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)  # (n, K)
         label = task.argmax(-1).numpy()
         ks = [schema.concepts.index(concept)] if concept else list(range(len(schema.concepts)))

@@ -26,16 +26,25 @@ R numbers (in a dense CBM every concept's z is the same, so it is ``W_r z``).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .files import atomic_path
+from .outputs import ConceptOutputs, LogitParts
 
 BOTTLENECKS = ("soft", "hard", "embedding")
 # How far an intervened value's embedding moves toward its training prototype: chosen on CEBaB dev,
 # one wrong concept set true, mean over 3 seeds of the CBM and the SparseCBM
 # (benchmarks/experiments/value_prototypes.py; docs/interventions.md#value-prototypes).
 PROTOTYPE_MIX = 0.5
+PROTOTYPES = "prototypes.safetensors"  # the value prototypes' file in a model folder
 
 
 def check_head(kind: str, bottleneck: str, residual: int, embedding_dim: int, prefix: str = "") -> None:
@@ -57,26 +66,51 @@ def straight_through(a: torch.Tensor) -> torch.Tensor:
     return hard + a - a.detach() if a.requires_grad else hard
 
 
-class LabelHead:
-    """Mixed into :class:`~sparsecbm.model.ConceptBottleneckModel`: the label head's modules
-    (``classifier``; ``embedder`` with an embedding bottleneck; ``side`` and ``side_out``
-    with a residual) and its arithmetic. Needs ``config``, ``concept_sizes`` and
-    ``concept_slice`` from the model."""
+def concept_columns(sizes: tuple[int, ...], k: int) -> slice:
+    """Columns of concept k in (n, sum C_k) logits or activations (C_k = ``sizes[k]``)."""
+    start = sum(sizes[:k])
+    return slice(start, start + sizes[k])
 
-    value_prototypes: torch.Tensor | None = None  # (sum C_k, m): each value's mean embedding, set after training
 
-    def build_head(self, width: int, n_labels: int) -> None:
-        config = self.config
-        sizes = self.concept_sizes
-        self.embedding_dim = config.embedding_dim if config.bottleneck == "embedding" else 0
+class ConceptProjector(nn.Linear):
+    """p_psi: pooled text z (n, E) -> every concept's logits, one block of C_k columns per
+    concept (:func:`concept_columns`); :meth:`concept` gives concept k's block alone."""
+
+    def __init__(self, width: int, sizes: tuple[int, ...]) -> None:
+        super().__init__(width, sum(sizes))
+        self.sizes = tuple(sizes)
+
+    def concept(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        """Concept k's logits (n, C_k) from z."""
+        cols = concept_columns(self.sizes, k)
+        return F.linear(z, self.weight[cols], self.bias[cols])
+
+
+class LabelHead(nn.Module):
+    """g_phi: concept activations and features -> task logits, as a sum of visible parts. Its
+    modules: ``linear`` (phi and the bias), ``embedder`` with an embedding bottleneck, ``side``
+    and ``side_out`` with a side channel; its state besides: ``value_prototypes`` (fitted
+    after training, saved as ``prototypes.safetensors`` beside the weights)."""
+
+    def __init__(self, width: int, sizes: tuple[int, ...], n_labels: int, bottleneck: str = "soft",
+                 residual: int = 0, embedding_dim: int = 16) -> None:
+        super().__init__()
+        check_head("cbm", bottleneck, residual, embedding_dim)
+        self.sizes, self.bottleneck, self.residual = tuple(sizes), bottleneck, residual
+        self.embedding_dim = embedding_dim if bottleneck == "embedding" else 0
         inputs = len(sizes) * self.embedding_dim if self.embedding_dim else sum(sizes)
-        self.classifier = nn.Linear(inputs, n_labels)  # g_phi
+        self.linear = nn.Linear(inputs, n_labels)  # phi
         if self.embedding_dim:
             self.embedder = nn.Linear(width, sum(sizes) * self.embedding_dim)
-        if config.residual:
-            self.side = nn.Linear(width, config.residual)
-            self.side_out = nn.Linear(config.residual, n_labels, bias=False)
-        self.feature_sizes = tuple(c * self.embedding_dim + config.residual for c in sizes)
+        if residual:
+            self.side = nn.Linear(width, residual)
+            self.side_out = nn.Linear(residual, n_labels, bias=False)
+        self.feature_sizes = tuple(c * self.embedding_dim + residual for c in sizes)
+        self.value_prototypes: torch.Tensor | None = None  # (sum C_k, m): each value's mean embedding
+
+    def concept_slice(self, k: int) -> slice:
+        """Columns of concept k in the (n, sum C_k) activations."""
+        return concept_columns(self.sizes, k)
 
     @property
     def has_features(self) -> bool:
@@ -84,12 +118,12 @@ class LabelHead:
 
     def head_features(self, z: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, ...]:
         """Each concept's features (n, F_k) read from z (n, E), or concept k's alone (a 1-tuple)."""
-        ks = range(len(self.concept_sizes)) if k is None else [k]
+        ks = range(len(self.sizes)) if k is None else [k]
         if not self.has_features:
             return tuple(z.new_zeros(len(z), 0) for _ in ks)
         m = self.embedding_dim
         emb = self.embedder(z) if m else None
-        side = self.side(z) if self.config.residual else None
+        side = self.side(z) if self.residual else None
         out = []
         for j in ks:
             parts = []
@@ -102,8 +136,8 @@ class LabelHead:
         return tuple(out)
 
     def concept_input(self, k: int, a_k: torch.Tensor, f_k: torch.Tensor | None) -> torch.Tensor:
-        """What the classifier reads of concept k: (n, C_k) values or (n, m) mixed embedding."""
-        if self.config.bottleneck == "hard":
+        """What ``linear`` reads of concept k: (n, C_k) values or (n, m) mixed embedding."""
+        if self.bottleneck == "hard":
             return straight_through(a_k) if self.training else F.one_hot(a_k.argmax(-1), a_k.shape[-1]).to(a_k.dtype)
         if not self.embedding_dim:
             return a_k
@@ -121,7 +155,7 @@ class LabelHead:
             return features
         m, out = self.embedding_dim, []
         for k, f_k in enumerate(features):
-            size = self.concept_sizes[k]
+            size = self.sizes[k]
             changed = activations[:, self.concept_slice(k)].argmax(-1).to(f_k.device) != values[:, k].to(f_k.device)
             chosen_k = changed if chosen is None else changed & chosen[:, k].to(f_k.device)
             e = f_k[:, : size * m].reshape(len(f_k), size, m)
@@ -134,8 +168,8 @@ class LabelHead:
             out.append(torch.cat([moved.reshape(len(f_k), -1), f_k[:, size * m:]], dim=1))
         return tuple(out)
 
-    def classifier_columns(self, k: int) -> slice:
-        """Concept k's columns of the classifier's weight."""
+    def linear_columns(self, k: int) -> slice:
+        """Concept k's columns of ``linear``'s weight."""
         if self.embedding_dim:
             return slice(k * self.embedding_dim, (k + 1) * self.embedding_dim)
         return self.concept_slice(k)
@@ -143,7 +177,7 @@ class LabelHead:
     def concept_term(self, k: int, activations_k: torch.Tensor, features_k: torch.Tensor | None = None) -> torch.Tensor:
         """Concept k's additive share of the task logits, ``phi_k . input_k``: (n, C_y)."""
         x = self.concept_input(k, activations_k, features_k)
-        return x @ self.classifier.weight[:, self.classifier_columns(k)].T
+        return x @ self.linear.weight[:, self.linear_columns(k)].T
 
     def value_terms(self, k: int, a_k: torch.Tensor, f_k: torch.Tensor | None, y: int) -> list[float]:
         """One text's concept k term of label y's logit, value by value (their sum is the term):
@@ -151,7 +185,7 @@ class LabelHead:
         value's part is the term with the other values' activations at 0; a hard head's term
         is its predicted value's."""
         f = None if f_k is None else f_k[None]
-        if self.config.bottleneck == "hard":
+        if self.bottleneck == "hard":
             term = float(self.concept_term(k, a_k[None], f)[0, y])
             return [term if v == int(a_k.argmax()) else 0.0 for v in range(len(a_k))]
         rows = torch.eye(len(a_k), device=a_k.device) * a_k[None]  # one value's activation per row
@@ -159,14 +193,14 @@ class LabelHead:
 
     def concept_terms(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
         """Every concept's share of the task logits, (n, K, C_y)."""
-        features = features or (None,) * len(self.concept_sizes)
+        features = features or (None,) * len(self.sizes)
         return torch.stack([self.concept_term(k, activations[:, self.concept_slice(k)], features[k])
-                            for k in range(len(self.concept_sizes))], dim=1)
+                            for k in range(len(self.sizes))], dim=1)
 
     def side_term(self, features: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
         """The side channel's share of the task logits (n, C_y), from the mean of every
         concept's side numbers; None without a side channel."""
-        r = self.config.residual
+        r = self.residual
         return self.side_out(torch.stack([f[:, -r:] for f in features]).mean(0)) if r else None
 
     def read_label(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = (),
@@ -175,31 +209,26 @@ class LabelHead:
         what the concepts alone give."""
         if self.has_features and not features:
             raise ValueError("this label head reads per-concept features; pass the model's features too")
-        if self.config.bottleneck == "soft":
-            logits = self.classifier(activations)  # one product (today's model, bit for bit)
+        if self.bottleneck == "soft":
+            logits = self.linear(activations)  # one product (today's model, bit for bit)
         else:
-            logits = self.concept_terms(activations, features).sum(1) + self.classifier.bias
+            logits = self.concept_terms(activations, features).sum(1) + self.linear.bias
         term = self.side_term(features) if side else None
         return logits if term is None else logits + term
 
     def hard_values(self, activations: torch.Tensor) -> torch.Tensor:
         """Each concept's predicted value as 0/1 activations (n, sum C_k)."""
         return torch.cat([F.one_hot(activations[:, self.concept_slice(k)].argmax(-1), size).to(activations.dtype)
-                          for k, size in enumerate(self.concept_sizes)], dim=1)
+                          for k, size in enumerate(self.sizes)], dim=1)
 
     def values_only(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
         """Task logits from the predicted concept *values* alone: each concept at its predicted
         value as 0/1 (with an embedding head, that value's embedding), no side channel."""
         return self.read_label(self.hard_values(activations), features, side=False)
 
-    def logit_parts(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = ()) -> dict[str, torch.Tensor]:
-        """The winning label's logit per text, taken apart, float32 on the CPU (each (n,) unless
-        noted): ``values`` (n, K), each concept's term at its predicted value as 0/1 (with an
-        embedding head, that value's embedding); ``nuance`` (n, K), the rest of each concept's
-        term; ``side``, the side channel; ``bias``; ``label``, the winner; ``values_label``,
-        the label the concept values alone give (no nuance, no side channel); and ``share``,
-        ``sum_k |values_k| / (sum_k |values_k| + sum_k |nuance_k| + |side| + |bias|)``."""
-        dtype = self.classifier.weight.dtype
+    def logit_parts(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = ()) -> LogitParts:
+        """The winning label's logit per text, taken apart (:class:`~sparsecbm.outputs.LogitParts`)."""
+        dtype = self.linear.weight.dtype
         a, f = activations.to(dtype), tuple(x.to(dtype) for x in features)
         y = self.read_label(a, f).argmax(-1)
         rows = torch.arange(len(y))
@@ -208,27 +237,71 @@ class LabelHead:
         values = self.concept_terms(hard, f)[rows, :, y]
         side = self.side_term(f)
         side = side[rows, y] if side is not None else torch.zeros_like(y, dtype=a.dtype)
-        bias = self.classifier.bias[y]
+        bias = self.linear.bias[y]
         value = values.abs().sum(1)
         share = value / (value + (terms - values).abs().sum(1) + side.abs() + bias.abs()).clamp_min(1e-12)
-        parts = {"values": values, "nuance": terms - values, "side": side, "bias": bias, "label": y,
-                 "values_label": self.read_label(hard, f, side=False).argmax(-1), "share": share}
-        return {k: v.detach().cpu() if k.endswith("label") else v.detach().float().cpu() for k, v in parts.items()}
+        numbers = lambda x: x.detach().float().cpu()  # noqa: E731
+        return LogitParts(values=numbers(values), nuance=numbers(terms - values), side=numbers(side),
+                          bias=numbers(bias), label=y.detach().cpu(),
+                          values_label=self.read_label(hard, f, side=False).argmax(-1).detach().cpu(),
+                          share=numbers(share))
 
-    def logits_of(self, k: int, outputs_k: torch.Tensor) -> torch.Tensor:
-        """Concept k's logits (..., C_k) from its outputs (logits first, then features)."""
-        return outputs_k[..., : self.concept_sizes[k]]
+    def concept_share(self, k: int, outputs: ConceptOutputs) -> torch.Tensor:
+        """Concept k's own share of the task logits plus the bias (n, C_y), from its outputs
+        alone: its term, its 1/K of the side channel, and the bias."""
+        r = self.residual
+        features = outputs.features if self.feature_sizes[k] else None
+        task = self.concept_term(k, torch.sigmoid(outputs.logits), features) + self.linear.bias
+        return task + self.side_out(features[:, -r:]) / len(self.sizes) if r else task
 
-    def predicted_values(self, outputs) -> "np.ndarray":
-        """Each text's predicted value index per concept, (n, K), from per-concept outputs."""
-        return np.stack([self.logits_of(k, o).argmax(-1).numpy() for k, o in enumerate(outputs)], axis=1)
+    def task_logits(self, outputs: Sequence[ConceptOutputs]) -> torch.Tensor:
+        """Task logits (..., C_y) from every concept's outputs (one text's or n texts')."""
+        activations = torch.sigmoid(torch.cat([o.logits for o in outputs], dim=-1))
+        features = tuple(o.features for o in outputs) if self.has_features else ()
+        if activations.dim() == 1:
+            return self.read_label(activations[None], tuple(f[None] for f in features))[0]
+        return self.read_label(activations, features)
 
-    def join_outputs(self, logits, features=()) -> list[torch.Tensor]:
-        """Per-concept outputs (n, C_k + F_k) from logits and features (``CBMOutput``)."""
-        return [torch.cat([l, features[k]], dim=-1) if features else l for k, l in enumerate(logits)]
+    def fit_prototypes(self, features: tuple[torch.Tensor, ...], truth: np.ndarray) -> torch.Tensor | None:
+        """Set (and return) an embedding head's value prototypes, (sum C_k, m): per concept
+        value, the mean of its embedding over the texts (``features``, one text per row)
+        whose true value (``truth``, (n, K) indices) it is, over every text when none has it.
+        None for other heads."""
+        if not self.embedding_dim:
+            return None
+        m, rows = self.embedding_dim, []
+        for k, f_k in enumerate(features):
+            size = self.sizes[k]
+            e = f_k[:, : size * m].reshape(len(f_k), size, m).float()
+            values = torch.as_tensor(truth[:, k])
+            rows += [e[values == v, v].mean(0) if (values == v).any() else e[:, v].mean(0) for v in range(size)]
+        self.value_prototypes = torch.stack(rows)
+        return self.value_prototypes
 
-    def split_outputs(self, outputs) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...]]:
-        """Per-concept outputs (n, C_k + F_k) -> (logits, features)."""
-        logits = [o[..., :c] for o, c in zip(outputs, self.concept_sizes)]
-        features = tuple(o[..., c:] for o, c in zip(outputs, self.concept_sizes)) if self.has_features else ()
-        return logits, features
+    def save_prototypes(self, folder: str | os.PathLike) -> None:
+        """Write (or, without them, remove) ``prototypes.safetensors`` in a model folder."""
+        target = Path(folder) / PROTOTYPES
+        if self.value_prototypes is None:
+            target.unlink(missing_ok=True)
+            return
+        with atomic_path(target) as tmp:
+            save_file({"value_prototypes": self.value_prototypes.detach().float().cpu().contiguous()}, str(tmp))
+
+    def load_prototypes(self, folder: str | os.PathLike) -> None:
+        """The prototypes saved in a model folder (none when it holds none), checked against this head."""
+        path = Path(folder) / PROTOTYPES
+        if not path.is_file():
+            self.value_prototypes = None
+            return
+        try:
+            prototypes = load_file(str(path))["value_prototypes"]
+        except Exception as e:  # safetensors' own error, or no such tensor
+            raise ValueError(f"{path}: damaged or not a prototypes file ({e})") from None
+        expected = (sum(self.sizes), self.embedding_dim)
+        if not self.embedding_dim or tuple(prototypes.shape) != expected:
+            raise ValueError(f"{path}: prototypes of shape {tuple(prototypes.shape)} do not fit this model's label head "
+                             f"(expected {expected if self.embedding_dim else 'none: it has no embedding head'})")
+        self.value_prototypes = prototypes
+
+    def forward(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+        return self.read_label(activations, features)

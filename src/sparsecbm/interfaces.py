@@ -16,7 +16,8 @@ from transformers import PreTrainedTokenizerBase
 
 from .cache import VersionedCache
 from .data import Schema
-from .model import CBMOutput, ConceptBottleneckModel, ModelConfig
+from .model import ConceptBottleneckModel, ModelConfig
+from .outputs import CBMOutput, ConceptOutputs
 
 
 class ClassifierLike(Protocol):
@@ -43,7 +44,7 @@ class ClassifierLike(Protocol):
     @property
     def mining_gamma(self) -> float: ...
 
-    def task_logits_from(self, concept_logits: list[torch.Tensor]) -> torch.Tensor: ...
+    def task_logits(self, outputs: Sequence[ConceptOutputs]) -> torch.Tensor: ...
 
     def forward_texts(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False,
                       desc: str = "predict") -> CBMOutput: ...

@@ -193,13 +193,12 @@ def load_masks(path: str | os.PathLike) -> Masks:
 
 
 class MaskView(Mapping):
-    """``model.masks`` of a :class:`~sparsecbm.model.ConceptBottleneckModel`: concept ->
-    :class:`ConceptMasks`, backed by the model's buffers."""
+    """``model.masks`` (a :class:`~sparsecbm.encoder.SubnetworkEncoder`'s): concept ->
+    :class:`ConceptMasks`, backed by the encoder's buffers."""
 
-    def __init__(self, model) -> None:
-        self._model = model
-        self._per = {c: ConceptMasks(model, c, store)
-                     for c, store in zip(model.config.schema.concepts, model.concept_masks)}
+    def __init__(self, encoder) -> None:
+        self._model = encoder
+        self._per = {c: ConceptMasks(encoder, c, store) for c, store in zip(encoder.concepts, encoder.concept_masks)}
 
     def __getitem__(self, concept: str) -> "ConceptMasks":
         return self._per[concept]

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backbones import load_backbone
-from ..model import masked_mean
+from ..encoder import masked_mean
 
 
 class SentenceEncoder:

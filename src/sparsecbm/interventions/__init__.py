@@ -35,8 +35,7 @@ rolls it back when that concept's or the task's accuracy there drops.
 The package, one job a module: ``results`` (what a correction did, a kept
 edit), ``ranking`` (the rules, the auto ladder, flipping bits), ``gradients``
 (gradients and curvature through a subnetwork), ``rewire`` (one correction:
-``correct``, ``intervene``), ``oracle``, ``prototypes`` (what an embedding head's intervention
-moves toward), ``log`` (undo, save, load),
+``correct``, ``intervene``), ``oracle``, ``log`` (undo, save, load),
 ``split_logits`` (every concept's logits on a set of texts, kept until a
 subnetwork changes), ``guard`` (texts an edit must not hurt), ``protocols``
 (the per-example and persistent protocols over a split) and ``curves`` (task
@@ -48,13 +47,12 @@ from .gradients import concept_k_outputs, curvature, saliency, tokenize
 from .guard import CAUTION, Guard, check_caution, check_tolerance
 from .log import LOG_JSON, LOG_TENSORS, load_log, save_log, undo
 from .oracle import oracle, oracle_labels
-from .prototypes import PROTOTYPES, fit_value_prototypes, load_prototypes, save_prototypes
 from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, check_max_ratio, check_ratio, flip, rank, revert
 from .results import CorrectionResult, Edit, InterventionResult
 from .split_logits import SplitLogits
 
 __all__ = [
-    "AUTO", "CAUTION", "LOG_JSON", "LOG_TENSORS", "MAX_RATIO", "PROTOTYPES", "SELECTIONS", "CorrectionResult", "Edit", "Guard", "SplitLogits",
-    "InterventionResult", "auto_ladder", "fit_value_prototypes", "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "concept_k_outputs", "correct", "curvature", "flip", "intervene",
-    "load_log", "load_prototypes", "oracle", "oracle_labels", "rank", "revert", "saliency", "save_log", "save_prototypes", "tokenize", "undo",
+    "AUTO", "CAUTION", "LOG_JSON", "LOG_TENSORS", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "Guard", "SplitLogits",
+    "InterventionResult", "auto_ladder", "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "concept_k_outputs", "correct", "curvature", "flip", "intervene",
+    "load_log", "oracle", "oracle_labels", "rank", "revert", "saliency", "save_log", "tokenize", "undo",
 ]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..data import Split
+from ..outputs import ConceptOutputs
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
@@ -42,7 +43,7 @@ def true_activations(clf: Classifier, split: Split, values: str = "onehot",
     model = clf.model
     out = torch.zeros(len(split), sum(model.concept_sizes))
     for k in range(len(clf.schema.concepts)):
-        cols = model.concept_slice(k)
+        cols = model.head.concept_slice(k)
         truth = torch.as_tensor(split.concepts[:, k])
         onehot = torch.nn.functional.one_hot(truth, cols.stop - cols.start).float()
         if values == "onehot":
@@ -77,7 +78,7 @@ def curve(clf: Classifier, split: Split, out, true: torch.Tensor, certainty: tor
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
     model, n_concepts = clf.model, len(clf.schema.concepts)
-    cols = [model.concept_slice(k) for k in range(n_concepts)]
+    cols = [model.head.concept_slice(k) for k in range(n_concepts)]
     labels = np.asarray(split.labels)
     predicted, truth = out.activations, torch.as_tensor(split.concepts)
 
@@ -85,7 +86,7 @@ def curve(clf: Classifier, split: Split, out, true: torch.Tensor, certainty: tor
         a = predicted.clone()
         for k, c in enumerate(cols):
             a[:, c] = torch.where(chosen[:, k:k + 1], true[:, c], predicted[:, c])
-        return _accuracy(clf, a, model.true_features(out.features, truth, predicted, chosen), labels)
+        return _accuracy(clf, a, model.head.true_features(out.features, truth, predicted, chosen), labels)
 
     points = []
     for j in range(n_concepts + 1):
@@ -108,7 +109,7 @@ def single_fixes(clf: Classifier, split: Split, out) -> dict[str, Any]:
     """Each (text, wrong concept) pair set right alone (0/1 true value), the rest as
     predicted: how many labels that fixes and how many it breaks."""
     labels = np.asarray(split.labels)
-    pred = np.stack([l.argmax(-1).numpy() for l in out.concept_logits], axis=1)
+    pred = out.predicted_values()
     right = clf.read_label(out.activations, out.features).argmax(-1).numpy() == labels
     fixed = broken = pairs = 0
     for k in range(len(clf.schema.concepts)):
@@ -116,11 +117,11 @@ def single_fixes(clf: Classifier, split: Split, out) -> dict[str, Any]:
         if not len(rows):
             continue
         a = out.activations[rows].clone()
-        cols = clf.model.concept_slice(k)
+        cols = clf.model.head.concept_slice(k)
         a[:, cols] = torch.nn.functional.one_hot(torch.as_tensor(split.concepts[rows, k]), cols.stop - cols.start).float()
         chosen = torch.zeros(len(rows), len(clf.schema.concepts), dtype=torch.bool)
         chosen[:, k] = True
-        features = clf.model.true_features(tuple(f[rows] for f in out.features), torch.as_tensor(split.concepts[rows]),
+        features = clf.model.head.true_features(tuple(f[rows] for f in out.features), torch.as_tensor(split.concepts[rows]),
                                            out.activations[rows], chosen)
         now = _accuracy(clf, a, features, labels[rows])
         fixed += int((now & ~right[rows]).sum())
@@ -129,31 +130,31 @@ def single_fixes(clf: Classifier, split: Split, out) -> dict[str, Any]:
     return {"pairs": pairs, "fixed": fixed, "broken": broken, "net": (fixed - broken) / max(1, pairs)}
 
 
-def swap_curve(clf: Classifier, split: Split, before: list[torch.Tensor], after: list[torch.Tensor]) -> list[float]:
-    """Task accuracy when j = 0..K concepts' outputs (``model.concept_outputs``, (n, C_k + F_k)
-    each) come from ``after`` instead of ``before``, the mean over every set of j concepts.
+def swap_curve(clf: Classifier, split: Split, before: list[ConceptOutputs], after: list[ConceptOutputs]) -> list[float]:
+    """Task accuracy when j = 0..K concepts' outputs (``model.concept_outputs``)
+    come from ``after`` instead of ``before``, the mean over every set of j concepts.
     With ``after`` the outputs once each wrong concept was rewired alone, this is the
     rewiring curve: concept k's edit moves only concept k's outputs, so rewiring a set of
     concepts is exactly their outputs swapped in."""
     labels, n_concepts = np.asarray(split.labels), len(before)
     points = []
     for j in range(n_concepts + 1):
-        accs = [np.mean(clf.task_logits_from([after[k] if k in subset else before[k] for k in range(n_concepts)])
+        accs = [np.mean(clf.task_logits([after[k] if k in subset else before[k] for k in range(n_concepts)])
                         .argmax(-1).numpy() == labels) for subset in itertools.combinations(range(n_concepts), j)]
         points.append(float(np.mean(accs)))
     return points
 
 
-def swap_fixes(clf: Classifier, split: Split, before: list[torch.Tensor], after: list[torch.Tensor],
+def swap_fixes(clf: Classifier, split: Split, before: list[ConceptOutputs], after: list[ConceptOutputs],
                wrong: np.ndarray) -> dict[str, Any]:
     """Over every (text, wrong concept) pair (``wrong``: (n, K) bool), the labels fixed and
     broken when that concept alone takes its ``after`` outputs (as :func:`single_fixes`)."""
     labels = np.asarray(split.labels)
-    right = clf.task_logits_from(before).argmax(-1).numpy() == labels
+    right = clf.task_logits(before).argmax(-1).numpy() == labels
     fixed = broken = 0
     for k in range(len(before)):
         rows = wrong[:, k]
-        now = clf.task_logits_from([after[j] if j == k else before[j] for j in range(len(before))]).argmax(-1).numpy() == labels
+        now = clf.task_logits([after[j] if j == k else before[j] for j in range(len(before))]).argmax(-1).numpy() == labels
         fixed += int((now & ~right & rows).sum())
         broken += int((~now & right & rows).sum())
     pairs = int(wrong.sum())
@@ -191,17 +192,17 @@ def intervention_curves(clf: Classifier, split: Split, train_split: Split | None
 def hard_concepts_accuracy(clf: Classifier, split: Split, out) -> float:
     """Task accuracy of the label head fed the predicted concept values as 0/1 (no nuance;
     the side channel, if any, as usual)."""
-    return float(_accuracy(clf, clf.model.hard_values(out.activations), out.features, np.asarray(split.labels)).mean())
+    return float(_accuracy(clf, clf.model.head.hard_values(out.activations), out.features, np.asarray(split.labels)).mean())
 
 
 def concept_share(clf: Classifier, out) -> float:
     """The mean, over texts, of the share of the winning label's logit carried by the
     named concept *values* (what a pathway shows), rather than by the activations'
-    nuance around them, the side channel or the bias (``model.logit_parts``):
+    nuance around them, the side channel or the bias (``model.head.logit_parts``):
     ``sum_k |value_k| / (sum_k |value_k| + sum_k |nuance_k| + |side| + |b_y|)``."""
     with torch.inference_mode():
-        parts = clf.model.logit_parts(out.activations.to(clf.device), tuple(f.to(clf.device) for f in out.features))
-    return float(parts["share"].mean())
+        parts = clf.model.head.logit_parts(out.activations.to(clf.device), tuple(f.to(clf.device) for f in out.features))
+    return float(parts.share.mean())
 
 
 def plot_curves(result: dict[str, Any], path) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..outputs import ConceptOutputs
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
@@ -25,17 +26,13 @@ def tokenize(clf: Classifier, texts: Sequence[str]) -> list[tuple[slice, dict[st
     return chunks
 
 
-def tokenize_one(clf: Classifier, text: str) -> list[tuple[slice, dict[str, torch.Tensor]]]:
-    """One text, tokenized as the model reads it (one chunk)."""
-    return tokenize(clf, [text])
-
-
-def concept_k_outputs(clf: Classifier, batches: list[tuple[slice, dict]], k: int) -> torch.Tensor:
-    """Concept k's outputs on tokenized texts, through its current mask, on the CPU: its
-    logits (n, C_k), then the label head's features of concept k (``model.concept_outputs``)."""
+def concept_k_outputs(clf: Classifier, batches: list[tuple[slice, dict]], k: int) -> ConceptOutputs:
+    """Concept k's outputs on tokenized texts, through its current mask, float32 on the CPU
+    (``model.concept_outputs``)."""
     model = clf.model
     with model.evaluating(), torch.inference_mode():
-        return torch.cat([model.concept_outputs(b["input_ids"], b["attention_mask"], k).float().cpu() for _, b in batches])
+        return ConceptOutputs.cat([model.concept_outputs(b["input_ids"], b["attention_mask"], k).cpu_float()
+                                   for _, b in batches])
 
 
 def _gradients(
@@ -55,7 +52,7 @@ def _gradients(
 
 def _masked_leaves(clf: Classifier, k: int) -> dict[str, torch.Tensor]:
     concept = clf.schema.concepts[k]
-    return {n: w.detach().requires_grad_(True) for n, w in clf.model.masked_weights(concept, trainable=False).items()}
+    return {n: w.detach().requires_grad_(True) for n, w in clf.model.encoder.masked_weights(concept, trainable=False).items()}
 
 
 def _flat_times_theta(clf: Classifier, names, tensors, out: np.ndarray, square: bool = False) -> np.ndarray:

@@ -29,6 +29,7 @@ import torch
 
 from ..data import Split
 from ..cache import VersionedCache
+from ..outputs import ConceptOutputs
 from ..settings import setting
 from .gradients import concept_k_outputs, curvature, tokenize
 from .split_logits import SplitLogits
@@ -82,8 +83,8 @@ class Guard:
         """The guard's texts tokenized for ``clf``, shortest first (made once)."""
         return self._logits.batches(clf)
 
-    def concept_logits(self, clf) -> list[torch.Tensor]:
-        """Every concept's outputs on the guard, (n, C_k + F_k) each (``model.concept_outputs``) (kept until a subnetwork changes)."""
+    def concept_logits(self, clf) -> list[ConceptOutputs]:
+        """Every concept's outputs on the guard (kept until a subnetwork changes)."""
         return self._logits.all(clf)
 
     def penalty(self, clf, k: int) -> np.ndarray | None:
@@ -99,9 +100,9 @@ class Guard:
             self._penalty[k] = np.multiply(cost, np.float32(self.caution), out=cost)
         return self._penalty[k]
 
-    def logged_logits(self, clf, k: int) -> tuple[list[str], torch.Tensor] | None:
+    def logged_logits(self, clf, k: int) -> tuple[list[str], torch.Tensor, ConceptOutputs] | None:
         """The texts of the model's logged corrections of concept k, their corrected
-        value indices and concept k's logits on them now (cached), or None."""
+        value indices and concept k's outputs on them now (cached), or None."""
         concept = clf.schema.concepts[k]
         texts, values = [], []
         for e in clf.interventions:
@@ -114,20 +115,20 @@ class Guard:
                                   lambda: concept_k_outputs(clf, tokenize(clf, texts), k), tuple(texts))
         return texts, torch.tensor(values), logits
 
-    def restore(self, clf, k: int, logits: torch.Tensor, logged=None) -> None:
+    def restore(self, clf, k: int, logits: ConceptOutputs, logged=None) -> None:
         """After a bit-exact rollback: concept k's logits are ``logits`` (and, on the
         logged corrections, ``logged``) again, with no pass needed."""
         self._logits.put(clf, k, logits)
         if logged is not None:
             self._logged.put(k, SplitLogits.depends_on(clf, k), logged[2], tuple(logged[0]))
 
-    def scores(self, clf, logits: list[torch.Tensor], k: int) -> tuple[float, float]:
-        """(concept k accuracy, task accuracy) on the guard from these concept logits."""
-        concept = float(np.mean(clf.model.logits_of(k, logits[k]).argmax(-1).numpy() == self.split.concepts[:, k]))
-        task = float(np.mean(clf.task_logits_from(logits).argmax(-1).numpy() == self.split.labels))
+    def scores(self, clf, outputs: list[ConceptOutputs], k: int) -> tuple[float, float]:
+        """(concept k accuracy, task accuracy) on the guard from every concept's outputs."""
+        concept = float(np.mean(outputs[k].values().numpy() == self.split.concepts[:, k]))
+        task = float(np.mean(clf.task_logits(outputs).argmax(-1).numpy() == self.split.labels))
         return concept, task
 
-    def judge(self, clf, k: int, before: list[torch.Tensor], logged=None) -> dict[str, Any]:
+    def judge(self, clf, k: int, before: list[ConceptOutputs], logged=None) -> dict[str, Any]:
         """The verdict on the edit now in concept k's mask, against the logits ``before``
         it (and ``logged``, :meth:`logged_logits` before it)."""
         after = list(before)
@@ -143,11 +144,11 @@ class Guard:
         undone = 0
         if logged is not None:
             _, values, logits = logged
-            now = clf.model.logits_of(k, self.logged_logits(clf, k)[2]).argmax(-1)
-            undone = int(((clf.model.logits_of(k, logits).argmax(-1) == values) & (now != values)).sum())
+            now = self.logged_logits(clf, k)[2].values()
+            undone = int(((logits.values() == values) & (now != values)).sum())
             if undone:
                 reasons.append(f"it would undo {undone} earlier correction(s) of {clf.schema.concepts[k]}")
-        changed = int((clf.model.logits_of(k, after[k]).argmax(-1) != clf.model.logits_of(k, before[k]).argmax(-1)).sum())
+        changed = int((after[k].values() != before[k].values()).sum())
         return {"accepted": not reasons, "corrections_undone": undone, "caution": self.caution, "reason": "; ".join(reasons) or "no drop beyond the tolerances",
                 "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1],
                 "predictions_changed": changed, "tolerance": self.tolerance, "task_tolerance": self.task_tolerance}

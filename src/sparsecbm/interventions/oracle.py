@@ -36,10 +36,10 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
     for i, corr in enumerate(corrections):
         for concept, value in corr.items():
             k = schema.concepts.index(concept)
-            cols = clf.model.concept_slice(k)
+            cols = clf.model.head.concept_slice(k)
             chosen[i, k], values[i, k] = True, schema.concept_values[k].index(value)
             a[i, cols] = torch.nn.functional.one_hot(values[i, k], cols.stop - cols.start).to(a.dtype)
-    features = clf.model.true_features(tuple(features), values, activations, chosen)
+    features = clf.model.head.true_features(tuple(features), values, activations, chosen)
     probs = clf.read_label(a, features).softmax(-1)
     return [{"label": schema.labels[int(p.argmax())], "probabilities": dict(zip(schema.labels, map(float, p)))}
             for p in probs]

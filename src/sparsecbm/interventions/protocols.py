@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..data import Split
 from ..masks import Masks, kept, sparsity
 from ..metrics import evaluate_predictions
-from ..model import CBMOutput
+from ..outputs import CBMOutput, ConceptOutputs, predicted_values
 from .rewire import edit, intervene
 from .gradients import tokenize
 from .guard import Guard
@@ -34,19 +34,15 @@ if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
 
 
-def predicted_values(concept_logits: list[torch.Tensor]) -> np.ndarray:
-    return np.stack([l.argmax(-1).numpy() for l in concept_logits], axis=1)  # (n, K)
-
-
-def split_scores(clf: Classifier, split: Split, concept_outputs: list[torch.Tensor]) -> dict[str, float]:
-    """Summary scores of the predictions that these concept outputs (n, C_k + F_k) give."""
-    task = clf.task_logits_from(concept_outputs).argmax(-1).numpy()
-    return edit_summary(evaluate_predictions(split, clf.schema, task, clf.model.predicted_values(concept_outputs)))
+def split_scores(clf: Classifier, split: Split, outputs: list[ConceptOutputs]) -> dict[str, float]:
+    """Summary scores of the predictions that every concept's outputs give."""
+    task = clf.task_logits(outputs).argmax(-1).numpy()
+    return edit_summary(evaluate_predictions(split, clf.schema, task, predicted_values(outputs)))
 
 
 def output_scores(clf: Classifier, split: Split, out: CBMOutput) -> dict[str, float]:
     """:func:`split_scores` of a forward pass's outputs."""
-    return split_scores(clf, split, clf.model.join_outputs(out.concept_logits, out.features))
+    return split_scores(clf, split, out.per_concept())
 
 
 def edit_summary(result: dict[str, Any]) -> dict[str, float]:
@@ -80,8 +76,8 @@ def per_example(
     clf.require_masks("to rewire")
     schema = clf.schema
     out = out if out is not None else clf.forward_texts(split.texts, progress=progress, desc="predict")
-    logits = clf.model.join_outputs([l.clone() for l in out.concept_logits], out.features)
-    pred = clf.model.predicted_values(logits)
+    logits = [o.clone() for o in out.per_concept()]
+    pred = predicted_values(logits)
     wrong = pred != split.concepts  # (n, K)
     corrections = [{schema.concepts[k]: schema.concept_values[k][split.concepts[i, k]] for k in np.flatnonzero(wrong[i])}
                    for i in range(len(split))]
@@ -109,7 +105,7 @@ def per_example(
                 new[k][i] = after[0]
                 bits = 2 * sum(int(d.size) for d in drops)
                 bits_all.append(bits)
-                if int(clf.model.logits_of(k, after[0]).argmax()) == int(value):
+                if int(after.values()[0]) == int(value):
                     bits_per_fix.append(bits)
         result["SI"][_ratio_key(ratio)] = {
             **split_scores(clf, split, new), "ratio": ratio,
@@ -148,7 +144,7 @@ def persistent(
     eval_before = clf.evaluate(eval_split, progress=progress)
     out = clf.forward_texts(edit_split.texts, progress=progress, desc="predict")
     edit_before = output_scores(clf, edit_split, out)
-    wrong = predicted_values(list(out.concept_logits)) != edit_split.concepts
+    wrong = out.predicted_values() != edit_split.concepts
     corrected = []  # (row, k) fixed at the time of its kept edit
     outcomes: dict[str, int] = {}
     bits_kept, seconds = [], []
@@ -169,7 +165,7 @@ def persistent(
                 if r.fixed:
                     corrected.append((int(i), int(k)))
     final = clf.forward_texts(edit_split.texts, progress=progress, desc="re-check")
-    final_pred = predicted_values(list(final.concept_logits))
+    final_pred = final.predicted_values()
     still = sum(int(final_pred[i, k] == edit_split.concepts[i, k]) for i, k in corrected)
     right_at_end = int(np.count_nonzero(final_pred[wrong] == edit_split.concepts[wrong]))
     edit_after = output_scores(clf, edit_split, final)

@@ -93,7 +93,7 @@ def flip(model, concept: str, drop, grow, undo: bool = False) -> dict[str, dict[
     counts = {}
     for (name, _, _), d, g in zip(offsets, _split(drop, offsets), _split(grow, offsets)):
         if d.size or g.size:
-            model.update_mask(concept, name, clear=g if undo else d, set_=d if undo else g)
+            model.encoder.update_mask(concept, name, clear=g if undo else d, set_=d if undo else g)
             counts[name] = {"dropped": int(d.size), "grown": int(g.size)}
     return counts
 

@@ -13,7 +13,7 @@ import torch
 Plan = tuple[list[np.ndarray], list[np.ndarray]]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Edit:
     """One persisted mask edit: which bits of which concept flipped, and why."""
 
@@ -58,7 +58,7 @@ class Edit:
         return cls(**d, drop=drop, grow=grow)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CorrectionResult:
     """What one correction (of one or several texts, one concept) did."""
 
@@ -90,7 +90,7 @@ class CorrectionResult:
         return {**_public(self), "n": self.n, "bits_flipped": self.bits_flipped}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InterventionResult:
     """What correcting one concept on one text did."""
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.batching import check_texts
+from ..outputs import ConceptOutputs
 from .gradients import concept_k_outputs, saliency, tokenize
 from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, check_max_ratio, check_ratio, count_flips, edit_buffers, flip, rank, revert
 from .results import CorrectionResult, Edit, InterventionResult, Plan
@@ -23,14 +24,14 @@ def _n_bits(total: int, ratio: float) -> int:
 
 
 def edit(
-    clf: Classifier, k: int, batches: list[tuple[slice, dict]], logits: torch.Tensor, values: torch.Tensor,
+    clf: Classifier, k: int, batches: list[tuple[slice, dict]], logits: ConceptOutputs, values: torch.Tensor,
     labels: torch.Tensor | None, *, ratio: float | str, selection: str, steps: int, max_ratio: float = MAX_RATIO,
     seed: int = 0, penalty: np.ndarray | None = None,
-) -> tuple[list[np.ndarray], list[np.ndarray], torch.Tensor]:
+) -> tuple[list[np.ndarray], list[np.ndarray], ConceptOutputs]:
     """Run up to ``steps`` drop/grow steps on concept k's mask (left edited), stopping
-    once every text predicts its ``values`` (n,); ``logits`` (n, C_k) are concept k's
-    logits before the edit, which the caller already has. Returns per-step drops
-    and grows (sorted flat indices) and the concept's logits afterwards.
+    once every text predicts its ``values`` (n,); ``logits`` are concept k's
+    outputs before the edit, which the caller already has. Returns per-step drops
+    and grows (sorted flat indices) and the concept's outputs afterwards.
     ``penalty``: per-bit cost of a flip elsewhere, see :func:`rank`."""
     concept = clf.schema.concepts[k]
     masks_k = clf.model.masks[concept]
@@ -40,7 +41,7 @@ def edit(
     grows: list[np.ndarray] = []
     try:
         for step in range(steps):
-            if n_max == 0 or bool((clf.model.logits_of(k, logits).argmax(-1) == values).all()):
+            if n_max == 0 or bool((logits.values() == values).all()):
                 break  # nothing to flip, or nothing left to fix: no gradient, no step
             scores = saliency(clf, k, batches, values, labels, selection=selection, out=edit_buffers(clf, masks_k)[0])
             drop, grow = rank(clf, masks_k, scores, n_max, selection, seed + step, penalty)
@@ -63,7 +64,7 @@ def edit(
 def search(
     clf: Classifier, k: int, batches: list[tuple[slice, dict]], values: torch.Tensor, drop: np.ndarray,
     grow: np.ndarray, total: int,
-) -> tuple[int, torch.Tensor]:
+) -> tuple[int, ConceptOutputs]:
     """Flip growing prefixes of the rankings along the auto ladder; stop at the first
     that fixes every text. Leaves the best prefix flipped (every text fixed, else
     the most fixed, then the lowest concept loss) and returns its size and logits."""
@@ -74,8 +75,8 @@ def search(
             flip(model, concept, drop[done:n], grow[done:n])  # the rankings nest: flip only what is new
             done = n
             logits = concept_k_outputs(clf, batches, k)
-            fixed = int((model.logits_of(k, logits).argmax(-1) == values).sum())
-            loss = float(F.cross_entropy(model.logits_of(k, logits), values, reduction="sum"))
+            fixed = int((logits.values() == values).sum())
+            loss = float(F.cross_entropy(logits.logits, values, reduction="sum"))
             if best is None or (fixed, -loss) > (best[1], -best[2]):
                 best = (n, fixed, loss, logits)
             if fixed == len(values):
@@ -125,10 +126,10 @@ def _check(
     return k, v, y
 
 
-def _describe(clf: Classifier, k: int, concept_logits: list[torch.Tensor]) -> list[dict[str, Any]]:
-    p = clf.model.logits_of(k, concept_logits[k]).softmax(-1)  # (n, C_k)
+def _describe(clf: Classifier, k: int, outputs: list[ConceptOutputs]) -> list[dict[str, Any]]:
+    p = outputs[k].logits.softmax(-1)  # (n, C_k)
     v = p.argmax(-1)
-    label = clf.task_logits_from(concept_logits).argmax(-1)
+    label = clf.task_logits(outputs).argmax(-1)
     schema = clf.schema
     return [{"value": schema.concept_values[k][int(v[i])], "probability": float(p[i, v[i]]),
              "label": schema.labels[int(label[i])]} for i in range(len(p))]
@@ -160,7 +161,7 @@ def correct(
     keeps the edit and logs it as one entry of ``clf.interventions`` (undo with
     :func:`undo`); otherwise the mask is restored. An edit that fixes none of
     the texts is rolled back unless ``keep_unfixed``. A ``guard``
-    (:class:`~sparsecbm.guard.Guard`) shapes and judges the edit: with the
+    (:class:`~sparsecbm.interventions.Guard`) shapes and judges the edit: with the
     taylor rule each bit's gain must exceed its second-order cost on the guard's
     texts (``guard.caution``), and the edit is kept only if the guard's
     accuracies hold and no earlier logged correction of the concept is undone;
@@ -216,10 +217,13 @@ def correct(
     per_layer = count_flips(clf.model.masks[concept], drop_all, grow_all)
     sizes = [int(d.size) for d in drops]
     if keep:
-        clf.interventions.append(Edit(concept, values, texts, labels, ratio, selection, len(drops), sizes, time.time(),
-                                      per_layer, verdict, torch.from_numpy(drop_all), torch.from_numpy(grow_all)))
-    return CorrectionResult(concept, values, before, after, fixed, selection, ratio, len(drops), sizes, per_layer,
-                            keep, outcome, verdict, plan=(drops, grows))
+        clf.interventions.append(Edit(
+            concept=concept, values=values, texts=texts, labels=labels, ratio=ratio, selection=selection,
+            steps=len(drops), step_sizes=sizes, time=time.time(), per_layer=per_layer, guard=verdict,
+            drop=torch.from_numpy(drop_all), grow=torch.from_numpy(grow_all)))
+    return CorrectionResult(concept=concept, values=values, before=before, after=after, fixed=fixed,
+                            selection=selection, ratio=ratio, steps=len(drops), step_sizes=sizes, per_layer=per_layer,
+                            persisted=keep, outcome=outcome, guard=verdict, plan=(drops, grows))
 
 
 def intervene(
@@ -238,5 +242,6 @@ def intervene(
     when known, adds the task term to the loss that ranks the weights."""
     (text,) = check_texts([text])
     r = correct(clf, [text], concept, [value], None if label is None else [label], **kwargs)
-    return InterventionResult(concept, value, r.before[0], r.after[0], r.fixed[0], r.selection, r.steps, r.n,
-                              r.per_layer, r.persisted, r.outcome, r.guard, plan=r.plan)
+    return InterventionResult(concept=concept, value=value, before=r.before[0], after=r.after[0], fixed=r.fixed[0],
+                              selection=r.selection, steps=r.steps, n=r.n, per_layer=r.per_layer,
+                              persisted=r.persisted, outcome=r.outcome, guard=r.guard, plan=r.plan)

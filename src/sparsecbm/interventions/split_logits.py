@@ -1,4 +1,4 @@
-"""Every concept's outputs (logits, then label-head features) on a fixed set of texts, kept until that concept's
+"""Every concept's outputs (``ConceptOutputs``: logits and label-head features) on a fixed set of texts, kept until that concept's
 subnetwork changes: what the guard judges an edit by, and what the explorer
 browses."""
 
@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..cache import VersionedCache, same, stamp
+from ..outputs import ConceptOutputs
 from .gradients import concept_k_outputs, tokenize
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class SplitLogits:
-    """Concept k's outputs (n, C_k + F_k) on ``texts``, recomputed only when concept k's masks or
+    """Concept k's outputs (:class:`~sparsecbm.outputs.ConceptOutputs`) on ``texts``, recomputed only when concept k's masks or
     the model's weights change. The texts run shortest first, so that a chunk pads to
     texts of its own length; the rows come back in the given order."""
 
@@ -43,15 +44,15 @@ class SplitLogits:
         """What concept k's logits depend on that an edit can change: its masks and the weights."""
         return [*clf.model.masks[clf.schema.concepts[k]].values(), *clf.model.parameters()]
 
-    def concept(self, clf: Classifier, k: int) -> torch.Tensor:
+    def concept(self, clf: Classifier, k: int) -> ConceptOutputs:
         return self._cache.get(k, self.depends_on(clf, k),
                                lambda: concept_k_outputs(clf, self.batches(clf), k)[self._order])
 
-    def all(self, clf: Classifier) -> list[torch.Tensor]:
-        """Every concept's logits, (n, C_k) each."""
+    def all(self, clf: Classifier) -> list[ConceptOutputs]:
+        """Every concept's outputs."""
         return [self.concept(clf, k) for k in range(len(clf.schema.concepts))]
 
-    def kept(self, clf: Classifier, k: int) -> tuple[torch.Tensor | None, bool]:
+    def kept(self, clf: Classifier, k: int) -> tuple[ConceptOutputs | None, bool]:
         """(concept k's outputs as last computed, or None; whether they are those of the model now)."""
         return self._cache.peek(k, self.depends_on(clf, k))
 
@@ -72,8 +73,8 @@ class SplitLogits:
             parts.append(concept_k_outputs(clf, [chunk], k))
             yield
         if same(start, stamp(self.depends_on(clf, k))):
-            self.put(clf, k, torch.cat(parts)[self._order])
+            self.put(clf, k, ConceptOutputs.cat(parts)[self._order])
 
-    def put(self, clf: Classifier, k: int, logits: torch.Tensor) -> None:
-        """Concept k's logits are ``logits`` for the model as it is now (after a bit-exact rollback)."""
-        self._cache.put(k, self.depends_on(clf, k), logits)
+    def put(self, clf: Classifier, k: int, outputs: ConceptOutputs) -> None:
+        """Concept k's outputs are ``outputs`` for the model as it is now (after a bit-exact rollback)."""
+        self._cache.put(k, self.depends_on(clf, k), outputs)

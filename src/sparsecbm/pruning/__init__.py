@@ -121,7 +121,7 @@ def prune_step(clf: Classifier, split: Split, config: PruneConfig, sparsity: flo
         current = [model.masks[concept][n] for n in names]
         scores = score(clf, k, split, config, gamma, seed + k, progress)
         new = select(scores, current, sparsity, config.scope)
-        model.set_masks(concept, dict(zip(names, new)))
+        model.encoder.set_masks(concept, dict(zip(names, new)))
 
 
 def mining_gamma(setting: float | None, training_gamma: float) -> float:

@@ -26,6 +26,7 @@ from ..files import atomic_path, write_json
 
 FOLDER = "resume"
 FORMAT = "sparsecbm-resume"
+FORMAT_VERSION = 2  # 1: the model's state_dict keys before 0.2.0 (CHANGELOG.md); not resumable now
 
 
 @dataclass
@@ -73,7 +74,7 @@ def save(out: Path, point: ResumePoint) -> None:
     folder = out / FOLDER
     tensors: dict[str, torch.Tensor] = {}
     meta = {
-        "format": FORMAT, "phase": point.phase, "done": point.done, "best_record": point.best_record,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "phase": point.phase, "done": point.done, "best_record": point.best_record,
         "history": point.history, "seconds": point.seconds, "run": point.run,
         "optimizer": _split(point.optimizer, "optimizer", tensors),
         "scheduler": _split(point.scheduler, "scheduler", tensors),
@@ -109,6 +110,9 @@ def load(out: Path) -> ResumePoint:
         tensors = load_file(str(folder / meta["tensors"]))
     except Exception as e:  # JSON, safetensors' own error, a missing file or key
         raise ValueError(f"{folder}: damaged resume point ({type(e).__name__}: {e})") from None
+    if meta.get("format_version", 1) != FORMAT_VERSION:
+        raise ValueError(f"{folder}: a resume point of another sparsecbm version (format {meta.get('format_version', 1)}, "
+                         f"this one reads {FORMAT_VERSION}); start the run again without --resume")
     model = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("model/")}
     best = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("best/")} if meta["has_best"] else None
     return ResumePoint(

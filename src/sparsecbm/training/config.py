@@ -9,7 +9,8 @@ from typing import Any
 
 from ..backbones import DEFAULT_BACKBONE
 from ..heads import BOTTLENECKS, check_head
-from ..model import MODEL_KINDS, POOLINGS
+from ..encoder import POOLINGS
+from ..model import MODEL_KINDS
 from ..pruning import mining_gamma
 from ..settings import setting
 

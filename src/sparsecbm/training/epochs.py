@@ -14,7 +14,8 @@ from transformers import get_linear_schedule_with_warmup
 from . import checkpoint
 from ..data.batching import iter_batches
 from ..classifier import Classifier
-from ..model import CBMOutput, ConceptBottleneckModel, joint_loss
+from ..model import ConceptBottleneckModel, joint_loss
+from ..outputs import CBMOutput
 from .config import TrainConfig
 from .run import Run, autocast, dev_score
 
@@ -84,7 +85,7 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
                 out = model.intervened(out, torch.from_numpy(chosen).to(device), concepts[idx].to(device))
             if config.side_dropout and model.config.residual:  # these texts' labels from the concepts alone
                 dropped = draws[-1] < config.side_dropout
-                side = model.side_term(out.features) * torch.from_numpy(dropped).to(device)[:, None]
+                side = model.head.side_term(out.features) * torch.from_numpy(dropped).to(device)[:, None]
                 out = CBMOutput(task_logits=out.task_logits - side, concept_logits=out.concept_logits,
                                 activations=out.activations, features=out.features)
             loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma,
@@ -197,7 +198,7 @@ def _fit_head(clf: Classifier, train_split, dev_split, run: Run, phase: str) -> 
         else:
             train_a = torch.cat([torch.eye(len(v))[train_split.concepts[:, k]]
                                  for k, v in enumerate(model.config.schema.concept_values)], dim=1)
-    head = model.classifier
+    head = model.head.linear
     head.reset_parameters()
     device = head.weight.device
     optimizer = torch.optim.AdamW(head.parameters(), lr=config.head_lr, weight_decay=0.0)
@@ -239,7 +240,7 @@ def _forward(clf: Classifier, texts: list[str], run: Run, desc: str) -> CBMOutpu
     logits = procs.gather_rows(torch.cat(out.concept_logits, dim=1), n)
     features = ()
     if out.features:
-        features = torch.split(procs.gather_rows(torch.cat(out.features, dim=1), n), clf.model.feature_sizes, dim=1)
+        features = torch.split(procs.gather_rows(torch.cat(out.features, dim=1), n), clf.model.head.feature_sizes, dim=1)
     return CBMOutput(task_logits=task, concept_logits=torch.split(logits, clf.model.concept_sizes, dim=1),
                      activations=torch.sigmoid(logits), features=features)
 

@@ -12,9 +12,8 @@ import torch
 from . import checkpoint
 from ..backbones import load_backbone
 from ..classifier import Classifier, load
-from ..data import Dataset
+from ..data import Dataset, Split
 from ..files import sole_training_run
-from ..interventions import fit_value_prototypes, save_prototypes
 from ..model import ConceptBottleneckModel, ModelConfig, check_concepts
 from ..masks import sparsity
 from ..parallel import processes
@@ -154,10 +153,19 @@ def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, ini
     return run.finish(_with_prototypes(clf, train_split, out, run))
 
 
-def _with_prototypes(clf: Classifier, train_split, out: Path | None, run: Run) -> Classifier:
+def fit_value_prototypes(clf: Classifier, split: Split, *, progress: bool = False) -> torch.Tensor | None:
+    """Set (and return) an embedding head's value prototypes from ``split`` (the training
+    split; ``LabelHead.fit_prototypes``). None for other heads."""
+    if not clf.config.has_concepts or not clf.model.head.embedding_dim:
+        return None
+    out = clf.forward_texts(split.texts, progress=progress, desc="value prototypes")
+    return clf.model.head.fit_prototypes(out.features, split.concepts)
+
+
+def _with_prototypes(clf: Classifier, train_split: Split, out: Path | None, run: Run) -> Classifier:
     """An embedding head's value prototypes from the training texts, saved beside the best weights."""
     if fit_value_prototypes(clf, train_split, progress=run.progress) is not None and out is not None:
-        save_prototypes(clf, out)
+        clf.model.head.save_prototypes(out)
     return clf
 
 
@@ -175,7 +183,7 @@ def _sparse_from_dense(dense: Classifier, dataset: Dataset, device: torch.device
     """A SparseCBM sharing the dense CBM's weights, every mask full."""
     config = replace(dense.config, kind="sparsecbm")
     model = ConceptBottleneckModel(dense.model.backbone, config)
-    for name, child in dense.model.named_children():  # projector and the label head's modules
-        if name != "backbone":
+    for name, child in dense.model.named_children():  # the projector and the label head
+        if name != "encoder":
             getattr(model, name).load_state_dict(child.state_dict())
     return Classifier(model.to(device), dense.tokenizer, max_length=dense.max_length, data_spec=dataset.spec)
