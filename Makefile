@@ -12,7 +12,7 @@ RUN_ARGS ?=
 EXPLAIN_TEXT ?= The pasta was cold and bland, but our waiter was lovely and the room was quiet.
 data_dir_flag = $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: install run test chromium smollm2 mpnet clean
+.PHONY: install run test lint chromium smollm2 mpnet clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ run: install
 	$(BIN)/sparsecbm evaluate $(RUN_DIR) $(data_dir_flag) --split test --json $(RUN_DIR)/test_scores.json --pathway
 	$(BIN)/sparsecbm explain $(RUN_DIR) "$(EXPLAIN_TEXT)" --html $(RUN_DIR)/explanation.html --png $(RUN_DIR)/pathway.png
 
-test: install chromium
+test: install chromium lint
 	$(BIN)/python -m pytest -q
+
+# Lint (pyflakes' checks, import order, style) and dead imports; `make test` runs it first.
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pyflakes src tests benchmarks
 
 # The explorer's browser test drives Debian's Chromium (Playwright cannot fetch its own offline);
 # a new machine may have empty package lists, hence the apt-get update when the first try fails.

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import machine, sole_writer, stored_runs, table_head
+from benchmarks.harness import machine, sole_writer, stored_runs, table_head, write_results
 from sparsecbm.annotation import annotate, read_concept_file
 from sparsecbm.annotation.annotators import score_with
 from sparsecbm.annotation.calibration import calibrate
 from sparsecbm.data import load_dataset
-from sparsecbm.files import write_json, write_text
+from sparsecbm.files import write_text
 
 CONCEPTS = "examples/cebab-concepts.toml"
 TIMED = 1000
@@ -99,7 +99,8 @@ def _pct(values: list[float]) -> str:
 
 def markdown(results: dict) -> str:
     lines = table_head(
-        "CEBaB test (all 1,685 reviews unless the annotator says), agreement with the human concept labels in % (unknown counts as a value): "
+        "CEBaB test (all 1,685 reviews unless the annotator says), agreement with the human concept labels in % "
+        "(unknown counts as a value): "
         "per concept, then the mean. Calibrated rows: N labelled dev rows drawn at random, the mean over draws "
         "(+- std of the mean agreement). As `annotate` does, each concept keeps whichever of the zero-label rule, "
         "the feature classifier and the clause-polarity classifier agrees best with the N rows (the classifiers "
@@ -148,7 +149,7 @@ def main() -> None:
             if key in results and not args.redo:
                 continue
             results[key] = measure(annotator, args.labelled_rows, args.draws, args.rows)
-            write_json(path, {"runs": results})
+            write_results(path, {"runs": results})
             write_text(path.with_suffix(".md"), markdown(results))
     print(markdown(results))
 

@@ -20,8 +20,8 @@ import numpy as np
 import sparsecbm
 from benchmarks.harness import machine, run_one, settings_by_seed, table_head
 from sparsecbm.data import dataset_from_spec
-from sparsecbm.interventions import fit_value_prototypes, save_prototypes
 from sparsecbm.interventions.curves import intervention_curves
+from sparsecbm.training import fit_value_prototypes
 
 RUNS = Path("runs/bottlenecks")
 SETTINGS = {
@@ -69,7 +69,7 @@ def remeasure(setting: str, seed: int, record: dict) -> dict:
     data = dataset_from_spec(clf.data_spec)
     if clf.model.head.embedding_dim and clf.model.head.value_prototypes is None:
         fit_value_prototypes(clf, data["train"], progress=True)
-        save_prototypes(clf, RUNS / _name(setting, seed))
+        clf.model.head.save_prototypes(RUNS / _name(setting, seed))
     start = time.perf_counter()
     curves = intervention_curves(clf, data["test"], progress=True)
     curves["seconds"] = round(time.perf_counter() - start, 1)

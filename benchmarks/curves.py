@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import sparsecbm
-from benchmarks.harness import machine
+from benchmarks.harness import machine, write_results
 from sparsecbm.data import dataset_from_spec
-from sparsecbm.files import write_json
 from sparsecbm.interventions.curves import intervention_curves, plot_curves
 
 
@@ -37,7 +36,7 @@ def main() -> None:
         result.update(model=model, kind=clf.config.kind, seconds=round(time.perf_counter() - start, 1),
                       machine=machine(),
                       command=f"python -m benchmarks.curves --models {model} --split {args.split}")
-        write_json(out / f"{name}.json", result)
+        write_results(out / f"{name}.json", result)
         plot_curves(result, out / f"{name}.png")
         print(f"{model} ({clf.config.kind}): " + "; ".join(
             f"{k} " + " ".join(f"{100 * p:.1f}" for p in v) for k, v in result["curves"].items())

@@ -38,10 +38,10 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 import sparsecbm
-from benchmarks.harness import command_line, machine
+from benchmarks.harness import command_line, machine, write_results
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.explanations import METHODS, explain, token_scores, words
-from sparsecbm.files import write_json, write_text
+from sparsecbm.files import write_text
 
 FRACTION = 0.2
 
@@ -203,7 +203,7 @@ def main() -> None:
             variants["dense CBM it was pruned from"] = (sparsecbm.load(dense_dir), False)
         result["specificity_method"] = args.specificity_method
         result["specificity"] = specificity(variants, texts, args.specificity_method)
-    write_json(out / "explanations.json", result)
+    write_results(out / "explanations.json", result)
     write_text(out / "explanations.md", markdown(result))
     print((out / "explanations.md").read_text())
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from benchmarks.harness import machine
-from sparsecbm.files import write_json, write_text
+from benchmarks.harness import machine, write_results
+from sparsecbm.files import write_text
 from sparsecbm.pruning.fisher import BlockFisher, obs_scores, to_blocks
 
 SHAPES = [(384, 384)] * 4 + [(1536, 384), (384, 1536)]  # one MiniLM layer
@@ -156,19 +156,21 @@ def main() -> None:
         "chunk": CHUNK, "float32_matmul_gflops": peak_gemm, "float64_matmul_gflops": peak_dgemm, "runs": rows,
     }
     out = Path(args.out)
-    write_json(out / "fisher_speed.json", summary)
+    write_results(out / "fisher_speed.json", summary)
     lines = [
         f"Block Fisher inverse on one MiniLM layer ({n_weights:,} weights, B = {B}, damp = {DAMP}); {where}.",
         f"matmul (2048^3) on this machine: float32 {peak_gemm:.0f} GFLOP/s, float64 {peak_dgemm:.0f} GFLOP/s.",
         "",
-        "| m | woodbury s | batched s (Gram + inversion) | speedup | batched GFLOP/s (Gram's) | peak MB batched / woodbury | formula MB | max rel. score diff | top-25% agreement |",
+        "| m | woodbury s | batched s (Gram + inversion) | speedup | batched GFLOP/s (Gram's) "
+        "| peak MB batched / woodbury | formula MB | max rel. score diff | top-25% agreement |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['m']} | {r['woodbury']['seconds']:.1f} | {r['batched']['seconds']:.2f} "
             f"({r['batched']['gram_seconds']:.2f} + {r['batched']['inversion_seconds']:.2f}) | {r['speedup']:.1f}x "
-            f"| {r['batched_gflops']:.0f} ({r['gram_gflops']:.0f}) | {r['batched']['peak_mb_above_start']:.0f} / {r['woodbury']['peak_mb_above_start']:.0f} "
+            f"| {r['batched_gflops']:.0f} ({r['gram_gflops']:.0f}) "
+            f"| {r['batched']['peak_mb_above_start']:.0f} / {r['woodbury']['peak_mb_above_start']:.0f} "
             f"| {r['formula_mb']:.0f} | {r['max_relative_score_difference']:.1e} | {100 * r['top_quarter_agreement']:.2f}% |"
         )
     write_text(out / "fisher_speed.md", "\n".join(lines) + "\n")

@@ -15,7 +15,8 @@ import csv
 from pathlib import Path
 
 import sparsecbm
-from sparsecbm.files import write_json, write_text
+from benchmarks.harness import write_results
+from sparsecbm.files import write_text
 
 SHORT = {"Negative": "-", "Positive": "+", "unknown": "?"}
 
@@ -53,7 +54,7 @@ def main() -> None:
                  + " (concept cells: true / predicted; + Positive, - Negative, ? unknown).")
     text = "\n".join(lines) + "\n"
     write_text(Path(args.out + ".md"), text)
-    write_json(Path(args.out + ".json"), {"model": args.model, "summary": summary, "reviews": records,
+    write_results(Path(args.out + ".json"), {"model": args.model, "summary": summary, "reviews": records,
                                          "command": f"python -m benchmarks.handwritten --model {args.model}"})
     print(text)
 

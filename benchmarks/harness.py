@@ -72,7 +72,7 @@ def run_missing(out: Path, name: str, planned: dict, markdown, again: dict | Non
                 results[key] = again[key](results[key])
             else:
                 results[key] = run()
-            write_json(path, {"runs": results})
+            write_results(path, {"runs": results})
             write_text(out / f"{name}.md", markdown(results))
     print(markdown(results))
     return results
@@ -116,6 +116,37 @@ def machine() -> str:
     import torch  # here, not at the top: a driver that only starts CLI children never loads torch
 
     return f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def provenance() -> dict:
+    """What every results file records of the sitting that wrote it: the command that reruns
+    it, the commit (``+dirty`` with uncommitted changes), the package versions and the machine."""
+    import transformers
+
+    import sparsecbm
+
+    main = sys.modules.get("__main__")
+    module = getattr(getattr(main, "__spec__", None), "name", None)
+    command = shlex.join(["python", "-m", module, *sys.argv[1:]] if module else [sys.executable, *sys.argv])
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    import torch
+
+    return {"command": command, "commit": commit, "machine": machine(),
+            "versions": {"python": platform.python_version(), "sparsecbm": sparsecbm.__version__,
+                         "torch": torch.__version__, "transformers": transformers.__version__}}
+
+
+def write_results(path: Path, data: dict) -> None:
+    """Write a results file (atomically), with the :func:`provenance` of this sitting."""
+    write_json(path, {**data, "provenance": provenance()})
 
 
 def table_head(intro: str, columns: list[str]) -> list[str]:

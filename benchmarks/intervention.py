@@ -32,14 +32,13 @@ import numpy as np
 import torch
 
 import sparsecbm
-from benchmarks.harness import command_line, machine
-from sparsecbm.interventions import protocols
+from benchmarks.harness import command_line, machine, write_results
 from sparsecbm.data import Split, dataset_from_spec
-from sparsecbm.files import write_json, write_text
-from sparsecbm.interventions import CAUTION, Guard
-from sparsecbm.interventions import concept_k_outputs, intervene, saliency, tokenize
-from sparsecbm.interventions.ranking import edit_buffers
+from sparsecbm.files import write_text
+from sparsecbm.interventions import CAUTION, Guard, intervene, protocols
+from sparsecbm.interventions.gradients import concept_k_outputs, saliency, tokenize
 from sparsecbm.interventions.protocols import edit_summary, output_scores, split_scores
+from sparsecbm.interventions.ranking import edit_buffers
 from sparsecbm.outputs import predicted_values
 
 RULES = [("taylor", 1e-4), ("taylor", 1e-3), ("taylor", 1e-2), ("taylor", "auto"),
@@ -109,7 +108,7 @@ def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: 
     wrong = predicted_values(logits) != split.concepts
     tuner = FineTuner(clf, part, max_steps, lr)
     original = tuner.state()
-    new = [l.clone() for l in logits]
+    new = [o.clone() for o in logits]
     fixed = 0
     for i in np.flatnonzero(wrong.any(1)):
         batches = tokenize(clf, [split.texts[i]])
@@ -306,7 +305,7 @@ def main() -> None:
     result["commands"] = {**result.get("commands", {}), **{part: command for part in parts}}
 
     def save() -> None:
-        write_json(path, result)
+        write_results(path, result)
         write_text(out_dir / "intervention.md", markdown(result))
 
     def todo(section: str, name: str) -> bool:

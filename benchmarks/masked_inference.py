@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import machine
+from benchmarks.harness import machine, write_results
 from sparsecbm.backbones import load_backbone
 from sparsecbm.data import load_dataset
-from sparsecbm.files import write_json, write_text
+from sparsecbm.files import write_text
 from sparsecbm.model import ConceptBottleneckModel, ModelConfig
 
 
@@ -78,7 +78,7 @@ def main() -> None:
         "masked_weights_cached": True, "subnetworks_batched": False,
     }
     out = Path(args.out)
-    write_json(out / "masked_inference.json", result)
+    write_results(out / "masked_inference.json", result)
     text = (
         f"Per-example forward (batch 1, {len(texts)} CEBaB test texts x 3 rounds, median), {result['machine']}:\n\n"
         f"| dense CBM | SparseCBM (K = {K}) | SparseCBM / dense | SparseCBM / (K x dense) |\n|---|---|---|---|\n"

@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.harness import write_results
 from sparsecbm.classifier import load
-from sparsecbm.files import write_json, write_text
+from sparsecbm.files import write_text
 from sparsecbm.masks import jaccard
 
 SUBSET = ["--data", "cebab", "--max-train", "480", "--max-eval", "300", "--epochs", "1"]
@@ -89,10 +90,10 @@ def main() -> None:
             key = f"{name}-{n}"
             if key not in runs:
                 runs[key] = run(name, n, run_args, runs_dir / key)
-                write_json(path, results)
+                write_results(path, results)
     one, many = (load(runs_dir / f"sparse-{n}") for n in (1, args.processes))
     results["mask_jaccard"] = {c: round(jaccard(one.model.masks[c], many.model.masks[c]), 6) for c in one.model.masks}
-    write_json(path, results)
+    write_results(path, results)
     lines = [f"{results['machine']}; 1 process with all cores vs {args.processes} processes "
              "(`accelerate launch`, gloo), CEBaB subset: " + " ".join(SUBSET), "",
              f"| run, phase | 1 process (s) | {args.processes} processes (s) | speed-up |", "|---|---|---|---|"]

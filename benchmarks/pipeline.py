@@ -23,10 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import run_one
-
+from benchmarks.harness import run_one, write_results
 from sparsecbm.classifier import load
-from sparsecbm.files import write_json, write_text
+from sparsecbm.files import write_text
 from sparsecbm.masks import summary
 
 
@@ -52,7 +51,7 @@ def main() -> None:
         "jaccard": masks["jaccard"],
     })
     out = Path(args.out)
-    write_json(out / "pipeline.json", result)
+    write_results(out / "pipeline.json", result)
     t = result["test"]
     lines = [
         f"`{result['commands'][0]}` on 2 CPU cores:",
@@ -108,7 +107,7 @@ def profile(extra: list[str], model_dir: Path, out: Path) -> None:
     command = "python -m benchmarks.pipeline --profile" + (f" -- {' '.join(extra)}" if extra else "")
     result = {"command": command,
               "train_argv": argv, "profiled_wall_seconds": round(wall, 1), "phases": rows}
-    write_json(out / "pipeline_profile.json", result)
+    write_results(out / "pipeline_profile.json", result)
     lines = [f"`{result['command']}` (cProfile; 2 CPU cores): {wall / 60:.1f} min profiled.", "",
              "| phase | function | calls | seconds | share of the run |", "|---|---|---|---|---|"]
     for r in rows:

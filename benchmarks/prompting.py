@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
-from benchmarks.harness import machine, sole_writer, stored_runs
+from benchmarks.harness import machine, sole_writer, stored_runs, write_results
 from sparsecbm.annotation import read_concept_file
 from sparsecbm.annotation.decoder import YesNoDecoder
 from sparsecbm.data import load_dataset
-from sparsecbm.files import write_json, write_text
+from sparsecbm.files import write_text
 
 CONCEPT_FILES = {"cebab": "examples/cebab-concepts.toml", "imdbc": "examples/imdbc-concepts.toml"}
 TASK_QUESTIONS = {
@@ -100,7 +100,7 @@ def main() -> None:
                 continue
             decoder = decoder or YesNoDecoder()
             results[name] = measure(name, args.rows, decoder)
-            write_json(path, {"runs": results})
+            write_results(path, {"runs": results})
             write_text(path.with_suffix(".md"), markdown(results))
     print(markdown(results))
 

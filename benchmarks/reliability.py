@@ -23,8 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]  # the repository: the stress children import sparsecbm from it
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+from benchmarks.harness import write_results
 from sparsecbm import backbones
-from sparsecbm.files import write_json, write_text
+from sparsecbm.files import write_text
 from tests.conftest import CONCEPTS, write_reviews  # the suite's own fixtures (run from the repository root)
 from tests.test_reliability import STRESS, edit_labels, truncate_file  # the suite's own damage
 
@@ -265,7 +266,7 @@ def main() -> None:
                      probes.orphans, probes.killed_train):
             step()
         probes.stress(args.stress_seconds)
-    write_json(Path(args.out) / "reliability.json", {"command": "python -m benchmarks.reliability", "probes": probes.rows})
+    write_results(Path(args.out) / "reliability.json", {"command": "python -m benchmarks.reliability", "probes": probes.rows})
     write_text(Path(args.out) / "reliability.md", markdown(probes.rows))
     print(markdown(probes.rows))
     failed = [r["probe"] for r in probes.rows if r["verdict"] != "fixed"]

@@ -33,10 +33,9 @@ import numpy as np
 import uvicorn
 
 import sparsecbm
-from benchmarks.harness import machine
+from benchmarks.harness import machine, write_results
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.explorer import Explorer, create_app
-from sparsecbm.files import write_json
 
 
 def percentiles(xs: list[float]) -> dict[str, float]:
@@ -115,7 +114,7 @@ def main() -> None:
     }
     server.should_exit = True
     result["in_browser"] = keep_undo_in_browser(args.model, args.browse_n, corrections, args.keeps)
-    write_json(Path(args.out), result)
+    write_results(Path(args.out), result)
     print(json.dumps(result, indent=1))
 
     if args.screenshots:

@@ -31,11 +31,11 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
-from benchmarks.harness import run_one, sole_writer, stored_runs
 
-from sparsecbm.cli import configs_from_args, build_parser
+from benchmarks.harness import run_one, sole_writer, stored_runs, write_results
+from sparsecbm.cli import build_parser, configs_from_args
 from sparsecbm.data import load_dataset
-from sparsecbm.files import atomic_path, write_json, write_text
+from sparsecbm.files import atomic_path, write_text
 from sparsecbm.metrics import concept_ceiling
 from sparsecbm.training import SPEED_ONLY, TrainConfig, acting_settings
 
@@ -174,7 +174,7 @@ def adopt(results: dict, planned: dict[str, list[str]], out: Path, runs_dir: Pat
             link.unlink()
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
-        write_json(out / "table2.json", {"runs": results})
+        write_results(out / "table2.json", {"runs": results})
 
 
 def missing_starts(planned: dict[str, list[str]], results: dict, runs_dir: Path) -> dict[str, str]:
@@ -400,7 +400,7 @@ def main() -> None:
                 model_dir.unlink()
             results[name] = run_one(name, run_args, runs_dir)
             results[name]["settings"] = saved_settings(None, model_dir)
-            write_json(json_path, {"runs": results})
+            write_results(json_path, {"runs": results})
             write_text(out / "table2.md", tables(results, ceilings(results), stored_runs(out / "prompting.json")))
             sweep(results, out)
         write_text(out / "table2.md", tables(results, ceilings(results), stored_runs(out / "prompting.json")))

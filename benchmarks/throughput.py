@@ -17,9 +17,9 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.harness import machine
+from benchmarks.harness import machine, write_results
 from sparsecbm import load, load_dataset
-from sparsecbm.files import write_json, write_text
+from sparsecbm.files import write_text
 
 
 def texts_per_second(clf, texts, batch_size: int) -> float:
@@ -54,7 +54,7 @@ def main() -> None:
         "dense_texts_per_s": d, "sparse_texts_per_s": s, "sparse_over_dense": s / d,
         "sparse_time_over_K_dense": d / (K * s), "target_sparse_over_dense": 1 / (1.05 * K),
     }
-    write_json(Path(args.out) / "throughput.json", result)
+    write_results(Path(args.out) / "throughput.json", result)
     text = (f"Batched inference, the whole CEBaB test split ({len(texts)} texts) at batch {args.batch_size}, "
             f"median of {args.rounds} rounds, {result['machine']}:\n\n"
             f"| dense CBM | SparseCBM (K = {K}) | SparseCBM / dense throughput | SparseCBM time / (K x dense) |\n"

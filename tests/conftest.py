@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from starlette.testclient import TestClient
 from transformers import AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaModel
 
-from sparsecbm import backbones
+from sparsecbm import backbones, load, load_dataset
+from sparsecbm.annotation import ConceptFile, read_concept_file
 from sparsecbm.data import find_data_dir
+from sparsecbm.explorer import Explorer, create_app
+
+from .annotation_support import CONCEPT_FILE
+from .explorer_support import LOCAL, running
 
 torch.set_num_threads(2)
 
@@ -19,7 +26,7 @@ VALUES = ("Negative", "Positive", "unknown")
 WORDS = {"Negative": "awful", "Positive": "lovely", "unknown": "some"}
 
 
-def _save_tiny(model, folder: Path) -> Path:
+def save_tiny(model, folder: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(backbones.minilm_dir())
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -33,7 +40,7 @@ def build_tiny_bert(folder: Path) -> Path:
         vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=37, max_position_embeddings=128,
     )
-    return _save_tiny(BertModel(config), folder)
+    return save_tiny(BertModel(config), folder)
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +55,15 @@ def tiny_llama(tmp_path_factory) -> Path:
         vocab_size=30522, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0,
     )
-    return _save_tiny(LlamaModel(config), tmp_path_factory.mktemp("tiny-llama"))
+    return save_tiny(LlamaModel(config), tmp_path_factory.mktemp("tiny-llama"))
+
+
+def table_args(reviews, **extra):
+    args = ["--data", str(reviews["train"]), "--dev", str(reviews["dev"]), "--test", str(reviews["test"]),
+            "--text-column", "text", "--label-column", "stars", "--concept-columns", ",".join(CONCEPTS)]
+    for key, value in extra.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
 
 
 def review(food: str, service: str, price: str) -> str:
@@ -134,3 +149,52 @@ def train_tiny_sparsecbm(out: Path, reviews: dict[str, Path], tiny_bert: Path,
                  "--epochs", "1", "--max-length", "32", "--prune-steps", "1", "--pruner", "magnitude",
                  "--finetune-epochs", "0", *extra]) == 0
     return data, out
+
+
+@pytest.fixture
+def concept_file(tmp_path) -> ConceptFile:
+    path = tmp_path / "concepts.toml"
+    path.write_text(CONCEPT_FILE)
+    return read_concept_file(path)
+
+
+# ---------------------------------------------------------------- the explorer's fixtures
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, reviews, tiny_bert):
+    # The paper's head: on this tiny model it leaves corrections that rewiring can fix
+    # (the default head's tiny model fixes almost none; the real model's rate: docs/interventions.md).
+    _, out = train_tiny_sparsecbm(tmp_path_factory.mktemp("explorer") / "m", reviews, tiny_bert,
+                                  extra=["--bottleneck", "soft", "--intervention-prob", "0"])
+    return out
+
+
+@pytest.fixture
+def model_dir(trained, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(trained, folder)
+    return folder
+
+
+def make_explorer(model_dir: Path, reviews) -> Explorer:
+    clf = load(model_dir)
+    data = load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
+                        label_column="stars", concept_columns=CONCEPTS)
+    return Explorer(clf, data["dev"], "reviews dev", max_ratio=0.3)
+
+
+@pytest.fixture
+def client(model_dir, reviews):
+    explorer = make_explorer(model_dir, reviews)
+    with TestClient(create_app(explorer), base_url=LOCAL) as c:
+        c.explorer = explorer
+        yield c
+
+
+@pytest.fixture
+def server(model_dir, reviews):
+    """The explorer under a real uvicorn server on loopback: (explorer, base URL)."""
+    explorer = make_explorer(model_dir, reviews)
+    with running(create_app(explorer)) as base:
+        yield explorer, base

@@ -1,6 +1,6 @@
 """What the explorer's tests share: a tiny trained SparseCBM, a copy of its folder per
 test, the explorer over its dev split, and the explorer behind a real uvicorn
-server on loopback. Test modules import the fixtures they use from here."""
+server on loopback: the helpers (the fixtures are in conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,46 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-from starlette.testclient import TestClient
-
-from sparsecbm import load, load_dataset
-from sparsecbm.explorer import Explorer, create_app
-
-from .conftest import CONCEPTS, train_tiny_sparsecbm
-
 LOCAL = "http://127.0.0.1:8765"  # the address a TestClient's requests name
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, reviews, tiny_bert):
-    # The paper's head: on this tiny model it leaves corrections that rewiring can fix
-    # (the default head's tiny model fixes almost none; the real model's rate: docs/interventions.md).
-    _, out = train_tiny_sparsecbm(tmp_path_factory.mktemp("explorer") / "m", reviews, tiny_bert,
-                                  extra=["--bottleneck", "soft", "--intervention-prob", "0"])
-    return out
-
-
-@pytest.fixture
-def model_dir(trained, tmp_path):
-    folder = tmp_path / "m"
-    shutil.copytree(trained, folder)
-    return folder
-
-
-def make_explorer(model_dir: Path, reviews) -> Explorer:
-    clf = load(model_dir)
-    data = load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
-                        label_column="stars", concept_columns=CONCEPTS)
-    return Explorer(clf, data["dev"], "reviews dev", max_ratio=0.3)
-
-
-@pytest.fixture
-def client(model_dir, reviews):
-    explorer = make_explorer(model_dir, reviews)
-    with TestClient(create_app(explorer), base_url=LOCAL) as c:
-        c.explorer = explorer
-        yield c
 
 
 def folder_digest(folder: Path) -> dict[str, str]:
@@ -100,14 +61,6 @@ def running(app, port: int | None = None):
     finally:
         srv.should_exit = True
         thread.join(10)
-
-
-@pytest.fixture
-def server(model_dir, reviews):
-    """The explorer under a real uvicorn server on loopback: (explorer, base URL)."""
-    explorer = make_explorer(model_dir, reviews)
-    with running(create_app(explorer)) as base:
-        yield explorer, base
 
 
 def chromium_path() -> str:

@@ -8,68 +8,19 @@ from __future__ import annotations
 
 import csv
 import json
-import zlib
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from sparsecbm.annotation import (ConceptFile, SentenceEncoder, annotate, clauses, read_concept_file,
-                                  read_labelled, score_texts)
+from sparsecbm.annotation import SentenceEncoder, annotate, clauses, read_concept_file, read_labelled, score_texts
 from sparsecbm.annotation.calibration import ClausePolarity, calibrate, fit_calibrator
 from sparsecbm.annotation.concept_file import concept_file_from_dict
 from sparsecbm.annotation.scoring import ConceptScores
 from sparsecbm.cli import main
 from sparsecbm.data import DataError
 
-CONCEPTS = """
-unknown = "not said"
-threshold = 0.3
-
-[food]
-about = ["the food"]
-Positive = ["the food was delicious", "tasty dishes"]
-Negative = ["the food was bland", "cold soggy dishes"]
-
-[service]
-Positive = ["the waiter was friendly", "quick attentive staff"]
-Negative = ["the waiter was rude", "slow careless staff"]
-"""
-
-
-class BagOfWords:
-    """A stand-in sentence encoder: words hashed into 256 dimensions, unit length."""
-
-    def encode(self, texts, *, progress=False, desc=""):
-        out = np.zeros((len(texts), 256), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().replace(".", " ").replace(",", " ").split():
-                if word not in ("the", "was", "and", "a", "but", "we"):
-                    out[i, zlib.crc32(word.encode()) % 256] += 1
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms > 0, norms, 1)
-
-
-@pytest.fixture
-def concept_file(tmp_path) -> ConceptFile:
-    path = tmp_path / "concepts.toml"
-    path.write_text(CONCEPTS)
-    return read_concept_file(path)
-
-
-def write_csv(path, header, rows):
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
-
-
-REVIEWS = [
-    ("The food was delicious, but the waiter was rude.", "5"),
-    ("Bland food. The staff were quick and attentive.", "1"),
-    ("We came for a birthday.", "3"),
-]
+from .annotation_support import CONCEPT_FILE, REVIEWS, BagOfWords, write_csv
 
 
 def test_concept_file_values_put_not_mentioned_last(concept_file):
@@ -164,7 +115,7 @@ def test_the_least_confident_list_names_each_decision_once_with_its_rows(tmp_pat
     assert len(decisions) == len(set(decisions)) == 3
     grouped = [w for w in summary["least_confident"] if len(w["rows"]) > 1]
     assert grouped and all(w["rows"] == sorted(w["rows"]) and w["row"] in w["rows"] for w in grouped)
-    (tmp_path / "c.toml").write_text(CONCEPTS)
+    (tmp_path / "c.toml").write_text(CONCEPT_FILE)
     assert main(["-q", "annotate", str(data), "--concepts", str(tmp_path / "c.toml"), "--annotator", str(tiny_bert)]) == 0
     out = capsys.readouterr().out
     listed = out.split("least confident", 1)[1].splitlines()[1:]
@@ -204,7 +155,7 @@ def test_labelled_rows_are_checked_and_calibrate(tmp_path, concept_file, capsys,
     for name in ("food", "service"):
         assert ann.agreement[name]["calibrated_cross_validated"] >= 0.9
     # The report names each method once, and "using" names one of those.
-    (tmp_path / "c.toml").write_text(CONCEPTS)
+    (tmp_path / "c.toml").write_text(CONCEPT_FILE)
     data = write_csv(tmp_path / "texts.csv", ["text"], [(t,) for t in texts])
     assert main(["-q", "annotate", str(data), "--concepts", str(tmp_path / "c.toml"), "--labelled", str(labelled),
                  "--annotator", str(tiny_bert)]) == 0
@@ -276,7 +227,7 @@ def test_sentence_encoder_rows_are_unit_length_in_input_order(tiny_bert):
 
 def test_cli_annotates_refuses_to_overwrite_and_reports(tmp_path, capsys, tiny_bert):
     concepts = tmp_path / "c.toml"
-    concepts.write_text(CONCEPTS)
+    concepts.write_text(CONCEPT_FILE)
     data = write_csv(tmp_path / "reviews.csv", ["text", "stars"], REVIEWS)
     argv = ["-q", "annotate", str(data), "--concepts", str(concepts), "--annotator", str(tiny_bert),
             "--summary", str(tmp_path / "summary.json")]

@@ -14,7 +14,7 @@ from sparsecbm.annotation.annotators import split_annotator
 from sparsecbm.annotation.decoder import YesNoDecoder, questions, score_texts_decoder
 from sparsecbm.cli import main
 
-from .test_annotation import REVIEWS, BagOfWords, concept_file  # noqa: F401  (a fixture)
+from .annotation_support import REVIEWS, BagOfWords
 
 
 @pytest.fixture(scope="module")

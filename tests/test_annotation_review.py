@@ -16,8 +16,9 @@ from sparsecbm.cli import main
 from sparsecbm.data import DataError
 from sparsecbm.explorer import create_app
 
-from .explorer_support import LOCAL, chromium_path, make_explorer, model_dir, running, trained  # noqa: F401
-from .test_annotation import REVIEWS, BagOfWords, concept_file, write_csv  # noqa: F401  (fixtures)
+from .annotation_support import REVIEWS, BagOfWords, write_csv
+from .conftest import make_explorer
+from .explorer_support import LOCAL, chromium_path, running
 
 JSON = {"Content-Type": "application/json"}
 

@@ -21,3 +21,18 @@ def test_a_saved_command_parses_back_to_the_same_flags():
     assert words[:3] == ["python", "-m", "benchmarks.intervention"]
     assert "True" not in words and "--redo" not in words  # a switch is its flag alone; empty lists are left out
     assert parser.parse_args(words[3:]) == args
+
+
+def test_a_results_file_records_its_command_commit_and_versions(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from benchmarks.harness import write_results
+
+    monkeypatch.setattr(sys, "argv", ["benchmarks/throughput.py", "--out", "x y"])
+    write_results(tmp_path / "r.json", {"runs": {"a": 1}})
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["runs"] == {"a": 1}
+    p = saved["provenance"]
+    assert p["command"].endswith("--out 'x y'")  # quoted for a shell
+    assert len(p["commit"].split("+")[0]) == 40 and set(p["versions"]) == {"python", "sparsecbm", "torch", "transformers"}

@@ -3,7 +3,8 @@
 import torch
 
 from sparsecbm.cache import VersionedCache
-from sparsecbm.interventions import SplitLogits, concept_k_outputs, tokenize
+from sparsecbm.interventions import SplitLogits
+from sparsecbm.interventions.gradients import concept_k_outputs, tokenize
 
 from .conftest import TINY_SCHEMA
 

@@ -9,7 +9,7 @@ import pytest
 
 from sparsecbm.cli import main
 
-from .conftest import CONCEPTS
+from .conftest import CONCEPTS, table_args
 
 
 def _run(capsys, *argv):
@@ -18,17 +18,9 @@ def _run(capsys, *argv):
     return code, out, err
 
 
-def _table_args(reviews, **extra):
-    args = ["--data", str(reviews["train"]), "--dev", str(reviews["dev"]), "--test", str(reviews["test"]),
-            "--text-column", "text", "--label-column", "stars", "--concept-columns", ",".join(CONCEPTS)]
-    for key, value in extra.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
-    return args
-
-
 def test_train_evaluate_predict(tmp_path, capsys, reviews, tiny_bert):
     out = tmp_path / "m"
-    code, stdout, stderr = _run(capsys, "train", *_table_args(reviews), "--model", "cbm", "--backbone", str(tiny_bert),
+    code, stdout, stderr = _run(capsys, "train", *table_args(reviews), "--model", "cbm", "--backbone", str(tiny_bert),
                                 "--out", str(out), "--epochs", "2", "--batch-size", "8", "--max-length", "32")
     assert code == 0
     assert "Loading weights" not in stderr  # -q hides transformers' bars too

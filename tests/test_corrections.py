@@ -9,8 +9,9 @@ import torch
 from sparsecbm import load
 from sparsecbm.cli import main
 from sparsecbm.data import Split
-from sparsecbm.interventions import Guard, auto_ladder, concept_k_outputs, flip, rank, saliency, tokenize
-from sparsecbm.interventions.ranking import edit_buffers
+from sparsecbm.interventions import Guard
+from sparsecbm.interventions.gradients import concept_k_outputs, saliency, tokenize
+from sparsecbm.interventions.ranking import auto_ladder, flip, rank
 from sparsecbm.masks import kept, total
 
 from .conftest import copy_masks, same_masks, train_tiny_sparsecbm
@@ -194,7 +195,7 @@ def test_a_guarded_edit_may_not_undo_an_earlier_logged_correction(poised):
 
 
 def test_curvature_is_half_theta_squared_times_the_mean_squared_per_text_gradient(sparse_clf):
-    from sparsecbm.interventions import curvature
+    from sparsecbm.interventions.gradients import curvature
 
     k, concept = 1, "service"
     values, labels = torch.tensor([0, 2, 1]), torch.tensor([1, 0, 2])

@@ -12,8 +12,7 @@ import torch
 from sparsecbm.cli import main
 from sparsecbm.data import Split
 from sparsecbm.interventions import oracle_labels
-from sparsecbm.interventions.curves import (concept_share, curve, hard_concepts_accuracy, intervention_curves,
-                                            true_activations)
+from sparsecbm.interventions.curves import concept_share, curve, hard_concepts_accuracy, intervention_curves, true_activations
 
 from .conftest import TINY_SCHEMA
 
@@ -52,7 +51,7 @@ def test_curve_points_match_the_oracle_and_the_plain_prediction(sparse_clf, spli
 
 def test_uncertainty_order_sets_the_least_certain_concept_first(sparse_clf, split):
     out = sparse_clf.forward_texts(split.texts)
-    certainty = torch.stack([l.softmax(-1).max(-1).values for l in out.concept_logits], dim=1)
+    certainty = torch.stack([logits.softmax(-1).max(-1).values for logits in out.concept_logits], dim=1)
     true = true_activations(sparse_clf, split)
     first = certainty.argmin(1)
     expected = []
@@ -83,7 +82,7 @@ def test_percentile_values_and_the_concepts_share(sparse_clf, split):
         part = sum(abs(v) for v in values)
         by_explanation.append(part / (part + sum(abs(x) for x in nuance) + abs(e.bias)))
     assert share == pytest.approx(float(np.mean(by_explanation)), rel=1e-5)
-    hard = torch.cat([torch.nn.functional.one_hot(l.argmax(-1), 3).float() for l in out.concept_logits], dim=1)
+    hard = torch.cat([torch.nn.functional.one_hot(logits.argmax(-1), 3).float() for logits in out.concept_logits], dim=1)
     expected = float(np.mean(sparse_clf.model.head.linear(hard).argmax(-1).numpy() == split.labels))
     assert hard_concepts_accuracy(sparse_clf, split, out) == pytest.approx(expected)
 

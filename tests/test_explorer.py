@@ -14,9 +14,7 @@ from sparsecbm import load
 from sparsecbm.explorer import MAX_TEXT, Explorer
 
 from .conftest import CONCEPTS, copy_masks, same_masks
-from .explorer_support import (  # noqa: F401  (fixtures)
-    chromium_path, client, fixable, model_dir, server, trained,
-)
+from .explorer_support import chromium_path, fixable
 
 
 def test_page_and_read_only_api(client):

@@ -19,10 +19,8 @@ from sparsecbm.access import MAX_BODY, allowed_hosts, host_name
 from sparsecbm.cli import main
 from sparsecbm.explorer import create_app
 
-from .conftest import copy_masks, same_masks
-from .explorer_support import (  # noqa: F401  (fixtures)
-    LOCAL, chromium_path, client, fixable, folder_digest, make_explorer, model_dir, running, server, trained,
-)
+from .conftest import copy_masks, make_explorer, same_masks
+from .explorer_support import LOCAL, chromium_path, fixable, folder_digest
 
 JSON = {"Content-Type": "application/json"}
 FORGED = {

@@ -52,7 +52,7 @@ def test_the_decision_is_concept_terms_plus_side_channel_plus_bias(tiny_bert, ki
     expected = terms + model.head.linear.bias + (0 if side is None else side)
     torch.testing.assert_close(out.task_logits, expected.detach(), rtol=1e-5, atol=1e-5)
     # the per-concept outputs the interventions cache read the same label
-    from sparsecbm.interventions import concept_k_outputs, tokenize
+    from sparsecbm.interventions.gradients import concept_k_outputs, tokenize
 
     batches = tokenize(clf, TEXTS)
     outputs = [concept_k_outputs(clf, batches, k) for k in range(3)]
@@ -91,8 +91,7 @@ def test_an_embedding_intervention_swaps_in_the_true_values_embedding(tiny_bert)
 
 @pytest.mark.parametrize("kind", ["cbm", "sparsecbm"])
 def test_an_intervention_moves_the_true_values_embedding_toward_its_prototype(tiny_bert, tmp_path, kind):
-    from sparsecbm.heads import PROTOTYPE_MIX
-    from sparsecbm.heads import PROTOTYPES
+    from sparsecbm.heads import PROTOTYPE_MIX, PROTOTYPES
     from sparsecbm.interventions import oracle
     from sparsecbm.training import fit_value_prototypes
 

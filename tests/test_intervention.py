@@ -9,9 +9,9 @@ import torch
 from sparsecbm import load
 from sparsecbm.cli import main
 from sparsecbm.data import Split
+from sparsecbm.interventions.protocols import per_example
 from sparsecbm.interventions.ranking import pick
 from sparsecbm.masks import kept, total
-from sparsecbm.interventions.protocols import per_example
 
 from .conftest import train_tiny_sparsecbm
 
@@ -57,7 +57,7 @@ def test_only_mask_k_changes_by_exactly_2n_bits(sparse_clf):
 def test_one_step_raises_the_target_log_probability(sparse_clf):
     """A small signed drop/grow step moves every concept toward its corrected value
     (swapping drop and grow anywhere in the code would lower it)."""
-    from sparsecbm.interventions import concept_k_outputs, tokenize
+    from sparsecbm.interventions.gradients import concept_k_outputs, tokenize
 
     batches = tokenize(sparse_clf, [TEXT])
     raised = 0

@@ -97,11 +97,12 @@ def _private_names(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     aliases, out = {}, []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in OURS:
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in OURS):
+            module = "." * node.level + (node.module or "")  # a relative import is always ours
             for a in node.names:
                 if a.name.startswith("_") and not a.name.startswith("__"):
-                    out.append(f"{node.module}.{a.name}")
-                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+                    out.append(f"{module}.{a.name}")
+                aliases[a.asname or a.name] = f"{module}.{a.name}"
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.split(".")[0] in OURS:
@@ -113,6 +114,12 @@ def _private_names(path: Path) -> list[str]:
             elif not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
                 out.append(f"line {node.lineno}: .{node.attr}")  # an object's private state
     return out
+
+
+def test_the_private_name_rule_sees_relative_imports(tmp_path):
+    path = tmp_path / "t.py"
+    path.write_text("from .conftest import _helper\nfrom . import support\nfrom sparsecbm.model import _x\n")
+    assert _private_names(path) == [".conftest._helper", "sparsecbm.model._x"]
 
 
 def test_tests_and_benchmarks_use_only_public_names():

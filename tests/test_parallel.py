@@ -17,7 +17,7 @@ from transformers import BertConfig, BertModel
 from sparsecbm import load
 from sparsecbm.masks import jaccard
 
-from .conftest import _save_tiny
+from .conftest import save_tiny
 
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
 
@@ -30,7 +30,7 @@ def tiny_bert_no_dropout(tmp_path_factory) -> Path:
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=37, max_position_embeddings=128,
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    return _save_tiny(BertModel(config), tmp_path_factory.mktemp("tiny-bert-no-dropout"))
+    return save_tiny(BertModel(config), tmp_path_factory.mktemp("tiny-bert-no-dropout"))
 
 
 def _free_port() -> int:

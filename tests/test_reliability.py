@@ -3,7 +3,6 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -13,6 +12,8 @@ from sparsecbm.cli import main
 from sparsecbm.data import DataError, load_table
 from sparsecbm.masks import load_masks, save_masks
 from sparsecbm.pruning.fisher import BlockFisher
+
+from .conftest import table_args
 
 
 def _run(capsys, *argv):
@@ -120,9 +121,8 @@ def re_search(pattern, text):
 
 
 def test_an_unknown_backbone_fails_at_once_offline(tmp_path, capsys, reviews):
-    from .test_cli import _table_args
 
-    code, _, err = _run(capsys, "train", *_table_args(reviews), "--backbone", "no-such-org/no-such-model",
+    code, _, err = _run(capsys, "train", *table_args(reviews), "--backbone", "no-such-org/no-such-model",
                         "--out", str(tmp_path / "m"))
     assert code == 2 and "no-such-org/no-such-model" in err and not (tmp_path / "m").exists()
 

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from sparsecbm import load, load_dataset, train
-from sparsecbm.training import checkpoint
 from sparsecbm.pruning import PruneConfig
-from sparsecbm.training import TrainConfig
+from sparsecbm.training import TrainConfig, checkpoint
 
 from .conftest import CONCEPTS
 

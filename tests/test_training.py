@@ -7,9 +7,9 @@ import torch
 import sparsecbm
 from sparsecbm import TrainConfig, load, load_dataset, train
 from sparsecbm import training as training_module
+from sparsecbm.classifier import Classifier
 from sparsecbm.training import epochs as training_epochs
 from sparsecbm.training import pipeline as training_pipeline
-from sparsecbm.classifier import Classifier
 
 from .conftest import CONCEPTS
 

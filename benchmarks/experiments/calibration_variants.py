@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import write_results
 from sparsecbm.annotation import read_concept_file, score_texts
 from sparsecbm.annotation.calibration import ClausePolarity
 from sparsecbm.annotation.encoder import SentenceEncoder
 from sparsecbm.data import load_dataset
-from sparsecbm.files import write_json
 
 THRESHOLDS = np.round(np.arange(0.35, 0.56, 0.025), 3)
 
@@ -94,7 +94,7 @@ def main() -> None:
                       "draws": runs} for name, runs in results.items()}
     for name, r in summary.items():
         print(f"{name:36s} {' '.join(f'{100 * a:5.1f}' for a in r['per_concept'])}   mean {100 * r['mean']:.1f}")
-    write_json(Path(args.out), {"concepts": list(concept_file.names), "labelled_rows": 100, "variants": summary})
+    write_results(Path(args.out), {"concepts": list(concept_file.names), "labelled_rows": 100, "variants": summary})
 
 
 if __name__ == "__main__":

@@ -20,11 +20,10 @@ import numpy as np
 import torch
 
 import sparsecbm
-from benchmarks.harness import command_line, machine
-from sparsecbm.interventions import rewire as I
+from benchmarks.harness import command_line, machine, write_results
 from sparsecbm.data import dataset_from_spec
-from sparsecbm.files import write_json
 from sparsecbm.interventions import Guard
+from sparsecbm.interventions import rewire as I
 
 
 def main() -> None:
@@ -75,7 +74,7 @@ def main() -> None:
     result = {"machine": machine(),
               "model": args.model, "command": command_line("benchmarks.experiments.caution", args),
               "eval_n": len(test), "guard_n": len(guard), "summary": summary}
-    write_json(Path(args.out), result)
+    write_results(Path(args.out), result)
     print(json.dumps(summary, indent=1))
 
 

@@ -23,9 +23,7 @@ import json
 import statistics
 from pathlib import Path
 
-from sparsecbm.files import write_json
-
-from benchmarks.harness import run_one, settings_by_seed, table_head
+from benchmarks.harness import run_one, settings_by_seed, table_head, write_results
 from benchmarks.pipeline import phase_seconds
 
 SETTINGS = {
@@ -77,7 +75,7 @@ def default_rows(seeds: list[int]) -> dict[str, dict]:
         rows[f"default-s{seed}"] = {"setting": "default", "seed": seed,
                                     "test": runs[f"cebab-sparsecbm-obs-s{seed}"]["test"], "minutes": kept[f"s{seed}"]}
     if kept != before:
-        write_json(DEFAULT_MINUTES, kept)
+        write_results(DEFAULT_MINUTES, kept)
     return rows
 
 

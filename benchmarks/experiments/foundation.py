@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from benchmarks.harness import machine, run_one, sole_writer, stored_runs, write_results
 from sparsecbm.data import load_dataset
-from sparsecbm.files import write_json, write_text
+from sparsecbm.files import write_text
 from sparsecbm.metrics import concept_ceiling
-
-from benchmarks.harness import machine, run_one, sole_writer, stored_runs
 
 RUNS = {
     "cebab-standard": ["--data", "cebab", "--model", "standard"],
@@ -77,7 +76,7 @@ def main() -> None:
             results[name] = run_one(name, RUNS[name], Path(args.runs_dir))
             where = machine()
             ceiling = ceilings()
-            write_json(json_path, {"machine": where, "runs": results, "gold_concept_ceiling": ceiling})
+            write_results(json_path, {"machine": where, "runs": results, "gold_concept_ceiling": ceiling})
             write_text(out / "foundation.md", markdown(results, ceiling, where))
     print((out / "foundation.md").read_text())
 

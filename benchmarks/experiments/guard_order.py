@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.harness import write_results
 from sparsecbm import load, load_dataset
-from sparsecbm.files import write_json
-from sparsecbm.interventions import concept_k_outputs, tokenize
+from sparsecbm.interventions.gradients import concept_k_outputs, tokenize
 
 
 def padding(batches) -> float:
@@ -43,7 +43,7 @@ def main() -> None:
     result = {"command": "python -m benchmarks.experiments.guard_order", "model": args.model, "texts": len(texts),
               **{name: {"median_s": statistics.median(seconds[name]), "padded_over_real": padding(variants[name])}
                  for name in variants}}
-    write_json(Path(args.out) / "guard_order.json", result)
+    write_results(Path(args.out) / "guard_order.json", result)
     for name in variants:
         print(f"{name}: median {result[name]['median_s']:.2f} s, padded/real tokens {result[name]['padded_over_real']:.2f}")
 

@@ -11,11 +11,10 @@ import sys
 import httpx
 
 import sparsecbm
-from benchmarks.harness import machine
+from benchmarks.harness import machine, write_results
 from benchmarks.serve import keep_undo_in_browser, start_server
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.explorer import Explorer
-from sparsecbm.files import write_json
 
 model, out = sys.argv[1], sys.argv[2]
 print(f"sparsecbm from {sparsecbm.__file__}")
@@ -30,5 +29,5 @@ server.should_exit = True
 result = {"machine": machine(), "sparsecbm": sparsecbm.__file__, "model": model, "browse_n": len(dev),
           "command": f"PYTHONPATH=... python -m benchmarks.experiments.keep_undo_before {model} {out}",
           "in_browser": keep_undo_in_browser(model, 500, corrections, 8, finished=("explained", "undone"))}
-write_json(out, result)
+write_results(out, result)
 print(json.dumps(result, indent=1))

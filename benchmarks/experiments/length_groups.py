@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer
 
+from benchmarks.harness import write_results
 from sparsecbm import load_dataset
 from sparsecbm.backbones import minilm_dir
-from sparsecbm.files import write_json
 from sparsecbm.training import group_by_length
 
 
@@ -45,7 +45,7 @@ def main() -> None:
             totals[name][1] += real
     result = {"command": "python -m benchmarks.experiments.length_groups", "texts": len(texts), "batch_size": args.batch_size,
               "epochs": args.epochs, "padded_over_real": {name: p / r for name, (p, r) in totals.items()}}
-    write_json(Path(args.out) / "length_groups.json", result)
+    write_results(Path(args.out) / "length_groups.json", result)
     for name, ratio in result["padded_over_real"].items():
         print(f"{name}: padded tokens / real tokens = {ratio:.2f}")
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import machine
+from benchmarks.harness import machine, write_results
 from sparsecbm import load, load_dataset
-from sparsecbm.files import write_json, write_text
-from sparsecbm.training import PRECISIONS, TrainConfig, make_optimizer, Run, train_epoch
+from sparsecbm.files import write_text
+from sparsecbm.training import PRECISIONS, Run, TrainConfig, make_optimizer, train_epoch
 
 
 def timed_steps(clf, state, split, config: TrainConfig, steps: int) -> tuple[float, float]:
@@ -64,12 +64,12 @@ def main() -> None:
         for _ in range(args.rounds):
             for precision in PRECISIONS:
                 rounds[precision].append(timed_steps(clf, state, split, replace(config, precision=precision), args.steps))
-        row = {p: {"seconds_per_step": statistics.median(s for s, _ in r), "losses": [l for _, l in r]}
+        row = {p: {"seconds_per_step": statistics.median(s for s, _ in r), "losses": [loss for _, loss in r]}
                for p, r in rounds.items()}
         row["speedup"] = row["fp32"]["seconds_per_step"] / row["bf16"]["seconds_per_step"]
         result["models"][name] = row
         print(name, row, flush=True)
-    write_json(Path(args.out) / "precision.json", result)
+    write_results(Path(args.out) / "precision.json", result)
     lines = [f"Training steps (batch 16, CEBaB train, the same seeded batches in both precisions), median of "
              f"{args.rounds} rounds of {args.steps} steps, {result['machine']}, model `{args.model}`:", "",
              "| model | fp32 s/step | bf16 s/step | speed-up | mean loss fp32 / bf16 (first round) |",

@@ -19,12 +19,11 @@ from pathlib import Path
 import torch
 
 import sparsecbm
-from benchmarks.harness import command_line, machine
+from benchmarks.harness import command_line, machine, write_results
 from sparsecbm.data import dataset_from_spec
-from sparsecbm.files import write_json
 from sparsecbm.interventions import CAUTION, Guard, protocols
 from sparsecbm.interventions.curves import single_fixes
-from sparsecbm.interventions.prototypes import fit_value_prototypes
+from sparsecbm.training import fit_value_prototypes
 
 
 def drift(a: torch.Tensor, b: torch.Tensor) -> list[float]:
@@ -64,7 +63,7 @@ def main() -> None:
         "single_fixes_stored_prototypes": with_stored,
         "single_fixes_refitted_prototypes": with_refit,
     }
-    write_json(Path(args.out), result)
+    write_results(Path(args.out), result)
     worst = max(result["drift_after_edits"].items(), key=lambda item: item[1])
     print(f"{edits['edits']} edits kept ({edits['bits_changed']} mask bits); refit without edits: max drift "
           f"{result['refit_without_edits_max_drift']:.2e}; after the edits: max drift {worst[1]:.4f} ({worst[0]})")

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from benchmarks.harness import run_one, settings_by_seed, table_head
 
-
 SETTINGS = {
     "mining-gamma-0.5": ["--mining-gamma", "0.5"],  # L_k at the training gamma: the task term leads
     "mining-gamma-5": ["--mining-gamma", "5"],  # the paper's gamma: the concept term leads (the default)

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 import sparsecbm
+from benchmarks.harness import write_results
 from sparsecbm import heads
 from sparsecbm.data import dataset_from_spec
-from sparsecbm.files import write_json
-from sparsecbm.interventions import fit_value_prototypes
 from sparsecbm.interventions.curves import curve, single_fixes, true_activations
+from sparsecbm.training import fit_value_prototypes
 
 RUNS = [f"runs/bottlenecks/{kind}-s{seed}" for kind in ("cbm-embedding-p0.5", "sparsecbm-embedding-p0.5")
         for seed in (0, 1, 2)]
@@ -39,7 +39,7 @@ def main() -> None:
         fit_value_prototypes(clf, data["train"])
         for split in ("dev", "test"):
             out = clf.forward_texts(data[split].texts)
-            certainty = torch.stack([l.softmax(-1).max(-1).values for l in out.concept_logits], 1)
+            certainty = torch.stack([logits.softmax(-1).max(-1).values for logits in out.concept_logits], 1)
             true = true_activations(clf, data[split])
             for mix in MIXES:
                 heads.PROTOTYPE_MIX = mix
@@ -62,7 +62,7 @@ def main() -> None:
             print(f"{kind:10s} {split:5s} " + "  ".join(
                 f"{mix}: {100 * r['net_single_fixes']:+.2f} ({' / '.join(f'{100 * p:.1f}' for p in r['curve'])})"
                 for mix, r in by_mix.items()))
-    write_json(Path(args.out), {"runs": results, "summary": summary})
+    write_results(Path(args.out), {"runs": results, "summary": summary})
 
 
 if __name__ == "__main__":

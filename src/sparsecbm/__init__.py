@@ -13,7 +13,7 @@
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
 
 # Names are imported on first use (PEP 562), so that ``import sparsecbm.cli`` and
 # ``sparsecbm --help`` do not pay for torch and transformers.

@@ -29,11 +29,11 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from . import explanations, interventions
 from .backbones import backbone_from_config, prepare_tokenizer
-from .data.batching import check_texts, iter_batches, truncated  # noqa: F401  (re-exported)
 from .cache import VersionedCache
 from .data import Dataset, Schema, Split
-from . import explanations, interventions
+from .data.batching import check_texts, iter_batches, truncated  # noqa: F401  (re-exported)
 from .files import atomic_path, folder_lock, write_json
 from .masks import load_masks, save_masks
 from .metrics import evaluate_predictions

@@ -1,6 +1,6 @@
 """Explanations of one prediction at three levels, and the decision pathway.
 
-- Concept level (METHOD.md §4): each concept's predicted value, its
+- Concept level (docs/explanations.md): each concept's predicted value, its
   activation ``a_k = sigmoid(logits_k)`` and its contribution to the
   predicted label ``y``, ``phi_{y,k} . a_k``. The label's logit is the sum of
   the contributions plus the classifier bias (Eq. 3), so the contributions

@@ -4,7 +4,7 @@
 (True = kept). Prunable weights are the ``nn.Linear`` weights inside the
 transformer blocks (the modules under the backbone's layer list): attention
 Q/K/V/O and the MLP matrices. Embeddings, norms, biases, the pooler and the
-heads stay dense (METHOD.md §2.3).
+heads stay dense (docs/method.md, "The model").
 
 On disk, masks are bit-packed (8 weights a byte) in safetensors, one tensor
 per concept and parameter, named ``"<concept>::<param_name>"``.

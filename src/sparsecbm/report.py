@@ -21,20 +21,12 @@ import numpy as np
 
 from .explanations import Explanation
 from .files import atomic_path, write_text
+from .plotting import pyplot
 
 POSITIVE = (0.13, 0.55, 0.13)  # pushes toward the label / supports the value
 NEGATIVE = (0.80, 0.15, 0.15)
 UNSIGNED = (0.20, 0.40, 0.80)  # a word score with no sign (grad): only its size is shown
 _LAYER = re.compile(r"^(.*?)\.(\d+)\.(.+?)(?:\.weight)?$")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def layer_grid(layers: dict[str, float]) -> tuple[np.ndarray, list[str]]:
@@ -84,7 +76,7 @@ def word_legend(e: Explanation) -> str:
 
 def pathway_figure(e: Explanation, words: int = 5):
     """The decision pathway as a matplotlib figure: words -> subnetwork -> concept -> label."""
-    plt = _plt()
+    plt = pyplot()
     k = len(e.concepts)
     footer = textwrap.wrap(f"{word_legend(e)} Bar length = how much the concept pushed the label (logit units). "
                            f"{e.decision_sentence()}", 190)
@@ -155,7 +147,7 @@ def pathway_figure(e: Explanation, words: int = 5):
 def _png_bytes(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    _plt().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -167,7 +159,7 @@ def save_png(e: Explanation, path: str | os.PathLike) -> None:
 
 def heatmap_figure(e: Explanation):
     """One mosaic per concept: every weight matrix's mask, downsampled (dark = kept)."""
-    plt = _plt()
+    plt = pyplot()
     concepts = e.subnetworks["concepts"]
     names = [c for c in concepts if "heatmaps" in concepts[c]]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.8), dpi=100, squeeze=False)

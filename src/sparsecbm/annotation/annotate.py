@@ -24,7 +24,14 @@ import numpy as np
 
 from ..data import DataError
 from ..data.reading import (
-    CONFIDENCE_SUFFIX, Normaliser, TABLE_SUFFIXES, cell_text, check_columns, iter_rows, read_texts, row_label,
+    CONFIDENCE_SUFFIX,
+    TABLE_SUFFIXES,
+    Normaliser,
+    cell_text,
+    check_columns,
+    iter_rows,
+    read_texts,
+    row_label,
 )
 from ..files import atomic_path
 from .annotators import score_with, split_annotator
@@ -32,7 +39,6 @@ from .calibration import calibrate
 from .concept_file import ConceptFile, read_concept_file
 from .decoder import YesNoDecoder
 from .encoder import SentenceEncoder
-
 
 
 def check_out(out: Path, name: str = "") -> None:

@@ -22,10 +22,11 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ..data import DataError
 from ..data.schema import value_key

@@ -11,7 +11,6 @@ from ..annotation.annotators import split_annotator
 from ..data.reading import TABLE_SUFFIXES, iter_rows
 from ..files import write_json
 
-
 METHODS = {"zero-label": "zero-label", "calibrated": "similarity features", "clause polarity": "clause polarity"}
 
 

@@ -16,9 +16,9 @@ from ..classifier import load
 from ..data import held_out_note, is_blank
 from ..explanations import explain, explain_many
 from ..files import atomic_path, write_json
+from ..interventions.curves import concept_share, hard_concepts_accuracy, single_fixes
 from ..metrics import concept_ceiling, format_table
 from ..parallel import processes
-from ..interventions.curves import concept_share, hard_concepts_accuracy, single_fixes
 from ..training import train
 from .inputs import configs_from_args, load_data, masks_file, predict_inputs, recorded_data, truncation_notice
 

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Sequence
 
 from ..data import (
-    TABLE_SUFFIXES, Dataset, dataset_from_spec, is_blank, is_data_config, load_dataset, load_table, read_texts,
+    TABLE_SUFFIXES,
+    Dataset,
+    dataset_from_spec,
+    is_blank,
+    is_data_config,
+    load_dataset,
+    load_table,
+    read_texts,
 )
 from ..interventions import CAUTION, Guard
 from ..pruning import PruneConfig

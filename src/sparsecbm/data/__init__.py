@@ -22,6 +22,6 @@ from .tables import held_out_note, load_config_file, load_table
 
 __all__ = [
     "CEBAB_CONCEPTS", "CEBAB_TEST_ROWS", "DATA_DIR_ENV", "IMDBC_CONCEPTS", "SENTIMENT", "TABLE_SUFFIXES", "UNKNOWN",
-    "DataError", "Dataset", "Schema", "Split", "dataset_from_spec", "find_data_dir", "held_out_note", "is_blank", "is_data_config", "load_cebab",
-    "load_config_file", "load_dataset", "load_imdbc", "load_table", "read_corrections", "read_texts",
+    "DataError", "Dataset", "Schema", "Split", "dataset_from_spec", "find_data_dir", "held_out_note", "is_blank", "is_data_config",
+    "load_cebab", "load_config_file", "load_dataset", "load_imdbc", "load_table", "read_corrections", "read_texts",
 ]

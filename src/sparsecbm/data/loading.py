@@ -12,6 +12,7 @@ from .reading import read_file_text
 from .schema import DataError, Dataset
 from .tables import load_config_file, load_table
 
+
 def load_dataset(
     name_or_path: str | os.PathLike,
     *,

@@ -7,9 +7,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-
 UNKNOWN = "unknown"
-SENTIMENT = ("Negative", "Positive", UNKNOWN)  # index order of METHOD.md §1
+SENTIMENT = ("Negative", "Positive", UNKNOWN)  # the value index order (docs/method.md, "The model")
 
 
 class DataError(ValueError):

@@ -6,14 +6,22 @@ import json
 import logging
 import os
 import random
-import tomllib
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import tomllib
 
 from .reading import (
-    CONFIDENCE_SUFFIX, Columns, Normaliser, cell_text, check_columns, infer_values, iter_rows, parse_rows, read_file_text,
+    CONFIDENCE_SUFFIX,
+    Columns,
+    Normaliser,
+    cell_text,
+    check_columns,
+    infer_values,
+    iter_rows,
+    parse_rows,
+    read_file_text,
 )
 from .schema import DataError, Dataset, Schema, Split
 

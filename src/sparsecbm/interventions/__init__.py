@@ -1,4 +1,4 @@
-"""Sparsity-based intervention: correct a concept by rewiring its mask (METHOD.md §5).
+"""Sparsity-based intervention: correct a concept by rewiring its mask (docs/interventions.md).
 
 The backbone theta, projector psi and classifier phi never change; only
 concept k's mask M_k does. One step on texts x_1..x_n with true values c_k:
@@ -42,17 +42,18 @@ subnetwork changes), ``guard`` (texts an edit must not hurt), ``protocols``
 accuracy as concepts are set true; how much the concepts decide).
 """
 
-from .rewire import correct, intervene
-from .gradients import concept_k_outputs, curvature, saliency, tokenize
 from .guard import CAUTION, Guard, check_caution, check_tolerance
-from .log import LOG_JSON, LOG_TENSORS, load_log, save_log, undo
+from .log import load_log, save_log, undo
 from .oracle import oracle, oracle_labels
-from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, check_max_ratio, check_ratio, flip, rank, revert
+from .ranking import AUTO, MAX_RATIO, SELECTIONS, check_max_ratio, check_ratio
 from .results import CorrectionResult, Edit, InterventionResult
+from .rewire import correct, intervene
 from .split_logits import SplitLogits
 
+# What users and the other floors use; the steps inside a correction (gradients, ranking,
+# flipping bits) are public in their own modules for tests and benchmarks.
 __all__ = [
-    "AUTO", "CAUTION", "LOG_JSON", "LOG_TENSORS", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "Guard", "SplitLogits",
-    "InterventionResult", "auto_ladder", "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "concept_k_outputs", "correct", "curvature", "flip", "intervene",
-    "load_log", "oracle", "oracle_labels", "rank", "revert", "saliency", "save_log", "tokenize", "undo",
+    "AUTO", "CAUTION", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "Guard", "InterventionResult", "SplitLogits",
+    "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "correct", "intervene", "load_log", "oracle",
+    "oracle_labels", "save_log", "undo",
 ]

@@ -169,7 +169,7 @@ def intervention_curves(clf: Classifier, split: Split, train_split: Split | None
     if not clf.config.has_concepts:
         raise ValueError("intervention curves need concepts; a Standard model has none")
     out = clf.forward_texts(split.texts, progress=progress, desc="curve")
-    probs = [l.softmax(-1) for l in out.concept_logits]
+    probs = [logits.softmax(-1) for logits in out.concept_logits]
     certainty = torch.stack([p.max(-1).values for p in probs], dim=1)  # (n, K)
     train_activations = None
     if train_split is not None:
@@ -207,12 +207,10 @@ def concept_share(clf: Classifier, out) -> float:
 
 def plot_curves(result: dict[str, Any], path) -> None:
     """Task accuracy against the number of concepts set to their true values, one line per curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..files import atomic_path
+    from ..plotting import pyplot
+
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     for name, points in result["curves"].items():

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import Split
 from ..cache import VersionedCache
+from ..data import Split
 from ..outputs import ConceptOutputs
 from ..settings import setting
 from .gradients import concept_k_outputs, curvature, tokenize
@@ -149,6 +149,7 @@ class Guard:
             if undone:
                 reasons.append(f"it would undo {undone} earlier correction(s) of {clf.schema.concepts[k]}")
         changed = int((after[k].values() != before[k].values()).sum())
-        return {"accepted": not reasons, "corrections_undone": undone, "caution": self.caution, "reason": "; ".join(reasons) or "no drop beyond the tolerances",
+        return {"accepted": not reasons, "corrections_undone": undone, "caution": self.caution,
+                "reason": "; ".join(reasons) or "no drop beyond the tolerances",
                 "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1],
                 "predictions_changed": changed, "tolerance": self.tolerance, "task_tolerance": self.task_tolerance}

@@ -1,4 +1,4 @@
-"""Intervention protocols over a data split (METHOD.md §5): NI, SI, oracle, persistent.
+"""Intervention protocols over a data split (docs/interventions.md): NI, SI, oracle, persistent.
 
 - :func:`per_example` (the paper's Fig. 3): for every example, each concept
   the model gets wrong is corrected to its true value by editing that concept's
@@ -23,12 +23,12 @@ from ..data import Split
 from ..masks import Masks, kept, sparsity
 from ..metrics import evaluate_predictions
 from ..outputs import CBMOutput, ConceptOutputs, predicted_values
-from .rewire import edit, intervene
+from .curves import single_fixes, swap_curve, swap_fixes
 from .gradients import tokenize
 from .guard import Guard
-from .curves import single_fixes, swap_curve, swap_fixes
 from .oracle import oracle_labels
 from .ranking import MAX_RATIO, revert
+from .rewire import edit, intervene
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
@@ -92,7 +92,7 @@ def per_example(
     }
     rows = np.flatnonzero(wrong.any(1))
     for ratio in ratios:
-        new = [l.clone() for l in logits]
+        new = [o.clone() for o in logits]
         bits_per_fix, bits_all = [], []
         for i in tqdm(rows, desc=f"intervene {selection} r={_ratio_key(ratio)}", disable=not progress):
             batches = tokenize(clf, [split.texts[i]])
@@ -192,12 +192,10 @@ def persistent(
 
 def plot_ratios(result: dict[str, Any], path) -> None:
     """The paper's Fig. 3: concept and task accuracy against the intervention ratio, NI and oracle as lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..files import atomic_path
+    from ..plotting import pyplot
+
+    plt = pyplot()
 
     si = sorted((r for r in result["SI"].values() if not isinstance(r["ratio"], str)), key=lambda r: r["ratio"])
     xs = [100 * r["ratio"] for r in si]

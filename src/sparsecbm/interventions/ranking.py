@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
 

@@ -112,7 +112,8 @@ def _keep_top(scores: torch.Tensor, n: int, current: torch.Tensor) -> torch.Tens
     return mask
 
 
-def prune_step(clf: Classifier, split: Split, config: PruneConfig, sparsity: float, gamma: float, seed: int, progress: bool = False) -> None:
+def prune_step(clf: Classifier, split: Split, config: PruneConfig, sparsity: float, gamma: float, seed: int,
+               progress: bool = False) -> None:
     """Re-mask every concept at ``sparsity`` (in place in ``clf.model.masks``)."""
     model = clf.model
     score = PRUNERS[config.pruner]

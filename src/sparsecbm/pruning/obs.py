@@ -1,6 +1,6 @@
 """Second-order (Optimal Brain Surgeon / oBERT) scores for concept k's subnetwork.
 
-The m gradients are of the concept-k loss (METHOD.md §3.1)
+The m gradients are of the concept-k loss (``ConceptBottleneckModel.concept_loss``)
 
     L_k = CE(phi_k a_k + b, y) + gamma * CE(logits_k, c_k)
 
@@ -10,7 +10,7 @@ current masked subnetwork: the gradient of an already-pruned weight is 0.
 They stream in chunks into the block Fisher; only diag(F^-1) is kept.
 
 The OBS weight update is not applied: theta is shared by all concepts, so
-only the masks differ between them (a design consequence, METHOD.md §3.4).
+only the masks differ between them (a design consequence; docs/method.md, "The SparseCBM pipeline").
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.batching import iter_batches
 from ..data import Split
+from ..data.batching import iter_batches
 from ..parallel import processes
 from .fisher import GRAM_DTYPE, SLICE_BLOCKS, BlockFisher, blocks_per_tensor, from_blocks, obs_scores, to_blocks
 

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.batching import iter_batches
 from ..data import UNKNOWN, Split
+from ..data.batching import iter_batches
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier

@@ -3,7 +3,7 @@
 The backbone and the heads get separate AdamW learning rates. With the joint
 loss at the paper's gamma = 5 and one small rate for everything, the 12 -> 5
 classifier on sigmoid activations barely moves and task accuracy stays near
-chance (METHOD.md §8): Adam moves a weight about one learning rate per step,
+chance (docs/method.md, "The SparseCBM pipeline"): Adam moves a weight about one learning rate per step,
 and a classifier on (0, 1) activations needs weights of several units. The
 defaults (gamma 0.5, backbone lr 1e-4, head lr 5e-2) come from the recipe
 sweep (benchmarks/experiments/recipe.py, docs/decisions.md).

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backbones import DEFAULT_BACKBONE
-from ..heads import BOTTLENECKS, check_head
 from ..encoder import POOLINGS
+from ..heads import BOTTLENECKS, check_head
 from ..model import MODEL_KINDS
 from ..pruning import mining_gamma
 from ..settings import setting

@@ -11,11 +11,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import checkpoint
-from ..data.batching import iter_batches
 from ..classifier import Classifier
+from ..data.batching import iter_batches
 from ..model import ConceptBottleneckModel, joint_loss
 from ..outputs import CBMOutput
+from . import checkpoint
 from .config import TrainConfig
 from .run import Run, autocast, dev_score
 

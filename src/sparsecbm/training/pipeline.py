@@ -9,15 +9,15 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
 from ..backbones import load_backbone
 from ..classifier import Classifier, load
 from ..data import Dataset, Split
 from ..files import sole_training_run
-from ..model import ConceptBottleneckModel, ModelConfig, check_concepts
 from ..masks import sparsity
+from ..model import ConceptBottleneckModel, ModelConfig, check_concepts
 from ..parallel import processes
 from ..pruning import PruneConfig, mine_masks
+from . import checkpoint
 from .config import TrainConfig
 from .epochs import fit, make_optimizer, steps_per_epoch, train_epoch
 from .run import Run, check_out_dir, check_same_run, seed_everything
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def train(
     dataset: Dataset,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     *,
     prune: PruneConfig | None = None,
     init_from: str | os.PathLike | None = None,
@@ -62,6 +62,7 @@ def train(
     uses it on predicted ones. In the last two the label never reaches the
     backbone (mask mining then ranks weights by the concept term of L_k only).
     """
+    config = config if config is not None else TrainConfig()
     out = Path(out) if out is not None else None
     if out is None or not processes().main:
         return _train(dataset, config, prune, init_from, out, overwrite, progress, resume)

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint
 from ..classifier import Classifier
 from ..files import write_text
 from ..model import ConceptBottleneckModel
 from ..parallel import processes
 from ..pruning import PruneConfig
+from . import checkpoint
 from .config import SPEED_ONLY, TrainConfig, acting_settings
 
 log = logging.getLogger(__name__)
