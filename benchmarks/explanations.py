@@ -87,7 +87,7 @@ def faithfulness(clf, texts: list[str], steps: int, seed: int) -> dict:
                     scores = rng.random(len(enc.spans))
                 else:
                     scores, logits = token_scores(clf, enc, k, None, m, steps=steps)
-                    value = int(logits[0].argmax())
+                    value = int(logits.values()[0])
                 removed, kept = perturbed(text, enc.spans, top_set(scores))
                 r = rows[(k, m)]
                 r["removed"].append(removed)

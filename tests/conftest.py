@@ -66,6 +66,22 @@ def table_args(reviews, **extra):
     return args
 
 
+def same_tree(a, b, path: str = "") -> None:
+    """Two JSON-like trees are equal, floats to 1e-5; a failure names the path that differs."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, abs=1e-5), path
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{path}: keys {sorted(set(a) ^ set(b))}"
+        for k in a:
+            same_tree(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            same_tree(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
 def review(food: str, service: str, price: str) -> str:
     return f"the food was {WORDS[food]} and the service {WORDS[service]} , prices {WORDS[price]} ."
 

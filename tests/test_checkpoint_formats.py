@@ -13,24 +13,11 @@ from safetensors import safe_open
 import sparsecbm
 from sparsecbm.classifier import FORMAT_VERSION
 
+from .conftest import same_tree
+
 FORMAT1 = Path(__file__).parent / "golden" / "format1"
 TEXTS = ["the food was awful and the service lovely , prices some .",
          "the food was lovely and the service lovely , prices awful ."]
-
-
-def _same(a, b, path: str = "") -> None:
-    if isinstance(a, float):
-        assert a == pytest.approx(b, abs=1e-5), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
 
 
 @pytest.mark.parametrize("name", ["sparsecbm-embedding-side", "cbm-soft", "standard"])
@@ -38,15 +25,15 @@ def test_a_format_1_folder_loads_predicts_as_before_and_saves_as_today(tmp_path,
     folder = shutil.copytree(FORMAT1 / name, tmp_path / name)
     expected = json.loads((folder / "expected.json").read_text())
     clf = sparsecbm.load(folder)
-    _same([p.to_dict() for p in clf.predict(TEXTS)], expected["predictions"])
+    same_tree([p.to_dict() for p in clf.predict(TEXTS)], expected["predictions"])
     if expected["oracle"] is not None:
-        _same(clf.oracle(TEXTS[0], {"food": "Positive"}), expected["oracle"])
+        same_tree(clf.oracle(TEXTS[0], {"food": "Positive"}), expected["oracle"])
     clf.save(tmp_path / "again")
     assert json.loads((tmp_path / "again" / "config.json").read_text())["format_version"] == FORMAT_VERSION == 2
     with safe_open(str(tmp_path / "again" / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert all(k.startswith(("encoder.backbone.", "projector.", "head.")) for k in keys)
-    _same([p.to_dict() for p in sparsecbm.load(tmp_path / "again").predict(TEXTS)], expected["predictions"])
+    same_tree([p.to_dict() for p in sparsecbm.load(tmp_path / "again").predict(TEXTS)], expected["predictions"])
 
 
 def test_a_format_1_folder_with_format_2_keys_is_refused_by_name(tmp_path):

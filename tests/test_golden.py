@@ -14,12 +14,11 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from sparsecbm import load
 
-from .conftest import build_tiny_bert, train_tiny_sparsecbm, write_review_splits
+from .conftest import build_tiny_bert, same_tree, train_tiny_sparsecbm, write_review_splits
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_sparsecbm.json"
 TEXTS = ["the food was awful and the service lovely , prices some .",
@@ -66,24 +65,9 @@ def _behaviour(tmp_path, reviews, tiny_bert) -> dict:
                    "masks_after_correction": edited})
 
 
-def _close(a, b, path: str = "") -> None:
-    if isinstance(a, float) or isinstance(b, float):
-        assert a == pytest.approx(b, abs=1e-5), path
-    elif isinstance(a, dict):
-        assert set(a) == set(b), f"{path}: keys {sorted(set(a) ^ set(b))}"
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _close(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
-
-
 def test_tiny_sparsecbm_behaves_as_committed(tmp_path, reviews, tiny_bert):
     got = _behaviour(tmp_path, reviews, tiny_bert)
-    _close(got, json.loads(GOLDEN.read_text(encoding="utf-8")), "golden")
+    same_tree(got, json.loads(GOLDEN.read_text(encoding="utf-8")), "golden")
 
 
 def write_golden() -> None:
