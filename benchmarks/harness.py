@@ -121,6 +121,7 @@ def machine() -> str:
 def provenance() -> dict:
     """What every results file records of the sitting that wrote it: the command that reruns
     it, the commit (``+dirty`` with uncommitted changes), the package versions and the machine."""
+    import torch
     import transformers
 
     import sparsecbm
@@ -137,8 +138,6 @@ def provenance() -> dict:
         commit += "+dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
-    import torch
-
     return {"command": command, "commit": commit, "machine": machine(),
             "versions": {"python": platform.python_version(), "sparsecbm": sparsecbm.__version__,
                          "torch": torch.__version__, "transformers": transformers.__version__}}

@@ -304,4 +304,5 @@ class LabelHead(nn.Module):
         self.value_prototypes = prototypes
 
     def forward(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
+        """Task logits (n, C_y) (:meth:`read_label` with the side channel)."""
         return self.read_label(activations, features)

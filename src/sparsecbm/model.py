@@ -240,7 +240,7 @@ class ConceptBottleneckModel(nn.Module):
             features = self.head.head_features(z) if self.head.has_features else ()
         activations = torch.sigmoid(logits)
         return CBMOutput(
-            task_logits=self.head.read_label(activations, features),
+            task_logits=self.head(activations, features),
             concept_logits=torch.split(logits, self.concept_sizes, dim=1),
             activations=activations,
             features=features,
