@@ -23,7 +23,8 @@ def _settings(tiny_bert, **kw):
     # Dropout is on (BertConfig's default 0.1), so a resumed run must also restore the RNG.
     config = TrainConfig(**{"model": "sparsecbm", "backbone": str(tiny_bert), "epochs": 2, "batch_size": 16,
                             "lr": 1e-3, "max_length": 32, **kw})
-    return config, PruneConfig(pruner="magnitude", prune_steps=2, finetune_epochs=0.5)
+    # Distilling: a run resumed after its dense phase takes the teacher from out/dense.
+    return config, PruneConfig(pruner="magnitude", prune_steps=2, finetune_epochs=0.5, distill_weight=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,12 @@ class PruneConfig:
                                          "the paper's gamma; at the training --gamma of 0.5 the task term leads "
                                          "and the masks lose concept accuracy: benchmarks/experiments/sparse_recipe.py)",
                                          kind=float, metavar="GAMMA")
+    distill_from: str = setting("dense", "the teacher the sparse model learns from while it is pruned and "
+                                "fine-tuned: 'dense' (this run's dense CBM, or --init-from's) or a saved model's "
+                                "folder (sparsecbm.training.distill)", metavar="DIR|dense")
+    distill_weight: float = setting(0.0, "w: the share of the loss that is distillation, (1 - w) hard labels + "
+                                    "w teacher's distributions (0: off)", metavar="W")
+    distill_temperature: float = setting(2.0, "T: the temperature of both distributions (oBERT: 2)", metavar="T")
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -77,6 +83,12 @@ class PruneConfig:
             raise ValueError(f"--finetune-epochs must not be negative, got {self.finetune_epochs}")
         if self.mining_gamma is not None and self.mining_gamma < 0:
             raise ValueError(f"--mining-gamma must not be negative, got {self.mining_gamma}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"--distill-weight must be in [0, 1], got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"--distill-temperature must be positive, got {self.distill_temperature}")
+        if not self.distill_from:
+            raise ValueError("--distill-from must be 'dense' or a model folder, got an empty string")
 
     def target(self, n_concepts: int) -> float:
         return self.sparsity if self.sparsity is not None else 1.0 - 1.0 / n_concepts

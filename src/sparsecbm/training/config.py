@@ -39,6 +39,10 @@ def acting_settings(settings: dict[str, Any]) -> dict[str, Any]:
         training.setdefault("residual", 0)
         training.setdefault("embedding_dim", 16)
         training.setdefault("side_dropout", 0.0)
+    if pruning is not None:  # versions before --distill-weight distilled nothing
+        pruning.setdefault("distill_from", "dense")
+        pruning.setdefault("distill_weight", 0.0)
+        pruning.setdefault("distill_temperature", 2.0)
     if pruning is not None and "gamma" in training:
         pruning["mining_gamma"] = mining_gamma(pruning.get("mining_gamma"), training["gamma"])
     return settings

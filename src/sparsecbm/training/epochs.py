@@ -17,6 +17,7 @@ from ..model import ConceptBottleneckModel, joint_loss
 from ..outputs import CBMOutput
 from . import checkpoint
 from .config import TrainConfig
+from .distill import Teacher
 from .run import Run, autocast, dev_score
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,11 @@ def group_by_length(order: np.ndarray, texts, batch_size: int, groups: int, rng:
                       dtype=np.int64)
 
 
-def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: str, max_steps: int | None = None) -> dict[str, float]:
-    """One pass (or ``max_steps`` batches) of the joint loss; mean losses.
-    With several processes, each runs its share of every batch (see sparsecbm.parallel)."""
+def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: str, max_steps: int | None = None,
+                teacher: Teacher | None = None) -> dict[str, float]:
+    """One pass (or ``max_steps`` batches) of the joint loss, mixed with a ``teacher``'s
+    distributions when given (rows of ``split``); mean losses. With several processes,
+    each runs its share of every batch (see sparsecbm.parallel)."""
     config, model, device, procs = run.config, clf.model, run.device, run.procs
     model.train()
     labels = torch.as_tensor(split.labels)
@@ -69,7 +72,7 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
     if config.length_groups:
         order = group_by_length(order, split.texts, config.batch_size, config.length_groups, run.rng)
     total = steps_per_epoch(order, config)
-    sums = torch.zeros(4, dtype=torch.float64)  # loss, task, concepts (each times rows), rows
+    sums = torch.zeros(5, dtype=torch.float64)  # loss, task, concepts, distillation (each times rows), rows
     batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
     bar = tqdm(batches, total=total, desc=desc, disable=not run.progress)
     for full in bar:
@@ -79,7 +82,7 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
         [(idx, batch)] = list(iter_batches(clf.tokenizer, split.texts, idx, len(idx), config.max_length))
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(config, device):
-            out = model(**batch)
+            out = plain = model(**batch)
             if config.intervention_prob and model.config.has_concepts:
                 chosen = draws[: len(model.concept_sizes)].T < config.intervention_prob  # (n, K)
                 out = model.intervened(out, torch.from_numpy(chosen).to(device), concepts[idx].to(device))
@@ -90,6 +93,8 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
                                 activations=out.activations, features=out.features)
             loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma,
                                      config.task_weight)
+            if teacher is not None:  # the teacher's label distribution, read without interventions or dropout
+                loss, parts["distill"] = teacher.mix(loss, plain, idx, config.gamma, config.task_weight)
         optimizer.zero_grad(set_to_none=True)
         (loss * weight).backward()  # weight: this share's fraction of the batch (1.0 with one process)
         procs.sum_grads_(list(model.parameters()))
@@ -98,13 +103,16 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
         optimizer.step()
         scheduler.step()
         rows = len(idx) if weight else 0
-        sums += torch.tensor([loss.item(), parts["task"], parts.get("concepts", 0.0), 1.0], dtype=torch.float64) * rows
-        bar.set_postfix(loss=f"{sums[0] / sums[3]:.3f}")
+        sums += torch.tensor([loss.item(), parts["task"], parts.get("concepts", 0.0), parts.get("distill", 0.0), 1.0],
+                             dtype=torch.float64) * rows
+        bar.set_postfix(loss=f"{sums[0] / sums[-1]:.3f}")
     bar.close()
-    loss_sum, task_sum, concept_sum, seen = procs.sum_(sums).tolist()
+    loss_sum, task_sum, concept_sum, distill_sum, seen = procs.sum_(sums).tolist()
     means = {"train_loss": loss_sum / seen, "train_task_loss": task_sum / seen}
     if model.config.has_concepts:
         means["train_concept_loss"] = concept_sum / seen
+    if teacher is not None:
+        means["train_distill_loss"] = distill_sum / seen
     return means
 
 
@@ -132,9 +140,10 @@ def batch_share(idx: np.ndarray, procs) -> tuple[np.ndarray, float]:
 
 
 def fit(clf: Classifier, train_split, dev_split, run: Run, *, phase: str, out: Path | None,
-         point: checkpoint.ResumePoint | None = None, epochs: int | None = None) -> Classifier:
-    """``epochs`` epochs (default ``config.epochs``); keeps (and writes to ``out``) the best by
-    dev score. A resume ``point`` of this phase continues after its last finished epoch."""
+        point: checkpoint.ResumePoint | None = None, epochs: int | None = None, teacher: Teacher | None = None) -> Classifier:
+    """``epochs`` epochs (default ``config.epochs``), distilling from ``teacher`` when given; keeps
+    (and writes to ``out``) the best by dev score. A resume ``point`` of this phase continues after
+    its last finished epoch."""
     config, model = run.config, clf.model
     epochs = epochs or config.epochs
     optimizer, scheduler = make_optimizer(model, config, steps_per_epoch(train_split, config) * epochs, config.warmup)
@@ -149,7 +158,7 @@ def fit(clf: Classifier, train_split, dev_split, run: Run, *, phase: str, out: P
         checkpoint.set_rng_state(point.rng, run.rng)
         best, best_state, first = point.best_record, point.best, point.done + 1
     for epoch in range(first, epochs + 1):
-        losses = train_epoch(clf, train_split, run, optimizer, scheduler, f"{phase} epoch {epoch}/{epochs}")
+        losses = train_epoch(clf, train_split, run, optimizer, scheduler, f"{phase} epoch {epoch}/{epochs}", teacher=teacher)
         dev = clf.evaluate_outputs(dev_split, _forward(clf, dev_split.texts, run, "evaluate"))
         score = dev_score(dev, config.selection)
         improved = best is None or score > best["dev_score"]

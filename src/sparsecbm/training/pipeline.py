@@ -19,6 +19,7 @@ from ..parallel import processes
 from ..pruning import PruneConfig, mine_masks
 from . import checkpoint
 from .config import TrainConfig
+from .distill import DENSE, Teacher, load_teacher, teacher_outputs
 from .epochs import fit, make_optimizer, steps_per_epoch, train_epoch
 from .run import Run, check_out_dir, check_same_run, seed_everything
 
@@ -110,6 +111,10 @@ def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, ini
         clf = fit(clf, train_split, dev_split, run, phase=config.model, out=out, point=point)
         return run.finish(_with_prototypes(clf, train_split, out, run))
 
+    # A teacher of its own is read (and checked) now, not after the minutes of the dense phase.
+    own_teacher = None
+    if prune.distill_weight and prune.distill_from != DENSE:
+        own_teacher = load_teacher(prune.distill_from, dataset, run.device)
     if init_from is not None:
         dense = load(init_from, device=run.device)
         if dense.config.kind != "cbm":
@@ -120,6 +125,9 @@ def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, ini
         dense = new_classifier(dataset, config, "cbm", run.device)
         if point is None or point.phase == "dense":
             dense = fit(dense, train_split, dev_split, run, phase="dense", out=out / "dense" if out else None, point=point)
+        elif prune.distill_weight and prune.distill_from == DENSE:  # resumed after the dense phase: its saved best
+            dense = load(out / "dense", device=run.device)
+    teacher = _teacher(prune, own_teacher or dense, train_split, run)  # before a weight it shares with the student moves
     clf = _sparse_from_dense(dense, dataset, run.device)
 
     mined = 0
@@ -138,7 +146,8 @@ def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, ini
             left = steps
             while left > 0:  # whole epochs, then the remainder
                 n = min(left, steps_per_epoch(train_split, config))
-                losses = train_epoch(clf, train_split, run, optimizer, scheduler, f"fine-tune {t}/{prune.prune_steps}", max_steps=n)
+                losses = train_epoch(clf, train_split, run, optimizer, scheduler, f"fine-tune {t}/{prune.prune_steps}",
+                                     max_steps=n, teacher=teacher)
                 left -= n
             record.update(losses)
         record["seconds"] = run.seconds()
@@ -150,8 +159,16 @@ def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, ini
                done=mined)
     run.prune = prune
     clf = fit(clf, train_split, dev_split, run, phase="sparsecbm", out=out, point=point,
-               epochs=prune.sparse_epochs)
+              epochs=prune.sparse_epochs, teacher=teacher)
     return run.finish(_with_prototypes(clf, train_split, out, run))
+
+
+def _teacher(prune: PruneConfig, model: Classifier, train_split: Split, run: Run) -> Teacher | None:
+    """The distillation teacher's outputs on the training split, or None when ``distill_weight`` is 0."""
+    if not prune.distill_weight:
+        return None
+    return teacher_outputs(model, train_split, weight=prune.distill_weight, temperature=prune.distill_temperature,
+                           batch_size=run.config.eval_batch_size, progress=run.progress)
 
 
 def fit_value_prototypes(clf: Classifier, split: Split, *, progress: bool = False) -> torch.Tensor | None:

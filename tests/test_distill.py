@@ -1,0 +1,121 @@
+"""Distillation from the dense CBM while a SparseCBM is pruned and fine-tuned (training/distill.py)."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparsecbm import TrainConfig, load, load_dataset, train
+from sparsecbm.outputs import CBMOutput
+from sparsecbm.pruning import PruneConfig
+from sparsecbm.training import distill
+
+from .conftest import CONCEPTS
+
+QUICK = dict(epochs=1, batch_size=8, lr=1e-3, max_length=32)
+PRUNE = dict(pruner="magnitude", prune_steps=2, finetune_epochs=0.5)
+
+
+@pytest.fixture(scope="module")
+def data(reviews):
+    return load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
+                        label_column="stars", concept_columns=CONCEPTS)
+
+
+def _teacher(weight=0.5, temperature=2.0, n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return distill.Teacher(task_logits=torch.randn(n, 5, generator=g),
+                           concept_logits=tuple(torch.randn(n, 3, generator=g) for _ in range(2)),
+                           weight=weight, temperature=temperature)
+
+
+def test_the_soft_term_is_zero_when_the_student_matches_and_the_scaled_kl_otherwise():
+    teacher = _teacher()
+    rows = torch.tensor([2, 0])
+    same = CBMOutput(task_logits=teacher.task_logits[rows], concept_logits=tuple(c[rows] for c in teacher.concept_logits))
+    assert float(teacher.loss(same, rows, gamma=0.5, task_weight=1.0)) == pytest.approx(0.0, abs=1e-6)
+
+    student = CBMOutput(task_logits=torch.zeros(2, 5), concept_logits=(torch.zeros(2, 3), torch.zeros(2, 3)))
+    T = 2.0
+
+    def kl(t):  # by hand: sum p log(p / q) over values, mean over rows; q uniform
+        p = (t / T).softmax(-1)
+        return float((p * (p.log() - torch.log(torch.tensor(1 / t.shape[1])))).sum(-1).mean())
+
+    expected = T**2 * (1.0 * kl(teacher.task_logits[rows]) + 0.5 * sum(kl(c[rows]) for c in teacher.concept_logits))
+    assert float(teacher.loss(student, rows, gamma=0.5, task_weight=1.0)) == pytest.approx(expected, rel=1e-5)
+    hard = torch.tensor(3.0)
+    mixed, soft = teacher.mix(hard, student, rows, gamma=0.5, task_weight=1.0)
+    assert float(mixed) == pytest.approx(0.5 * 3.0 + 0.5 * expected, rel=1e-5) and soft == pytest.approx(expected, rel=1e-5)
+
+
+def test_gradients_of_the_soft_term_reach_every_concepts_logits():
+    teacher = _teacher(weight=1.0)
+    rows = torch.arange(4)
+    concept = tuple(torch.zeros(4, 3, requires_grad=True) for _ in range(2))
+    task = torch.zeros(4, 5, requires_grad=True)
+    teacher.loss(CBMOutput(task_logits=task, concept_logits=concept), rows, gamma=0.5, task_weight=1.0).backward()
+    assert all(float(c.grad.abs().sum()) > 0 for c in (task, *concept))
+    # The gradient of T^2 KL in the student's logits is T (softmax(s / T) - softmax(t / T)) per row / n.
+    expected = 2.0 * (F.softmax(task.detach() / 2, -1) - F.softmax(teacher.task_logits / 2, -1)) / 4
+    assert torch.allclose(task.grad, expected, atol=1e-6)
+
+
+def test_the_pipeline_distils_from_its_own_dense_phase_as_trained(data, tiny_bert, tmp_path, monkeypatch):
+    seen = []
+    real = distill.teacher_outputs
+
+    def spy(model, split, **kw):
+        targets = real(model, split, **kw)
+        seen.append((targets, list(split.texts)))
+        return targets
+
+    monkeypatch.setattr("sparsecbm.training.pipeline.teacher_outputs", spy)
+    out = tmp_path / "m"
+    config = TrainConfig(model="sparsecbm", backbone=str(tiny_bert), **QUICK)
+    train(data, config, prune=PruneConfig(**PRUNE, distill_weight=0.7), out=out, progress=False)
+    [(targets, texts)] = seen
+    assert texts == list(data["train"].texts) and (targets.weight, targets.temperature) == (0.7, 2.0)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    sparse_records = [r for r in log if r["phase"] in ("prune", "sparsecbm")]
+    assert sparse_records and all(r["train_distill_loss"] > 0 for r in sparse_records)
+    assert all("train_distill_loss" not in r for r in log if r["phase"] == "dense")  # the teacher does not distil
+    # The targets were the dense phase's best model (saved in out/dense), read before pruning moved the
+    # weights it shares with the student.
+    dense = load(out / "dense").forward_texts(texts)
+    assert torch.allclose(targets.task_logits, dense.task_logits, atol=1e-5)
+    assert all(torch.allclose(t, d, atol=1e-5) for t, d in zip(targets.concept_logits, dense.concept_logits, strict=True))
+    assert load(out).meta["pruning"]["distill_weight"] == 0.7
+
+
+def test_a_saved_model_can_teach_and_a_mismatched_one_is_refused(data, reviews, tiny_bert, tmp_path):
+    train(data, TrainConfig(model="standard", backbone=str(tiny_bert), **QUICK), out=tmp_path / "std", progress=False)
+    config = TrainConfig(model="sparsecbm", backbone=str(tiny_bert), **QUICK)
+    clf = train(data, config, prune=PruneConfig(**PRUNE, distill_weight=1.0, distill_from=str(tmp_path / "std")),
+                progress=False)
+    assert clf.config.kind == "sparsecbm"  # a Standard teacher: the label distribution alone
+    fewer = load_dataset(reviews["train"], dev=reviews["dev"], text_column="text", label_column="stars",
+                         concept_columns=CONCEPTS[:2])
+    train(fewer, TrainConfig(model="cbm", backbone=str(tiny_bert), **QUICK), out=tmp_path / "two", progress=False)
+    for folder, message in (("none", "no such folder"), ("two", "does not match the model")):
+        with pytest.raises(ValueError, match=f"distill_from: .*{message}"):  # refused before the dense phase
+            train(data, config, prune=PruneConfig(**PRUNE, distill_weight=0.5, distill_from=str(tmp_path / folder)),
+                  progress=False)
+
+
+def test_without_a_weight_nothing_is_distilled_and_the_run_is_unchanged(data, tiny_bert):
+    config = TrainConfig(model="sparsecbm", backbone=str(tiny_bert), **QUICK)
+    a = train(data, config, prune=PruneConfig(**PRUNE), progress=False)
+    b = train(data, config, prune=PruneConfig(**PRUNE, distill_weight=0.0, distill_temperature=5.0), progress=False)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"distill_weight": 1.5}, "--distill-weight must be in"), ({"distill_weight": -0.1}, "--distill-weight must be in"),
+    ({"distill_temperature": 0}, "--distill-temperature must be positive"), ({"distill_from": ""}, "--distill-from"),
+])
+def test_bad_distillation_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PruneConfig(**kwargs)
