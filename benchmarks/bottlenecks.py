@@ -71,7 +71,7 @@ def remeasure(setting: str, seed: int, record: dict) -> dict:
         fit_value_prototypes(clf, data["train"], progress=True)
         clf.model.head.save_prototypes(RUNS / _name(setting, seed))
     start = time.perf_counter()
-    curves = intervention_curves(clf, data["test"], progress=True)
+    curves = intervention_curves(clf, data["test"], progress=True).to_dict()
     curves["seconds"] = round(time.perf_counter() - start, 1)
     record.update(setting=setting, seed=seed, curves=curves,
                   machine=machine())

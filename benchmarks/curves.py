@@ -31,13 +31,14 @@ def main() -> None:
         clf = sparsecbm.load(model)
         data = dataset_from_spec(clf.data_spec)
         start = time.perf_counter()
-        result = intervention_curves(clf, data[args.split], data["train"], progress=True)
+        curves = intervention_curves(clf, data[args.split], data["train"], progress=True)
+        result = curves.to_dict()
         name = model.strip("/").replace("/", "__")
         result.update(model=model, kind=clf.config.kind, seconds=round(time.perf_counter() - start, 1),
                       machine=machine(),
                       command=f"python -m benchmarks.curves --models {model} --split {args.split}")
         write_results(out / f"{name}.json", result)
-        plot_curves(result, out / f"{name}.png")
+        plot_curves(curves, out / f"{name}.png")
         print(f"{model} ({clf.config.kind}): " + "; ".join(
             f"{k} " + " ".join(f"{100 * p:.1f}" for p in v) for k, v in result["curves"].items())
             + f"; hard concepts {100 * result['hard_concepts_task_accuracy']:.1f}; "

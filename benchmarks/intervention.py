@@ -26,6 +26,7 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,9 @@ from sparsecbm.data import Split, dataset_from_spec
 from sparsecbm.files import write_text
 from sparsecbm.interventions import CAUTION, Guard, intervene, protocols
 from sparsecbm.interventions.gradients import concept_k_outputs, saliency, tokenize
-from sparsecbm.interventions.protocols import edit_summary, output_scores, split_scores
+from sparsecbm.interventions.protocols import output_scores, split_scores
 from sparsecbm.interventions.ranking import edit_buffers
+from sparsecbm.interventions.reports import Scores, SplitChange
 from sparsecbm.outputs import predicted_values
 
 RULES = [("taylor", 1e-4), ("taylor", 1e-3), ("taylor", 1e-2), ("taylor", "auto"),
@@ -117,7 +119,7 @@ def per_example_finetune(clf, split: Split, out, part: str, max_steps: int, lr: 
             tuner.restore(original)
             new[k][i] = after[0]
             fixed += int(after.values()[0]) == int(split.concepts[i, k])
-    return {**split_scores(clf, split, new), "corrections_fixed": fixed / max(1, int(wrong.sum())), "fixed": fixed,
+    return {**asdict(split_scores(clf, split, new)), "corrections_fixed": fixed / max(1, int(wrong.sum())), "fixed": fixed,
             "method": f"fine-tune {part}", "max_steps": max_steps, "lr": lr}
 
 
@@ -144,9 +146,8 @@ def persistent_finetune(clf, edit_split: Split, eval_split: Split, part: str, ma
         "fixed_when_edited": len(corrected), "still_fixed_at_end": still,
         "still_fixed_fraction": still / max(1, len(corrected)),
         "wrong_concepts_right_at_end": int(np.count_nonzero(final_pred[wrong] == edit_split.concepts[wrong])),
-        "edit_split": {"before": edit_before, "after": output_scores(clf, edit_split, final),
-                       "n": len(edit_split)},
-        "eval_split": {"before": edit_summary(eval_before), "after": edit_summary(eval_after), "n": len(eval_split)},
+        "edit_split": asdict(SplitChange(before=edit_before, after=output_scores(clf, edit_split, final), n=len(edit_split))),
+        "eval_split": asdict(SplitChange(before=Scores.of(eval_before), after=Scores.of(eval_after), n=len(eval_split))),
     }
 
 
@@ -315,7 +316,7 @@ def main() -> None:
     if "per-example" in parts:
         test = data["test"].head(args.n)
         out = clf.forward_texts(test.texts, progress=True, desc="predict test")
-        base = protocols.per_example(clf, test, [], out=out, progress=False)
+        base = protocols.per_example(clf, test, [], out=out, progress=False).to_dict()
         result["per_example_NI"] = {key: base[key] for key in ("n", "wrong_concepts", "examples_with_a_wrong_concept",
                                                               "NI", "oracle")}
         for selection, ratio in RULES:
@@ -324,7 +325,7 @@ def main() -> None:
                 continue
             if todo("per_example", name):
                 start = time.perf_counter()
-                r = protocols.per_example(clf, test, [ratio], selection=selection, max_ratio=args.max_ratio, out=out)
+                r = protocols.per_example(clf, test, [ratio], selection=selection, max_ratio=args.max_ratio, out=out).to_dict()
                 result["per_example"][name] = {**next(iter(r["SI"].values())), "seconds": time.perf_counter() - start}
                 save()
                 print(name, result["per_example"][name], flush=True)
@@ -359,7 +360,7 @@ def main() -> None:
                 guard = (Guard(guard_split, task_tolerance=kw.pop("task_tolerance", 0.0), caution=kw.pop("caution"),
                                progress=True) if kw.pop("guard", False) else None)
                 r = protocols.persistent(sparsecbm.load(args.model), edit_split, test, max_ratio=args.max_ratio,
-                                         guard=guard, **kw)
+                                         guard=guard, **kw).to_dict()
                 result["persistent"][name] = r
                 save()
                 print(name, {key: r[key] for key in ("edits", "fixed_when_edited", "still_fixed_at_end")}, r["eval_split"],

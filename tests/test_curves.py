@@ -35,18 +35,18 @@ def test_curve_points_match_the_oracle_and_the_plain_prediction(sparse_clf, spli
     plain = float(np.mean(out.task_logits.argmax(-1).numpy() == labels))
     true_names = [{c: schema.concept_values[k][split.concepts[i, k]] for k, c in enumerate(schema.concepts)}
                   for i in range(len(split))]
-    for name, points in result["curves"].items():
+    for name, points in result.curves.items():
         assert len(points) == len(schema.concepts) + 1 and points[0] == pytest.approx(plain), name
     # j = 1, random order: the mean over concepts of the oracle setting that one concept true.
     one = [np.mean([schema.labels.index(r["label"]) == y for r, y in zip(
         oracle_labels(sparse_clf, out.activations, [{c: t[c]} for t in true_names]), labels)])
         for c in schema.concepts]
-    assert result["curves"]["random/onehot"][1] == pytest.approx(float(np.mean(one)))
+    assert result.curves["random/onehot"][1] == pytest.approx(float(np.mean(one)))
     # j = K: every concept true, whatever the order.
     every = oracle_labels(sparse_clf, out.activations, true_names)
     full = float(np.mean([schema.labels.index(r["label"]) == y for r, y in zip(every, labels)]))
-    assert result["curves"]["random/onehot"][-1] == result["curves"]["uncertainty/onehot"][-1] == pytest.approx(full)
-    assert result["task_accuracy"] == pytest.approx(plain)
+    assert result.curves["random/onehot"][-1] == result.curves["uncertainty/onehot"][-1] == pytest.approx(full)
+    assert result.task_accuracy == pytest.approx(plain)
 
 
 def test_uncertainty_order_sets_the_least_certain_concept_first(sparse_clf, split):

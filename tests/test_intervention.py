@@ -155,16 +155,19 @@ def test_per_example_protocol_restores_masks_and_counts_its_fixes(sparse_clf):
     result = per_example(sparse_clf, split, [0.05, "auto"], max_ratio=0.2, steps=2, progress=False)
     assert _same_masks(masks, sparse_clf.model.masks)
     for key in ("0.05", "auto"):
-        si = result["SI"][key]
-        assert si["fixed"] > 0
+        si = result.rewired[key]
+        assert si.fixed > 0
         # Only wrong concepts are edited, so each fix adds exactly one right concept prediction.
-        gained = (si["concept_accuracy"] - result["NI"]["concept_accuracy"]) * 6 * 3
-        assert gained == pytest.approx(si["fixed"])
+        gained = (si.concept_accuracy - result.no_intervention.concept_accuracy) * 6 * 3
+        assert gained == pytest.approx(si.fixed)
         # The rewiring curve runs from no concept rewired (NI) to every wrong one rewired (SI).
-        assert si["curve"][0] == pytest.approx(result["NI"]["task_accuracy"])
-        assert si["curve"][-1] == pytest.approx(si["task_accuracy"])
-        fixes = si["single_fixes"]
-        assert fixes["pairs"] == result["wrong_concepts"] and fixes["fixed"] + fixes["broken"] <= fixes["pairs"]
+        assert si.curve[0] == pytest.approx(result.no_intervention.task_accuracy)
+        assert si.curve[-1] == pytest.approx(si.task_accuracy)
+        fixes = si.single_fixes
+        assert fixes.pairs == result.wrong_concepts and fixes.fixed + fixes.broken <= fixes.pairs
+    # The JSON keeps the names results files have always had.
+    d = result.to_dict()
+    assert list(d)[-3:] == ["NI", "oracle", "SI"] and d["SI"]["auto"]["single_fixes"]["pairs"] == result.wrong_concepts
 
 
 def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, reviews, tiny_bert):

@@ -14,6 +14,7 @@ alone over the whole test split with the stored and with the refitted prototypes
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -48,15 +49,15 @@ def main() -> None:
     edits = protocols.persistent(clf, data["dev"].head(args.n), test, "auto", selection="taylor",
                                  guard=Guard(data["train"].head(args.n), caution=CAUTION, progress=True))
     out = clf.forward_texts(test.texts, progress=True, desc="test after the edits")
-    with_stored = single_fixes(clf, test, out)
+    with_stored = asdict(single_fixes(clf, test, out))
     refit = fit_value_prototypes(clf, data["train"], progress=True).clone()
-    with_refit = single_fixes(clf, test, out)
+    with_refit = asdict(single_fixes(clf, test, out))
     names = [f"{c}.{v}" for c, values in zip(clf.schema.concepts, clf.schema.concept_values) for v in values]
     edited = sorted({e.concept for e in clf.interventions})
     result = {
         "machine": machine(),
         "command": command_line("benchmarks.experiments.prototype_drift", args),
-        "model": args.model, "edits_kept": edits["edits"], "mask_bits_changed": edits["bits_changed"],
+        "model": args.model, "edits_kept": edits.edits, "mask_bits_changed": edits.bits_changed,
         "edited_concepts": edited,
         "refit_without_edits_max_drift": max(drift(stored, refit_unedited)),
         "drift_after_edits": dict(zip(names, drift(stored, refit))),
@@ -65,7 +66,7 @@ def main() -> None:
     }
     write_results(Path(args.out), result)
     worst = max(result["drift_after_edits"].items(), key=lambda item: item[1])
-    print(f"{edits['edits']} edits kept ({edits['bits_changed']} mask bits); refit without edits: max drift "
+    print(f"{edits.edits} edits kept ({edits.bits_changed} mask bits); refit without edits: max drift "
           f"{result['refit_without_edits_max_drift']:.2e}; after the edits: max drift {worst[1]:.4f} ({worst[0]})")
     for name, r in (("stored", with_stored), ("refitted", with_refit)):
         print(f"one true concept, {name} prototypes: {r['fixed']} fixed, {r['broken']} broken of {r['pairs']} "

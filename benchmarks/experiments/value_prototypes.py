@@ -11,6 +11,7 @@ the random-order curve. Prototypes come from each run's training texts.
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def main() -> None:
             true = true_activations(clf, data[split])
             for mix in MIXES:
                 heads.PROTOTYPE_MIX = mix
-                fixes = single_fixes(clf, data[split], out)
+                fixes = asdict(single_fixes(clf, data[split], out))
                 results.setdefault(run, {}).setdefault(split, {})[str(mix)] = {
                     "single_fixes": fixes, "curve": curve(clf, data[split], out, true, certainty, "random")}
                 print(f"{run} {split} mix {mix}: net {100 * fixes['net']:+.2f} % "

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import sys
+from dataclasses import asdict
 
 from tqdm.auto import tqdm
 
@@ -69,11 +70,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if clf.config.has_concepts:
         result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out)
         result["concept_share"] = concept_share(clf, out)
-        result["single_fixes"] = fixes = single_fixes(clf, split, out)
+        fixes = single_fixes(clf, split, out)
+        result["single_fixes"] = asdict(fixes)
         print(f"task accuracy with the predicted concept values as 0/1: {100 * result['hard_concepts_task_accuracy']:.1f} %; "
               f"the concepts' share of the winning label's logit: {100 * result['concept_share']:.1f} %")
-        print(f"one wrong concept set to its true value, over {fixes['pairs']} (text, concept) pairs: "
-              f"{fixes['fixed']} labels fixed, {fixes['broken']} broken (net {100 * fixes['net']:+.1f} %)")
+        print(fixes.line("set to its true value"))
         if ceiling is not None:
             result["leakage_gap"] = result["task"]["accuracy"] - ceiling["accuracy"]
             print(f"leakage gap (task accuracy minus the {'annotated' if annotated else 'gold'}-concept ceiling): "

@@ -11,6 +11,7 @@ from ..access import is_loopback, is_wildcard, new_token
 from ..classifier import load
 from ..data import read_corrections
 from ..files import write_json
+from ..interventions.reports import RatioScores
 from ..metrics import concept_ceiling
 from .inputs import check_save_to, guard_from_args, recorded_data
 
@@ -40,15 +41,15 @@ def cmd_intervene(args: argparse.Namespace) -> None:
             raise ValueError("--guard judges kept edits; use it with --mode persistent")
         result = protocols.per_example(clf, split, args.ratio, selection=args.selection, steps=args.steps,
                                        max_ratio=args.max_ratio, use_label=not args.without_label, progress=progress)
-        print(f"{dataset.name} {args.split}: {result['n']} examples, {result['wrong_concepts']} wrong concepts "
-              f"in {result['examples_with_a_wrong_concept']} examples")
+        print(f"{dataset.name} {args.split}: {result.n} examples, {result.wrong_concepts} wrong concepts "
+              f"in {result.examples_with_a_wrong_concept} examples")
         print(f"{'':<22}{'concept acc %':>14}{'task acc %':>12}{'fixed %':>9}{'median bits per fix':>21}")
-        for name, r in (("NI", result["NI"]), *((f"SI r={k}", v) for k, v in result["SI"].items()), ("oracle", result["oracle"])):
-            fixed = f"{100 * r['corrections_fixed']:>9.1f}{r['median_bits_per_fix']:>21.0f}" if "corrections_fixed" in r else ""
-            print(f"{name:<22}{100 * r['concept_accuracy']:>14.1f}{100 * r['task_accuracy']:>12.1f}{fixed}")
-        for name, r in (*((f"SI r={k}", v) for k, v in result["SI"].items()), ("oracle", result["oracle"])):
-            print(f"{name}: {_fixes_line(r['single_fixes'])}"
-                  + (f"; task acc % with 0..K concepts rewired: {_points(r['curve'])}" if "curve" in r else ""))
+        for name, r in result.rows():
+            fixed = f"{100 * r.corrections_fixed:>9.1f}{r.median_bits_per_fix:>21.0f}" if isinstance(r, RatioScores) else ""
+            print(f"{name:<22}{100 * r.concept_accuracy:>14.1f}{100 * r.task_accuracy:>12.1f}{fixed}")
+        for name, r in result.rows()[1:]:
+            print(f"{name}: {r.single_fixes.line()}"
+                  + (f"; task acc % with 0..K concepts rewired: {_points(r.curve)}" if isinstance(r, RatioScores) else ""))
         if args.png:
             protocols.plot_ratios(result, args.png)
             print(f"wrote {args.png}")
@@ -57,27 +58,22 @@ def cmd_intervene(args: argparse.Namespace) -> None:
                                       args.ratio[0], selection=args.selection, steps=args.steps,
                                       max_ratio=args.max_ratio, use_label=not args.without_label,
                                       guard=guard_from_args(args, clf, dataset), progress=progress)
-        print(f"{result['edits']} edits kept for {result['wrong_concepts']} wrong concepts on {args.edit_split} "
-              f"({', '.join(f'{k}: {v}' for k, v in result['outcomes'].items())}); fixed when kept "
-              f"{result['fixed_when_edited']}, still fixed at the end {result['still_fixed_at_end']}; "
-              f"{result['bits_changed']} mask bits differ from the original")
+        print(f"{result.edits} edits kept for {result.wrong_concepts} wrong concepts on {args.edit_split} "
+              f"({', '.join(f'{k}: {v}' for k, v in result.outcomes.items())}); fixed when kept "
+              f"{result.fixed_when_edited}, still fixed at the end {result.still_fixed_at_end}; "
+              f"{result.bits_changed} mask bits differ from the original")
         print("sparsity per concept (unchanged by edits): " + ", ".join(
-            f"{c} {100 * v:.1f}%" for c, v in result["sparsity"].items()))
-        for split_name, key in ((args.edit_split, "edit_split"), (args.eval_split, "eval_split")):
-            b, a = result[key]["before"], result[key]["after"]
-            print(f"{split_name}: concept acc {100 * b['concept_accuracy']:.1f} -> {100 * a['concept_accuracy']:.1f} %, "
-                  f"task acc {100 * b['task_accuracy']:.1f} -> {100 * a['task_accuracy']:.1f} %")
+            f"{c} {100 * v:.1f}%" for c, v in result.sparsity.items()))
+        for split_name, change in ((args.edit_split, result.edit_split), (args.eval_split, result.eval_split)):
+            b, a = change.before, change.after
+            print(f"{split_name}: concept acc {100 * b.concept_accuracy:.1f} -> {100 * a.concept_accuracy:.1f} %, "
+                  f"task acc {100 * b.task_accuracy:.1f} -> {100 * a.task_accuracy:.1f} %")
         if args.save_to:
             clf.save(args.save_to, overwrite=args.overwrite)
             print(f"saved the edited model to {args.save_to}")
     if args.json_out:
-        write_json(args.json_out, result)
+        write_json(args.json_out, result.to_dict())
         print(f"wrote {args.json_out}")
-
-
-def _fixes_line(fixes: dict) -> str:
-    return (f"one wrong concept corrected alone, over {fixes['pairs']} (text, concept) pairs: {fixes['fixed']} labels "
-            f"fixed, {fixes['broken']} broken (net {100 * fixes['net']:+.1f} %)")
 
 
 def _points(points: list[float]) -> str:
@@ -101,23 +97,22 @@ def _curve(args: argparse.Namespace, clf) -> None:
         rewired = protocols.per_example(clf, split, args.ratio[:1], selection=args.selection, steps=args.steps,
                                         max_ratio=args.max_ratio, use_label=not args.without_label,
                                         progress=not args.quiet)
-        si = next(iter(rewired["SI"].values()))
-        result["curves"][f"rewired/{args.selection} {args.ratio[0]}"] = si["curve"]
-        result["rewiring_single_fixes"] = si["single_fixes"]
-    print(f"{dataset.name} {args.split}: {result['n']} texts; task accuracy % with j concepts set to their true value")
-    print(f"{'':<24}" + "".join(f"{'j=' + str(j):>8}" for j in result["j"]))
-    for name, points in result["curves"].items():
+        si = next(iter(rewired.rewired.values()))
+        result = result.with_rewiring(f"rewired/{args.selection} {args.ratio[0]}", si.curve, si.single_fixes)
+    print(f"{dataset.name} {args.split}: {result.n} texts; task accuracy % with j concepts set to their true value")
+    print(f"{'':<24}" + "".join(f"{'j=' + str(j):>8}" for j in result.j))
+    for name, points in result.curves.items():
         print(f"{name:<24}" + "".join(f"{100 * p:>8.1f}" for p in points))
-    print(f"hard predicted concepts: {100 * result['hard_concepts_task_accuracy']:.1f} %; the concepts' share of "
-          f"the winning label's logit: {100 * result['concept_share']:.1f} %")
-    print(f"set true: {_fixes_line(result['single_fixes'])}")
-    if "rewiring_single_fixes" in result:
-        print(f"rewired: {_fixes_line(result['rewiring_single_fixes'])}")
+    print(f"hard predicted concepts: {100 * result.hard_concepts_task_accuracy:.1f} %; the concepts' share of "
+          f"the winning label's logit: {100 * result.concept_share:.1f} %")
+    print(f"set true: {result.single_fixes.line()}")
+    if result.rewiring_single_fixes is not None:
+        print(f"rewired: {result.rewiring_single_fixes.line()}")
     if args.png:
         curves.plot_curves(result, args.png)
         print(f"wrote {args.png}")
     if args.json_out:
-        write_json(args.json_out, result)
+        write_json(args.json_out, result.to_dict())
         print(f"wrote {args.json_out}")
 
 

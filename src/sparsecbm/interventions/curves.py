@@ -20,13 +20,14 @@ than the concept values the pathway shows (leakage).
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..data import Split
 from ..outputs import ConceptOutputs
+from .reports import CurvesResult, Fixes
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
@@ -105,7 +106,7 @@ def curve(clf: Classifier, split: Split, out, true: torch.Tensor, certainty: tor
     return points
 
 
-def single_fixes(clf: Classifier, split: Split, out) -> dict[str, Any]:
+def single_fixes(clf: Classifier, split: Split, out) -> Fixes:
     """Each (text, wrong concept) pair set right alone (0/1 true value), the rest as
     predicted: how many labels that fixes and how many it breaks."""
     labels = np.asarray(split.labels)
@@ -127,7 +128,7 @@ def single_fixes(clf: Classifier, split: Split, out) -> dict[str, Any]:
         fixed += int((now & ~right[rows]).sum())
         broken += int((~now & right[rows]).sum())
         pairs += len(rows)
-    return {"pairs": pairs, "fixed": fixed, "broken": broken, "net": (fixed - broken) / max(1, pairs)}
+    return Fixes(pairs=pairs, fixed=fixed, broken=broken, net=(fixed - broken) / max(1, pairs))
 
 
 def swap_curve(clf: Classifier, split: Split, before: list[ConceptOutputs], after: list[ConceptOutputs]) -> list[float]:
@@ -146,7 +147,7 @@ def swap_curve(clf: Classifier, split: Split, before: list[ConceptOutputs], afte
 
 
 def swap_fixes(clf: Classifier, split: Split, before: list[ConceptOutputs], after: list[ConceptOutputs],
-               wrong: np.ndarray) -> dict[str, Any]:
+               wrong: np.ndarray) -> Fixes:
     """Over every (text, wrong concept) pair (``wrong``: (n, K) bool), the labels fixed and
     broken when that concept alone takes its ``after`` outputs (as :func:`single_fixes`)."""
     labels = np.asarray(split.labels)
@@ -158,11 +159,11 @@ def swap_fixes(clf: Classifier, split: Split, before: list[ConceptOutputs], afte
         fixed += int((now & ~right & rows).sum())
         broken += int((~now & right & rows).sum())
     pairs = int(wrong.sum())
-    return {"pairs": pairs, "fixed": fixed, "broken": broken, "net": (fixed - broken) / max(1, pairs)}
+    return Fixes(pairs=pairs, fixed=fixed, broken=broken, net=(fixed - broken) / max(1, pairs))
 
 
 def intervention_curves(clf: Classifier, split: Split, train_split: Split | None = None, *,
-                        progress: bool = False) -> dict[str, Any]:
+                        progress: bool = False) -> CurvesResult:
     """Every order x value mode's curve on ``split``, the head fed hard predicted values,
     single-concept fixes (:func:`single_fixes`) and the concepts' share of the winning
     logit (:func:`concept_share`)."""
@@ -174,19 +175,17 @@ def intervention_curves(clf: Classifier, split: Split, train_split: Split | None
     train_activations = None
     if train_split is not None:
         train_activations = clf.forward_texts(train_split.texts, progress=progress, desc="train activations").activations
-    result: dict[str, Any] = {"n": len(split), "concepts": list(clf.schema.concepts),
-                              "j": list(range(len(clf.schema.concepts) + 1)), "curves": {}}
+    curves = {}
     for values in VALUES:
         if values == "percentile" and train_split is None:
             continue
         true = true_activations(clf, split, values, train_activations, train_split)
         for order in ORDERS:
-            result["curves"][f"{order}/{values}"] = curve(clf, split, out, true, certainty, order)
-    result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out)
-    result["task_accuracy"] = result["curves"]["random/onehot"][0]
-    result["single_fixes"] = single_fixes(clf, split, out)
-    result["concept_share"] = concept_share(clf, out)
-    return result
+            curves[f"{order}/{values}"] = curve(clf, split, out, true, certainty, order)
+    return CurvesResult(n=len(split), concepts=list(clf.schema.concepts), j=list(range(len(clf.schema.concepts) + 1)),
+                        curves=curves, hard_concepts_task_accuracy=hard_concepts_accuracy(clf, split, out),
+                        task_accuracy=curves["random/onehot"][0], single_fixes=single_fixes(clf, split, out),
+                        concept_share=concept_share(clf, out))
 
 
 def hard_concepts_accuracy(clf: Classifier, split: Split, out) -> float:
@@ -205,7 +204,7 @@ def concept_share(clf: Classifier, out) -> float:
     return float(parts.share.mean())
 
 
-def plot_curves(result: dict[str, Any], path) -> None:
+def plot_curves(result: CurvesResult, path) -> None:
     """Task accuracy against the number of concepts set to their true values, one line per curve."""
     from ..files import atomic_path
     from ..plotting import pyplot
@@ -213,16 +212,16 @@ def plot_curves(result: dict[str, Any], path) -> None:
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for name, points in result["curves"].items():
-        ax.plot(result["j"], [100 * p for p in points], "o-", label=name)
-    ax.axhline(100 * result["hard_concepts_task_accuracy"], color="0.5", ls=":", label="hard predicted concepts")
-    ax.set_xticks(result["j"])
+    for name, points in result.curves.items():
+        ax.plot(result.j, [100 * p for p in points], "o-", label=name)
+    ax.axhline(100 * result.hard_concepts_task_accuracy, color="0.5", ls=":", label="hard predicted concepts")
+    ax.set_xticks(result.j)
     ax.set_xlabel("concepts set to their true value")
     ax.set_ylabel("task accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"intervention curves, {result['n']} texts; concepts' share of the winning logit "
-                 f"{100 * result['concept_share']:.0f}%", fontsize=9)
+    ax.set_title(f"intervention curves, {result.n} texts; concepts' share of the winning logit "
+                 f"{100 * result.concept_share:.0f}%", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

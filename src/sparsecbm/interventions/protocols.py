@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,26 +28,22 @@ from .gradients import tokenize
 from .guard import Guard
 from .oracle import oracle_labels
 from .ranking import MAX_RATIO, revert
+from .reports import OracleScores, PerExampleResult, PersistentResult, RatioScores, Scores, SplitChange
 from .rewire import edit, intervene
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
 
 
-def split_scores(clf: Classifier, split: Split, outputs: list[ConceptOutputs]) -> dict[str, float]:
+def split_scores(clf: Classifier, split: Split, outputs: list[ConceptOutputs]) -> Scores:
     """Summary scores of the predictions that every concept's outputs give."""
     task = clf.task_logits(outputs).argmax(-1).numpy()
-    return edit_summary(evaluate_predictions(split, clf.schema, task, predicted_values(outputs)))
+    return Scores.of(evaluate_predictions(split, clf.schema, task, predicted_values(outputs)))
 
 
-def output_scores(clf: Classifier, split: Split, out: CBMOutput) -> dict[str, float]:
+def output_scores(clf: Classifier, split: Split, out: CBMOutput) -> Scores:
     """:func:`split_scores` of a forward pass's outputs."""
     return split_scores(clf, split, out.per_concept())
-
-
-def edit_summary(result: dict[str, Any]) -> dict[str, float]:
-    return {"concept_accuracy": result["concepts"]["mean"]["accuracy"], "concept_macro_f1": result["concepts"]["mean"]["macro_f1"],
-            "task_accuracy": result["task"]["accuracy"], "task_macro_f1": result["task"]["macro_f1"]}
 
 
 def _ratio_key(ratio: float | str) -> str:
@@ -69,7 +65,7 @@ def per_example(
     use_label: bool = True,
     progress: bool = True,
     out: CBMOutput | None = None,
-) -> dict[str, Any]:
+) -> PerExampleResult:
     """NI, SI per ratio (a fraction or "auto") and oracle scores on ``split`` (every
     mask restored after each example), with the bits each fix flipped. ``out``: the
     model's outputs on ``split`` when the caller already has them."""
@@ -82,14 +78,10 @@ def per_example(
     corrections = [{schema.concepts[k]: schema.concept_values[k][split.concepts[i, k]] for k in np.flatnonzero(wrong[i])}
                    for i in range(len(split))]
     oracle_task = np.array([schema.labels.index(o["label"]) for o in oracle_labels(clf, out.activations, corrections, out.features)])
-    result: dict[str, Any] = {
-        "n": len(split), "wrong_concepts": int(wrong.sum()), "examples_with_a_wrong_concept": int(wrong.any(1).sum()),
-        "steps": steps, "uses_task_label": use_label, "selection": selection, "max_ratio": max_ratio,
-        "NI": split_scores(clf, split, logits),
-        "oracle": {**edit_summary(evaluate_predictions(split, schema, oracle_task, split.concepts)),
-                   "single_fixes": single_fixes(clf, split, out)},
-        "SI": {},
-    }
+    no_intervention = split_scores(clf, split, logits)
+    oracle = OracleScores(**vars(Scores.of(evaluate_predictions(split, schema, oracle_task, split.concepts))),
+                          single_fixes=single_fixes(clf, split, out))
+    rewired = {}
     rows = np.flatnonzero(wrong.any(1))
     for ratio in ratios:
         new = [o.clone() for o in logits]
@@ -107,13 +99,15 @@ def per_example(
                 bits_all.append(bits)
                 if int(after.values()[0]) == int(value):
                     bits_per_fix.append(bits)
-        result["SI"][_ratio_key(ratio)] = {
-            **split_scores(clf, split, new), "ratio": ratio,
-            "corrections_fixed": len(bits_per_fix) / max(1, int(wrong.sum())), "fixed": len(bits_per_fix),
-            "median_bits_per_fix": _median(bits_per_fix), "mean_bits_per_correction": float(np.mean(bits_all)) if bits_all else 0.0,
-            "curve": swap_curve(clf, split, logits, new), "single_fixes": swap_fixes(clf, split, logits, new, wrong),
-        }
-    return result
+        rewired[_ratio_key(ratio)] = RatioScores(
+            **vars(split_scores(clf, split, new)), ratio=ratio,
+            corrections_fixed=len(bits_per_fix) / max(1, int(wrong.sum())), fixed=len(bits_per_fix),
+            median_bits_per_fix=_median(bits_per_fix), mean_bits_per_correction=float(np.mean(bits_all)) if bits_all else 0.0,
+            curve=swap_curve(clf, split, logits, new), single_fixes=swap_fixes(clf, split, logits, new, wrong))
+    return PerExampleResult(
+        n=len(split), wrong_concepts=int(wrong.sum()), examples_with_a_wrong_concept=int(wrong.any(1).sum()),
+        steps=steps, uses_task_label=use_label, selection=selection, max_ratio=max_ratio,
+        no_intervention=no_intervention, oracle=oracle, rewired=rewired)
 
 
 def _diff_bits(a: Masks, b: Masks) -> int:
@@ -133,7 +127,7 @@ def persistent(
     guard: Guard | None = None,
     keep_unfixed: bool = False,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> PersistentResult:
     """Correct every wrong concept of ``edit_split``, in order, cumulatively (kept edits
     stay, logged on ``clf``); score ``eval_split`` before and after, and re-check the
     corrections that were fixed when their edit was kept. With a ``guard``, each
@@ -171,45 +165,40 @@ def persistent(
     edit_after = output_scores(clf, edit_split, final)
     eval_after = clf.evaluate(eval_split, progress=progress)
     kept_same = all(kept(original[c]) == kept(per) for c, per in clf.model.masks.items())
-    return {
-        "ratio": ratio, "selection": selection, "steps": steps, "max_ratio": max_ratio, "uses_task_label": use_label,
-        "guard": None if guard is None else {"n": len(guard), "tolerance": guard.tolerance,
-                                             "task_tolerance": guard.task_tolerance},
-        "edits": len(clf.interventions), "wrong_concepts": int(wrong.sum()), "outcomes": outcomes,
-        "fixed_when_edited": len(corrected), "still_fixed_at_end": still,
-        "still_fixed_fraction": still / max(1, len(corrected)),
-        "wrong_concepts_right_at_end": right_at_end,
-        "median_bits_per_kept_edit": _median(bits_kept),
-        "median_seconds_per_correction": float(np.median(seconds)) if seconds else 0.0,
-        "bits_changed": _diff_bits(original, clf.model.masks),
-        "bits_flipped_by_edits": sum(e.bits_flipped for e in clf.interventions),
-        "kept_counts_unchanged": kept_same,
-        "sparsity": {c: sparsity(per) for c, per in clf.model.masks.items()},
-        "edit_split": {"before": edit_before, "after": edit_after, "n": len(edit_split)},
-        "eval_split": {"before": edit_summary(eval_before), "after": edit_summary(eval_after), "n": len(eval_split)},
-    }
+    return PersistentResult(
+        ratio=ratio, selection=selection, steps=steps, max_ratio=max_ratio, uses_task_label=use_label,
+        guard=None if guard is None else {"n": len(guard), "tolerance": guard.tolerance, "task_tolerance": guard.task_tolerance},
+        edits=len(clf.interventions), wrong_concepts=int(wrong.sum()), outcomes=outcomes,
+        fixed_when_edited=len(corrected), still_fixed_at_end=still, still_fixed_fraction=still / max(1, len(corrected)),
+        wrong_concepts_right_at_end=right_at_end, median_bits_per_kept_edit=_median(bits_kept),
+        median_seconds_per_correction=float(np.median(seconds)) if seconds else 0.0,
+        bits_changed=_diff_bits(original, clf.model.masks),
+        bits_flipped_by_edits=sum(e.bits_flipped for e in clf.interventions),
+        kept_counts_unchanged=kept_same, sparsity={c: sparsity(per) for c, per in clf.model.masks.items()},
+        edit_split=SplitChange(before=edit_before, after=edit_after, n=len(edit_split)),
+        eval_split=SplitChange(before=Scores.of(eval_before), after=Scores.of(eval_after), n=len(eval_split)))
 
 
-def plot_ratios(result: dict[str, Any], path) -> None:
+def plot_ratios(result: PerExampleResult, path) -> None:
     """The paper's Fig. 3: concept and task accuracy against the intervention ratio, NI and oracle as lines."""
     from ..files import atomic_path
     from ..plotting import pyplot
 
     plt = pyplot()
 
-    si = sorted((r for r in result["SI"].values() if not isinstance(r["ratio"], str)), key=lambda r: r["ratio"])
-    xs = [100 * r["ratio"] for r in si]
+    si = sorted((r for r in result.rewired.values() if not isinstance(r.ratio, str)), key=lambda r: r.ratio)
+    xs = [100 * r.ratio for r in si]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
     for ax, key, title in ((axes[0], "concept_accuracy", "concept accuracy"), (axes[1], "task_accuracy", "task accuracy")):
-        ax.plot(xs, [100 * r[key] for r in si], "o-", label="SI (mask rewiring)")
-        ax.axhline(100 * result["NI"][key], color="0.4", ls="--", label="NI (no intervention)")
-        ax.axhline(100 * result["oracle"][key], color="tab:green", ls=":", label="oracle (true activations)")
+        ax.plot(xs, [100 * getattr(r, key) for r in si], "o-", label="SI (mask rewiring)")
+        ax.axhline(100 * getattr(result.no_intervention, key), color="0.4", ls="--", label="NI (no intervention)")
+        ax.axhline(100 * getattr(result.oracle, key), color="tab:green", ls=":", label="oracle (true activations)")
         ax.set_xscale("log")
         ax.set_xlabel("intervention ratio r (% of prunable weights dropped and grown)")
         ax.set_ylabel(f"{title} (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"per-example intervention, {result['n']} examples, {result['wrong_concepts']} wrong concepts", fontsize=10)
+    fig.suptitle(f"per-example intervention, {result.n} examples, {result.wrong_concepts} wrong concepts", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
