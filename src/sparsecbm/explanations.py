@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.batching import check_texts, truncated
+from .data.batching import check_texts, encode, truncated
 from .data.reading import is_blank
 from .files import atomic_path
 from .masks import summary as masks_summary
@@ -189,8 +189,7 @@ def words(clf: Classifier, text: str) -> Words:
     tok = clf.tokenizer
     if not tok.is_fast:
         raise ValueError("explanations need a fast tokenizer (word offsets); this model's tokenizer is not one")
-    enc = tok(text, truncation=True, max_length=clf.max_length, return_offsets_mapping=True,
-              return_overflowing_tokens=False, return_tensors="pt")
+    enc = encode(tok, [text], clf.max_length, return_offsets_mapping=True)
     word_ids = enc.word_ids(0)
     offsets = enc["offset_mapping"][0].tolist()
     spans: list[list[int]] = []

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..backbones import load_backbone
+from ..data.batching import iter_batches
 from ..encoder import masked_mean
 
 
@@ -37,11 +38,10 @@ class SentenceEncoder:
         # Longest first, so each batch pads to a similar length; rows go back to their places after.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        starts = range(0, len(texts), self.batch_size)
-        for start in tqdm(starts, desc=desc, unit="batch", disable=not progress or len(starts) < 2):
-            idx = order[start:start + self.batch_size]
-            batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+        batches = iter_batches(self.tokenizer, texts, order, self.batch_size, self.max_length)
+        n_batches = -(-len(texts) // self.batch_size)
+        for idx, batch in tqdm(batches, total=n_batches, desc=desc, unit="batch", disable=not progress or n_batches < 2):
+            batch = {key: t.to(self.device) for key, t in batch.items()}
             hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
             pooled = torch.nn.functional.normalize(masked_mean(hidden, batch["attention_mask"]).float(), dim=-1)
             out[idx] = pooled.cpu().numpy()

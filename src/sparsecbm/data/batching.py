@@ -6,7 +6,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from .reading import is_blank
 
@@ -33,6 +33,13 @@ def truncated(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_leng
     return [len(x) > max_length for x in ids]
 
 
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, **extra) -> BatchEncoding:
+    """Texts as the model reads them: the first ``max_length`` tokens of each, padded to
+    the longest, as tensors (``extra``: more of the tokenizer's options, e.g. offsets).
+    Every tokenizing of model inputs goes through here."""
+    return tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt", **extra)
+
+
 def iter_batches(
     tokenizer: PreTrainedTokenizerBase,
     texts: Sequence[str],
@@ -43,11 +50,5 @@ def iter_batches(
     """(indices, tokenized batch) over ``texts`` in ``order``, padded per batch."""
     for start in range(0, len(order), batch_size):
         idx = np.asarray(order[start : start + batch_size])
-        enc = tokenizer(
-            [texts[i] for i in idx],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        )
+        enc = encode(tokenizer, [texts[i] for i in idx], max_length)
         yield idx, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}

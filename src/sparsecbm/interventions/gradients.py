@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.batching import iter_batches
 from ..outputs import ConceptOutputs
 
 if TYPE_CHECKING:
@@ -17,13 +18,10 @@ CHUNK = 32  # texts per forward pass when a correction batch is large
 
 
 def tokenize(clf: Classifier, texts: Sequence[str]) -> list[tuple[slice, dict[str, torch.Tensor]]]:
-    """Texts as the model reads them, in chunks of at most CHUNK (padded per chunk), on its device."""
-    chunks = []
-    for start in range(0, len(texts), CHUNK):
-        enc = clf.tokenizer(list(texts[start : start + CHUNK]), padding=True, truncation=True,
-                            max_length=clf.max_length, return_tensors="pt")
-        chunks.append((slice(start, start + CHUNK), {key: enc[key].to(clf.device) for key in ("input_ids", "attention_mask")}))
-    return chunks
+    """Texts as the model reads them (``data.batching``), in chunks of at most CHUNK (padded per
+    chunk), on its device; each with the slice of ``texts`` it holds."""
+    return [(slice(int(idx[0]), int(idx[-1]) + 1), {key: t.to(clf.device) for key, t in batch.items()})
+            for idx, batch in iter_batches(clf.tokenizer, texts, range(len(texts)), CHUNK, clf.max_length)]
 
 
 def concept_k_outputs(clf: Classifier, batches: list[tuple[slice, dict]], k: int) -> ConceptOutputs:
