@@ -57,19 +57,24 @@ def checked(check: Callable[[Any], Any], parse: Callable[[str], Any] = number) -
 def add_flags(parser, config_class: type) -> None:
     """One ``--name`` option per setting of ``config_class`` (argparse parser or group)."""
     for f in dataclasses.fields(config_class):
-        meta = f.metadata
-        if "help" not in meta or not meta["flag"]:
-            continue
-        kind = meta["kind"] or type(f.default)
-        options: dict[str, Any] = {"default": f.default, "help": _with_default(meta["help"], f.default)}
-        if meta["choices"]:
-            options["choices"] = list(meta["choices"])
-        elif kind in (int, float):
-            parse = whole_number if kind is int else number
-            options["type"] = checked(meta["check"], parse) if meta["check"] else parse
-        if meta["metavar"]:
-            options["metavar"] = meta["metavar"]
-        parser.add_argument(f"--{f.name.replace('_', '-')}", **options)
+        if "help" in f.metadata and f.metadata["flag"]:
+            add_flag(parser, config_class, f.name)
+
+
+def add_flag(parser, config_class: type, name: str) -> None:
+    """The ``--name`` option of one setting of ``config_class``."""
+    [f] = [f for f in dataclasses.fields(config_class) if f.name == name]
+    meta = f.metadata
+    kind = meta["kind"] or type(f.default)
+    options: dict[str, Any] = {"default": f.default, "help": _with_default(meta["help"], f.default)}
+    if meta["choices"]:
+        options["choices"] = list(meta["choices"])
+    elif kind in (int, float):
+        parse = whole_number if kind is int else number
+        options["type"] = checked(meta["check"], parse) if meta["check"] else parse
+    if meta["metavar"]:
+        options["metavar"] = meta["metavar"]
+    parser.add_argument(f"--{f.name.replace('_', '-')}", **options)
 
 
 def _with_default(help: str, default: Any) -> str:

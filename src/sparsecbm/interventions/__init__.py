@@ -45,7 +45,7 @@ accuracy as concepts are set true; how much the concepts decide).
 from .guard import CAUTION, Guard, check_caution, check_tolerance
 from .log import load_log, save_log, undo
 from .oracle import oracle, oracle_labels
-from .ranking import AUTO, MAX_RATIO, SELECTIONS, check_max_ratio, check_ratio
+from .ranking import AUTO, MAX_RATIO, SELECTIONS, EditSettings, check_max_ratio, check_ratio
 from .results import CorrectionResult, Edit, InterventionResult
 from .rewire import correct, intervene
 from .split_logits import SplitLogits
@@ -53,7 +53,7 @@ from .split_logits import SplitLogits
 # What users and the other floors use; the steps inside a correction (gradients, ranking,
 # flipping bits) are public in their own modules for tests and benchmarks.
 __all__ = [
-    "AUTO", "CAUTION", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "Guard", "InterventionResult", "SplitLogits",
+    "AUTO", "CAUTION", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "EditSettings", "Guard", "InterventionResult", "SplitLogits",
     "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "correct", "intervene", "load_log", "oracle",
     "oracle_labels", "save_log", "undo",
 ]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from ..settings import setting
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
@@ -30,6 +33,38 @@ def check_max_ratio(max_ratio) -> float:
     if isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float)) or not 0.0 < max_ratio < 0.5:
         raise ValueError(f"max_ratio must be a fraction in (0, 0.5), got {max_ratio!r}")
     return max_ratio
+
+
+def check_selection(selection) -> str:
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
+    return selection
+
+
+def check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps!r}")
+    return steps
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """How a correction edits a concept's mask, declared once: the keywords of ``correct``
+    and their defaults, and the command line's flags of the same names."""
+
+    selection: str = setting("taylor", "taylor (default): signed first-order estimate; paper: |G theta|, the paper's "
+                             "rule", choices=SELECTIONS)
+    max_ratio: float = setting(MAX_RATIO, "the cap of a ratio of auto (the explorer's is always auto): the largest "
+                               "fraction of the prunable weights one step may flip", check=check_max_ratio)
+    steps: int = setting(1, "steps per correction while still wrong", check=check_steps)
+
+    def __post_init__(self) -> None:
+        check_selection(self.selection)
+        check_max_ratio(self.max_ratio)
+        check_steps(self.steps)
+
+
+EDIT = EditSettings()  # the defaults
 
 
 def pick(scores: np.ndarray, allowed: np.ndarray, n: int, largest: bool, seed: int = 0) -> np.ndarray:

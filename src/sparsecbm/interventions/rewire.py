@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..data.batching import check_texts
 from ..outputs import ConceptOutputs
 from .gradients import concept_k_outputs, saliency, tokenize
-from .ranking import AUTO, MAX_RATIO, SELECTIONS, auto_ladder, check_max_ratio, check_ratio, count_flips, edit_buffers, flip, rank, revert
+from .ranking import AUTO, EDIT, MAX_RATIO, EditSettings, auto_ladder, check_ratio, count_flips, edit_buffers, flip, rank, revert
 from .results import CorrectionResult, Edit, InterventionResult, Plan
 
 if TYPE_CHECKING:
@@ -117,12 +117,8 @@ def _check(
             if label not in schema.labels:
                 raise ValueError(f"labels: unknown label {label!r}; the labels are {list(schema.labels)}")
         y = torch.tensor([schema.labels.index(label) for label in labels])
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {list(SELECTIONS)}, got {selection!r}")
     check_ratio(ratio)
-    check_max_ratio(max_ratio)
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    EditSettings(selection=selection, max_ratio=max_ratio, steps=steps)  # checks each
     return k, v, y
 
 
@@ -143,9 +139,9 @@ def correct(
     labels: str | Sequence[str] | None = None,
     *,
     ratio: float | str = AUTO,
-    selection: str = "taylor",
-    steps: int = 1,
-    max_ratio: float = MAX_RATIO,
+    selection: str = EDIT.selection,
+    steps: int = EDIT.steps,
+    max_ratio: float = EDIT.max_ratio,
     persist: bool = False,
     guard=None,
     keep_unfixed: bool = False,
