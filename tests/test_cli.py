@@ -187,14 +187,15 @@ def test_flags_come_from_the_configs_with_their_defaults_and_help(capsys, monkey
     import dataclasses
 
     from sparsecbm.cli import build_parser
-    from sparsecbm.interventions import Guard
+    from sparsecbm.interventions import EditSettings, Guard
     from sparsecbm.pruning import PruneConfig
     from sparsecbm.training import TrainConfig
 
     monkeypatch.setenv("COLUMNS", "10000")  # help on one line a flag: no words broken at hyphens
     parser = build_parser()
     commands = {"train": (["--data", "cebab", "--out", "o"], (TrainConfig, PruneConfig)),
-                "correct": (["m", "--concept", "food"], (Guard,)), "serve": (["m"], (Guard,))}
+                "correct": (["m", "--concept", "food"], (Guard, EditSettings)), "intervene": (["m"], (Guard, EditSettings)),
+                "serve": (["m"], (Guard,))}
     for command, (needed, classes) in commands.items():
         parsed = vars(parser.parse_args([command, *needed]))
         with pytest.raises(SystemExit):
@@ -217,5 +218,8 @@ def test_flags_come_from_the_configs_with_their_defaults_and_help(capsys, monkey
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
         assert message in capsys.readouterr().err
+    # The library names its parameters (epochs, residual); the command line names the flags.
     assert main(["-q", "train", "--data", "cebab", "--out", "o", "--epochs", "0"]) == 2
     assert "--epochs must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["-q", "train", "--data", "cebab", "--out", "o", "--side-dropout", "0.5"]) == 2
+    assert "error: --side-dropout leaves out the side channel; it needs --residual R\n" in capsys.readouterr().err

@@ -113,8 +113,8 @@ def test_without_a_weight_nothing_is_distilled_and_the_run_is_unchanged(data, ti
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"distill_weight": 1.5}, "--distill-weight must be in"), ({"distill_weight": -0.1}, "--distill-weight must be in"),
-    ({"distill_temperature": 0}, "--distill-temperature must be positive"), ({"distill_from": ""}, "--distill-from"),
+    ({"distill_weight": 1.5}, "distill_weight must be in"), ({"distill_weight": -0.1}, "distill_weight must be in"),
+    ({"distill_temperature": 0}, "distill_temperature must be positive"), ({"distill_from": ""}, "distill_from"),
 ])
 def test_bad_distillation_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -202,11 +202,11 @@ def test_heads_are_saved_and_old_configs_load_as_soft(tiny_bert, tmp_path):
 
 @pytest.mark.parametrize("kwargs,message", [
     (dict(model="standard", residual=4), "apply to concept models"),
-    (dict(bottleneck="fuzzy"), "--bottleneck must be one of"),
-    (dict(residual=-1), "--residual must be >= 0"),
-    (dict(side_dropout=0.5), "needs --residual"),
-    (dict(residual=2, side_dropout=1.0), "--side-dropout must be in"),
-    (dict(cbm_mode="sequential", bottleneck="embedding"), "--cbm-mode joint"),
+    (dict(bottleneck="fuzzy"), "bottleneck must be one of"),
+    (dict(residual=-1), "residual must be >= 0"),
+    (dict(side_dropout=0.5), "needs residual"),
+    (dict(residual=2, side_dropout=1.0), "side_dropout must be in"),
+    (dict(cbm_mode="sequential", bottleneck="embedding"), "cbm_mode joint"),
 ])
 def test_bad_head_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -85,7 +85,7 @@ def test_resume_refuses_other_settings_and_missing_points(data, tiny_bert, tmp_p
     other, _ = _settings(tiny_bert, epochs=1, lr=2e-3)
     with pytest.raises(ValueError, match=r"training.lr: 0.001 then, 0.002 now"):
         train(data, other, prune=prune, out=out, progress=False, resume=True)
-    with pytest.raises(ValueError, match="needs --out"):
+    with pytest.raises(ValueError, match="resume needs out"):
         train(data, config, prune=prune, progress=False, resume=True)
     (out / "resume" / "state.json").write_text("{not json")
     with pytest.raises(ValueError, match="damaged resume point"):
@@ -199,5 +199,5 @@ def test_sparse_epochs_set_the_sparse_phase_apart_from_the_dense_one(data, tiny_
                          lambda: train(data, config, prune=replace(prune, sparse_epochs=None), out=older, progress=False))
     train(data, config, prune=replace(prune, sparse_epochs=None), out=older, progress=False, resume=True)
     assert load(older).meta["finished"] and load(older).meta["epochs_done"] == 1
-    with pytest.raises(ValueError, match="--sparse-epochs must be at least 1"):
+    with pytest.raises(ValueError, match="sparse_epochs must be at least 1"):
         PruneConfig(sparse_epochs=0)

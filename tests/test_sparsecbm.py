@@ -228,8 +228,8 @@ def test_mask_file_round_trip_and_summary(tmp_path, sparse):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"pruner": "random"}, "--pruner must be one of"), ({"sparsity": 1.0}, "--sparsity must be in"),
-     ({"damp": 0}, "--damp must be positive"), ({"scope": "row"}, "--scope must be one of")],
+    [({"pruner": "random"}, "pruner must be one of"), ({"sparsity": 1.0}, "sparsity must be in"),
+     ({"damp": 0}, "damp must be positive"), ({"scope": "row"}, "scope must be one of")],
 )
 def test_bad_prune_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
+from .settings import SettingError
+
 LOCK_TIMEOUT = 120.0  # seconds to wait for another process's save or load of a folder
 FOLDER_LOCK = ".sparsecbm.lock"  # inside a model folder: held while it is saved or loaded
 TRAIN_LOCK = ".sparsecbm-train.lock"  # inside a training run's --out: held for the whole run
@@ -97,15 +99,15 @@ def sole_training_run(out: str | os.PathLike) -> Iterator[None]:
     is refused at once (instead of both training and one failing at the end)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
+        raise SettingError("out", f" {out}: exists and is not a folder")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / TRAIN_LOCK), timeout=0)
     try:
         lock.acquire()
     except Timeout:
-        raise ValueError(f"--out {out}: another training run is writing this folder now; wait for it to end "
-                         "or choose another --out") from None
+        raise SettingError("out", f" {out}: another training run is writing this folder now; wait for it to end "
+                           "or choose another out", also=["out"]) from None
     try:
         yield
     finally:

@@ -38,6 +38,7 @@ from torch import nn
 
 from .files import atomic_path
 from .outputs import ConceptOutputs, LogitParts
+from .settings import SettingError
 
 BOTTLENECKS = ("soft", "hard", "embedding")
 # How far an intervened value's embedding moves toward its training prototype: chosen on CEBaB dev,
@@ -47,17 +48,17 @@ PROTOTYPE_MIX = 0.5
 PROTOTYPES = "prototypes.safetensors"  # the value prototypes' file in a model folder
 
 
-def check_head(kind: str, bottleneck: str, residual: int, embedding_dim: int, prefix: str = "") -> None:
-    """A clear ValueError for a label head that cannot be built; ``prefix`` is "--" when the
-    names are command-line flags."""
+def check_head(kind: str, bottleneck: str, residual: int, embedding_dim: int) -> None:
+    """A clear error (:class:`~sparsecbm.settings.SettingError`) for a label head that cannot be built."""
     if bottleneck not in BOTTLENECKS:
-        raise ValueError(f"{prefix}bottleneck must be one of {list(BOTTLENECKS)}, got {bottleneck!r}")
-    if residual < 0 or embedding_dim < 1:
-        raise ValueError(f"{prefix}residual must be >= 0 and {prefix}embedding{'-' if prefix else '_'}dim >= 1, "
-                         f"got {residual}, {embedding_dim}")
+        raise SettingError("bottleneck", f" must be one of {list(BOTTLENECKS)}, got {bottleneck!r}")
+    if residual < 0:
+        raise SettingError("residual", f" must be >= 0, got {residual}")
+    if embedding_dim < 1:
+        raise SettingError("embedding_dim", f" must be >= 1, got {embedding_dim}")
     if kind == "standard" and (bottleneck != "soft" or residual):
-        raise ValueError(f"{prefix}bottleneck and {prefix}residual apply to concept models (cbm, sparsecbm), "
-                         "not --model standard")
+        raise SettingError("bottleneck", " and residual apply to concept models (cbm, sparsecbm), not a standard model",
+                           also=["residual"])
 
 
 def straight_through(a: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from typing import Any, Callable, Sequence
+
+
+def flag(name: str) -> str:
+    """The command line's spelling of a parameter: ``mining_gamma`` -> ``--mining-gamma``."""
+    return "--" + name.replace("_", "-")
+
+
+class SettingError(ValueError):
+    """A refused setting. The message starts with the parameter as the Python API spells it
+    (``mining_gamma must not be negative``); :meth:`as_flags` spells it, and the ``also``
+    parameters the message names, as the command line does (``--mining-gamma must ...``)."""
+
+    def __init__(self, name: str, rest: str, *, also: Sequence[str] = ()) -> None:
+        self.name, self.rest, self.also = name, rest, tuple(also)
+        super().__init__(name + rest)
+
+    def as_flags(self) -> str:
+        rest = self.rest
+        for other in self.also:
+            rest = re.sub(rf"\b{other}\b", flag(other), rest)
+        return flag(self.name) + rest
 
 
 def setting(default: Any, help: str, *, flag: bool = True, choices: Sequence[str] | None = None,
@@ -74,7 +96,7 @@ def add_flag(parser, config_class: type, name: str) -> None:
         options["type"] = checked(meta["check"], parse) if meta["check"] else parse
     if meta["metavar"]:
         options["metavar"] = meta["metavar"]
-    parser.add_argument(f"--{f.name.replace('_', '-')}", **options)
+    parser.add_argument(flag(f.name), **options)
 
 
 def _with_default(help: str, default: Any) -> str:

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..settings import SettingError
 from .concept_file import ConceptFile
 from .decoder import YesNoDecoder, score_texts_decoder
 from .encoder import SentenceEncoder
@@ -25,8 +26,8 @@ def split_annotator(annotator: str) -> tuple[str | None, str | None]:
     encoders = [p for p in parts if p not in DECODERS]
     decoders = [DECODERS[p] for p in parts if p in DECODERS]
     if not all(p.strip() for p in parts) or len(encoders) > 1 or len(decoders) > 1:
-        raise ValueError(f"--annotator {annotator!r}: expected a sentence encoder (minilm, mpnet or a folder), "
-                         f"{' or '.join(DECODERS)}, or one of each joined by '+' (minilm+smollm2)")
+        raise SettingError("annotator", f" {annotator!r}: expected a sentence encoder (minilm, mpnet or a folder), "
+                           f"{' or '.join(DECODERS)}, or one of each joined by '+' (minilm+smollm2)")
     return (encoders[0] if encoders else None), (decoders[0] if decoders else None)
 
 

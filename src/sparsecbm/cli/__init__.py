@@ -18,6 +18,7 @@ import sys
 from contextlib import contextmanager
 from typing import Sequence
 
+from ..settings import SettingError
 from .args import COMMAND_NAMES, build_parser
 
 __all__ = ["COMMANDS", "build_parser", "configs_from_args", "main"]
@@ -92,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = getattr(importlib.import_module(f".{module}", __name__), function)
         with _transformers_bars(not args.quiet):
             command(args)
-    except (ValueError, OSError, FloatingPointError) as e:
-        print(f"sparsecbm: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, FloatingPointError) as e:  # a refused setting is named by its flag
+        print(f"sparsecbm: error: {e.as_flags() if isinstance(e, SettingError) else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = (f"; the best checkpoint so far is in {args.out}; continue with the same command and --resume"

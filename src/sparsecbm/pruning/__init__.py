@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ..data import Split
-from ..settings import setting
+from ..settings import SettingError, setting
 from . import magnitude, obs, wanda
 
 if TYPE_CHECKING:
@@ -65,30 +65,30 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
-            raise ValueError(f"--pruner must be one of {sorted(PRUNERS)}, got {self.pruner!r}")
+            raise SettingError("pruner", f" must be one of {sorted(PRUNERS)}, got {self.pruner!r}")
         if self.scope not in SCOPES:
-            raise ValueError(f"--scope must be one of {list(SCOPES)}, got {self.scope!r}")
+            raise SettingError("scope", f" must be one of {list(SCOPES)}, got {self.scope!r}")
         if self.sparsity is not None and not 0.0 < self.sparsity < 1.0:
-            raise ValueError(f"--sparsity must be in (0, 1), got {self.sparsity}")
+            raise SettingError("sparsity", f" must be in (0, 1), got {self.sparsity}")
         for name in ("fisher_grads", "fisher_batch_size", "grad_chunk", "block_size", "prune_steps", "calibration"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise SettingError(name, f" must be at least 1, got {getattr(self, name)}")
         if not self.fisher_memory_gb > 0:
-            raise ValueError(f"--fisher-memory-gb must be positive, got {self.fisher_memory_gb}")
+            raise SettingError("fisher_memory_gb", f" must be positive, got {self.fisher_memory_gb}")
         if not self.damp > 0:
-            raise ValueError(f"--damp must be positive, got {self.damp}")
+            raise SettingError("damp", f" must be positive, got {self.damp}")
         if self.sparse_epochs is not None and self.sparse_epochs < 1:
-            raise ValueError(f"--sparse-epochs must be at least 1, got {self.sparse_epochs}")
+            raise SettingError("sparse_epochs", f" must be at least 1, got {self.sparse_epochs}")
         if self.finetune_epochs < 0:
-            raise ValueError(f"--finetune-epochs must not be negative, got {self.finetune_epochs}")
+            raise SettingError("finetune_epochs", f" must not be negative, got {self.finetune_epochs}")
         if self.mining_gamma is not None and self.mining_gamma < 0:
-            raise ValueError(f"--mining-gamma must not be negative, got {self.mining_gamma}")
+            raise SettingError("mining_gamma", f" must not be negative, got {self.mining_gamma}")
         if not 0.0 <= self.distill_weight <= 1.0:
-            raise ValueError(f"--distill-weight must be in [0, 1], got {self.distill_weight}")
+            raise SettingError("distill_weight", f" must be in [0, 1], got {self.distill_weight}")
         if not self.distill_temperature > 0:
-            raise ValueError(f"--distill-temperature must be positive, got {self.distill_temperature}")
+            raise SettingError("distill_temperature", f" must be positive, got {self.distill_temperature}")
         if not self.distill_from:
-            raise ValueError("--distill-from must be 'dense' or a model folder, got an empty string")
+            raise SettingError("distill_from", " must be 'dense' or a model folder, got an empty string")
 
     def target(self, n_concepts: int) -> float:
         return self.sparsity if self.sparsity is not None else 1.0 - 1.0 / n_concepts

@@ -34,6 +34,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from ..settings import SettingError
+
 GRAM_DTYPE = torch.float64  # see the module doc: float32 rounding breaks rank-deficient blocks
 SLICE_BLOCKS = 1024  # blocks factorised at once (and the unit of work shared between processes)
 
@@ -93,7 +95,7 @@ class BlockFisher:
         if self.count == 0:
             raise ValueError("no gradients were added to the Fisher estimate")
         if not damp > 0:
-            raise ValueError(f"--damp must be positive, got {damp}")
+            raise SettingError("damp", f" must be positive, got {damp}")
         eye = torch.eye(self.block_size, dtype=torch.float64, device=self.gram.device)
         out = (torch.empty if owned is None else torch.zeros)(self.gram.shape[:2], dtype=torch.float64,
                                                              device=self.gram.device)

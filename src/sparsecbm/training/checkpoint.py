@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..files import atomic_path, write_json
+from ..settings import SettingError
 
 FOLDER = "resume"
 FORMAT = "sparsecbm-resume"
@@ -101,8 +102,8 @@ def load(out: Path) -> ResumePoint:
     folder = out / FOLDER
     path = folder / "state.json"
     if not path.is_file():
-        raise ValueError(f"--resume: nothing to resume in {out} (no {FOLDER}/state.json: the run finished, "
-                         "or never wrote its first epoch)")
+        raise SettingError("resume", f": nothing to resume in {out} (no {FOLDER}/state.json: the run finished, "
+                           "or never wrote its first epoch)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT:

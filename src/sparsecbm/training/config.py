@@ -12,7 +12,7 @@ from ..encoder import POOLINGS
 from ..heads import BOTTLENECKS, check_head
 from ..model import MODEL_KINDS
 from ..pruning import mining_gamma
-from ..settings import setting
+from ..settings import SettingError, setting
 
 log = logging.getLogger(__name__)
 
@@ -109,45 +109,48 @@ class TrainConfig:
         if self.intervention_prob is None:
             object.__setattr__(self, "intervention_prob", 0.5 if joint_concepts else 0.0)
         if self.model not in MODEL_KINDS:
-            raise ValueError(f"--model must be one of {list(MODEL_KINDS)}, got {self.model!r}")
+            raise SettingError("model", f" must be one of {list(MODEL_KINDS)}, got {self.model!r}")
         if self.pooling not in POOLINGS:
-            raise ValueError(f"--pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
+            raise SettingError("pooling", f" must be one of {list(POOLINGS)}, got {self.pooling!r}")
         if self.cbm_mode not in CBM_MODES:
-            raise ValueError(f"--cbm-mode must be one of {list(CBM_MODES)}, got {self.cbm_mode!r}")
+            raise SettingError("cbm_mode", f" must be one of {list(CBM_MODES)}, got {self.cbm_mode!r}")
         if self.model == "standard" and self.cbm_mode != "joint":
-            raise ValueError("--cbm-mode applies to concept models (cbm, sparsecbm), not --model standard")
+            raise SettingError("cbm_mode", " applies to concept models (cbm, sparsecbm), not model standard", also=["model"])
         if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+            raise SettingError("precision", f" must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.select not in SELECT:
-            raise ValueError(f"--select must be one of {list(SELECT)}, got {self.select!r}")
+            raise SettingError("select", f" must be one of {list(SELECT)}, got {self.select!r}")
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise SettingError(name, f" must be at least 1, got {getattr(self, name)}")
         if self.length_groups < 0:
-            raise ValueError(f"--length-groups must be 0 (off) or a number of batches, got {self.length_groups}")
+            raise SettingError("length_groups", f" must be 0 (off) or a number of batches, got {self.length_groups}")
         for name in ("max_train", "max_eval"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                raise SettingError(name, f" must be at least 1, got {value}")
         for name in ("lr", "head_lr"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.gamma < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("--gamma, --weight-decay and --grad-clip must not be negative")
+                raise SettingError(name, f" must be positive, got {getattr(self, name)}")
+        for name in ("gamma", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise SettingError(name, f" must not be negative, got {getattr(self, name)}")
         if not 0 <= self.intervention_prob < 1:
-            raise ValueError(f"--intervention-prob must be in [0, 1), got {self.intervention_prob}")
+            raise SettingError("intervention_prob", f" must be in [0, 1), got {self.intervention_prob}")
         if self.intervention_prob and self.model == "standard":
-            raise ValueError("--intervention-prob applies to concept models (cbm, sparsecbm), not --model standard")
-        check_head(self.model, self.bottleneck, self.residual, self.embedding_dim, prefix="--")
+            raise SettingError("intervention_prob", " applies to concept models (cbm, sparsecbm), not model standard",
+                               also=["model"])
+        check_head(self.model, self.bottleneck, self.residual, self.embedding_dim)
         if not 0 <= self.side_dropout < 1:
-            raise ValueError(f"--side-dropout must be in [0, 1), got {self.side_dropout}")
+            raise SettingError("side_dropout", f" must be in [0, 1), got {self.side_dropout}")
         if self.side_dropout and not self.residual:
-            raise ValueError("--side-dropout leaves out the side channel; it needs --residual R")
+            raise SettingError("side_dropout", " leaves out the side channel; it needs residual R", also=["residual"])
         if self.cbm_mode != "joint" and (self.bottleneck != "soft" or self.residual):
-            raise ValueError("--bottleneck and --residual train with the concepts (--cbm-mode joint); a sequential or "
-                             "independent head is fitted on soft activations or gold values alone")
+            raise SettingError("bottleneck", " and residual train with the concepts (cbm_mode joint); a sequential or "
+                               "independent head is fitted on soft activations or gold values alone",
+                               also=["residual", "cbm_mode"])
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"--warmup must be in [0, 1), got {self.warmup}")
+            raise SettingError("warmup", f" must be in [0, 1), got {self.warmup}")
 
     @property
     def selection(self) -> str:

@@ -17,6 +17,7 @@ from ..masks import sparsity
 from ..model import ConceptBottleneckModel, ModelConfig, check_concepts
 from ..parallel import processes
 from ..pruning import PruneConfig, mine_masks
+from ..settings import SettingError
 from . import checkpoint
 from .config import TrainConfig
 from .distill import DENSE, Teacher, load_teacher, teacher_outputs
@@ -86,7 +87,7 @@ def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, ini
     point = None
     if resume:
         if out is None:
-            raise ValueError("--resume needs --out: the folder of the interrupted run")
+            raise SettingError("resume", " needs out: the folder of the interrupted run", also=["out"])
         point = checkpoint.load(out)
         check_same_run(point.run, settings, out)
     elif out is not None:
@@ -118,7 +119,7 @@ def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, ini
     if init_from is not None:
         dense = load(init_from, device=run.device)
         if dense.config.kind != "cbm":
-            raise ValueError(f"--init-from {init_from}: expected a dense CBM, found a {dense.config.kind!r} model")
+            raise SettingError("init_from", f" {init_from}: expected a dense CBM, found a {dense.config.kind!r} model")
         dense.check_schema(dataset.schema, dataset.name)
         log.info("starting from the dense CBM in %s", init_from)
     else:

@@ -19,6 +19,7 @@ from ..files import write_text
 from ..model import ConceptBottleneckModel
 from ..parallel import processes
 from ..pruning import PruneConfig
+from ..settings import SettingError
 from . import checkpoint
 from .config import SPEED_ONLY, TrainConfig, acting_settings
 
@@ -49,7 +50,7 @@ def pick_device(name: str) -> torch.device:
     try:
         return torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device: unknown device {name!r}") from None
+        raise SettingError("device", f": unknown device {name!r}") from None
 
 
 def seed_everything(seed: int) -> None:
@@ -65,7 +66,8 @@ def peak_memory_mb() -> float:
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
     if (out / "config.json").exists() and not overwrite:
-        raise ValueError(f"--out {out}: already holds a model; pass --overwrite or choose another folder")
+        raise SettingError("out", f" {out}: already holds a model; pass overwrite or choose another folder",
+                           also=["overwrite"])
 
 
 def check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
@@ -78,8 +80,8 @@ def check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> Non
     diffs += [f"{key}: {saved.get(key)!r} then, {now[key]!r} now" for key in ("init_from", "data")
               if saved.get(key) != now[key]]
     if diffs:
-        raise ValueError(f"--resume: {out} was started with other settings ({'; '.join(diffs)}); "
-                         "resume with the same command, or start again with --overwrite")
+        raise SettingError("resume", f": {out} was started with other settings ({'; '.join(diffs)}); "
+                           "resume with the same settings, or start again with overwrite", also=["overwrite"])
 
 
 class Run:
