@@ -69,9 +69,8 @@ class Classifier:
         self.revision = 0  # that folder's revision (config.json), bumped by every save
         self.interventions: list = []  # persisted mask edits (sparsecbm.interventions.Edit), oldest first
         # Derived data that explanations and interventions reuse, kept until the
-        # tensors it was computed from change; and reused working arrays.
+        # tensors it was computed from change.
         self.cache = VersionedCache()
-        self._scratch: dict[str, np.ndarray] = {}
 
     def require_masks(self, purpose: str) -> None:
         """A ValueError, naming the folder and ``purpose``, unless this model has concept masks."""
@@ -79,14 +78,6 @@ class Classifier:
             where = f"{self.path}: " if self.path else ""
             raise ValueError(f"{where}a {self.config.kind!r} model has no concept masks {purpose} "
                              "(train one with --model sparsecbm)")
-
-    def scratch(self, name: str, size: int, dtype) -> np.ndarray:
-        """A working array of ``size`` elements kept between calls (uninitialised): a fresh
-        ~40 MB array per correction step costs more in page faults than the work itself."""
-        buf = self._scratch.get(name)
-        if buf is None or buf.size != size or buf.dtype != np.dtype(dtype):
-            buf = self._scratch[name] = np.empty(size, dtype)
-        return buf
 
     @property
     def config(self) -> ModelConfig:

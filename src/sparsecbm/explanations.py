@@ -360,7 +360,7 @@ def explain(
     if isinstance(text, str) and is_blank(text):
         raise ValueError("the text to explain is empty (nothing but spaces or invisible characters)")
     (text,) = check_texts([text])
-    if not clf.config.has_concepts:
+    if not clf.model.config.has_concepts:
         raise ValueError("a Standard model has no concepts to explain its label with")
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")

@@ -10,30 +10,25 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from .cache import VersionedCache
-from .data import Schema
-from .model import ConceptBottleneckModel, ModelConfig
+from .data import Schema, Split
+from .model import ConceptBottleneckModel
 from .outputs import CBMOutput, ConceptOutputs
 
 
 class ClassifierLike(Protocol):
+    """Every member those modules use, and nothing else."""
+
     model: ConceptBottleneckModel
     tokenizer: PreTrainedTokenizerBase
     max_length: int
-    meta: dict[str, Any]
     interventions: list  # persisted mask edits (sparsecbm.interventions.Edit), oldest first
     cache: VersionedCache  # derived data explanations and interventions reuse
 
-    def scratch(self, name: str, size: int, dtype) -> np.ndarray: ...
-
     def require_masks(self, purpose: str) -> None: ...
-
-    @property
-    def config(self) -> ModelConfig: ...
 
     @property
     def schema(self) -> Schema: ...
@@ -48,3 +43,8 @@ class ClassifierLike(Protocol):
 
     def forward_texts(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False,
                       desc: str = "predict") -> CBMOutput: ...
+
+    def read_label(self, activations: torch.Tensor, features=(), *, side: bool = True) -> torch.Tensor: ...
+
+    def evaluate(self, data: Split, split: str = "test", *, batch_size: int = 64,
+                 progress: bool = False) -> dict[str, Any]: ...

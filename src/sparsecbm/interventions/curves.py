@@ -167,7 +167,7 @@ def intervention_curves(clf: Classifier, split: Split, train_split: Split | None
     """Every order x value mode's curve on ``split``, the head fed hard predicted values,
     single-concept fixes (:func:`single_fixes`) and the concepts' share of the winning
     logit (:func:`concept_share`)."""
-    if not clf.config.has_concepts:
+    if not clf.model.config.has_concepts:
         raise ValueError("intervention curves need concepts; a Standard model has none")
     out = clf.forward_texts(split.texts, progress=progress, desc="curve")
     probs = [logits.softmax(-1) for logits in out.concept_logits]

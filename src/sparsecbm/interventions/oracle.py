@@ -17,7 +17,7 @@ def oracle(clf: Classifier, text: str, corrections: dict[str, str]) -> dict[str,
     its true value (1 for it, 0 for the others) and re-run the classifier.
     Fixes the output, not the subnetwork. Returns the label and its probabilities."""
     (text,) = check_texts([text])
-    if not clf.config.has_concepts:
+    if not clf.model.config.has_concepts:
         raise ValueError("a Standard model has no concepts to intervene on")
     for concept, value in corrections.items():
         clf.schema.concept_index(concept, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -132,19 +133,32 @@ def flip(model, concept: str, drop, grow, undo: bool = False) -> dict[str, dict[
     return counts
 
 
+_SCRATCH: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # classifier -> name -> array
+
+
+def scratch(clf: Classifier, name: str, size: int, dtype) -> np.ndarray:
+    """A working array of ``size`` elements kept for ``clf`` between corrections (uninitialised;
+    dropped with the classifier): a fresh ~40 MB array per correction step costs more in page
+    faults than the work itself."""
+    buffers = _SCRATCH.setdefault(clf, {})
+    buf = buffers.get(name)
+    if buf is None or buf.size != size or buf.dtype != np.dtype(dtype):
+        buf = buffers[name] = np.empty(size, dtype)
+    return buf
+
+
 def edit_buffers(clf: Classifier, masks_k: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat float scores, kept bits and pruned bits, reused across calls (a fresh
-    ~40 MB array per step costs more in page faults than the work itself)."""
+    """Flat float scores, kept bits and pruned bits, reused across calls (:func:`scratch`)."""
     total = sum(m.numel() for m in masks_k.values())
-    return (clf.scratch("edit_scores", total, np.float32), clf.scratch("edit_kept", total, bool),
-            clf.scratch("edit_pruned", total, bool))
+    return (scratch(clf, "edit_scores", total, np.float32), scratch(clf, "edit_kept", total, bool),
+            scratch(clf, "edit_pruned", total, bool))
 
 
 def _signed(clf: Classifier, penalty: np.ndarray, kept_bits: np.ndarray) -> np.ndarray:
     """``-penalty`` where a bit is kept and ``+penalty`` where it is pruned (``penalty``
     >= 0, float32), by setting the sign bit from the mask: exact, and plain passes
     instead of two masked ufuncs over 10^7 weights. Written into a reused buffer."""
-    buf = clf.scratch("signed_penalty", penalty.size, np.uint32)
+    buf = scratch(clf, "signed_penalty", penalty.size, np.uint32)
     np.left_shift(kept_bits.view(np.uint8), np.uint32(31), out=buf)
     np.bitwise_or(buf, penalty.view(np.uint32), out=buf)
     return buf.view(np.float32)
