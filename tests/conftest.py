@@ -113,6 +113,17 @@ def reviews(tmp_path_factory) -> dict[str, Path]:
     return write_review_splits(tmp_path_factory.mktemp("reviews"))
 
 
+def review_dataset(reviews: dict[str, Path]):
+    """The small review files as a Dataset: train, dev and test, three concepts."""
+    return load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
+                        label_column="stars", concept_columns=CONCEPTS)
+
+
+@pytest.fixture(scope="session")
+def data(reviews):
+    return review_dataset(reviews)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return find_data_dir()
@@ -194,10 +205,7 @@ def model_dir(trained, tmp_path):
 
 
 def make_explorer(model_dir: Path, reviews) -> Explorer:
-    clf = load(model_dir)
-    data = load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
-                        label_column="stars", concept_columns=CONCEPTS)
-    return Explorer(clf, data["dev"], "reviews dev", max_ratio=0.3)
+    return Explorer(load(model_dir), review_dataset(reviews)["dev"], "reviews dev", max_ratio=0.3)
 
 
 @pytest.fixture

@@ -17,12 +17,6 @@ QUICK = dict(epochs=1, batch_size=8, lr=1e-3, max_length=32)
 PRUNE = dict(pruner="magnitude", prune_steps=2, finetune_epochs=0.5)
 
 
-@pytest.fixture(scope="module")
-def data(reviews):
-    return load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
-                        label_column="stars", concept_columns=CONCEPTS)
-
-
 def _teacher(weight=0.5, temperature=2.0, n=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     return distill.Teacher(task_logits=torch.randn(n, 5, generator=g),

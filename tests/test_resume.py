@@ -6,17 +6,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from sparsecbm import load, load_dataset, train
+from sparsecbm import load, train
 from sparsecbm.pruning import PruneConfig
 from sparsecbm.training import TrainConfig, checkpoint
-
-from .conftest import CONCEPTS
-
-
-@pytest.fixture(scope="module")
-def data(reviews):
-    return load_dataset(reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
-                        label_column="stars", concept_columns=CONCEPTS)
 
 
 def _settings(tiny_bert, **kw):

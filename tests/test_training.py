@@ -5,21 +5,13 @@ import pytest
 import torch
 
 import sparsecbm
-from sparsecbm import TrainConfig, load, load_dataset, train
+from sparsecbm import TrainConfig, load, train
 from sparsecbm import training as training_module
 from sparsecbm.classifier import Classifier
 from sparsecbm.training import epochs as training_epochs
 from sparsecbm.training import pipeline as training_pipeline
 
 from .conftest import CONCEPTS
-
-
-@pytest.fixture(scope="module")
-def data(reviews):
-    return load_dataset(
-        reviews["train"], dev=reviews["dev"], test=reviews["test"], text_column="text",
-        label_column="stars", concept_columns=CONCEPTS,
-    )
 
 
 def _config(backbone, **kw):
