@@ -18,7 +18,7 @@ The Gram is accumulated in float64: a sum of m < B rank-one terms is singular,
 and float32 rounding leaves eigenvalues of about 1e-7 x its norm that may be
 negative, which a small ``damp`` does not cover (with m = 16, B = 50, gradients
 of norm ~1 and damp 1e-7, every block failed to factorise in float32; none does
-in float64, see tests/test_sparsecbm.py).
+in float64, see tests/test_fisher.py).
 
 Memory: the Gram accumulator holds n_blocks x B x B float64 values, i.e.
 (#weights, padded) x B x 8 bytes (MiniLM's 10.6M prunable weights, B = 50:
