@@ -144,9 +144,11 @@ def _intervene_flags(v: argparse.ArgumentParser) -> None:
 
     v.add_argument("model_dir", metavar="DIR")
     add_data_args(v, required=False)
-    v.add_argument("--mode", choices=("per-example", "persistent", "curve"), default="per-example",
+    v.add_argument("--mode", choices=("per-example", "persistent", "curve", "edits"), default="per-example",
                    help="per-example (default) or persistent mask rewiring; curve: task accuracy as 0..K concepts "
-                        "are set to their true values (any concept model, no rewiring)")
+                        "are set to their true values (any concept model, no rewiring); edits: how far single "
+                        "corrections carry to the review's family and how local they are (a split with families, "
+                        "e.g. CEBaB test; docs/interventions.md#how-far-a-correction-carries)")
     v.add_argument("--split", default="test", help="per-example: the split (default test)")
     v.add_argument("--edit-split", default="dev", help="persistent: the split whose corrections are applied")
     v.add_argument("--eval-split", default="test", help="persistent: the split the edits never see")
@@ -155,6 +157,10 @@ def _intervene_flags(v: argparse.ArgumentParser) -> None:
                    "(and grown) per step; several give a curve")
     add_flags(v, EditSettings)
     v.add_argument("--max-examples", type=positive_int, help="the split's first N rows only")
+    v.add_argument("--edits", type=positive_int, default=60, help="edits: corrections drawn, one per family (default 60)")
+    v.add_argument("--unrelated", type=positive_int, default=150,
+                   help="edits: reviews of other families that each edit must leave alone (default 150)")
+    v.add_argument("--seed", type=whole_number, default=0, help="edits: the draw of corrections and unrelated reviews")
     v.add_argument("--without-label", action="store_true", help="rank weights by the concept loss only (no task term)")
     v.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON")
     v.add_argument("--png", metavar="FILE", help="per-example: plot accuracy against the ratio; curve: the curves")

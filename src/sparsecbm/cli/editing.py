@@ -25,8 +25,8 @@ def cmd_intervene(args: argparse.Namespace) -> None:
     if args.mode == "curve":
         return _curve(args, clf)
     clf.require_masks("to rewire")
-    if args.mode == "persistent" and len(args.ratio) != 1:
-        raise ValueError("--mode persistent takes one --ratio")
+    if args.mode in ("persistent", "edits") and len(args.ratio) != 1:
+        raise ValueError(f"--mode {args.mode} takes one --ratio")
     if args.save_to and args.mode != "persistent":
         raise ValueError("--save-to saves persistent edits; use it with --mode persistent")
     check_save_to(args)
@@ -35,7 +35,15 @@ def cmd_intervene(args: argparse.Namespace) -> None:
     dataset = recorded_data(args, clf)
     clf.check_schema(dataset.schema, dataset.name)
     progress = not args.quiet
-    if args.mode == "per-example":
+    if args.mode == "edits":
+        from ..interventions.yardstick import family_edits
+
+        result = family_edits(clf, dataset[args.split].head(args.max_examples), n=args.edits, unrelated=args.unrelated,
+                              seed=args.seed, guard=guard_from_args(args, clf, dataset), ratio=args.ratio[0],
+                              selection=args.selection, steps=args.steps, max_ratio=args.max_ratio,
+                              use_label=not args.without_label, progress=progress)
+        print(f"{dataset.name} {args.split}: {result.line()}")
+    elif args.mode == "per-example":
         split = dataset[args.split].head(args.max_examples)
         if args.guard:
             raise ValueError("--guard judges kept edits; use it with --mode persistent")

@@ -57,6 +57,7 @@ def _cebab_from_records(
         concepts=tuple(f"{c}_aspect_majority" for c in CEBAB_CONCEPTS),
         concept_aliases={"": UNKNOWN, "no majority": UNKNOWN},
         drop_labels=("no majority",),
+        group="original_id",
     )
     norm = Normaliser()
     splits = {}

@@ -196,6 +196,7 @@ class Columns:
     # Cells that mean "unknown" for a concept (CEBaB: "" and "no majority").
     concept_aliases: Mapping[str, str] = field(default_factory=dict)
     drop_labels: tuple[str, ...] = ()  # rows with these labels are dropped (CEBaB train)
+    group: str | None = None  # the column naming each row's family (Split.groups), if any
 
 
 def parse_rows(
@@ -206,7 +207,7 @@ def parse_rows(
     norm: Normaliser,
 ) -> Split:
     check_columns(path, rows, (cols.text, cols.label, *cols.concepts))
-    texts, labels, concepts = [], [], []
+    texts, labels, concepts, groups = [], [], [], []
     dropped = 0
     for row, record in rows:
         where = row_label(path, row)
@@ -234,6 +235,8 @@ def parse_rows(
                 )
             values.append(allowed.index(value))
         texts.append(text)
+        if cols.group is not None:
+            groups.append(cell_text(record, cols.group, path, row).strip())
         labels.append(schema.labels.index(label))
         concepts.append(values)
     if dropped:
@@ -245,6 +248,7 @@ def parse_rows(
         labels=np.asarray(labels, dtype=np.int64),
         concepts=np.asarray(concepts, dtype=np.int64).reshape(len(texts), len(cols.concepts)),
         source=str(path),
+        groups=tuple(groups) if cols.group is not None else None,
     )
 
 

@@ -107,6 +107,9 @@ class Split:
     labels: np.ndarray  # (n,) int64 label indices
     concepts: np.ndarray  # (n, K) int64 concept value indices
     source: str = ""
+    # The family of each row, when the data has one (CEBaB: original_id, shared by a review and the
+    # human edits of it, each changing one aspect): the near-paraphrases a correction should carry to.
+    groups: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -117,20 +120,23 @@ class Split:
         source = f", from {self.source}" if self.source else ""
         return f"Split({len(self)} rows{source}; first text {first!r})"
 
+    def rows(self, idx: Sequence[int]) -> "Split":
+        """The examples at ``idx``, in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return Split(tuple(self.texts[i] for i in idx), self.labels[idx], self.concepts[idx], self.source,
+                     None if self.groups is None else tuple(self.groups[i] for i in idx))
+
     def head(self, n: int | None) -> "Split":
         """The first ``n`` examples (all when ``n`` is None)."""
         if n is None or n >= len(self):
             return self
-        return Split(self.texts[:n], self.labels[:n], self.concepts[:n], self.source)
+        return self.rows(range(n))
 
     def sample(self, n: int | None, seed: int) -> "Split":
         """``n`` examples drawn without replacement (all when ``n`` is None)."""
         if n is None or n >= len(self):
             return self
-        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        return Split(
-            tuple(self.texts[i] for i in idx), self.labels[idx], self.concepts[idx], self.source
-        )
+        return self.rows(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
 
 
 @dataclass(frozen=True)

@@ -134,10 +134,7 @@ def _hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     random.Random(seed).shuffle(order)
     dev_idx, train_idx = np.sort(order[:n_dev]), np.sort(order[n_dev:])
 
-    def take(idx: np.ndarray) -> Split:
-        return Split(tuple(split.texts[i] for i in idx), split.labels[idx], split.concepts[idx], split.source)
-
-    return take(train_idx), take(dev_idx)
+    return split.rows(train_idx), split.rows(dev_idx)
 
 
 _TABLE_KEYS = {

@@ -79,6 +79,11 @@ class Guard:
     def __len__(self) -> int:
         return len(self.split)
 
+    def describe(self) -> dict[str, Any]:
+        """The guard's settings, for a results file."""
+        return {"n": len(self), "tolerance": self.tolerance, "task_tolerance": self.task_tolerance,
+                "caution": self.caution}
+
     def batches(self, clf) -> list:
         """The guard's texts tokenized for ``clf``, shortest first (made once)."""
         return self._logits.batches(clf)

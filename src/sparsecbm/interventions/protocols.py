@@ -167,7 +167,7 @@ def persistent(
     kept_same = all(kept(original[c]) == kept(per) for c, per in clf.model.masks.items())
     return PersistentResult(
         ratio=ratio, selection=selection, steps=steps, max_ratio=max_ratio, uses_task_label=use_label,
-        guard=None if guard is None else {"n": len(guard), "tolerance": guard.tolerance, "task_tolerance": guard.task_tolerance},
+        guard=None if guard is None else guard.describe(),
         edits=len(clf.interventions), wrong_concepts=int(wrong.sum()), outcomes=outcomes,
         fixed_when_edited=len(corrected), still_fixed_at_end=still, still_fixed_fraction=still / max(1, len(corrected)),
         wrong_concepts_right_at_end=right_at_end, median_bits_per_kept_edit=_median(bits_kept),

@@ -149,3 +149,84 @@ class CurvesResult:
         if d["rewiring_single_fixes"] is None:
             del d["rewiring_single_fixes"]
         return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class EditOutcome:
+    """One graded correction of :func:`~sparsecbm.interventions.yardstick.family_edits`."""
+
+    row: int  # the corrected review
+    concept: str
+    kept: bool  # persisted (the guard, if any, let it through); graded, then undone
+    fixed: bool  # kept, and the review now has the gold value
+    outcome: str
+    bits_flipped: int
+    seconds: float  # the correction, the guard's judgement included
+    siblings: int  # same family, same gold value of the concept
+    siblings_wrong_before: int
+    siblings_fixed: int  # wrong before, right after
+    siblings_right_before: int
+    siblings_broken: int  # right before, wrong after
+    unrelated: int  # reviews of other families
+    unrelated_changed: int  # whose value of the concept changed
+    unrelated_concept_accuracy: tuple[float, float]  # before, after
+    unrelated_task_accuracy: tuple[float, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FamilyEditsResult:
+    """Single corrections on a split's families: reliability, generalisation, harm, locality."""
+
+    selection: str
+    ratio: float | str
+    max_ratio: float
+    steps: int
+    uses_task_label: bool
+    keep_unfixed: bool
+    seed: int
+    guard: dict[str, Any] | None
+    corrections: int  # drawn
+    kept: int
+    kept_share: float
+    reliability: float  # fixed / kept
+    generalisation: float  # over kept edits: siblings fixed / siblings wrong before
+    effective_generalisation: float  # the same over every drawn correction (a refused edit fixes none)
+    sibling_harm: float  # over kept edits: siblings broken / siblings right before
+    locality: float  # over kept edits: unrelated reviews whose concept value is unchanged
+    unrelated_concept_accuracy_change: float  # mean per kept edit, in points
+    unrelated_task_accuracy_change: float  # mean per kept edit, in points
+    median_seconds: float
+    edits: list[EditOutcome]
+
+    @classmethod
+    def of(cls, edits: list[EditOutcome], **settings: Any) -> "FamilyEditsResult":
+        kept = [e for e in edits if e.kept]
+
+        def share(part: int, whole: int) -> float:
+            return part / whole if whole else 0.0
+
+        def mean_change(pairs: list[tuple[float, float]]) -> float:
+            return 100 * sum(b - a for a, b in pairs) / len(pairs) if pairs else 0.0
+
+        return cls(
+            **settings, corrections=len(edits), kept=len(kept), kept_share=share(len(kept), len(edits)),
+            reliability=share(sum(e.fixed for e in kept), len(kept)),
+            generalisation=share(sum(e.siblings_fixed for e in kept), sum(e.siblings_wrong_before for e in kept)),
+            effective_generalisation=share(sum(e.siblings_fixed for e in kept), sum(e.siblings_wrong_before for e in edits)),
+            sibling_harm=share(sum(e.siblings_broken for e in kept), sum(e.siblings_right_before for e in kept)),
+            locality=1 - share(sum(e.unrelated_changed for e in kept), sum(e.unrelated for e in kept)),
+            unrelated_concept_accuracy_change=mean_change([e.unrelated_concept_accuracy for e in kept]),
+            unrelated_task_accuracy_change=mean_change([e.unrelated_task_accuracy for e in kept]),
+            median_seconds=float(sorted(e.seconds for e in edits)[len(edits) // 2]) if edits else 0.0,
+            edits=edits)
+
+    def line(self) -> str:
+        return (f"{self.kept} of {self.corrections} corrections kept ({100 * self.kept_share:.0f} %); reliability "
+                f"{100 * self.reliability:.1f} %, generalisation {100 * self.generalisation:.1f} % "
+                f"(over every correction {100 * self.effective_generalisation:.1f} %), sibling harm "
+                f"{100 * self.sibling_harm:.1f} %, locality {100 * self.locality:.1f} % (unrelated reviews' concept "
+                f"accuracy {self.unrelated_concept_accuracy_change:+.2f}, task {self.unrelated_task_accuracy_change:+.2f} "
+                f"points per edit)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,96 @@
+"""How far corrections carry, and how local they are, on CEBaB's test families (issue 41's yardstick).
+
+For each model and setting: single corrections drawn from the test families, each kept
+(if the guard lets it), graded on its siblings and on unrelated reviews, then undone
+(``sparsecbm.interventions.yardstick``; the same numbers as ``sparsecbm intervene DIR
+--mode edits``); and the sequential stream: every wrong concept of the first 300 dev
+reviews in order, kept edits accumulating, scored on test before and after
+(``protocols.persistent``).
+
+    python -m benchmarks.edits --models runs/distill/cebab-none-s0 [more model folders]
+    python -m benchmarks.edits --models ... --only taylor-guard stream-guard
+
+Each finished (model, setting) is saved in ``edits.json`` at once and skipped when rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import sparsecbm
+from benchmarks.harness import run_missing, table_head
+from sparsecbm.data import dataset_from_spec
+from sparsecbm.interventions import Guard
+from sparsecbm.interventions.protocols import persistent
+from sparsecbm.interventions.yardstick import family_edits
+
+GUARD_ROWS = 300  # the CLI's --guard train:300
+STREAM_ROWS = 300  # the first dev reviews whose wrong concepts make the stream
+# name -> (single corrections or the stream, correct()'s settings, guarded)
+SETTINGS = {
+    "taylor": ("single", dict(ratio="auto", selection="taylor"), False),
+    "taylor-guard": ("single", dict(ratio="auto", selection="taylor"), True),
+    "paper": ("single", dict(ratio=0.01, selection="paper", keep_unfixed=True), False),
+    "stream-guard": ("stream", dict(ratio="auto", selection="taylor"), True),
+}
+
+
+def run(model: str, setting: str, n: int, unrelated: int, seed: int) -> dict:
+    kind, kwargs, guarded = SETTINGS[setting]
+    clf = sparsecbm.load(model)
+    data = dataset_from_spec(clf.data_spec)
+    guard = Guard(data["train"].head(GUARD_ROWS), progress=True) if guarded else None
+    start = time.perf_counter()
+    if kind == "single":
+        result = family_edits(clf, data["test"], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()
+    else:
+        result = persistent(clf, data["dev"].head(STREAM_ROWS), data["test"], guard=guard, **kwargs).to_dict()
+    return {"model": model, "setting": setting, "seconds": round(time.perf_counter() - start, 1), **result}
+
+
+def markdown(results: dict) -> str:
+    single = table_head("Single corrections on CEBaB test families (`python -m benchmarks.edits`), % unless said: "
+                        "kept, reliability (of kept), generalisation (of kept; of every correction), sibling harm, "
+                        "locality, unrelated reviews' concept and task accuracy change (points per edit), median "
+                        "seconds per correction.",
+                        ["model", "setting", "kept", "reliab.", "general.", "harm", "locality", "concept / task",
+                         "s"])
+    for r in results.values():
+        if "edits" not in r or not isinstance(r["edits"], list):
+            continue
+        single.append(
+            f"| {r['model']} | {r['setting']} | {r['kept']}/{r['corrections']} | {100 * r['reliability']:.0f} | "
+            f"{100 * r['generalisation']:.0f}; {100 * r['effective_generalisation']:.0f} | {100 * r['sibling_harm']:.1f} | "
+            f"{100 * r['locality']:.1f} | {r['unrelated_concept_accuracy_change']:+.2f} / "
+            f"{r['unrelated_task_accuracy_change']:+.2f} | {r['median_seconds']:.1f} |")
+    stream = table_head("The stream: every wrong concept of the first 300 dev reviews in order, guarded; test "
+                        "before -> after (concept / task accuracy %).",
+                        ["model", "setting", "kept / wrong", "still right at the end", "test concepts", "test task"])
+    for r in results.values():
+        if "eval_split" not in r:
+            continue
+        b, a = r["eval_split"]["before"], r["eval_split"]["after"]
+        stream.append(f"| {r['model']} | {r['setting']} | {r['edits']}/{r['wrong_concepts']} | "
+                      f"{r['still_fixed_at_end']}/{r['fixed_when_edited']} | {100 * b['concept_accuracy']:.2f} -> "
+                      f"{100 * a['concept_accuracy']:.2f} | {100 * b['task_accuracy']:.2f} -> {100 * a['task_accuracy']:.2f} |")
+    return "\n".join(single) + "\n\n" + "\n".join(stream) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", required=True, help="SparseCBM folders trained on CEBaB")
+    parser.add_argument("--only", nargs="*", choices=list(SETTINGS))
+    parser.add_argument("--edits", type=int, default=60, help="single corrections per model (one per family)")
+    parser.add_argument("--unrelated", type=int, default=150, help="unrelated reviews per correction")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    planned = {f"{model}:{setting}": (lambda m=model, s=setting: run(m, s, args.edits, args.unrelated, args.seed))
+               for model in args.models for setting in args.only or SETTINGS}
+    run_missing(Path(args.out), "edits", planned, markdown)
+
+
+if __name__ == "__main__":
+    main()

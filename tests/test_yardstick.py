@@ -1,0 +1,72 @@
+"""How far one correction carries (interventions/yardstick.py): families, grading, undo."""
+
+import numpy as np
+import pytest
+import torch
+
+from sparsecbm.cli import main
+from sparsecbm.data import Split
+from sparsecbm.interventions.yardstick import draw_corrections, family_edits
+
+from .conftest import train_tiny_sparsecbm
+
+# Three families of three reviews each, and two single reviews.
+TEXTS = ("the food was awful and the staff lovely", "the food was awful, the staff kind", "food awful, staff lovely",
+         "a quiet room and a fine meal", "quiet room, fine meal", "the room was quiet and the meal fine",
+         "noisy and slow", "slow and noisy", "very noisy, very slow", "prices fine", "ok")
+GROUPS = ("a", "a", "a", "b", "b", "b", "c", "c", "c", "d", "e")
+
+
+def _split(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    concepts = torch.randint(3, (len(TEXTS), 3), generator=g).numpy()
+    concepts[:3, 0] = 0  # family a agrees on concept 0, family b on concept 1
+    concepts[3:6, 1] = 2
+    return Split(TEXTS, torch.randint(3, (len(TEXTS),), generator=g).numpy(), concepts, "families", GROUPS)
+
+
+def test_corrections_are_wrong_concepts_with_siblings_of_the_same_gold_value_one_per_family():
+    split = _split()
+    predicted = (split.concepts + 1) % 3  # every concept wrong
+    drawn = draw_corrections(split, predicted, n=10, seed=0)
+    families = [split.groups[i] for i, _, _ in drawn]
+    assert len(families) == len(set(families)) and set(families) <= {"a", "b", "c"}  # d and e have no siblings
+    for i, k, siblings in drawn:
+        assert siblings and i not in siblings
+        assert all(split.groups[j] == split.groups[i] and split.concepts[j, k] == split.concepts[i, k] for j in siblings)
+    assert draw_corrections(split, split.concepts, n=10, seed=0) == []  # nothing wrong, nothing to correct
+    with pytest.raises(ValueError, match="no families"):
+        draw_corrections(Split(TEXTS, split.labels, split.concepts, "flat"), predicted, n=3, seed=0)
+
+
+def test_family_edits_grade_each_kept_edit_then_undo_it(sparse_clf):
+    split = _split()
+    masks = {c: {n: m.clone() for n, m in per.items()} for c, per in sparse_clf.model.masks.items()}
+    before = sparse_clf.forward_texts(split.texts).predicted_values()
+    # keep_unfixed (as the paper's rule): this random tiny model's edits seldom fix, every one is graded.
+    result = family_edits(sparse_clf, split, n=3, unrelated=4, ratio=0.05, keep_unfixed=True, progress=False)
+    # The model ends as it began.
+    assert all(torch.equal(masks[c][n], sparse_clf.model.masks[c][n]) for c in masks for n in masks[c])
+    assert sparse_clf.interventions == []
+    assert result.corrections == len(result.edits) > 0 and result.kept == sum(e.kept for e in result.edits) > 0
+    for e in result.edits:
+        k = sparse_clf.schema.concepts.index(e.concept)
+        siblings = [j for j in range(len(split)) if j != e.row and split.groups[j] == split.groups[e.row]
+                    and split.concepts[j, k] == split.concepts[e.row, k]]
+        assert e.siblings == len(siblings)
+        assert e.siblings_wrong_before == int(np.sum(before[siblings, k] != split.concepts[siblings, k]))
+        assert e.siblings_wrong_before + e.siblings_right_before == e.siblings
+        assert 0 <= e.siblings_fixed <= e.siblings_wrong_before and 0 <= e.siblings_broken <= e.siblings_right_before
+        assert e.unrelated == 4 and 0 <= e.unrelated_changed <= 4
+        if not e.kept:  # a refused edit changes nothing
+            assert e.siblings_fixed == e.siblings_broken == e.unrelated_changed == 0
+    kept = [e for e in result.edits if e.kept]
+    assert result.reliability == pytest.approx(sum(e.fixed for e in kept) / max(1, len(kept)))
+    assert 0 <= result.locality <= 1 and result.to_dict()["edits"][0]["row"] == result.edits[0].row
+
+
+def test_cli_edits_mode_needs_a_split_with_families(tmp_path, capsys, reviews, tiny_bert):
+    data, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert)
+    capsys.readouterr()
+    assert main(["-q", "intervene", str(out), *data, "--mode", "edits"]) == 2
+    assert "no families" in capsys.readouterr().err
