@@ -11,7 +11,7 @@ import torch
 
 from sparsecbm.cli import main
 from sparsecbm.data import Split
-from sparsecbm.interventions import oracle_labels
+from sparsecbm.interventions import oracle, oracle_labels
 from sparsecbm.interventions.curves import concept_share, curve, hard_concepts_accuracy, intervention_curves, true_activations
 
 from .conftest import TINY_SCHEMA
@@ -109,3 +109,24 @@ def test_cli_curve_and_evaluate_report_leakage(tmp_path, capsys, reviews, tiny_b
     scores = json.loads(j.read_text())
     assert 0 <= scores["hard_concepts_task_accuracy"] <= 1 and 0 < scores["concept_share"] <= 1
     assert "leakage gap" in capsys.readouterr().out and "leakage_gap" in scores
+
+
+def test_what_if_is_the_oracle_for_each_other_value_in_predictions_and_explanations(sparse_clf, split):
+    """Each concept's other values: the label the oracle gives with that one concept set, everywhere it is shown."""
+    texts = list(split.texts[:3])
+    predictions = sparse_clf.predict(texts)
+    for text, p in zip(texts, predictions):
+        assert set(p.what_if) == set(sparse_clf.schema.concepts)
+        for concept, values in zip(sparse_clf.schema.concepts, sparse_clf.schema.concept_values):
+            assert set(p.what_if[concept]) == set(values) - {p.concepts[concept].value}
+            for value, w in p.what_if[concept].items():
+                expected = oracle(sparse_clf, text, {concept: value})
+                assert w.label == expected["label"]
+                assert w.probabilities == pytest.approx(expected["probabilities"], abs=1e-5)
+        e = sparse_clf.explain(text, method=None, subnetwork_level=False)
+        for concept, alternatives in e.what_if.items():
+            for value, w in alternatives.items():
+                assert w.label == p.what_if[concept][value].label
+                assert w.probability == pytest.approx(p.what_if[concept][value].probability, abs=1e-5)
+        assert "were it another value" in e.describe()
+        assert e.to_dict()["what_if"].keys() == p.to_dict()["what_if"].keys()

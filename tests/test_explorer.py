@@ -180,6 +180,11 @@ def test_real_browser_pathway_correct_undo(server, tmp_path, model_dir):
         decides = page.inner_text("#decides")
         assert f"carry {100 * e.concept_share:.1f}%" in decides
         assert ("alone would give label" in decides) == (e.values_label != e.label)
+        # Beside each concept: the label were it each of its other values (the explanation's what_if).
+        for name, alternatives in e.what_if.items():
+            shown = page.inner_text(f"#concepts tr.concept-row[data-concept='{name}'] td.what-if")
+            for value, w in alternatives.items():
+                assert f"{value} \u2192 {w.label} ({100 * w.probability:.1f}%)" in shown, (name, shown)
         # Label bars carry the label names and their probabilities.
         probs = page.inner_text("#label-probs")
         assert "bad" in probs and "good" in probs and probs.count("%") == 2

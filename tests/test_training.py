@@ -41,7 +41,11 @@ def test_predictions_have_the_documented_shape(data, tiny_llama):
     clf = train(data, _config(tiny_llama), progress=False)
     [pred] = clf.predict(["the food was lovely and the service awful , prices some ."])
     d = pred.to_dict()
-    assert set(d) == {"label", "label_probs", "concepts", "truncated", "concept_share", "values_label", "side"}
+    assert set(d) == {"label", "label_probs", "concepts", "truncated", "concept_share", "values_label", "side", "what_if"}
+    for concept, alternatives in d["what_if"].items():  # every other value, the label it would give
+        assert set(alternatives) == {"Negative", "Positive", "unknown"} - {d["concepts"][concept]["value"]}
+        assert all(w["label"] in ("bad", "good") and w["probability"] == w["probabilities"][w["label"]]
+                   for w in alternatives.values())
     assert d["truncated"] is False and 0 <= d["concept_share"] <= 1 and d["values_label"] in ("bad", "good")
     assert d["label"] in ("bad", "good") and set(d["label_probs"]) == {"bad", "good"}
     assert sum(d["label_probs"].values()) == pytest.approx(1.0, abs=1e-5)

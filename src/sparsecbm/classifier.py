@@ -182,11 +182,12 @@ class Classifier:
         label_probs = out.task_logits.softmax(-1).numpy()
         concept_probs = [logits.softmax(-1).numpy() for logits in out.concept_logits]
         schema = self.schema
-        parts = None
+        parts, alternatives = None, [{}] * len(texts)
         if self.config.has_concepts:
             with torch.inference_mode():
                 parts = self.model.head.logit_parts(out.activations.to(self.device),
                                                tuple(f.to(self.device) for f in out.features))
+            alternatives = interventions.what_if(self, out.activations, out.features)
         results = []
         for i in range(len(label_probs)):
             concepts = {}
@@ -202,6 +203,7 @@ class Classifier:
                     label_probs=dict(zip(schema.labels, map(float, label_probs[i]))),
                     concepts=concepts,
                     truncated=cut[i],
+                    what_if=alternatives[i],
                     **({} if parts is None else {
                         "concept_share": float(parts.share[i]),
                         "values_label": schema.labels[int(parts.values_label[i])],

@@ -30,8 +30,10 @@ from tqdm.auto import tqdm
 from .data.batching import check_texts, encode, truncated
 from .data.reading import is_blank
 from .files import atomic_path
+from .interventions.oracle import what_if
 from .masks import summary as masks_summary
 from .outputs import ConceptOutputs
+from .predictions import WhatIf, what_if_dict, what_if_line
 
 if TYPE_CHECKING:
     from .interfaces import ClassifierLike as Classifier
@@ -82,6 +84,8 @@ class Explanation:
     side: float | None = None  # the side channel's part of the label's logit (None: the model has none)
     values_label: str | None = None  # the label the predicted concept values alone give (no nuance, no side channel)
     concept_share: float | None = None  # share of the label's logit carried by the named concept values
+    # Per concept, per value other than the predicted one: the label were the concept that value.
+    what_if: dict[str, dict[str, WhatIf]] = field(default_factory=dict)
 
     @property
     def logit(self) -> float:
@@ -129,6 +133,8 @@ class Explanation:
             if c.words:
                 line += "; read from: " + ", ".join(repr(w.text) for w in c.top_words(words))
             lines.append(line)
+            if self.what_if.get(c.name):
+                lines.append(f"    were it another value, the label would be: {what_if_line(self.what_if[c.name])}")
         lines += [f"  {line}" for line in self.decision_lines()]
         if self.truncated:
             lines.append("  note: the text is longer than the model reads; it was cut and later words were not read")
@@ -162,6 +168,7 @@ class Explanation:
                 for c in self.concepts
             ],
         }
+        d["what_if"] = what_if_dict(self.what_if)
         if subnetworks:
             d["subnetworks"] = self.subnetworks
         return d
@@ -421,6 +428,7 @@ def explain(
         side=float(parts.side[0]) if model.config.residual else None,
         values_label=schema.labels[int(parts.values_label[0])],
         concept_share=float(parts.share[0]),
+        what_if=what_if(clf, activations, features)[0],
     )
 
 

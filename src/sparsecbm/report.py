@@ -22,6 +22,7 @@ import numpy as np
 from .explanations import Explanation
 from .files import atomic_path, write_text
 from .plotting import pyplot
+from .predictions import what_if_line
 
 POSITIVE = (0.13, 0.55, 0.13)  # pushes toward the label / supports the value
 NEGATIVE = (0.80, 0.15, 0.15)
@@ -128,6 +129,10 @@ def pathway_figure(e: Explanation, words: int = 5):
         # concept
         ax.text(0.55, y + 0.12 * row_h, f"{c.name} = {c.value}", fontsize=12, va="bottom", weight="bold")
         ax.text(0.55, y - 0.05 * row_h, f"{100 * c.probability:.0f}% sure", fontsize=10, va="top", color="0.3")
+        if e.what_if.get(c.name):
+            ax.text(0.55, y - 0.2 * row_h, "\n".join(f"if {value}: label {w.label} ({100 * w.probability:.0f}%)"
+                                                   for value, w in e.what_if[c.name].items()),
+                    fontsize=7.5, va="top", color="0.4", linespacing=1.1)
         # contribution bar, centred at 0.83
         centre, half = 0.79, 0.07
         width = half * c.contribution / biggest
@@ -223,7 +228,8 @@ def html_report(e: Explanation) -> str:
         rows.append(
             f"<tr><td>{html.escape(c.name)}</td><td><b>{html.escape(c.value)}</b></td>"
             f"<td>{100 * c.probability:.0f}%</td><td>{c.activation:.3f}</td>"
-            f'<td><span class="bar" style="width:{width}px;background:{colour}"></span> {c.contribution:+.3f}</td></tr>'
+            f'<td><span class="bar" style="width:{width}px;background:{colour}"></span> {c.contribution:+.3f}</td>'
+            f'<td class="muted">{html.escape(what_if_line(e.what_if.get(c.name, {})))}</td></tr>'
         )
     parts = [
         "<!DOCTYPE html>",
@@ -236,7 +242,8 @@ def html_report(e: Explanation) -> str:
         f'<img alt="decision pathway" src="{_data_uri(_png_bytes(pathway_figure(e)))}">',
         "<h2>Concepts</h2>",
         f'<p class="muted">{html.escape(e.decision_sentence())} Ranked by size of contribution.</p>',
-        "<table><tr><th>concept</th><th>value</th><th>confidence</th><th>activation</th><th>contribution</th></tr>",
+        "<table><tr><th>concept</th><th>value</th><th>confidence</th><th>activation</th><th>contribution</th>"
+        "<th>were it another value: the label (its probability)</th></tr>",
         *rows,
         "</table>",
     ]

@@ -44,7 +44,7 @@ accuracy as concepts are set true; how much the concepts decide).
 
 from .guard import CAUTION, Guard, check_caution, check_tolerance
 from .log import load_log, save_log, undo
-from .oracle import oracle, oracle_labels
+from .oracle import oracle, oracle_labels, what_if
 from .ranking import AUTO, MAX_RATIO, SELECTIONS, EditSettings, check_max_ratio, check_ratio
 from .results import CorrectionResult, Edit, InterventionResult
 from .rewire import correct, intervene
@@ -55,5 +55,5 @@ from .split_logits import SplitLogits
 __all__ = [
     "AUTO", "CAUTION", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "EditSettings", "Guard", "InterventionResult", "SplitLogits",
     "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "correct", "intervene", "load_log", "oracle",
-    "oracle_labels", "save_log", "undo",
+    "oracle_labels", "save_log", "undo", "what_if",
 ]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..data.batching import check_texts
+from ..predictions import WhatIf
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
@@ -43,3 +44,25 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
     probs = clf.read_label(a, features).softmax(-1)
     return [{"label": schema.labels[int(p.argmax())], "probabilities": dict(zip(schema.labels, map(float, p)))}
             for p in probs]
+
+
+def what_if(clf: Classifier, activations: torch.Tensor, features=()) -> list[dict[str, dict[str, WhatIf]]]:
+    """Per text (a row of ``activations``, with the head's ``features``), per concept, per value
+    other than the predicted one: the label the model would give with that concept set to that
+    value and the others as predicted (:func:`oracle_labels`, one head evaluation each)."""
+    schema = clf.schema
+    rows, corrections = [], []
+    for i in range(len(activations)):
+        for k, (concept, values) in enumerate(zip(schema.concepts, schema.concept_values)):
+            predicted = int(activations[i, clf.model.head.concept_slice(k)].argmax())
+            for v, value in enumerate(values):
+                if v != predicted:
+                    rows.append(i)
+                    corrections.append({concept: value})
+    idx = torch.tensor(rows, dtype=torch.long)
+    labels = oracle_labels(clf, activations[idx], corrections, tuple(f[idx] for f in features)) if rows else []
+    out: list[dict[str, dict[str, WhatIf]]] = [{c: {} for c in schema.concepts} for _ in range(len(activations))]
+    for i, correction, r in zip(rows, corrections, labels):
+        [(concept, value)] = correction.items()
+        out[i][concept][value] = WhatIf(label=r["label"], probabilities=r["probabilities"])
+    return out

@@ -208,7 +208,8 @@ function drawPathway() {
   const maxC = Math.max(1e-9, ...e.concepts.map((c) => Math.abs(c.contribution)));
   const head = el("tr", {}, el("th", {}, "concept"), el("th", {}, "predicted value (click another to correct)"));
   if (truth) head.append(el("th", {}, "true value"));
-  head.append(el("th", {}, "probability"), el("th", {}, `push on label ${e.label}`));
+  head.append(el("th", {}, "probability"), el("th", {}, `push on label ${e.label}`),
+    el("th", {}, "were it another value: the label"));
   const t = el("table", { id: "concepts" }, head);
   for (const c of e.concepts) {
     const values = el("span", { class: "values" });
@@ -223,7 +224,9 @@ function drawPathway() {
       "aria-label": `${c.name}: show the words it read` }, el("td", {}, c.name), el("td", {}, values));
     if (truth) row.append(el("td", { class: known !== c.value ? "wrong true-value" : "true-value" }, known));
     row.append(el("td", {}, pct(c.probability)),
-      el("td", {}, el("span", { class: `bar ${c.contribution >= 0 ? "pos" : "neg"}`, style: `width:${w}px` }), ` ${c.contribution >= 0 ? "+" : ""}${c.contribution.toFixed(2)}`));
+      el("td", {}, el("span", { class: `bar ${c.contribution >= 0 ? "pos" : "neg"}`, style: `width:${w}px` }), ` ${c.contribution >= 0 ? "+" : ""}${c.contribution.toFixed(2)}`),
+      el("td", { class: "small what-if" }, Object.entries(e.what_if[c.name] || {})
+        .map(([v, w]) => `${v} \u2192 ${w.label} (${pct(w.probability)})`).join(" \u00b7 ")));
     activate(row, () => { state.concept = c.name; drawPathway(); $("concepts").querySelector(`tr[data-concept='${c.name}']`).focus(); });
     t.append(row);
   }
