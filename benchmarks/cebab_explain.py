@@ -9,7 +9,8 @@ Followed as their code does it (utils/data_utils.py, utils/metric_utils.py, pipe
   edit -> original, original -> edit, and edit -> edit of the same ``edit_type``; the concept is the
   edit type; a pair whose validated aspect label (the raw ``*_aspect_majority``) is the same in both
   texts is dropped. This gives their 3,958 pairs;
-- ICaCE = round(p(counterfactual) - p(base), 4), with p the model's label probabilities;
+- ICaCE = round(p(counterfactual) - p(base), 4), with p the model's label probabilities (calibrated,
+  when the model has a temperature: ``Classifier.label_probabilities``);
 - per pair, L2 = ||ICaCE - estimate||, cosine distance (1 when either vector is zero), NormDiff =
   | ||ICaCE|| - ||estimate|| |; each averaged over the pairs, per concept and per direction.
 
@@ -114,7 +115,7 @@ def _schema_value(raw: str) -> str:
 def estimates(clf, pairs: list[Pair], test: list[dict], train: list[dict], seed: int) -> tuple[dict, np.ndarray, str]:
     """Every explainer's estimates (n_pairs, L), the ICaCE, and how the S-learner read the base aspects."""
     out = clf.forward_texts([r["description"] for r in test], progress=True, desc="test texts")
-    probs = out.task_logits.softmax(-1).numpy().astype(np.float64)
+    probs = clf.label_probabilities(out.task_logits).numpy().astype(np.float64)
     base = np.array([p.base for p in pairs])
     cf = np.array([p.counterfactual for p in pairs])
     icace = np.round(probs[cf] - probs[base], 4)
@@ -127,7 +128,7 @@ def estimates(clf, pairs: list[Pair], test: list[dict], train: list[dict], seed:
 
     found["random"] = random_probs() - random_probs()
     train_probs = clf.forward_texts([r["description"] for r in train], progress=True, desc="train texts")
-    train_probs = train_probs.task_logits.softmax(-1).numpy().astype(np.float64)
+    train_probs = clf.label_probabilities(train_probs.task_logits).numpy().astype(np.float64)
     conditional = {(a, v): train_probs[[r[f"{a}_aspect_majority"] == v for r in train]].mean(0)
                    for a in ASPECTS for v in VALUES}
     found["approx"] = np.round(np.array([conditional[p.concept, p.counterfactual_value] - conditional[p.concept, p.base_value]
@@ -164,7 +165,8 @@ def run(model: str, data_dir: str | None, seed: int) -> dict:
              if r["review_majority"] != "no majority"]
     pairs = intervention_pairs(test)
     found, icace, how = estimates(clf, pairs, test, train, seed)
-    result = {"model": model, "kind": clf.config.kind, "pairs": len(pairs), "s_learner_base_aspects": how,
+    result = {"model": model, "kind": clf.config.kind, "temperature": clf.temperature, "pairs": len(pairs),
+              "s_learner_base_aspects": how,
               "mean_icace_norm": float(np.linalg.norm(icace, axis=1).mean()), "explainers": {}}
     for name, estimate in found.items():
         e = errors(icace, estimate)
@@ -189,12 +191,18 @@ def markdown(results: dict) -> str:
         for name in EXPLAINERS:
             m = r["explainers"].get(name, {}).get("all")
             cells.append(f"{m['L2']:.3f} / {m['cosine']:.3f} / {m['NormDiff']:.3f}" if m else "-")
-        lines.append(f"| {r['model']} ({r['kind']}) | {r['pairs']} | {r['mean_icace_norm']:.3f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['model']} ({r['kind']}, T {r.get('temperature', 1.0):.2f}) | {r['pairs']} | {r['mean_icace_norm']:.3f} | " + " | ".join(cells) + " |")
     per = table_head("Per concept, cosine distance (lower is better).", ["model", "explainer", *ASPECTS])
     for r in results.values():
         for name, m in r["explainers"].items():
             per.append(f"| {r['model']} | {name} | " + " | ".join(f"{m[f'concept {c}']['cosine']:.3f}" for c in ASPECTS) + " |")
     return "\n".join(lines) + "\n\n" + "\n".join(per) + "\n"
+
+
+def _key(model: str) -> str:
+    """A model's results key: its folder, and its label temperature when calibrated (the probabilities differ)."""
+    t = (json.loads((Path(model) / "config.json").read_text()).get("calibration") or {}).get("temperature")
+    return model if t is None else f"{model} (T {t:.2f})"
 
 
 def main() -> None:
@@ -204,7 +212,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the random explainer's draw")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    planned = {model: (lambda m=model: run(m, args.data_dir, args.seed)) for model in args.models}
+    planned = {_key(model): (lambda m=model: run(m, args.data_dir, args.seed)) for model in args.models}
     run_missing(Path(args.out), "cebab_explain", planned, markdown)
 
 

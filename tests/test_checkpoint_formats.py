@@ -20,12 +20,17 @@ TEXTS = ["the food was awful and the service lovely , prices some .",
          "the food was lovely and the service lovely , prices awful ."]
 
 
+def _fields_of(predictions, expected):
+    """The predictions as the writing code's version reported them (later versions add fields, e.g. what_if)."""
+    return [{k: p.to_dict()[k] for k in e} for p, e in zip(predictions, expected, strict=True)]
+
+
 @pytest.mark.parametrize("name", ["sparsecbm-embedding-side", "cbm-soft", "standard"])
 def test_a_format_1_folder_loads_predicts_as_before_and_saves_as_today(tmp_path, name):
     folder = shutil.copytree(FORMAT1 / name, tmp_path / name)
     expected = json.loads((folder / "expected.json").read_text())
     clf = sparsecbm.load(folder)
-    same_tree([p.to_dict() for p in clf.predict(TEXTS)], expected["predictions"])
+    same_tree(_fields_of(clf.predict(TEXTS), expected["predictions"]), expected["predictions"])
     if expected["oracle"] is not None:
         same_tree(clf.oracle(TEXTS[0], {"food": "Positive"}), expected["oracle"])
     clf.save(tmp_path / "again")
@@ -33,7 +38,7 @@ def test_a_format_1_folder_loads_predicts_as_before_and_saves_as_today(tmp_path,
     with safe_open(str(tmp_path / "again" / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert all(k.startswith(("encoder.backbone.", "projector.", "head.")) for k in keys)
-    same_tree([p.to_dict() for p in sparsecbm.load(tmp_path / "again").predict(TEXTS)], expected["predictions"])
+    same_tree(_fields_of(sparsecbm.load(tmp_path / "again").predict(TEXTS), expected["predictions"]), expected["predictions"])
 
 
 def test_a_format_1_folder_with_format_2_keys_is_refused_by_name(tmp_path):

@@ -31,7 +31,8 @@ def test_train_evaluate_predict(tmp_path, capsys, reviews, tiny_bert):
     assert code == 0, stdout
     scores = json.loads((tmp_path / "s.json").read_text())
     assert set(scores) == {"task", "concepts", "n", "hard_concepts_task_accuracy", "concept_share", "leakage_gap",
-                           "single_fixes"}
+                           "single_fixes", "calibration"}
+    assert set(scores["calibration"]) == {"temperature", "ece", "nll"}
     assert set(scores["single_fixes"]) == {"pairs", "fixed", "broken", "net"}
     assert scores["n"] == 16
     assert set(scores["concepts"]) == {"mean", *CONCEPTS}

@@ -29,7 +29,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from . import explanations, interventions
+from . import calibration, explanations, interventions
 from .backbones import backbone_from_config, prepare_tokenizer
 from .cache import VersionedCache
 from .data import Dataset, Schema, Split
@@ -101,6 +101,26 @@ class Classifier:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def temperature(self) -> float:
+        """What the label logits are divided by before the softmax (1 until :meth:`calibrate`)."""
+        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
+
+    def label_probabilities(self, task_logits: torch.Tensor) -> torch.Tensor:
+        """Label probabilities from label logits: ``softmax(logits / temperature)``."""
+        return (task_logits.float() / self.temperature).softmax(-1)
+
+    def calibrate(self, split: Split, *, batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
+        """Fit the temperature on ``split`` (held-out texts: the dev split) by the NLL of its labels
+        (:mod:`sparsecbm.calibration`); no prediction changes. Recorded in ``meta["calibration"]``
+        (saved with the config) with the split's NLL and ECE before and after; returns that record."""
+        logits = self.forward_texts(split.texts, batch_size=batch_size, progress=progress, desc="calibrate").task_logits
+        t = calibration.fit_temperature(logits, split.labels)
+        self.meta["calibration"] = {"temperature": t, "fitted_on": f"{split.source or 'a split'} ({len(split)} texts)",
+                                    "before": calibration.scores(logits, split.labels, 1.0),
+                                    "after": calibration.scores(logits, split.labels, t)}
+        return self.meta["calibration"]
 
     @property
     def unfinished(self) -> str | None:
@@ -179,7 +199,7 @@ class Classifier:
         texts = check_texts(texts)
         out = self.forward_texts(texts, batch_size=batch_size, progress=progress)
         cut = truncated(self.tokenizer, texts, self.max_length)
-        label_probs = out.task_logits.softmax(-1).numpy()
+        label_probs = self.label_probabilities(out.task_logits).numpy()
         concept_probs = [logits.softmax(-1).numpy() for logits in out.concept_logits]
         schema = self.schema
         parts, alternatives = None, [{}] * len(texts)

@@ -390,7 +390,7 @@ def explain(
     activations = torch.sigmoid(torch.cat(logits, dim=1))
     with torch.inference_mode(), model.evaluating():
         parts = model.head.logit_parts(activations.to(clf.device), tuple(f.to(clf.device) for f in features))
-    probs = clf.read_label(activations, features)[0].softmax(-1)
+    probs = clf.label_probabilities(clf.read_label(activations, features))[0]
     y = int(parts.label[0])
     spans = enc.spans
     word_texts = enc.texts(text)

@@ -133,7 +133,7 @@ class Explorer:
         if rows is not None and (len(rows) > MAX_LIMIT or not all(0 <= i < len(split) for i in rows)):
             raise ApiError(400, f"rows: at most {MAX_LIMIT} row numbers in [0, {len(split)})")
         logits, pending = self._browse.current()
-        task = self.clf.task_logits(logits).softmax(-1)
+        task = self.clf.label_probabilities(self.clf.task_logits(logits))
         probs = [o.logits.softmax(-1) for o in logits]
         pred = np.stack([p.argmax(-1).numpy() for p in probs], axis=1)  # (n, K)
         label = task.argmax(-1).numpy()

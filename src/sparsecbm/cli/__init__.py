@@ -54,7 +54,7 @@ COMMANDS = {  # command -> (module of this package, its function), imported when
     "explain": ("commands", "cmd_explain"), "intervene": ("editing", "cmd_intervene"),
     "correct": ("editing", "cmd_correct"), "undo": ("editing", "cmd_undo"),
     "convert-gguf": ("commands", "cmd_convert_gguf"), "annotate": ("annotating", "cmd_annotate"),
-    "serve": ("editing", "cmd_serve"),
+    "serve": ("editing", "cmd_serve"), "calibrate": ("commands", "cmd_calibrate"),
 }
 
 

@@ -105,6 +105,13 @@ def _evaluate_flags(e: argparse.ArgumentParser) -> None:
     e.add_argument("--pathway", action="store_true", help="also explain the split's first example in words")
 
 
+def _calibrate_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("model_dir", metavar="DIR")
+    add_data_args(c, required=False)
+    c.add_argument("--split", default="dev", help="the held-out texts the temperature is fitted on (default dev; "
+                   "never the split you report on)")
+
+
 def _predict_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", metavar="DIR")
     p.add_argument("texts", nargs="*", help="texts to classify (or --file)")
@@ -242,6 +249,10 @@ COMMANDS = {
               _train_flags),
     "evaluate": ("score a saved model on a split", "Score a saved model.", _evaluate_flags),
     "predict": ("predict labels and concepts for texts", "Predict texts.", _predict_flags),
+    "calibrate": ("fit the label probabilities' temperature on held-out texts (no prediction changes)",
+                  "Fit the temperature that divides the label logits so that the label probabilities match the "
+                  "accuracy they come with (temperature scaling; training does it on dev); save it in DIR.",
+                  _calibrate_flags),
     "masks": ("sparsity and overlap of a SparseCBM's concept subnetworks",
               "Per concept: sparsity overall and per weight matrix; pairwise Jaccard overlap.", _masks_flags),
     "explain": ("explain predictions: concepts, the words they read, their subnetworks",

@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from tqdm.auto import tqdm
 
-from .. import masks
+from .. import calibration, masks
 from ..backbones import convert_gguf
 from ..classifier import load
 from ..data import held_out_note, is_blank
@@ -45,6 +45,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"wall time {clf.meta['wall_seconds']:.0f} s, peak memory {clf.meta['peak_memory_mb']:.0f} MB")
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    clf = load(args.model_dir)
+    dataset = recorded_data(args, clf)
+    clf.check_schema(dataset.schema, dataset.name)
+    before = clf.temperature
+    c = clf.calibrate(dataset[args.split], progress=not args.quiet)
+    clf.save_config(args.model_dir)
+    print(f"temperature {before:.3f} -> {c['temperature']:.3f}, fitted on {dataset.name} {args.split}: "
+          f"ECE {100 * c['before']['ece']:.1f} -> {100 * c['after']['ece']:.1f} %, "
+          f"NLL {c['before']['nll']:.3f} -> {c['after']['nll']:.3f} (saved in {args.model_dir})")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     clf = load(args.model_dir, device=args.device)
     dataset = recorded_data(args, clf)
@@ -67,6 +79,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result["concepts_from"] = "annotations"
     print(format_table(result, title=f"{dataset.name} {args.split}: {clf.config.kind} model, {clf.config.backbone}",
                        ceiling=ceiling, annotated=annotated))
+    result["calibration"] = {"temperature": clf.temperature, **calibration.scores(out.task_logits, split.labels,
+                                                                                  clf.temperature)}
+    print(f"label probabilities: expected calibration error {100 * result['calibration']['ece']:.1f} % "
+          f"(temperature {clf.temperature:.2f}; sparsecbm calibrate fits it)")
     if clf.config.has_concepts:
         result["hard_concepts_task_accuracy"] = hard_concepts_accuracy(clf, split, out)
         result["concept_share"] = concept_share(clf, out)

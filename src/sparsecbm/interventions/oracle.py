@@ -41,7 +41,7 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
             chosen[i, k], values[i, k] = True, schema.concept_values[k].index(value)
             a[i, cols] = torch.nn.functional.one_hot(values[i, k], cols.stop - cols.start).to(a.dtype)
     features = clf.model.head.true_features(tuple(features), values, activations, chosen)
-    probs = clf.read_label(a, features).softmax(-1)
+    probs = clf.label_probabilities(clf.read_label(a, features))
     return [{"label": schema.labels[int(p.argmax())], "probabilities": dict(zip(schema.labels, map(float, p)))}
             for p in probs]
 

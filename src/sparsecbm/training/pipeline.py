@@ -110,7 +110,7 @@ def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, ini
     if config.model != "sparsecbm":
         clf = new_classifier(dataset, config, config.model, run.device)
         clf = fit(clf, train_split, dev_split, run, phase=config.model, out=out, point=point)
-        return run.finish(_with_prototypes(clf, train_split, out, run))
+        return run.finish(_finished(clf, train_split, dev_split, out, run))
 
     # A teacher of its own is read (and checked) now, not after the minutes of the dense phase.
     own_teacher = None
@@ -161,7 +161,7 @@ def _train(dataset: Dataset, config: TrainConfig, prune: PruneConfig | None, ini
     run.prune = prune
     clf = fit(clf, train_split, dev_split, run, phase="sparsecbm", out=out, point=point,
               epochs=prune.sparse_epochs, teacher=teacher)
-    return run.finish(_with_prototypes(clf, train_split, out, run))
+    return run.finish(_finished(clf, train_split, dev_split, out, run))
 
 
 def _teacher(prune: PruneConfig, model: Classifier, train_split: Split, run: Run) -> Teacher | None:
@@ -181,10 +181,17 @@ def fit_value_prototypes(clf: Classifier, split: Split, *, progress: bool = Fals
     return clf.model.head.fit_prototypes(out.features, split.concepts)
 
 
-def _with_prototypes(clf: Classifier, train_split: Split, out: Path | None, run: Run) -> Classifier:
-    """An embedding head's value prototypes from the training texts, saved beside the best weights."""
+def _finished(clf: Classifier, train_split: Split, dev_split: Split, out: Path | None, run: Run) -> Classifier:
+    """The best weights made ready for use, and saved beside them: an embedding head's value
+    prototypes from the training texts, and the label temperature fitted on the dev texts
+    (``Classifier.calibrate``; no prediction changes)."""
     if fit_value_prototypes(clf, train_split, progress=run.progress) is not None and out is not None:
         clf.model.head.save_prototypes(out)
+    c = clf.calibrate(dev_split, batch_size=run.config.eval_batch_size, progress=run.progress)
+    log.info("label temperature %.2f (dev ECE %.1f -> %.1f %%)", c["temperature"], 100 * c["before"]["ece"],
+             100 * c["after"]["ece"])
+    if out is not None:
+        clf.save_config(out)
     return clf
 
 
