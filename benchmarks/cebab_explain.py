@@ -191,7 +191,8 @@ def markdown(results: dict) -> str:
         for name in EXPLAINERS:
             m = r["explainers"].get(name, {}).get("all")
             cells.append(f"{m['L2']:.3f} / {m['cosine']:.3f} / {m['NormDiff']:.3f}" if m else "-")
-        lines.append(f"| {r['model']} ({r['kind']}, T {r.get('temperature', 1.0):.2f}) | {r['pairs']} | {r['mean_icace_norm']:.3f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['model']} ({r['kind']}, T {r.get('temperature', 1.0):.2f}) | {r['pairs']} | "
+                     f"{r['mean_icace_norm']:.3f} | " + " | ".join(cells) + " |")
     per = table_head("Per concept, cosine distance (lower is better).", ["model", "explainer", *ASPECTS])
     for r in results.values():
         for name, m in r["explainers"].items():
