@@ -47,3 +47,16 @@ def test_a_format_1_folder_with_format_2_keys_is_refused_by_name(tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "format_version": 2}))
     with pytest.raises(ValueError, match=r"model.safetensors: does not match config.json"):
         sparsecbm.load(folder)
+
+
+def test_rewriting_the_config_of_a_format_1_folder_keeps_its_format(tmp_path):
+    """sparsecbm calibrate rewrites only config.json: the folder must stay loadable as the format its weights have."""
+    folder = shutil.copytree(FORMAT1 / "cbm-soft", tmp_path / "m")
+    expected = json.loads((folder / "expected.json").read_text())
+    clf = sparsecbm.load(folder)
+    clf.meta["calibration"] = {"temperature": 2.0}
+    clf.save_config(folder)
+    assert json.loads((folder / "config.json").read_text())["format_version"] == 1
+    again = sparsecbm.load(folder)
+    assert again.temperature == 2.0
+    assert [p.label for p in again.predict(TEXTS)] == [p["label"] for p in expected["predictions"]]

@@ -329,12 +329,13 @@ class Classifier:
         return path
 
     def save_config(self, path: str | os.PathLike) -> None:
-        """(Re)write only ``config.json`` of a saved model folder (e.g. final training notes)."""
+        """(Re)write only ``config.json`` of a saved model folder (e.g. final training notes, a
+        calibration). The folder keeps its save format: its weights are not rewritten."""
         path = Path(path)
         with folder_lock(path):
             on_disk, _ = self._check_revision(path)
             self.revision = (on_disk or 0) + 1
-            self._write_config(path)
+            self._write_config(path, _disk_format(path))
 
     def _check_revision(self, path: Path) -> tuple[int | None, bool]:
         """(revision on disk, whether ``path`` is the folder this copy came from); a
@@ -346,10 +347,10 @@ class Classifier:
                              f"this copy is based on {self.revision}); load it again and redo the change")
         return on_disk, same
 
-    def _write_config(self, path: Path) -> None:
+    def _write_config(self, path: Path, format_version: int = FORMAT_VERSION) -> None:
         write_json(path / "config.json", {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": format_version,
             "revision": self.revision,
             "model": self.config.to_dict(),
             "backbone_config": self.model.backbone.config.to_dict(),
@@ -357,6 +358,14 @@ class Classifier:
             "data": self.data_spec,
             **self.meta,
         })
+
+
+def _disk_format(path: Path) -> int:
+    """The save format of the weights in ``path`` (today's when the folder has no config yet)."""
+    try:
+        return int(json.loads((path / "config.json").read_text(encoding="utf-8"))["format_version"])
+    except (OSError, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        return FORMAT_VERSION
 
 
 def _disk_revision(path: Path) -> int | None:
