@@ -104,9 +104,11 @@ def family_edits(
         rows = np.asarray(siblings + far.tolist())
         now_pred, now_task = predicted[rows], task[rows]
         if r.persisted:
-            after = clf.forward_texts([split.texts[j] for j in rows])
-            now_pred, now_task = after.predicted_values(), after.task_logits.argmax(-1).numpy()
-            undo(clf)
+            try:
+                after = clf.forward_texts([split.texts[j] for j in rows])
+                now_pred, now_task = after.predicted_values(), after.task_logits.argmax(-1).numpy()
+            finally:  # graded or interrupted, the model is left as it was
+                undo(clf)
         gold, before_k, after_k = split.concepts[rows, k], predicted[rows, k], now_pred[:, k]
         sib, unr = slice(0, len(siblings)), slice(len(siblings), None)
         outcomes.append(EditOutcome(
