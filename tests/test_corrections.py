@@ -163,6 +163,11 @@ def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
                              guard=guard)
     assert r.fixed and not r.persisted and not r.guard["accepted"]
     assert r.guard["concept_accuracy"][0] > r.guard["concept_accuracy"][1] and "food accuracy" in r.guard["reason"]
+    # It says which guard texts the edit would break, in words a user can act on.
+    broken = r.guard["broken"]
+    assert broken and set(broken) <= {0, 1} and r.guard["fixed"] == []
+    assert f"make {len(broken)} of the 2 guard texts' food value wrong" in r.guard["reason"]
+    assert guard.split.texts[broken[0]][:30] in r.guard["reason"]  # the first such text, shortened
     assert r.outcome.startswith("rolled back by the guard")
     assert same_masks(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
     # The guard's cached logits still match the model after the rollback.

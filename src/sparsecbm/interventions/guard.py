@@ -139,10 +139,16 @@ class Guard:
         after = list(before)
         after[k] = self._logits.concept(clf, k)
         (c0, t0), (c1, t1) = self.scores(clf, before, k), self.scores(clf, after, k)
+        truth, was, now = self.split.concepts[:, k], before[k].values().numpy(), after[k].values().numpy()
+        broken = np.flatnonzero((was == truth) & (now != truth))
+        fixed = np.flatnonzero((was != truth) & (now == truth))
         reasons = []
         if c1 < c0 - self.tolerance - EPS:
-            reasons.append(f"{clf.schema.concepts[k]} accuracy on the guard fell {100 * c0:.1f} -> {100 * c1:.1f} % "
-                           f"(tolerance {100 * self.tolerance:g} points)")
+            concept = clf.schema.concepts[k]
+            reasons.append(f"{concept} accuracy on the guard fell {100 * c0:.1f} -> {100 * c1:.1f} % "
+                           f"(tolerance {100 * self.tolerance:g} points): the edit would make {len(broken)} of the "
+                           f"{len(self)} guard texts' {concept} value wrong ({_examples(self.split.texts, broken)}) "
+                           f"and fix {len(fixed)}")
         if t1 < t0 - self.task_tolerance - EPS:
             reasons.append(f"task accuracy on the guard fell {100 * t0:.1f} -> {100 * t1:.1f} % "
                            f"(tolerance {100 * self.task_tolerance:g} points)")
@@ -157,4 +163,11 @@ class Guard:
         return {"accepted": not reasons, "corrections_undone": undone, "caution": self.caution,
                 "reason": "; ".join(reasons) or "no drop beyond the tolerances",
                 "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1],
-                "predictions_changed": changed, "tolerance": self.tolerance, "task_tolerance": self.task_tolerance}
+                "predictions_changed": changed, "broken": broken.tolist(), "fixed": fixed.tolist(),
+                "tolerance": self.tolerance, "task_tolerance": self.task_tolerance}
+
+
+def _examples(texts, rows, n: int = 3, width: int = 40) -> str:
+    """The first ``n`` of ``texts`` at ``rows``, shortened, for a sentence."""
+    shown = ", ".join(repr(texts[i] if len(texts[i]) <= width else texts[i][: width - 3] + "...") for i in rows[:n])
+    return shown + (f" and {len(rows) - n} more" if len(rows) > n else "")
