@@ -70,3 +70,18 @@ def test_cli_edits_mode_needs_a_split_with_families(tmp_path, capsys, reviews, t
     capsys.readouterr()
     assert main(["-q", "intervene", str(out), *data, "--mode", "edits"]) == 2
     assert "no families" in capsys.readouterr().err
+
+
+def test_another_editor_is_graded_the_same_way_a_memory_that_reaches_exactly_the_family(sparse_clf):
+    """benchmarks/edits.py's retrieval memory with embeddings that are one-hot per family: every sibling
+    takes the corrected value (generalisation 100 %), no other review does (locality 100 %)."""
+    from benchmarks.edits import MemoryEditor
+
+    split = _split()
+    families = sorted(set(GROUPS))
+    embeddings = {t: np.eye(len(families))[families.index(g)] for t, g in zip(TEXTS, GROUPS)}
+    result = family_edits(sparse_clf, split, n=3, unrelated=4, editor=MemoryEditor(sparse_clf, embeddings, 0.5),
+                          progress=False)
+    assert result.method == "retrieval memory" and result.kept == result.corrections > 0
+    assert result.generalisation == 1.0 and result.sibling_harm == 0.0 and result.locality == 1.0
+    assert sparse_clf.interventions == []  # the model itself never changed

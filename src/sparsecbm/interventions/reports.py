@@ -177,6 +177,7 @@ class EditOutcome:
 class FamilyEditsResult:
     """Single corrections on a split's families: reliability, generalisation, harm, locality."""
 
+    method: str  # how corrections were made: "mask rewiring" (the settings below), or another editor's name
     selection: str
     ratio: float | str
     max_ratio: float

@@ -67,6 +67,32 @@ def draw_corrections(split: Split, predicted: np.ndarray, n: int, seed: int) -> 
     return drawn
 
 
+class MaskEditor:
+    """The edit graded by default: :func:`~sparsecbm.interventions.correct` persists an edit of
+    concept k's mask (the guard, if any, decides); the texts are then predicted again through it,
+    and :meth:`undo` reverts it bit for bit. Another way of correcting (a retrieval memory, a
+    fine-tuning step) is graded the same way by an object with these three methods and a name."""
+
+    name = "mask rewiring"
+
+    def __init__(self, clf: Classifier, *, guard: Guard | None = None, **settings) -> None:
+        self.clf, self.guard, self.settings = clf, guard, settings
+
+    def apply(self, text: str, k: int, value: str, label: str | None, seed: int):
+        """Correct concept k of ``text``; returns :func:`correct`'s result (``persisted``: kept)."""
+        return correct(self.clf, [text], self.clf.schema.concepts[k], [value], None if label is None else [label],
+                       persist=True, guard=self.guard, seed=seed, **self.settings)
+
+    def predict(self, texts: list[str], rows: np.ndarray, values: np.ndarray, task: np.ndarray):
+        """(concept values (n, K), task labels (n,)) of ``texts`` (rows ``rows`` of the split, whose
+        predictions before the edit are ``values``, ``task``) with the edit in place."""
+        out = self.clf.forward_texts(texts)
+        return out.predicted_values(), out.task_logits.argmax(-1).numpy()
+
+    def undo(self) -> None:
+        undo(self.clf)
+
+
 def family_edits(
     clf: Classifier,
     split: Split,
@@ -81,13 +107,17 @@ def family_edits(
     max_ratio: float = EDIT.max_ratio,
     use_label: bool = True,
     keep_unfixed: bool = False,
+    editor=None,
     progress: bool = True,
 ) -> FamilyEditsResult:
     """Grade ``n`` single corrections drawn from ``split``'s families (see the module's text);
-    the settings are :func:`~sparsecbm.interventions.correct`'s. The model ends as it started:
-    every kept edit is undone after it is graded."""
+    the settings are :func:`~sparsecbm.interventions.correct`'s, or ``editor`` corrects (a
+    :class:`MaskEditor` with them by default). The model ends as it started: every kept edit
+    is undone after it is graded."""
     clf.require_masks("to rewire")
     schema = clf.schema
+    editor = editor if editor is not None else MaskEditor(clf, guard=guard, ratio=ratio, selection=selection,
+                                                          steps=steps, max_ratio=max_ratio, keep_unfixed=keep_unfixed)
     out = clf.forward_texts(split.texts, progress=progress, desc="predict")
     predicted, task = out.predicted_values(), out.task_logits.argmax(-1).numpy()
     drawn = draw_corrections(split, predicted, n, seed)
@@ -97,18 +127,16 @@ def family_edits(
         others = np.flatnonzero(np.asarray(split.groups) != split.groups[i])
         far = rng.choice(others, size=min(unrelated, len(others)), replace=False)
         start = time.perf_counter()
-        r = correct(clf, [split.texts[i]], schema.concepts[k], [schema.concept_values[k][split.concepts[i, k]]],
-                    [schema.labels[split.labels[i]]] if use_label else None, ratio=ratio, selection=selection,
-                    steps=steps, max_ratio=max_ratio, persist=True, guard=guard, keep_unfixed=keep_unfixed, seed=i)
+        r = editor.apply(split.texts[i], k, schema.concept_values[k][split.concepts[i, k]],
+                         schema.labels[split.labels[i]] if use_label else None, seed=i)
         seconds = time.perf_counter() - start
         rows = np.asarray(siblings + far.tolist())
         now_pred, now_task = predicted[rows], task[rows]
         if r.persisted:
             try:
-                after = clf.forward_texts([split.texts[j] for j in rows])
-                now_pred, now_task = after.predicted_values(), after.task_logits.argmax(-1).numpy()
+                now_pred, now_task = editor.predict([split.texts[j] for j in rows], rows, predicted[rows], task[rows])
             finally:  # graded or interrupted, the model is left as it was
-                undo(clf)
+                editor.undo()
         gold, before_k, after_k = split.concepts[rows, k], predicted[rows, k], now_pred[:, k]
         sib, unr = slice(0, len(siblings)), slice(len(siblings), None)
         outcomes.append(EditOutcome(
@@ -125,6 +153,6 @@ def family_edits(
             unrelated_task_accuracy=(float((task[far] == split.labels[far]).mean()),
                                      float((now_task[unr] == split.labels[far]).mean())),
         ))
-    return FamilyEditsResult.of(outcomes, selection=selection, ratio=ratio, max_ratio=max_ratio, steps=steps,
+    return FamilyEditsResult.of(outcomes, method=editor.name, selection=selection, ratio=ratio, max_ratio=max_ratio, steps=steps,
                                 uses_task_label=use_label, keep_unfixed=keep_unfixed, seed=seed,
                                 guard=None if guard is None else guard.describe())
