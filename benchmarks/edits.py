@@ -91,7 +91,8 @@ class MemoryEditor:
 
 def memory_threshold(clf, dev, embeddings: dict[str, np.ndarray], n: int, unrelated: int, seed: int) -> dict:
     """The threshold chosen on dev: the largest generalisation with locality >= 99 % (else the most local)."""
-    tried = {t: family_edits(clf, dev, n=n, unrelated=unrelated, seed=seed, progress=False,
+    out = clf.forward_texts(dev.texts, progress=True, desc="dev")
+    tried = {t: family_edits(clf, dev, n=n, unrelated=unrelated, seed=seed, progress=False, out=out,
                              editor=MemoryEditor(clf, embeddings, t)) for t in THRESHOLDS}
     local = [t for t, r in tried.items() if r.locality >= 0.99]
     best = max(local, key=lambda t: tried[t].generalisation) if local else max(tried, key=lambda t: tried[t].locality)

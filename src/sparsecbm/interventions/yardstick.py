@@ -32,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data import Split
+from ..outputs import CBMOutput
 from .guard import Guard
 from .log import undo
 from .ranking import AUTO, EDIT
@@ -108,17 +109,18 @@ def family_edits(
     use_label: bool = True,
     keep_unfixed: bool = False,
     editor=None,
+    out: CBMOutput | None = None,
     progress: bool = True,
 ) -> FamilyEditsResult:
     """Grade ``n`` single corrections drawn from ``split``'s families (see the module's text);
     the settings are :func:`~sparsecbm.interventions.correct`'s, or ``editor`` corrects (a
     :class:`MaskEditor` with them by default). The model ends as it started: every kept edit
-    is undone after it is graded."""
+    is undone after it is graded. ``out``: the model's outputs on ``split`` when the caller has them."""
     clf.require_masks("to rewire")
     schema = clf.schema
     editor = editor if editor is not None else MaskEditor(clf, guard=guard, ratio=ratio, selection=selection,
                                                           steps=steps, max_ratio=max_ratio, keep_unfixed=keep_unfixed)
-    out = clf.forward_texts(split.texts, progress=progress, desc="predict")
+    out = out if out is not None else clf.forward_texts(split.texts, progress=progress, desc="predict")
     predicted, task = out.predicted_values(), out.task_logits.argmax(-1).numpy()
     drawn = draw_corrections(split, predicted, n, seed)
     rng = np.random.default_rng(seed + 1)
