@@ -190,9 +190,10 @@ class Classifier:
     def read_label(self, activations: torch.Tensor, features=(), *, side: bool = True) -> torch.Tensor:
         """Task logits (n, C_y), float32 on the CPU, of the label head reading these
         activations (n, sum C_k) and features (``CBMOutput.features``)."""
+        dtype = next(self.model.head.parameters()).dtype  # a bfloat16 model reads bfloat16 (outputs come as float32)
         with torch.inference_mode():
-            return self.model.head.read_label(activations.to(self.device), tuple(f.to(self.device) for f in features),
-                                         side=side).float().cpu()
+            return self.model.head.read_label(activations.to(self.device, dtype),
+                                              tuple(f.to(self.device, dtype) for f in features), side=side).float().cpu()
 
     def predict(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> list[Prediction]:
         """One :class:`Prediction` per text (label, label probabilities, concepts)."""
