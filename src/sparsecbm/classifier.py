@@ -203,7 +203,7 @@ class Classifier:
         label_probs = self.label_probabilities(out.task_logits).numpy()
         concept_probs = [logits.softmax(-1).numpy() for logits in out.concept_logits]
         schema = self.schema
-        parts, alternatives = None, [{}] * len(texts)
+        parts, alternatives = None, [{} for _ in texts]
         if self.config.has_concepts:
             with torch.inference_mode():
                 parts = self.model.head.logit_parts(out.activations.to(self.device),
