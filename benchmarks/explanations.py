@@ -40,8 +40,9 @@ from tqdm.auto import tqdm
 import sparsecbm
 from benchmarks.harness import command_line, machine, write_results
 from sparsecbm.data import dataset_from_spec
-from sparsecbm.explanations import METHODS, explain, token_scores, words
+from sparsecbm.explanations import METHODS, explain
 from sparsecbm.files import write_text
+from sparsecbm.word_scores import token_scores, words
 
 FRACTION = 0.2
 

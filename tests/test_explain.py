@@ -10,9 +10,10 @@ from sparsecbm import Classifier
 from sparsecbm.backbones import load_backbone
 from sparsecbm.cli import main
 from sparsecbm.data import Schema
-from sparsecbm.explanations import METHODS, explain, words
+from sparsecbm.explanations import METHODS, explain
 from sparsecbm.model import ConceptBottleneckModel, ModelConfig
 from sparsecbm.report import html_report, save_png
+from sparsecbm.word_scores import words
 
 from .conftest import TINY_SCHEMA
 
@@ -60,7 +61,7 @@ def test_concept_k_explanation_ignores_mask_j(sparse_clf):
 
 def test_integrated_gradients_add_up_to_the_logit_change(sparse_clf):
     """Completeness: word scores sum to logit(text) - logit(baseline) as the path steps grow."""
-    from sparsecbm.explanations import token_scores
+    from sparsecbm.word_scores import token_scores
 
     enc = words(sparse_clf, TEXT)
     scores, logits = token_scores(sparse_clf, enc, 0, 1, "integrated_gradients", steps=200)

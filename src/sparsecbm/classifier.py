@@ -17,7 +17,6 @@ and needs neither the original backbone files nor internet.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -38,14 +37,12 @@ from .files import atomic_path, folder_lock, write_json
 from .masks import load_masks, save_masks
 from .metrics import evaluate_predictions
 from .model import ConceptBottleneckModel, ModelConfig
+from .model_folder import FORMAT, FORMAT_VERSION, disk_state, read_config
 from .outputs import CBMOutput, ConceptOutputs
 from .predictions import ConceptPrediction, Prediction  # noqa: F401  (re-exported)
 from .pruning import mining_gamma
 
 log = logging.getLogger(__name__)
-
-FORMAT = "sparsecbm"
-FORMAT_VERSION = 2  # CHANGELOG.md says what each version changed; every earlier one still loads
 
 
 class Classifier:
@@ -336,12 +333,12 @@ class Classifier:
         with folder_lock(path):
             on_disk, _ = self._check_revision(path)
             self.revision = (on_disk or 0) + 1
-            self._write_config(path, _disk_format(path))
+            self._write_config(path, disk_state(path).format_version)
 
     def _check_revision(self, path: Path) -> tuple[int | None, bool]:
         """(revision on disk, whether ``path`` is the folder this copy came from); a
         save there is refused if another process saved since this copy was loaded."""
-        on_disk = _disk_revision(path)
+        on_disk = disk_state(path).revision
         same = self.path is not None and self.path.exists() and path.exists() and path.samefile(self.path)
         if on_disk is not None and same and on_disk != self.revision:
             raise ValueError(f"{path}: saved by someone else since this copy was loaded (revision {on_disk}, "
@@ -361,46 +358,6 @@ class Classifier:
         })
 
 
-def _disk_format(path: Path) -> int:
-    """The save format of the weights in ``path`` (today's when the folder has no config yet)."""
-    try:
-        return int(json.loads((path / "config.json").read_text(encoding="utf-8"))["format_version"])
-    except (OSError, ValueError, TypeError, KeyError, UnicodeDecodeError):
-        return FORMAT_VERSION
-
-
-def _disk_revision(path: Path) -> int | None:
-    """The revision in ``path``/config.json (0 for folders written before revisions), or None without one."""
-    config = path / "config.json"
-    if not config.exists():
-        return None
-    try:
-        return int(json.loads(config.read_text(encoding="utf-8")).get("revision", 0))
-    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
-        return 0  # a damaged config: loading it names the problem; saving over it is allowed
-
-
-def _read_config(config_path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{config_path}: not valid JSON ({e}); the model folder is damaged") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{config_path}: expected a JSON object, got {type(meta).__name__}; the model folder is damaged")
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: not a sparsecbm model (format {meta.get('format')!r})")
-    version = meta.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{config_path}: format_version {version!r} is not one sparsecbm wrote (it writes "
-                         f"{FORMAT_VERSION}); the model folder is damaged or was edited by hand")
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{config_path}: written by a newer sparsecbm (format {version}); upgrade sparsecbm")
-    missing = [key for key in ("model", "backbone_config", "max_length") if key not in meta]
-    if missing:
-        raise ValueError(f"{config_path}: missing key(s) {missing}; the model folder is damaged")
-    return meta
-
-
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Classifier:
     """Load a model folder written by ``train`` or :meth:`Classifier.save`. A damaged
     folder gets one ValueError (or FileNotFoundError) naming the file and what is wrong."""
@@ -417,7 +374,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Clas
 
 
 def _load_unlocked(path: Path, config_path: Path) -> Classifier:
-    meta = _read_config(config_path)
+    meta = read_config(config_path)
     try:
         config = ModelConfig.from_dict(meta.pop("model"))
         backbone = backbone_from_config(meta.pop("backbone_config"))
