@@ -168,6 +168,10 @@ def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
     assert broken and set(broken) <= {0, 1} and r.guard["fixed"] == []
     assert f"make {len(broken)} of the 2 guard texts' food value wrong" in r.guard["reason"]
     assert guard.split.texts[broken[0]][:30] in r.guard["reason"]  # the first such text, shortened
+    quoted = r.guard["texts"]  # and quotes them whole, with what the edit would do to each
+    assert [t["row"] for t in quoted] == broken
+    assert all(t["effect"] == "broken" and t["before"] == t["truth"] == predicted != t["after"]
+               and t["text"] == guard.split.texts[t["row"]] for t in quoted)
     assert r.outcome.startswith("rolled back by the guard")
     assert same_masks(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
     # The guard's cached logits still match the model after the rollback.
@@ -301,6 +305,14 @@ def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, review
     assert "bad.csv: row 3: column 'text' is empty" in capsys.readouterr().err
     assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--guard", "nope:3"]) == 2
     assert "--guard 'nope:3': neither a file nor a split" in capsys.readouterr().err
+    assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--nearby", "dev:x"]) == 2
+    assert "--nearby 'dev:x': N must be a whole number" in capsys.readouterr().err
+    # --nearby: which of the texts most like the corrected one the edit changes (a dry run saves nothing).
+    assert main(["-q", "correct", str(out), texts[0], "--concept", "food", "--value", wrong[0], "--nearby", "test",
+                 "--nearest", "5", "--dry-run", "--json", str(j)]) == 0
+    near = json.loads(j.read_text())["nearby"]
+    assert near["n"] == 5 and near["changed"] == len(near["texts"])
+    assert f"the edit changes food on {near['changed']} of the 5 nearest texts" in capsys.readouterr().out
     assert main(["-q", "correct", str(out), "some text", "--concept", "food"]) == 2
     assert "--value" in capsys.readouterr().err
     assert load(out).interventions == []

@@ -69,6 +69,9 @@ def test_preview_keep_stale_undo_save(client, model_dir):
     preview = client.post("/api/preview", json={"index": index, "concept": concept, "value": value}).json()
     assert preview["version"] == 0 and not preview["result"]["persisted"] and "label" in preview["oracle"]
     assert same_masks(original, clf.model.masks)  # a preview restores the mask
+    near = preview["result"]["nearby"]  # the browsed texts most like this one, read before and after
+    assert near["n"] == min(20, len(client.explorer.split) - 1) and near["changed"] == len(near["texts"])
+    assert all(t["before"] != t["after"] and t["text"] == client.explorer.split.texts[t["row"]] for t in near["texts"])
 
     kept = client.post("/api/keep", json={"index": index, "concept": concept, "value": value, "version": 0}).json()
     assert kept["result"]["persisted"] and kept["result"]["after"]["value"] == value and kept["version"] == 1, kept["result"]["outcome"]
@@ -222,6 +225,7 @@ def test_real_browser_pathway_correct_undo(server, tmp_path, model_dir):
         page.wait_for_selector("#keep-btn")
         text = page.inner_text("#correction")
         assert "weights of" in text and "Preview only" in text and "persist" not in text  # plain wording
+        assert "texts of reviews dev most like this one, the edit changes" in page.inner_text("#nearby summary")
         page.screenshot(path=str(shots / "preview.png"), full_page=True)
 
         # A 409: another client edits first; Keep then refuses the stale preview and offers a new one.

@@ -46,7 +46,8 @@ from .browsing import BrowseSplit, ModelLock
 from .classifier import Classifier, load
 from .data import Split, is_blank
 from .explanations import METHODS, SIGNED, explain, subnetworks
-from .interventions import MAX_RATIO, Guard, check_max_ratio, oracle, undo
+from .interventions import MAX_RATIO, Guard, Nearby, check_max_ratio, oracle, undo
+from .interventions.nearby import COUNT as NEAREST, check_count
 from .metrics import evaluate_predictions
 from .outputs import predicted_values
 
@@ -70,7 +71,7 @@ class Explorer:
     def __init__(
         self, clf: Classifier, split: Split | None = None, split_name: str = "", *, guard: Guard | None = None,
         max_ratio: float = MAX_RATIO, ceiling: dict[str, float] | None = None,
-        annotations: AnnotationFile | None = None,
+        annotations: AnnotationFile | None = None, nearest: int = NEAREST,
     ) -> None:
         clf.require_masks("for the explorer to correct")
         self.clf, self.split, self.split_name, self.guard = clf, split, split_name, guard
@@ -80,6 +81,8 @@ class Explorer:
         self.lock = ModelLock()
         # Concept logits on the browse split, recomputed per concept (in the background) when its masks change.
         self._browse = BrowseSplit(split.texts, self.lock, lambda: self.clf) if split is not None and len(split) else None
+        # Each preview reads the ``nearest`` browsed texts most like the corrected one before and after (0: none).
+        self.nearby = Nearby(split.texts, check_count(nearest)) if self._browse is not None and nearest else None
         self._before: list[tuple[Any, int, torch.Tensor]] = []  # (kept edit, concept, its browse logits before)
         self._saved = list(clf.interventions)  # the edits the model folder holds
         self._previewed: tuple[tuple, Any] | None = None  # (request, model version), the preview's plan
@@ -284,7 +287,7 @@ class Explorer:
         request = (text, concept, value, label, self.version)
         plan = self._previewed[1] if persist and self._previewed and self._previewed[0] == request else None
         r = self.clf.intervene(text, concept, value, label=label, persist=persist, guard=self.guard,
-                               max_ratio=self.max_ratio, plan=plan)
+                               max_ratio=self.max_ratio, plan=plan, nearby=self.nearby)
         self._previewed = None if persist else (request, r.plan)
         if r.persisted:
             self.version += 1

@@ -29,6 +29,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def count_or_zero(text: str) -> int:
+    value = whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value}")
+    return value
+
+
+NEAREST = 20  # interventions.nearby.COUNT, kept here so that --help imports no torch
+
+
 def ratio_or_auto(text: str) -> float | str:
     from ..interventions import check_ratio
 
@@ -191,6 +201,9 @@ def _correct_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--keep-unfixed", action="store_true", help="keep an edit even if it fixes none of the texts")
     add_data_args(r, required=False)
     add_guard_args(r, "")
+    r.add_argument("--nearby", metavar="SPLIT[:N]|FILE", help="also show which of the --nearest texts of this split "
+                   "(e.g. test) or file most like the corrected ones change their value of the concept with the edit")
+    r.add_argument("--nearest", type=positive_int, default=NEAREST, help=f"with --nearby: how many (default {NEAREST})")
     r.add_argument("--save-to", metavar="OUT", help="save the corrected model here instead of into DIR")
     r.add_argument("--overwrite", action="store_true", help="let --save-to replace a model already there")
     r.add_argument("--dry-run", action="store_true", help="show what the edit would do; save nothing")
@@ -213,6 +226,8 @@ def _serve_flags(s: argparse.ArgumentParser) -> None:
     s.add_argument("--token", help="require this secret on every request (default: a random one, printed in the URL, "
                    "whenever --host is not loopback; none on loopback)")
     add_flag(s, EditSettings, "max_ratio")
+    s.add_argument("--nearest", type=count_or_zero, default=NEAREST, help="each preview shows which of the N browsed "
+                   f"texts most like the corrected one the edit changes (default {NEAREST}; 0: none)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--annotations", metavar="FILE", help="also review this annotated file (sparsecbm annotate's "
                    "output): rows least confident first; a value fixed on the page is written back to FILE")

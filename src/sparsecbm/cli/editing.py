@@ -11,9 +11,10 @@ from ..access import is_loopback, is_wildcard, new_token
 from ..classifier import load
 from ..data import read_corrections
 from ..files import write_json
+from ..interventions.nearby import describe as describe_nearby
 from ..interventions.reports import RatioScores
 from ..metrics import concept_ceiling
-from .inputs import check_save_to, guard_from_args, recorded_data
+from .inputs import check_save_to, guard_from_args, nearby_from_args, recorded_data
 
 log = logging.getLogger("sparsecbm")
 
@@ -141,9 +142,10 @@ def cmd_correct(args: argparse.Namespace) -> None:
     clf = load(args.model_dir)
     clf.require_masks("to rewire")
     guard = guard_from_args(args, clf, None)
+    nearby = nearby_from_args(args, clf, None)
     r = clf.correct(texts, args.concept, values, labels, ratio=args.ratio, selection=args.selection,
                     steps=args.steps, max_ratio=args.max_ratio, persist=not args.dry_run, guard=guard,
-                    keep_unfixed=args.keep_unfixed)
+                    keep_unfixed=args.keep_unfixed, nearby=nearby)
     for text, b, a, ok in zip(texts, r.before, r.after, r.fixed):
         print(f"{'fixed' if ok else 'not fixed'}: {args.concept} {b['value']} -> {a['value']} "
               f"(p {a['probability']:.2f}), label {b['label']} -> {a['label']}: {text[:60]!r}")
@@ -154,6 +156,8 @@ def cmd_correct(args: argparse.Namespace) -> None:
         print(f"guard ({g['n']} texts): {args.concept} accuracy {100 * g['concept_accuracy'][0]:.1f} -> "
               f"{100 * g['concept_accuracy'][1]:.1f} %, task accuracy {100 * g['task_accuracy'][0]:.1f} -> "
               f"{100 * g['task_accuracy'][1]:.1f} %")
+    if r.nearby:
+        print(describe_nearby(r.nearby, args.concept))
     if r.persisted:
         out = clf.save(args.save_to or args.model_dir, overwrite=args.overwrite)
         print(f"saved the corrected model to {out} ({len(clf.interventions)} logged edit(s); undo: sparsecbm undo {out})")
@@ -188,7 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     split = dataset[args.split]
     ceiling = concept_ceiling(dataset["train"], split, dataset.schema) if "train" in dataset.splits else None
     explorer = Explorer(clf, split.head(args.max_examples), f"{dataset.name} {args.split}", guard=guard_from_args(args, clf, dataset),
-                        max_ratio=args.max_ratio, ceiling=ceiling, annotations=annotations)
+                        max_ratio=args.max_ratio, ceiling=ceiling, annotations=annotations, nearest=args.nearest)
     token = args.token or (None if is_loopback(args.host) else new_token())
     if not is_loopback(args.host):
         print(f"sparsecbm: warning: serving on {args.host}: anyone who can reach this address and has the URL "

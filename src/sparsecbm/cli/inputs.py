@@ -11,6 +11,7 @@ from typing import Sequence
 from ..data import (
     TABLE_SUFFIXES,
     Dataset,
+    Split,
     dataset_from_spec,
     is_blank,
     is_data_config,
@@ -18,7 +19,7 @@ from ..data import (
     load_table,
     read_texts,
 )
-from ..interventions import CAUTION, Guard
+from ..interventions import CAUTION, Guard, Nearby
 from ..pruning import PruneConfig
 from ..settings import from_flags
 from ..training import TrainConfig
@@ -55,31 +56,49 @@ def recorded_data(args: argparse.Namespace, clf) -> Dataset:
                                 "flags) to say where it is now") from None
 
 
+def split_from_spec(flag: str, spec: str, args: argparse.Namespace, clf, dataset: Dataset | None) -> Split:
+    """SPLIT or SPLIT:N (its first N rows) of --data, else of the data the model was trained on."""
+    name, _, n = spec.partition(":")
+    dataset = dataset if dataset is not None else recorded_data(args, clf)
+    if name not in dataset.splits:
+        raise ValueError(f"{flag} {spec!r}: neither a file nor a split of {dataset.name!r} "
+                         f"({sorted(dataset.splits)}, optionally :N)")
+    if n and not (n.isdigit() and int(n) > 0):
+        raise ValueError(f"{flag} {spec!r}: N must be a whole number of at least 1, got {n!r}")
+    return dataset[name].head(int(n) if n else None)
+
+
 def guard_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | None:
     """The --guard set: a split of the data (SPLIT or SPLIT:N) or a file in the model's schema."""
     if not args.guard:
         if args.tolerance or args.task_tolerance or args.caution != CAUTION:
             raise ValueError("--tolerance, --task-tolerance and --caution apply to a --guard; name one")
         return None
-    spec = args.guard
-    path = Path(spec)
-    if not path.exists():
-        name, _, n = spec.partition(":")
-        if dataset is None:
-            dataset = recorded_data(args, clf)
-        if name not in dataset.splits:
-            raise ValueError(f"--guard {spec!r}: neither a file nor a split of {dataset.name!r} "
-                             f"({sorted(dataset.splits)}, optionally :N)")
-        if n and not (n.isdigit() and int(n) > 0):
-            raise ValueError(f"--guard {spec!r}: N must be a whole number of at least 1, got {n!r}")
-        split = dataset[name].head(int(n) if n else None)
-    else:
+    path = Path(args.guard)
+    if path.exists():
         schema = clf.schema
         split = load_table(path, dev=path, text_column=args.text_column or "text",
                            label_column=args.label_column or "label", concept_columns=schema.concepts,
                            labels=schema.labels, concept_values=dict(zip(schema.concepts, schema.concept_values)))["train"]
+    else:
+        split = split_from_spec("--guard", args.guard, args, clf, dataset)
     return Guard(split, tolerance=args.tolerance, task_tolerance=args.task_tolerance, caution=args.caution,
                  progress=not args.quiet)
+
+
+def nearby_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> Nearby | None:
+    """--nearby: the texts whose reading of the concept an edit may change, searched for the --nearest N most like
+    the corrected ones: a split of the data (SPLIT or SPLIT:N, its first N rows) or a file of texts."""
+    if not args.nearby:
+        return None
+    path = Path(args.nearby)
+    if path.exists():
+        texts = read_texts(path, args.text_column, skip_blank=True)[0]
+    else:
+        texts = split_from_spec("--nearby", args.nearby, args, clf, dataset).texts
+    if not texts:
+        raise ValueError(f"--nearby {args.nearby!r}: no texts in it")
+    return Nearby(texts, count=args.nearest)
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, PruneConfig | None]:

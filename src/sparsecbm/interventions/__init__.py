@@ -37,13 +37,15 @@ edit), ``ranking`` (the rules, the auto ladder, flipping bits), ``gradients``
 (gradients and curvature through a subnetwork), ``rewire`` (one correction:
 ``correct``, ``intervene``), ``oracle``, ``log`` (undo, save, load),
 ``split_logits`` (every concept's logits on a set of texts, kept until a
-subnetwork changes), ``guard`` (texts an edit must not hurt), ``protocols``
+subnetwork changes), ``guard`` (texts an edit must not hurt), ``nearby`` (what an edit does to the
+texts most like the corrected ones), ``protocols``
 (the per-example and persistent protocols over a split) and ``curves`` (task
 accuracy as concepts are set true; how much the concepts decide).
 """
 
 from .guard import CAUTION, Guard, check_caution, check_tolerance
 from .log import load_log, save_log, undo
+from .nearby import Nearby
 from .oracle import oracle, oracle_labels, what_if
 from .ranking import AUTO, MAX_RATIO, SELECTIONS, EditSettings, check_max_ratio, check_ratio
 from .results import CorrectionResult, Edit, InterventionResult
@@ -53,7 +55,7 @@ from .split_logits import SplitLogits
 # What users and the other floors use; the steps inside a correction (gradients, ranking,
 # flipping bits) are public in their own modules for tests and benchmarks.
 __all__ = [
-    "AUTO", "CAUTION", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "EditSettings", "Guard", "InterventionResult", "SplitLogits",
+    "AUTO", "CAUTION", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "EditSettings", "Guard", "InterventionResult", "Nearby", "SplitLogits",
     "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "correct", "intervene", "load_log", "oracle",
     "oracle_labels", "save_log", "undo", "what_if",
 ]

@@ -16,7 +16,11 @@ The guard does two things to an edit of concept k's mask:
 
     guard = Guard(data["train"].head(300))
     r = clf.intervene(text, "food", "Positive", persist=True, guard=guard)
-    r.guard  # {"accepted": ..., "reason": ..., "concept_accuracy": [before, after], ...}
+    r.guard  # {"accepted": ..., "reason": ..., "concept_accuracy": [before, after], "texts": [...], ...}
+
+The verdict quotes the guard texts whose value of the concept the edit turns wrong
+(``broken``) or right (``fixed``), up to ``SHOWN`` of each, so a person sees what a
+refusal is about before deciding.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .gradients import concept_k_outputs, curvature, tokenize
 from .split_logits import SplitLogits
 
 EPS = 1e-9  # accuracies are ratios of counts: equal ones may differ in the last bit
+SHOWN = 10  # guard texts a verdict quotes, of those it breaks and of those it fixes
 CAUTION = 1e4  # chosen by benchmarks/intervention.py (docs/decisions.md): fixes as many, changes far fewer
 
 
@@ -160,10 +165,14 @@ class Guard:
             if undone:
                 reasons.append(f"it would undo {undone} earlier correction(s) of {clf.schema.concepts[k]}")
         changed = int((after[k].values() != before[k].values()).sum())
+        names = clf.schema.concept_values[k]
+        shown = [{"row": int(i), "text": self.split.texts[i], "effect": effect, "before": names[was[i]],
+                  "after": names[now[i]], "truth": names[truth[i]]}
+                 for effect, rows in (("broken", broken), ("fixed", fixed)) for i in rows[:SHOWN]]
         return {"accepted": not reasons, "corrections_undone": undone, "caution": self.caution,
                 "reason": "; ".join(reasons) or "no drop beyond the tolerances",
                 "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1],
-                "predictions_changed": changed, "broken": broken.tolist(), "fixed": fixed.tolist(),
+                "predictions_changed": changed, "broken": broken.tolist(), "fixed": fixed.tolist(), "texts": shown,
                 "tolerance": self.tolerance, "task_tolerance": self.task_tolerance}
 
 

@@ -75,6 +75,7 @@ class CorrectionResult:
     persisted: bool  # the edit is in place and logged
     outcome: str  # what happened to the edit and why, in words
     guard: dict[str, Any] | None = None  # the guard's verdict (accepted, reason, accuracies before/after)
+    nearby: dict[str, Any] | None = None  # the nearest texts the edit changes (``Nearby.report``), when asked
     plan: Plan | None = field(default=None, repr=False, compare=False)  # the flips, for a Keep of a preview
 
     @property
@@ -106,6 +107,7 @@ class InterventionResult:
     persisted: bool
     outcome: str  # what happened to the edit and why, in words
     guard: dict[str, Any] | None = None
+    nearby: dict[str, Any] | None = None
     plan: Plan | None = field(default=None, repr=False, compare=False)  # the flips, for a Keep of a preview
 
     @property

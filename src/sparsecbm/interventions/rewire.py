@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ..data.batching import check_texts
 from ..outputs import ConceptOutputs
 from .gradients import concept_k_outputs, saliency, tokenize
+from .nearby import Nearby
 from .ranking import AUTO, EDIT, MAX_RATIO, EditSettings, auto_ladder, check_ratio, count_flips, edit_buffers, flip, rank, revert
 from .results import CorrectionResult, Edit, InterventionResult, Plan
 
@@ -147,6 +148,7 @@ def correct(
     keep_unfixed: bool = False,
     seed: int = 0,
     plan: Plan | None = None,
+    nearby: Nearby | None = None,
 ) -> CorrectionResult:
     """Correct ``concept`` to ``values`` (one per text, or one for all) on ``texts``
     with one edit of its mask, ranked by the gradient of L_k summed over them.
@@ -164,7 +166,9 @@ def correct(
     a rejected edit is rolled back bit for bit and not logged. ``outcome`` in the
     result says what happened and why. ``plan``: the result's ``plan`` of an earlier
     correction of the same texts on the same model (a preview), applied as it is with no
-    search: a Keep then keeps exactly the edit that was previewed, without computing it again."""
+    search: a Keep then keeps exactly the edit that was previewed, without computing it again.
+    ``nearby`` (:class:`~sparsecbm.interventions.Nearby`): the result's ``nearby`` lists which of
+    the texts nearest the corrected ones change their value of the concept with the edit in place."""
     texts = check_texts(texts)
     if not texts:
         raise ValueError("texts: no corrections given (an empty batch)")
@@ -178,6 +182,9 @@ def correct(
     guard_before = guard.concept_logits(clf) if guard is not None else None
     logged_before = guard.logged_logits(clf, k) if guard is not None else None
     penalty = guard.penalty(clf, k) if guard is not None and selection == "taylor" else None
+    if nearby is not None:
+        near_rows, near_similarity = nearby.nearest(texts)
+        near_before = nearby.read(clf, k, near_rows)
     if plan is None:
         drops, grows, logits[k] = edit(clf, k, batches, logits[k], v, y, ratio=ratio, selection=selection,
                                        steps=steps, max_ratio=max_ratio, seed=seed, penalty=penalty)
@@ -186,7 +193,7 @@ def correct(
         for drop, grow in zip(drops, grows):
             flip(clf.model, concept, drop, grow)
         logits[k] = concept_k_outputs(clf, batches, k)
-    keep, verdict = persist and bool(drops), None
+    keep, verdict, reach = persist and bool(drops), None, None
     try:
         after = _describe(clf, k, logits)
         fixed = [a["value"] == value for a, value in zip(after, values)]
@@ -196,6 +203,9 @@ def correct(
             keep, outcome = False, "rolled back: the edit fixed none of the texts"
         else:
             outcome = "kept" if persist else "preview only: the model is unchanged until the edit is kept"
+        if nearby is not None:
+            near_after = nearby.read(clf, k, near_rows) if drops else near_before
+            reach = nearby.report(clf, k, near_rows, near_similarity, near_before, near_after)
         if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
             verdict = guard.judge(clf, k, guard_before, logged_before)
             if not verdict["accepted"]:
@@ -219,7 +229,7 @@ def correct(
             drop=torch.from_numpy(drop_all), grow=torch.from_numpy(grow_all)))
     return CorrectionResult(concept=concept, values=values, before=before, after=after, fixed=fixed,
                             selection=selection, ratio=ratio, steps=len(drops), step_sizes=sizes, per_layer=per_layer,
-                            persisted=keep, outcome=outcome, guard=verdict, plan=(drops, grows))
+                            persisted=keep, outcome=outcome, guard=verdict, nearby=reach, plan=(drops, grows))
 
 
 def intervene(
@@ -234,10 +244,10 @@ def intervene(
     """Correct ``concept`` to ``value`` on one ``text`` by rewiring its mask.
 
     ``ratio`` ("auto"), ``selection`` ("taylor"), ``steps`` (1), ``max_ratio``,
-    ``persist`` (False), ``guard``, ``keep_unfixed``, ``seed``: as in :func:`correct`. ``label``,
+    ``persist`` (False), ``guard``, ``keep_unfixed``, ``seed``, ``plan``, ``nearby``: as in :func:`correct`. ``label``,
     when known, adds the task term to the loss that ranks the weights."""
     (text,) = check_texts([text])
     r = correct(clf, [text], concept, [value], None if label is None else [label], **kwargs)
     return InterventionResult(concept=concept, value=value, before=r.before[0], after=r.after[0], fixed=r.fixed[0],
                               selection=r.selection, steps=r.steps, n=r.n, per_layer=r.per_layer,
-                              persisted=r.persisted, outcome=r.outcome, guard=r.guard, plan=r.plan)
+                              persisted=r.persisted, outcome=r.outcome, guard=r.guard, nearby=r.nearby, plan=r.plan)

@@ -314,12 +314,30 @@ async function previewCorrection(concept, value) {
   const layers = Object.entries(r.per_layer).map(([n, d]) => `${n}: -${d.dropped} +${d.grown}`);
   if (layers.length) box.append(el("details", {}, el("summary", {}, `weights changed per matrix (${layers.length} matrices)`), el("pre", { class: "small" }, layers.join("\n"))));
   if (r.guard) box.append(el("p", { class: r.guard.accepted ? "verdict-ok" : "verdict-bad" }, `guard: ${r.guard.accepted ? "accepts" : "refuses"} — ${r.guard.reason}`));
+  if (r.guard && r.guard.texts.length) {
+    const broken = r.guard.broken.length, fixed = r.guard.fixed.length;
+    box.append(textList("guard-texts", `guard texts whose ${concept} the edit changes: ${broken} turned wrong, ${fixed} turned right`,
+      r.guard.texts.map((t) => `${t.effect === "broken" ? "turned wrong" : "turned right"}: ${t.before} → ${t.after} (true ${t.truth})`), r.guard.texts, broken > 0));
+  }
+  if (r.nearby) {
+    const near = r.nearby;
+    box.append(textList("nearby", `of the ${near.n} texts of ${state.model.split.name || "the browsed split"} most like this one, the edit changes ${concept} on ${near.changed}`,
+      near.texts.map((t) => `${t.before} → ${t.after}`), near.texts, near.changed > 0));
+  }
   box.append(el("p", { class: "hint" }, "Preview only: the model is unchanged until you press Keep."));
   box.append(el("div", { class: "controls" }, el("button", { id: "keep-btn", onclick: guarded(() => exclusive(keepCorrection)) }, "Keep"),
     el("button", { id: "discard-btn", onclick: () => clearCorrection("Discarded; the model is unchanged.") }, "Discard")));
   setButtons();
   $("keep-btn").focus();  // the next step is one key away, and in view
   status(`preview done (model unchanged, version ${state.version})`);
+}
+
+// A heading and the texts an edit changes, each with what changed (open when there is something to see).
+function textList(id, heading, changes, texts, open) {
+  const list = el("ul", { class: "small" }, ...texts.map((t, i) => el("li", {}, `${changes[i]}: “${t.text}”`)));
+  const box = el("details", { id }, el("summary", {}, heading), texts.length ? list : el("p", { class: "hint" }, "none"));
+  if (open) box.setAttribute("open", "");
+  return box;
 }
 
 async function keepCorrection() {
