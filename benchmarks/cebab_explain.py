@@ -2,11 +2,12 @@
 when a person rewrites one aspect of a review (Abraham et al. 2022, CEBaB's code/eval_pipeline).
 
     python -m benchmarks.cebab_explain --models runs/distill/cebab-cbm-s0 runs/distill/cebab-none-s0
+    python -m benchmarks.cebab_explain --split dev --what-if-shift 0 0.5 1 1.5 2 --models ...   # choosing on dev
 
 Followed as their code does it (utils/data_utils.py, utils/metric_utils.py, pipeline.py):
 
-- the pairs, over CEBaB's whole test.json (1,689 rows): within each family (``original_id``),
-  edit -> original, original -> edit, and edit -> edit of the same ``edit_type``; the concept is the
+- the pairs, over CEBaB's whole test.json (1,689 rows; ``--split dev``: dev.json, for choosing settings):
+  within each family (``original_id``), edit -> original, original -> edit, and edit -> edit of the same ``edit_type``; the concept is the
   edit type; a pair whose validated aspect label (the raw ``*_aspect_majority``) is the same in both
   texts is dropped. This gives their 3,958 pairs;
 - ICaCE = round(p(counterfactual) - p(base), 4), with p the model's label probabilities (calibrated,
@@ -16,9 +17,13 @@ Followed as their code does it (utils/data_utils.py, utils/metric_utils.py, pipe
 
 Explainers, each estimating the change from the base text alone:
 
-- ``intervention`` (ours, concept models): the oracle intervention on the base text, the edited
-  concept set to the counterfactual's value and the others as predicted, minus the base prediction
-  (``sparsecbm.interventions.oracle_labels``);
+- ``what-if`` (ours, concept models; what every explanation shows): the label for a text that said the
+  counterfactual's value, from the base text alone: the edited concept set to that value, the others as
+  predicted with their features moved by their mean shift between training texts with the old and new
+  value (``oracle_labels(..., counterfactual=True)``, ``sparsecbm.counterfactuals``), minus the base
+  prediction. A model folder saved before value shifts existed gets them fitted here on the training split;
+- ``intervention`` (concept models): the plain oracle intervention, the other concepts' features as the
+  base text gave them (``what-if`` without the shifts);
 - ``approx`` (their CONEXP): E[p | aspect = counterfactual value] - E[p | aspect = base value] over the
   training split, rounded to 4 decimals;
 - ``s-learner`` (theirs): a logistic regression from the one-hot aspect labels of the training split
@@ -35,8 +40,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +53,14 @@ from sklearn.linear_model import LogisticRegression
 
 import sparsecbm
 from benchmarks.harness import run_missing, table_head
+from sparsecbm import heads
 from sparsecbm.data import find_data_dir
 from sparsecbm.interventions import oracle_labels
+from sparsecbm.training import fit_value_prototypes
 
 ASPECTS = ("food", "ambiance", "service", "noise")
 VALUES = ("Negative", "unknown", "Positive")  # their one-hot order (explainer_utils.dataset_aspects_to_onehot)
-EXPLAINERS = ("intervention", "approx", "s-learner", "random", "zero")
+EXPLAINERS = ("what-if", "intervention", "approx", "s-learner", "random", "zero")
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,8 @@ def _schema_value(raw: str) -> str:
     return raw if raw in VALUES else "unknown"  # the model's reading of '' and 'no majority'
 
 
-def estimates(clf, pairs: list[Pair], test: list[dict], train: list[dict], seed: int) -> tuple[dict, np.ndarray, str]:
+def estimates(clf, pairs: list[Pair], test: list[dict], train: list[dict], seed: int,
+              shifts: tuple[float, ...] = ()) -> tuple[dict, np.ndarray, str]:
     """Every explainer's estimates (n_pairs, L), the ICaCE, and how the S-learner read the base aspects."""
     out = clf.forward_texts([r["description"] for r in test], progress=True, desc="test texts")
     probs = clf.label_probabilities(out.task_logits).numpy().astype(np.float64)
@@ -153,19 +163,40 @@ def estimates(clf, pairs: list[Pair], test: list[dict], train: list[dict], seed:
         intervened = oracle_labels(clf, out.activations[idx], set_to, tuple(f[idx] for f in out.features))
         labels = clf.schema.labels
         found["intervention"] = np.array([[r["probabilities"][y] for y in labels] for r in intervened]) - probs[base]
+        for scale in shifts or (heads.WHAT_IF_SHIFT,):
+            with what_if_shift(scale):
+                said = oracle_labels(clf, out.activations[idx], set_to, tuple(f[idx] for f in out.features),
+                                     counterfactual=True)
+            name = f"what-if@{scale:g}" if shifts else "what-if"
+            found[name] = np.array([[r["probabilities"][y] for y in labels] for r in said]) - probs[base]
     return found, icace, how
 
 
-def run(model: str, data_dir: str | None, seed: int) -> dict:
+@contextmanager
+def what_if_shift(scale: float):
+    """The label head's ``WHAT_IF_SHIFT`` set to ``scale`` for a while (choosing it on dev)."""
+    saved, heads.WHAT_IF_SHIFT = heads.WHAT_IF_SHIFT, scale
+    try:
+        yield
+    finally:
+        heads.WHAT_IF_SHIFT = saved
+
+
+def run(model: str, data_dir: str | None, seed: int, split: str = "test", shifts: tuple[float, ...] = ()) -> dict:
     start = time.perf_counter()
     clf = sparsecbm.load(model)
+    shifts_from = "the model folder"
+    if clf.model.config.has_concepts and clf.model.head.embedding_dim and clf.model.head.value_shifts is None:
+        fit_value_prototypes(clf, sparsecbm.load_dataset("cebab", data_dir=data_dir)["train"], progress=True)
+        shifts_from = "fitted by the benchmark on the training split (the folder predates them)"
     folder = find_data_dir(data_dir) / "cebab"
-    test = json.loads((folder / "test.json").read_text(encoding="utf-8"))
+    test = json.loads((folder / f"{split}.json").read_text(encoding="utf-8"))
     train = [r for r in json.loads((folder / "train_exclusive.json").read_text(encoding="utf-8"))
              if r["review_majority"] != "no majority"]
     pairs = intervention_pairs(test)
-    found, icace, how = estimates(clf, pairs, test, train, seed)
-    result = {"model": model, "kind": clf.config.kind, "temperature": clf.temperature, "pairs": len(pairs),
+    found, icace, how = estimates(clf, pairs, test, train, seed, shifts)
+    result = {"model": model, "split": split, "kind": clf.config.kind, "temperature": clf.temperature, "pairs": len(pairs),
+              "value_shifts": shifts_from, "what_if_shift": list(shifts) or heads.WHAT_IF_SHIFT,
               "s_learner_base_aspects": how,
               "mean_icace_norm": float(np.linalg.norm(icace, axis=1).mean()), "explainers": {}}
     for name, estimate in found.items():
@@ -183,20 +214,47 @@ def run(model: str, data_dir: str | None, seed: int) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = table_head("CEBaB's explanation benchmark on its test pairs (`python -m benchmarks.cebab_explain`): "
+    split = next(iter(results.values())).get("split", "test")
+    names = list(dict.fromkeys(name for r in results.values() for name in r["explainers"]))
+    names.sort(key=lambda n: EXPLAINERS.index(n.split("@")[0]))
+    lines = table_head(f"CEBaB's explanation benchmark on its {split} pairs (`python -m benchmarks.cebab_explain"
+                       f"{' --split dev' if split == 'dev' else ''}`): "
                        "mean ICaCE error per pair, L2 / cosine distance / NormDiff (lower is better).",
-                       ["model", "pairs", "mean ||ICaCE||", *EXPLAINERS])
+                       ["model", "pairs", "mean ||ICaCE||", *names])
     for r in results.values():
         cells = []
-        for name in EXPLAINERS:
+        for name in names:
             m = r["explainers"].get(name, {}).get("all")
             cells.append(f"{m['L2']:.3f} / {m['cosine']:.3f} / {m['NormDiff']:.3f}" if m else "-")
         lines.append(f"| {r['model']} ({r['kind']}, T {r.get('temperature', 1.0):.2f}) | {r['pairs']} | "
                      f"{r['mean_icace_norm']:.3f} | " + " | ".join(cells) + " |")
-    per = table_head("Per concept, cosine distance (lower is better).", ["model", "explainer", *ASPECTS])
+    groups = defaultdict(list)  # the same recipe over seeds: the folder's name without its -s<seed>
     for r in results.values():
-        for name, m in r["explainers"].items():
-            per.append(f"| {r['model']} | {name} | " + " | ".join(f"{m[f'concept {c}']['cosine']:.3f}" for c in ASPECTS) + " |")
+        groups[re.sub(r"-s\d+$", "", r["model"])].append(r)
+    mean = table_head("Mean over the seeds run (their number in brackets), L2 / cosine distance / NormDiff.",
+                      ["models", *names])
+    for group, runs in groups.items():
+        cells = []
+        for name in names:
+            found = [r["explainers"][name]["all"] for r in runs if name in r["explainers"]]
+            cells.append(" / ".join(f"{np.mean([m[e] for m in found]):.3f}" for e in ("L2", "cosine", "NormDiff"))
+                         if found else "-")
+        mean.append(f"| {group}-s* ({len(runs)}) | " + " | ".join(cells) + " |")
+    lines += ["", *mean]
+    per = table_head("Per concept (the edited aspect), L2 / cosine distance / NormDiff (lower is better); "
+                     "a concept is won when what-if beats both approx and s-learner on all three.",
+                     ["model", "explainer", *ASPECTS])
+    for r in results.values():
+        explainers = r["explainers"]
+        for name in (n for n in names if n.split("@")[0] not in ("random", "zero")):
+            m = explainers[name]
+            per.append(f"| {r['model']} | {name} | " + " | ".join(
+                f"{m[f'concept {c}']['L2']:.3f} / {m[f'concept {c}']['cosine']:.3f} / {m[f'concept {c}']['NormDiff']:.3f}"
+                for c in ASPECTS) + " |")
+        if "what-if" in explainers:
+            won = [c for c in ASPECTS if all(explainers["what-if"][f"concept {c}"][e] < explainers[b][f"concept {c}"][e]
+                                             for b in ("approx", "s-learner") for e in ("L2", "cosine", "NormDiff"))]
+            per.append(f"| {r['model']} | concepts won | {len(won)} of {len(ASPECTS)}: {', '.join(won) or 'none'} | | | |")
     return "\n".join(lines) + "\n\n" + "\n".join(per) + "\n"
 
 
@@ -211,10 +269,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", required=True, help="model folders trained on CEBaB")
     parser.add_argument("--data-dir", help="the folder holding cebab/ (default: ../shared/data or $SPARSECBM_DATA_DIR)")
     parser.add_argument("--seed", type=int, default=0, help="the random explainer's draw")
+    parser.add_argument("--split", choices=["test", "dev"], default="test", help="whose pairs (dev: for choosing)")
+    parser.add_argument("--what-if-shift", nargs="*", type=float, default=[],
+                        help="what-if at each of these shares of the value shifts (default: the library's)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    planned = {_key(model): (lambda m=model: run(m, args.data_dir, args.seed)) for model in args.models}
-    run_missing(Path(args.out), "cebab_explain", planned, markdown)
+    shifts = tuple(args.what_if_shift)
+    planned = {_key(model): (lambda m=model: run(m, args.data_dir, args.seed, args.split, shifts)) for model in args.models}
+    name = "cebab_explain" + ("" if args.split == "test" else f"-{args.split}") + ("-shifts" if shifts else "")
+    run_missing(Path(args.out), name, planned, markdown)
 
 
 if __name__ == "__main__":

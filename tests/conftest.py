@@ -15,6 +15,7 @@ from sparsecbm import backbones, load, load_dataset
 from sparsecbm.annotation import ConceptFile, read_concept_file
 from sparsecbm.data import find_data_dir
 from sparsecbm.explorer import Explorer, create_app
+from sparsecbm.interventions.gradients import tokenize
 
 from .annotation_support import CONCEPT_FILE
 from .explorer_support import LOCAL, running
@@ -162,6 +163,24 @@ def sparse_clf(tiny_bert):
     model = ConceptBottleneckModel(backbone, ModelConfig(kind="sparsecbm", schema=Schema(**TINY_SCHEMA))).eval()
     model.masks = random_masks(model, seed=0)
     return Classifier(model, tokenizer, max_length=32)
+
+
+POISED_TEXT = "the food was awful and the service lovely"
+
+
+@pytest.fixture
+def poised(sparse_clf):
+    """The tiny SparseCBM made sensitive and just decided on POISED_TEXT: every concept predicts
+    'u' there, by margins of 1 and 2 logits, so a correction needs tens of bits."""
+    model = sparse_clf.model
+    with torch.no_grad():
+        model.projector.weight.mul_(30)
+        b = tokenize(sparse_clf, [POISED_TEXT])[0][1]
+        for k, concept in enumerate(model.config.schema.concepts):
+            z = model.encode(b["input_ids"], b["attention_mask"], concept)[0]
+            cols = model.head.concept_slice(k)
+            model.projector.bias[cols] = -(model.projector.weight[cols] @ z) + torch.tensor([0.0, 1.0, 2.0])
+    return sparse_clf
 
 
 def train_tiny_sparsecbm(out: Path, reviews: dict[str, Path], tiny_bert: Path,

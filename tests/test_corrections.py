@@ -14,25 +14,10 @@ from sparsecbm.interventions.gradients import concept_k_outputs, saliency, token
 from sparsecbm.interventions.ranking import auto_ladder, flip, rank
 from sparsecbm.masks import kept, total
 
+from .conftest import POISED_TEXT as TEXT
 from .conftest import copy_masks, same_masks, train_tiny_sparsecbm
 
-TEXT = "the food was awful and the service lovely"
 TEXTS = [TEXT, "the food was lovely , prices some", "service awful , food some today"]
-
-
-@pytest.fixture
-def poised(sparse_clf):
-    """The tiny SparseCBM made sensitive and just decided on TEXT: every concept predicts
-    'u' there, by margins of 1 and 2 logits, so a correction needs tens of bits."""
-    model = sparse_clf.model
-    with torch.no_grad():
-        model.projector.weight.mul_(30)
-        b = tokenize(sparse_clf, [TEXT])[0][1]
-        for k, concept in enumerate(model.config.schema.concepts):
-            z = model.encode(b["input_ids"], b["attention_mask"], concept)[0]
-            cols = model.head.concept_slice(k)
-            model.projector.bias[cols] = -(model.projector.weight[cols] @ z) + torch.tensor([0.0, 1.0, 2.0])
-    return sparse_clf
 
 
 def _predicted(clf, texts, concept):

@@ -128,5 +128,5 @@ def test_what_if_is_the_oracle_for_each_other_value_in_predictions_and_explanati
             for value, w in alternatives.items():
                 assert w.label == p.what_if[concept][value].label
                 assert w.probability == pytest.approx(p.what_if[concept][value].probability, abs=1e-5)
-        assert "were it another value" in e.describe()
+        assert "had the text said another value" in e.describe()
         assert e.to_dict()["what_if"].keys() == p.to_dict()["what_if"].keys()

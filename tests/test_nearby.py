@@ -7,8 +7,9 @@ from sparsecbm.cli.args import NEAREST
 from sparsecbm.interventions import Nearby
 from sparsecbm.interventions.nearby import COUNT, describe
 
+from .conftest import POISED_TEXT as TEXT
 from .conftest import copy_masks, same_masks
-from .test_corrections import TEXT, _predicted, _wrong, poised  # noqa: F401 (poised is a fixture)
+from .test_corrections import _predicted, _wrong
 
 SPLIT = [
     "the food was awful and the service lovely",  # the corrected text itself: left out
@@ -44,7 +45,7 @@ def test_the_cli_default_is_the_library_default():
     assert NEAREST == COUNT
 
 
-def test_a_preview_lists_exactly_the_nearest_texts_whose_value_the_edit_changes(poised):  # noqa: F811
+def test_a_preview_lists_exactly_the_nearest_texts_whose_value_the_edit_changes(poised):
     clf, concept = poised, "food"
     nearby = Nearby(SPLIT + [TEXT + " !", TEXT + " today"], count=6)
     before = copy_masks(clf)

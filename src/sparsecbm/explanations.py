@@ -130,7 +130,7 @@ class Explanation:
                 line += "; read from: " + ", ".join(repr(w.text) for w in c.top_words(words))
             lines.append(line)
             if self.what_if.get(c.name):
-                lines.append(f"    were it another value, the label would be: {what_if_line(self.what_if[c.name])}")
+                lines.append(f"    had the text said another value, the label would be: {what_if_line(self.what_if[c.name])}")
         lines += [f"  {line}" for line in self.decision_lines()]
         if self.truncated:
             lines.append("  note: the text is longer than the model reads; it was cut and later words were not read")

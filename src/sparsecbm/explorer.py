@@ -47,7 +47,8 @@ from .classifier import Classifier, load
 from .data import Split, is_blank
 from .explanations import METHODS, SIGNED, explain, subnetworks
 from .interventions import MAX_RATIO, Guard, Nearby, check_max_ratio, oracle, undo
-from .interventions.nearby import COUNT as NEAREST, check_count
+from .interventions.nearby import COUNT as NEAREST
+from .interventions.nearby import check_count
 from .metrics import evaluate_predictions
 from .outputs import predicted_values
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .counterfactuals import ValueShifts
 from .files import atomic_path
 from .outputs import ConceptOutputs, LogitParts
 from .settings import SettingError
@@ -45,7 +46,9 @@ BOTTLENECKS = ("soft", "hard", "embedding")
 # one wrong concept set true, mean over 3 seeds of the CBM and the SparseCBM
 # (benchmarks/experiments/value_prototypes.py; docs/interventions.md#value-prototypes).
 PROTOTYPE_MIX = 0.5
-PROTOTYPES = "prototypes.safetensors"  # the value prototypes' file in a model folder
+PROTOTYPES = "prototypes.safetensors"  # the value prototypes' (and value shifts') file in a model folder
+# How much of the mean shift of the other concepts' features a "what if" applies (0: none, an intervention).
+WHAT_IF_SHIFT = 1.0
 
 
 def check_head(kind: str, bottleneck: str, residual: int, embedding_dim: int) -> None:
@@ -108,6 +111,7 @@ class LabelHead(nn.Module):
             self.side_out = nn.Linear(residual, n_labels, bias=False)
         self.feature_sizes = tuple(c * self.embedding_dim + residual for c in sizes)
         self.value_prototypes: torch.Tensor | None = None  # (sum C_k, m): each value's mean embedding
+        self.value_shifts: ValueShifts | None = None  # how other concepts' features move with a concept's value
 
     def concept_slice(self, k: int) -> slice:
         """Columns of concept k in the (n, sum C_k) activations."""
@@ -168,6 +172,19 @@ class LabelHead(nn.Module):
             moved = torch.where(chosen_k[:, None, None], moved, e)
             out.append(torch.cat([moved.reshape(len(f_k), -1), f_k[:, size * m:]], dim=1))
         return tuple(out)
+
+    def counterfactual_features(self, features: tuple[torch.Tensor, ...], values: torch.Tensor,
+                                activations: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``features`` as the head would read a text that *said* the ``chosen`` concepts ((n, K)
+        bool) have ``values`` ((n, K) indices): the chosen concepts' as an intervention reads them
+        (:meth:`true_features`), every other concept's moved by its mean shift between training
+        texts with the chosen concept's new and predicted value (:mod:`sparsecbm.counterfactuals`;
+        ``WHAT_IF_SHIFT`` of it). An intervention's features when the model has no shifts."""
+        features = self.true_features(features, values, activations, chosen)
+        if self.value_shifts is None or not WHAT_IF_SHIFT:
+            return features
+        predicted = torch.stack([activations[:, self.concept_slice(k)].argmax(-1) for k in range(len(self.sizes))], 1)
+        return self.value_shifts.shifted(features, predicted, values, chosen, WHAT_IF_SHIFT)
 
     def linear_columns(self, k: int) -> slice:
         """Concept k's columns of ``linear``'s weight."""
@@ -277,6 +294,7 @@ class LabelHead(nn.Module):
             values = torch.as_tensor(truth[:, k])
             rows += [e[values == v, v].mean(0) if (values == v).any() else e[:, v].mean(0) for v in range(size)]
         self.value_prototypes = torch.stack(rows)
+        self.value_shifts = ValueShifts.fit(features, truth, self.sizes)
         return self.value_prototypes
 
     def save_prototypes(self, folder: str | os.PathLike) -> None:
@@ -286,23 +304,26 @@ class LabelHead(nn.Module):
             target.unlink(missing_ok=True)
             return
         with atomic_path(target) as tmp:
-            save_file({"value_prototypes": self.value_prototypes.detach().float().cpu().contiguous()}, str(tmp))
+            shifts = self.value_shifts.tensors() if self.value_shifts is not None else {}
+            save_file({"value_prototypes": self.value_prototypes.detach().float().cpu().contiguous(), **shifts}, str(tmp))
 
     def load_prototypes(self, folder: str | os.PathLike) -> None:
         """The prototypes saved in a model folder (none when it holds none), checked against this head."""
         path = Path(folder) / PROTOTYPES
         if not path.is_file():
-            self.value_prototypes = None
+            self.value_prototypes, self.value_shifts = None, None
             return
         try:
-            prototypes = load_file(str(path))["value_prototypes"]
-        except Exception as e:  # safetensors' own error, or no such tensor
+            tensors = load_file(str(path))
+            prototypes = tensors["value_prototypes"]
+            shifts = ValueShifts.from_tensors(tensors, self.sizes)
+        except Exception as e:  # safetensors' own error, no such tensor, or shifts of another shape
             raise ValueError(f"{path}: damaged or not a prototypes file ({e})") from None
         expected = (sum(self.sizes), self.embedding_dim)
         if not self.embedding_dim or tuple(prototypes.shape) != expected:
             raise ValueError(f"{path}: prototypes of shape {tuple(prototypes.shape)} do not fit this model's label head "
                              f"(expected {expected if self.embedding_dim else 'none: it has no embedding head'})")
-        self.value_prototypes = prototypes
+        self.value_prototypes, self.value_shifts = prototypes, shifts
 
     def forward(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
         """Task logits (n, C_y) (:meth:`read_label` with the side channel)."""

@@ -243,7 +243,7 @@ def html_report(e: Explanation) -> str:
         "<h2>Concepts</h2>",
         f'<p class="muted">{html.escape(e.decision_sentence())} Ranked by size of contribution.</p>',
         "<table><tr><th>concept</th><th>value</th><th>confidence</th><th>activation</th><th>contribution</th>"
-        "<th>were it another value: the label (its probability)</th></tr>",
+        "<th>had the text said another value: the label (its probability)</th></tr>",
         *rows,
         "</table>",
     ]

@@ -55,7 +55,8 @@ from .split_logits import SplitLogits
 # What users and the other floors use; the steps inside a correction (gradients, ranking,
 # flipping bits) are public in their own modules for tests and benchmarks.
 __all__ = [
-    "AUTO", "CAUTION", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "EditSettings", "Guard", "InterventionResult", "Nearby", "SplitLogits",
+    "AUTO", "CAUTION", "MAX_RATIO", "SELECTIONS", "CorrectionResult", "Edit", "EditSettings", "Guard", "InterventionResult",
+    "Nearby", "SplitLogits",
     "check_caution", "check_max_ratio", "check_ratio", "check_tolerance", "correct", "intervene", "load_log", "oracle",
     "oracle_labels", "save_log", "undo", "what_if",
 ]

@@ -27,9 +27,12 @@ def oracle(clf: Classifier, text: str, corrections: dict[str, str]) -> dict[str,
 
 
 def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[dict[str, str]],
-                  features=()) -> list[dict[str, Any]]:
+                  features=(), *, counterfactual: bool = False) -> list[dict[str, Any]]:
     """Oracle intervention on a batch of activations (n, sum C_k) (and the label head's
-    ``features``, ``CBMOutput.features``): one dict of corrections per row."""
+    ``features``, ``CBMOutput.features``): one dict of corrections per row. ``counterfactual``:
+    the label for a text that *said* those values instead, the other concepts' features moved
+    as they move on average between training texts with the old and new values
+    (``LabelHead.counterfactual_features``)."""
     schema = clf.schema
     a = activations.clone()
     chosen = torch.zeros(len(a), len(schema.concepts), dtype=torch.bool)
@@ -40,7 +43,9 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
             cols = clf.model.head.concept_slice(k)
             chosen[i, k], values[i, k] = True, schema.concept_values[k].index(value)
             a[i, cols] = torch.nn.functional.one_hot(values[i, k], cols.stop - cols.start).to(a.dtype)
-    features = clf.model.head.true_features(tuple(features), values, activations, chosen)
+    head = clf.model.head
+    features = (head.counterfactual_features if counterfactual else head.true_features)(tuple(features), values,
+                                                                                          activations, chosen)
     probs = clf.label_probabilities(clf.read_label(a, features))
     return [{"label": schema.labels[int(p.argmax())], "probabilities": dict(zip(schema.labels, map(float, p)))}
             for p in probs]
@@ -48,8 +53,10 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
 
 def what_if(clf: Classifier, activations: torch.Tensor, features=()) -> list[dict[str, dict[str, WhatIf]]]:
     """Per text (a row of ``activations``, with the head's ``features``), per concept, per value
-    other than the predicted one: the label the model would give with that concept set to that
-    value and the others as predicted (:func:`oracle_labels`, one head evaluation each)."""
+    other than the predicted one: the label the model would give had the text said that value,
+    the other concepts as predicted (:func:`oracle_labels` with ``counterfactual=True``: their
+    features moved as a change of that value moves them on the training texts; one head
+    evaluation each)."""
     schema = clf.schema
     rows, corrections = [], []
     for i in range(len(activations)):
@@ -60,7 +67,8 @@ def what_if(clf: Classifier, activations: torch.Tensor, features=()) -> list[dic
                     rows.append(i)
                     corrections.append({concept: value})
     idx = torch.tensor(rows, dtype=torch.long)
-    labels = oracle_labels(clf, activations[idx], corrections, tuple(f[idx] for f in features)) if rows else []
+    labels = (oracle_labels(clf, activations[idx], corrections, tuple(f[idx] for f in features), counterfactual=True)
+              if rows else [])
     out: list[dict[str, dict[str, WhatIf]]] = [{c: {} for c in schema.concepts} for _ in range(len(activations))]
     for i, correction, r in zip(rows, corrections, labels):
         [(concept, value)] = correction.items()

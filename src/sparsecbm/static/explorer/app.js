@@ -209,7 +209,7 @@ function drawPathway() {
   const head = el("tr", {}, el("th", {}, "concept"), el("th", {}, "predicted value (click another to correct)"));
   if (truth) head.append(el("th", {}, "true value"));
   head.append(el("th", {}, "probability"), el("th", {}, `push on label ${e.label}`),
-    el("th", {}, "were it another value: the label"));
+    el("th", {}, "had the text said another value: the label"));
   const t = el("table", { id: "concepts" }, head);
   for (const c of e.concepts) {
     const values = el("span", { class: "values" });
