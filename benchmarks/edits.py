@@ -12,7 +12,10 @@ memory of corrections (GRACE / SERAC style). A corrected text is stored with its
 new text whose sentence embedding (MiniLM, mean-pooled, unit length) is within cosine
 distance of a stored one takes that value, and its label is read with that value set (the
 oracle intervention). Its threshold is chosen on CEBaB's dev families: the largest
-generalisation whose locality is at least 99 %.
+generalisation whose locality is at least 99 %. ``memory-own`` keys the memory by the model's
+own reading of the corrected concept instead (concept k's label-head features, unit length:
+with the default embedding head, its value embeddings from its own subnetwork), so no second
+model is needed and texts are near when they read alike *for that concept*.
 
     python -m benchmarks.edits --models runs/distill/cebab-none-s0 [more model folders]
     python -m benchmarks.edits --models ... --only taylor-guard stream-guard
@@ -45,9 +48,10 @@ SETTINGS = {
     "taylor-guard": ("single", dict(ratio="auto", selection="taylor"), True),
     "paper": ("single", dict(ratio=0.01, selection="paper", keep_unfixed=True), False),
     "stream-guard": ("stream", dict(ratio="auto", selection="taylor"), True),
-    "memory": ("memory", {}, False),
+    "memory": ("memory", {"keys": "minilm"}, False),
+    "memory-own": ("memory", {"keys": "own"}, False),
 }
-THRESHOLDS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7)  # cosine similarity a text must reach to take a stored value
+THRESHOLDS = (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)  # cosine similarity a text must reach to take a stored value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,13 +73,18 @@ class MemoryEditor:
         self.clf, self.embeddings, self.threshold = clf, embeddings, threshold
         self.stored: tuple[np.ndarray, int, int] | None = None  # (embedding, concept, value index)
 
+    def key(self, text: str, k: int) -> np.ndarray:
+        """A text's key: one vector for every concept (a sentence embedding), or concept k's row of (K, d) keys."""
+        e = self.embeddings[text]
+        return e[k] if e.ndim == 2 else e
+
     def apply(self, text: str, k: int, value: str, label: str | None, seed: int) -> Stored:
-        self.stored = (self.embeddings[text], k, self.clf.schema.concept_values[k].index(value))
+        self.stored = (self.key(text, k), k, self.clf.schema.concept_values[k].index(value))
         return Stored()
 
     def predict(self, texts, rows, values, task):
         vector, k, v = self.stored
-        near = np.array([float(self.embeddings[t] @ vector) >= self.threshold for t in texts])
+        near = np.array([float(self.key(t, k) @ vector) >= self.threshold for t in texts])
         values, task = values.copy(), task.copy()
         if near.any():
             concept, value = self.clf.schema.concepts[k], self.clf.schema.concept_values[k][v]
@@ -87,6 +96,13 @@ class MemoryEditor:
 
     def undo(self) -> None:
         self.stored = None
+
+
+def own_keys(clf, texts: list[str]) -> np.ndarray:
+    """(n, K, d): each text's label-head features of every concept, unit length (``memory-own``'s keys)."""
+    features = clf.forward_texts(texts, progress=True, desc="keys").features
+    keys = np.stack([f.float().numpy() for f in features], axis=1)
+    return keys / np.maximum(np.linalg.norm(keys, axis=2, keepdims=True), 1e-12)
 
 
 def memory_threshold(clf, dev, embeddings: dict[str, np.ndarray], n: int, unrelated: int, seed: int) -> dict:
@@ -110,7 +126,8 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int) -> dict:
         result = family_edits(clf, data["test"], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()
     elif kind == "memory":
         texts = sorted(set(data["dev"].texts) | set(data["test"].texts))
-        embeddings = dict(zip(texts, SentenceEncoder("minilm").encode(texts, progress=True)))
+        embeddings = dict(zip(texts, SentenceEncoder("minilm").encode(texts, progress=True) if kwargs["keys"] == "minilm"
+                              else own_keys(clf, texts)))
         chosen = memory_threshold(clf, data["dev"], embeddings, n, unrelated, seed)
         result = {**family_edits(clf, data["test"], n=n, unrelated=unrelated, seed=seed,
                                  editor=MemoryEditor(clf, embeddings, chosen["threshold"])).to_dict(),

@@ -113,3 +113,8 @@ def test_shifts_of_another_shape_are_refused_by_name(tiny_bert, tmp_path):
     save_file(tensors, str(path))
     with pytest.raises(ValueError, match="prototypes.safetensors: damaged or not a prototypes file .*do not fit"):
         sparsecbm.load(tmp_path / "m")
+    tensors["shift_counts.1"] = torch.zeros(3, 9)
+    tensors["shift_means.1"] = torch.zeros(3, 9, 5)  # features of width 5, where concept 1 has 12
+    save_file(tensors, str(path))
+    with pytest.raises(ValueError, match=r"value shifts of feature widths \(12, 5, 12\) do not fit"):
+        sparsecbm.load(tmp_path / "m")

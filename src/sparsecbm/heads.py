@@ -323,6 +323,10 @@ class LabelHead(nn.Module):
         if not self.embedding_dim or tuple(prototypes.shape) != expected:
             raise ValueError(f"{path}: prototypes of shape {tuple(prototypes.shape)} do not fit this model's label head "
                              f"(expected {expected if self.embedding_dim else 'none: it has no embedding head'})")
+        widths = None if shifts is None else tuple(m.shape[2] for m in shifts.means)
+        if widths is not None and widths != self.feature_sizes:
+            raise ValueError(f"{path}: value shifts of feature widths {widths} do not fit this model's label head "
+                             f"(expected {self.feature_sizes})")
         self.value_prototypes, self.value_shifts = prototypes, shifts
 
     def forward(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...] = ()) -> torch.Tensor:
