@@ -7,6 +7,12 @@ For each model and setting: single corrections drawn from the test families, eac
 reviews in order, kept edits accumulating, scored on test before and after
 (``protocols.persistent``).
 
+``taylor-variants`` fits the mask edit on the corrected review and on variants of it with one
+sentence (or, for a one-sentence review, one clause) left out, those that the model still misreads
+the same way: the evidence for the concept is still there, the rest of the wording differs, so
+an edit that fixes them all should read the evidence rather than the review
+(:class:`VariantsEditor`).
+
 ``memory`` is the alternative a user could pick without touching the model: a retrieval
 memory of corrections (GRACE / SERAC style). A corrected text is stored with its value; a
 new text whose sentence embedding (MiniLM, mean-pooled, unit length) is within cosine
@@ -26,6 +32,7 @@ Each finished (model, setting) is saved in ``edits.json`` at once and skipped wh
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +43,9 @@ import sparsecbm
 from benchmarks.harness import run_missing, table_head
 from sparsecbm.annotation.encoder import SentenceEncoder
 from sparsecbm.data import dataset_from_spec
-from sparsecbm.interventions import Guard, oracle_labels
+from sparsecbm.interventions import Guard, correct, oracle_labels
 from sparsecbm.interventions.protocols import persistent
-from sparsecbm.interventions.yardstick import family_edits
+from sparsecbm.interventions.yardstick import MaskEditor, family_edits
 
 GUARD_ROWS = 300  # the CLI's --guard train:300
 STREAM_ROWS = 300  # the first dev reviews whose wrong concepts make the stream
@@ -48,6 +55,8 @@ SETTINGS = {
     "taylor-guard": ("single", dict(ratio="auto", selection="taylor"), True),
     "paper": ("single", dict(ratio=0.01, selection="paper", keep_unfixed=True), False),
     "stream-guard": ("stream", dict(ratio="auto", selection="taylor"), True),
+    "taylor-variants": ("variants", dict(ratio="auto", selection="taylor"), False),
+    "taylor-variants-guard": ("variants", dict(ratio="auto", selection="taylor"), True),
     "memory": ("memory", {"keys": "minilm"}, False),
     "memory-own": ("memory", {"keys": "own"}, False),
 }
@@ -62,6 +71,38 @@ class Stored:
     fixed: list[bool] = field(default_factory=lambda: [True])  # the stored text itself takes its value
     outcome: str = "stored in the memory"
     bits_flipped: int = 0
+
+
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
+CLAUSE = re.compile(r"(?<=[,;])\s+")
+MAX_VARIANTS = 6
+
+
+def variants(text: str) -> list[str]:
+    """``text`` with one sentence left out, each in turn (one clause, for a one-sentence text)."""
+    parts = [p for p in SENTENCE.split(text.strip()) if p]
+    if len(parts) < 2:
+        parts = [p for p in CLAUSE.split(text.strip()) if p]
+    if len(parts) < 2:
+        return []
+    return [" ".join(parts[:i] + parts[i + 1:]) for i in range(len(parts))][:MAX_VARIANTS]
+
+
+class VariantsEditor(MaskEditor):
+    """A mask edit fitted on the corrected review and its variants that the model misreads the
+    same way (one batch correction: one logged edit, undone as one)."""
+
+    name = "mask rewiring on the review and its variants"
+
+    def apply(self, text: str, k: int, value: str, label: str | None, seed: int):
+        candidates = variants(text)
+        texts = [text]
+        if candidates:
+            read = self.clf.forward_texts([text, *candidates]).predicted_values()[:, k]
+            texts += [t for t, v in zip(candidates, read[1:]) if v == read[0]]
+        return correct(self.clf, texts, self.clf.schema.concepts[k], [value] * len(texts),
+                       None if label is None else [label] * len(texts), persist=True, guard=self.guard, seed=seed,
+                       **self.settings)
 
 
 class MemoryEditor:
@@ -116,14 +157,17 @@ def memory_threshold(clf, dev, embeddings: dict[str, np.ndarray], n: int, unrela
                                        for t, r in tried.items()}}
 
 
-def run(model: str, setting: str, n: int, unrelated: int, seed: int) -> dict:
+def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str = "test") -> dict:
     kind, kwargs, guarded = SETTINGS[setting]
     clf = sparsecbm.load(model)
     data = dataset_from_spec(clf.data_spec)
     guard = Guard(data["train"].head(GUARD_ROWS), progress=True) if guarded else None
     start = time.perf_counter()
     if kind == "single":
-        result = family_edits(clf, data["test"], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()
+        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()
+    elif kind == "variants":
+        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard,
+                              editor=VariantsEditor(clf, guard=guard, **kwargs), **kwargs).to_dict()
     elif kind == "memory":
         texts = sorted(set(data["dev"].texts) | set(data["test"].texts))
         embeddings = dict(zip(texts, SentenceEncoder("minilm").encode(texts, progress=True) if kwargs["keys"] == "minilm"
@@ -134,11 +178,13 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int) -> dict:
                   "memory": chosen}
     else:
         result = persistent(clf, data["dev"].head(STREAM_ROWS), data["test"], guard=guard, **kwargs).to_dict()
-    return {"model": model, "setting": setting, "seconds": round(time.perf_counter() - start, 1), **result}
+    return {"model": model, "setting": setting, "split": split, "seconds": round(time.perf_counter() - start, 1), **result}
 
 
 def markdown(results: dict) -> str:
-    single = table_head("Single corrections on CEBaB test families (`python -m benchmarks.edits`), % unless said: "
+    split = next(iter(results.values())).get("split", "test")
+    flag = "" if split == "test" else f" --split {split}"
+    single = table_head(f"Single corrections on CEBaB {split} families (`python -m benchmarks.edits{flag}`), % unless said: "
                         "kept, reliability (of kept), generalisation (of kept; of every correction), sibling harm, "
                         "locality, unrelated reviews' concept and task accuracy change (points per edit), median "
                         "seconds per correction.",
@@ -173,11 +219,13 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=60, help="single corrections per model (one per family)")
     parser.add_argument("--unrelated", type=int, default=150, help="unrelated reviews per correction")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=["test", "dev"], default="test",
+                        help="whose families the single corrections come from (dev: for choosing)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    planned = {f"{model}:{setting}": (lambda m=model, s=setting: run(m, s, args.edits, args.unrelated, args.seed))
+    planned = {f"{model}:{setting}": (lambda m=model, s=setting: run(m, s, args.edits, args.unrelated, args.seed, args.split))
                for model in args.models for setting in args.only or SETTINGS}
-    run_missing(Path(args.out), "edits", planned, markdown)
+    run_missing(Path(args.out), "edits" if args.split == "test" else f"edits-{args.split}", planned, markdown)
 
 
 if __name__ == "__main__":
