@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from sparsecbm.cli.args import NEAREST
 from sparsecbm.interventions import Nearby
@@ -70,3 +71,21 @@ def test_an_edit_that_flips_nothing_changes_no_near_text(sparse_clf):
     value = _predicted(sparse_clf, [TEXT], "food")[0]  # already right: nothing to flip
     r = sparse_clf.intervene(TEXT, "food", value, nearby=Nearby(SPLIT, count=3))
     assert r.n == 0 and r.nearby == {"n": 3, "changed": 0, "texts": []}
+
+
+def test_the_pass_before_an_edit_comes_from_the_callers_outputs_when_it_has_them(sparse_clf):
+    from sparsecbm.outputs import ConceptOutputs
+
+    known = ConceptOutputs(torch.arange(len(SPLIT) * 3, dtype=torch.float32).reshape(-1, 3), torch.zeros(len(SPLIT), 0))
+    nearby = Nearby(SPLIT, count=3, cached=lambda clf, k: known if k == 0 else None)
+    rows = np.array([2, 5])
+    torch.testing.assert_close(nearby.read(sparse_clf, 0, rows).logits, known.logits[[2, 5]])  # no pass
+    fresh = nearby.read(sparse_clf, 0, rows, edited=True)  # with the edit in place: always read
+    assert not torch.equal(fresh.logits, known.logits[[2, 5]])
+    torch.testing.assert_close(nearby.read(sparse_clf, 1, rows).logits, fresh_read(sparse_clf, 1, rows))
+
+
+def fresh_read(clf, k, rows):
+    from sparsecbm.interventions.gradients import concept_k_outputs, tokenize
+
+    return concept_k_outputs(clf, tokenize(clf, [SPLIT[i] for i in rows]), k).logits

@@ -82,11 +82,18 @@ class Explorer:
         self.lock = ModelLock()
         # Concept logits on the browse split, recomputed per concept (in the background) when its masks change.
         self._browse = BrowseSplit(split.texts, self.lock, lambda: self.clf) if split is not None and len(split) else None
-        # Each preview reads the ``nearest`` browsed texts most like the corrected one before and after (0: none).
-        self.nearby = Nearby(split.texts, check_count(nearest)) if self._browse is not None and nearest else None
+        # Each preview (not Keep: the user has seen it) reads the ``nearest`` browsed texts most like the
+        # corrected one before and after the edit (0: none).
+        self.nearby = (Nearby(split.texts, check_count(nearest), cached=self._fresh_browse_outputs)
+                       if self._browse is not None and nearest else None)
         self._before: list[tuple[Any, int, torch.Tensor]] = []  # (kept edit, concept, its browse logits before)
         self._saved = list(clf.interventions)  # the edits the model folder holds
         self._previewed: tuple[tuple, Any] | None = None  # (request, model version), the preview's plan
+
+    def _fresh_browse_outputs(self, clf: Classifier, k: int):
+        """Concept k's outputs on the browse split if they are the model's as it is now, else None."""
+        outputs, fresh = self._browse.logits.kept(clf, k)
+        return outputs if fresh else None
 
     def settle(self, timeout: float = 600.0) -> None:
         """Wait until the browse split's predictions are those of the model now (scripts, tests)."""
@@ -288,7 +295,7 @@ class Explorer:
         request = (text, concept, value, label, self.version)
         plan = self._previewed[1] if persist and self._previewed and self._previewed[0] == request else None
         r = self.clf.intervene(text, concept, value, label=label, persist=persist, guard=self.guard,
-                               max_ratio=self.max_ratio, plan=plan, nearby=self.nearby)
+                               max_ratio=self.max_ratio, plan=plan, nearby=None if persist else self.nearby)
         self._previewed = None if persist else (request, r.plan)
         if r.persisted:
             self.version += 1

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
+import torch
 from scipy import sparse
 
 from ..outputs import ConceptOutputs
@@ -40,8 +41,12 @@ def check_count(value) -> int:
 class Nearby:
     """The texts of a split nearest to corrected texts (TF-IDF cosine), for showing an edit's reach."""
 
-    def __init__(self, texts: Sequence[str], count: int = COUNT) -> None:
+    def __init__(self, texts: Sequence[str], count: int = COUNT,
+                 cached: Callable[[Classifier, int], ConceptOutputs | None] | None = None) -> None:
         self.texts = list(texts)
+        # Concept k's outputs on every text for the model as it is now, when the caller keeps them
+        # (the explorer's browse table): then only the pass with the edit in place is needed.
+        self.cached = cached
         if not self.texts:
             raise ValueError("nearby: the split to search is empty")
         self.count = check_count(count)
@@ -77,8 +82,12 @@ class Nearby:
         order = candidates[np.argsort(-similarity[candidates], kind="stable")][: self.count]
         return order, similarity[order]
 
-    def read(self, clf: Classifier, k: int, rows: np.ndarray) -> ConceptOutputs:
-        """Concept k's outputs on ``rows`` through its mask as it is now."""
+    def read(self, clf: Classifier, k: int, rows: np.ndarray, *, edited: bool = False) -> ConceptOutputs:
+        """Concept k's outputs on ``rows`` through its mask as it is now (from ``cached`` when the
+        mask is not ``edited`` and the caller has them)."""
+        known = None if edited or self.cached is None else self.cached(clf, k)
+        if known is not None:
+            return known[torch.as_tensor(rows)]
         return concept_k_outputs(clf, tokenize(clf, [self.texts[i] for i in rows]), k)
 
     def report(self, clf: Classifier, k: int, rows: np.ndarray, similarity: np.ndarray, before: ConceptOutputs,

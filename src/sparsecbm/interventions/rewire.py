@@ -204,7 +204,7 @@ def correct(
         else:
             outcome = "kept" if persist else "preview only: the model is unchanged until the edit is kept"
         if nearby is not None:
-            near_after = nearby.read(clf, k, near_rows) if drops else near_before
+            near_after = nearby.read(clf, k, near_rows, edited=True) if drops else near_before
             reach = nearby.report(clf, k, near_rows, near_similarity, near_before, near_after)
         if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
             verdict = guard.judge(clf, k, guard_before, logged_before)

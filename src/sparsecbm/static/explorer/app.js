@@ -321,7 +321,7 @@ async function previewCorrection(concept, value) {
   }
   if (r.nearby) {
     const near = r.nearby;
-    box.append(textList("nearby", `of the ${near.n} texts of ${state.model.split.name || "the browsed split"} most like this one, the edit changes ${concept} on ${near.changed}`,
+    box.append(textList("nearby", `of the ${near.n} texts of ${state.model.split.name || "the browsed split"} most like this one, the edit changes ${concept} on ${near.changed || "none"}`,
       near.texts.map((t) => `${t.before} → ${t.after}`), near.texts, near.changed > 0));
   }
   box.append(el("p", { class: "hint" }, "Preview only: the model is unchanged until you press Keep."));
