@@ -42,3 +42,23 @@ def test_training_calibrates_on_dev_and_the_temperature_changes_probabilities_no
     assert main(["-q", "calibrate", str(model_dir), "--split", "test"]) == 0
     assert json.loads((model_dir / "config.json").read_text())["calibration"]["fitted_on"].endswith(
         f"({len(texts)} texts)")
+
+
+def test_calibrate_gives_a_folder_from_before_value_shifts_its_shifts(tiny_bert, reviews, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from sparsecbm.heads import PROTOTYPES
+
+    from .conftest import train_tiny_sparsecbm
+
+    _, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert)  # the default head: prototypes and shifts
+    fitted = load_file(str(out / PROTOTYPES))
+    save_file({"value_prototypes": fitted["value_prototypes"]}, str(out / PROTOTYPES))  # as an older sparsecbm saved it
+    assert load(out).model.head.value_shifts is None
+    capsys.readouterr()
+    assert main(["calibrate", str(out)]) == 0
+    assert "fitted the value shifts (and value prototypes) on" in capsys.readouterr().out
+    shifts = load(out).model.head.value_shifts
+    for j in range(len(shifts.means)):  # the same training texts give the same shifts as training did
+        torch.testing.assert_close(shifts.means[j], fitted[f"shift_means.{j}"], atol=1e-5, rtol=1e-4)
+    assert main(["calibrate", str(out)]) == 0 and "value shifts" not in capsys.readouterr().out  # once

@@ -326,12 +326,15 @@ class Classifier:
         self.path = path
         return path
 
-    def save_config(self, path: str | os.PathLike) -> None:
+    def save_config(self, path: str | os.PathLike, *, prototypes: bool = False) -> None:
         """(Re)write only ``config.json`` of a saved model folder (e.g. final training notes, a
-        calibration). The folder keeps its save format: its weights are not rewritten."""
+        calibration) and, with ``prototypes``, the label head's value prototypes and shifts. The
+        folder keeps its save format: its weights are not rewritten."""
         path = Path(path)
         with folder_lock(path):
             on_disk, _ = self._check_revision(path)
+            if prototypes:
+                self.model.head.save_prototypes(path)
             self.revision = (on_disk or 0) + 1
             self._write_config(path, disk_state(path).format_version)
 

@@ -266,7 +266,9 @@ COMMANDS = {
     "predict": ("predict labels and concepts for texts", "Predict texts.", _predict_flags),
     "calibrate": ("fit the label probabilities' temperature on held-out texts (no prediction changes)",
                   "Fit the temperature that divides the label logits so that the label probabilities match the "
-                  "accuracy they come with (temperature scaling; training does it on dev); save it in DIR.",
+                  "accuracy they come with (temperature scaling; training does it on dev); save it in DIR. A "
+                  "folder saved before value shifts existed also gets them, fitted on the training split, so that "
+                  "its what-ifs read a text that said the other value (docs/explanations.md).",
                   _calibrate_flags),
     "masks": ("sparsity and overlap of a SparseCBM's concept subnetworks",
               "Per concept: sparsity overall and per weight matrix; pairwise Jaccard overlap.", _masks_flags),
