@@ -117,7 +117,7 @@ def onehot_aspects(aspects: list[dict[str, str]]) -> np.ndarray:
     return out
 
 
-def _schema_value(raw: str) -> str:
+def schema_value(raw: str) -> str:
     return raw if raw in VALUES else "unknown"  # the model's reading of '' and 'no majority'
 
 
@@ -158,13 +158,13 @@ def estimates(clf, pairs: list[Pair], test: list[dict], train: list[dict], seed:
     after = [{**s, p.concept: p.counterfactual_value} for s, p in zip(seen, pairs)]
     found["s-learner"] = lr.predict_proba(onehot_aspects(after)) - lr.predict_proba(onehot_aspects(seen))
     if has_concepts:
-        set_to = [{p.concept: _schema_value(p.counterfactual_value)} for p in pairs]
+        set_to = [{p.concept: schema_value(p.counterfactual_value)} for p in pairs]
         idx = torch.as_tensor(base)
         intervened = oracle_labels(clf, out.activations[idx], set_to, tuple(f[idx] for f in out.features))
         labels = clf.schema.labels
         found["intervention"] = np.array([[r["probabilities"][y] for y in labels] for r in intervened]) - probs[base]
         for scale in shifts or (heads.WHAT_IF_SHIFT,):
-            with what_if_shift(scale):
+            with head_setting("WHAT_IF_SHIFT", scale):
                 said = oracle_labels(clf, out.activations[idx], set_to, tuple(f[idx] for f in out.features),
                                      counterfactual=True)
             name = f"what-if@{scale:g}" if shifts else "what-if"
@@ -173,13 +173,15 @@ def estimates(clf, pairs: list[Pair], test: list[dict], train: list[dict], seed:
 
 
 @contextmanager
-def what_if_shift(scale: float):
-    """The label head's ``WHAT_IF_SHIFT`` set to ``scale`` for a while (choosing it on dev)."""
-    saved, heads.WHAT_IF_SHIFT = heads.WHAT_IF_SHIFT, scale
+def head_setting(name: str, value: float):
+    """A constant of ``sparsecbm.heads`` (``WHAT_IF_SHIFT``, ``PROTOTYPE_MIX``) set to ``value`` for a
+    while (choosing it on dev)."""
+    saved = getattr(heads, name)
+    setattr(heads, name, value)
     try:
         yield
     finally:
-        heads.WHAT_IF_SHIFT = saved
+        setattr(heads, name, saved)
 
 
 def run(model: str, data_dir: str | None, seed: int, split: str = "test", shifts: tuple[float, ...] = ()) -> dict:

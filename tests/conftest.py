@@ -168,6 +168,16 @@ def sparse_clf(tiny_bert):
 POISED_TEXT = "the food was awful and the service lovely"
 
 
+def predicted_of(clf, texts, concept: str) -> list[str]:
+    """The model's value of ``concept`` for each text (the tiny schema's N, P, u)."""
+    return [p.concepts[concept].value for p in clf.predict(texts)]
+
+
+def wrong_of(clf, texts, concept: str) -> list[str]:
+    """For each text, a value of ``concept`` the model does not predict."""
+    return [next(v for v in ("N", "P", "u") if v != p) for p in predicted_of(clf, texts, concept)]
+
+
 @pytest.fixture
 def poised(sparse_clf):
     """The tiny SparseCBM made sensitive and just decided on POISED_TEXT: every concept predicts

@@ -15,17 +15,9 @@ from sparsecbm.interventions.ranking import auto_ladder, flip, rank
 from sparsecbm.masks import kept, total
 
 from .conftest import POISED_TEXT as TEXT
-from .conftest import copy_masks, same_masks, train_tiny_sparsecbm
+from .conftest import copy_masks, predicted_of, same_masks, train_tiny_sparsecbm, wrong_of
 
 TEXTS = [TEXT, "the food was lovely , prices some", "service awful , food some today"]
-
-
-def _predicted(clf, texts, concept):
-    return [p.concepts[concept].value for p in clf.predict(texts)]
-
-
-def _wrong(clf, texts, concept):
-    return [next(v for v in ("N", "P", "u") if v != p) for p in _predicted(clf, texts, concept)]
 
 
 def split_scores(clf, k, text, value, selection="taylor"):
@@ -34,7 +26,7 @@ def split_scores(clf, k, text, value, selection="taylor"):
 
 def test_signed_selection_flips_only_bits_that_lower_the_first_order_loss(sparse_clf):
     k, concept = 0, "food"
-    value = "NPu".index(_wrong(sparse_clf, [TEXT], concept)[0])
+    value = "NPu".index(wrong_of(sparse_clf, [TEXT], concept)[0])
     s = split_scores(sparse_clf, k, TEXT, value)  # G * theta, before the edit
     before = copy_masks(sparse_clf)
     kept_bits = np.concatenate([m.numpy().reshape(-1) for m in before[concept].values()])
@@ -52,7 +44,7 @@ def test_signed_selection_flips_only_bits_that_lower_the_first_order_loss(sparse
 def test_a_small_signed_step_raises_the_target_log_probability(sparse_clf, selection, raises):
     """Swapping drop and grow (or dropping the sign) must fail this for the taylor rule."""
     k, concept = 1, "service"
-    target = _wrong(sparse_clf, [TEXT], concept)[0]
+    target = wrong_of(sparse_clf, [TEXT], concept)[0]
     batches = tokenize(sparse_clf, [TEXT])
     v = "NPu".index(target)
     logp = lambda: float(concept_k_outputs(sparse_clf, batches, k).logits.log_softmax(-1)[0, v])
@@ -69,7 +61,7 @@ def test_a_small_signed_step_raises_the_target_log_probability(sparse_clf, selec
 @pytest.mark.parametrize("ratio", [0.01, "auto"])
 def test_every_rule_keeps_sparsity_and_changes_only_mask_k(sparse_clf, selection, ratio):
     before = copy_masks(sparse_clf)
-    r = sparse_clf.correct(TEXTS, "noise", _wrong(sparse_clf, TEXTS, "noise"), ratio=ratio, selection=selection,
+    r = sparse_clf.correct(TEXTS, "noise", wrong_of(sparse_clf, TEXTS, "noise"), ratio=ratio, selection=selection,
                            max_ratio=0.1, steps=2, persist=True, keep_unfixed=True)
     now = sparse_clf.model.masks
     assert r.n > 0 and all(kept(now[c]) == kept(before[c]) for c in now)
@@ -80,7 +72,7 @@ def test_every_rule_keeps_sparsity_and_changes_only_mask_k(sparse_clf, selection
 def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
     sparse_clf = poised
     k, concept = 0, "food"
-    target = _wrong(sparse_clf, [TEXT], concept)[0]
+    target = wrong_of(sparse_clf, [TEXT], concept)[0]
     v = "NPu".index(target)
     before = copy_masks(sparse_clf)
     r = sparse_clf.intervene(TEXT, concept, target, ratio="auto", max_ratio=0.3)
@@ -101,20 +93,20 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
         flip(sparse_clf.model, concept, drop[:n], grow[:n], undo=True)
     assert same_masks(before, sparse_clf.model.masks)
     # Already right: nothing to do, nothing flipped.
-    right = _predicted(sparse_clf, [TEXT], concept)[0]
+    right = predicted_of(sparse_clf, [TEXT], concept)[0]
     r = sparse_clf.intervene(TEXT, concept, right, persist=True)
     assert r.n == 0 and r.fixed and not r.persisted and r.outcome.startswith("nothing flipped")
 
 
 def test_batch_correction_is_one_log_entry_that_undoes_bit_for_bit(sparse_clf, tmp_path):
     before = copy_masks(sparse_clf)
-    values = _wrong(sparse_clf, TEXTS, "food")
+    values = wrong_of(sparse_clf, TEXTS, "food")
     r = sparse_clf.correct(TEXTS, "food", values, ["a", "b", "c"], ratio="auto", max_ratio=0.3, steps=3, persist=True,
                            keep_unfixed=True)
     assert r.persisted and len(sparse_clf.interventions) == 1 and r.n > 0
     e = sparse_clf.interventions[0]
     assert e.texts == TEXTS and e.values == values and e.labels == ["a", "b", "c"] and sum(e.step_sizes) == r.n
-    assert [p == v for p, v in zip(_predicted(sparse_clf, TEXTS, "food"), values)] == r.fixed
+    assert [p == v for p, v in zip(predicted_of(sparse_clf, TEXTS, "food"), values)] == r.fixed
     sparse_clf.save(tmp_path / "m")
     loaded = load(tmp_path / "m")
     assert [x.to_json() for x in loaded.interventions] == [e.to_json()]
@@ -137,14 +129,14 @@ def _guard_against(clf, concept, texts, gold_values):
 
 def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
     sparse_clf = poised
-    sparse_clf.intervene(TEXT, "service", _wrong(sparse_clf, [TEXT], "service")[0], ratio=0.02, persist=True,
+    sparse_clf.intervene(TEXT, "service", wrong_of(sparse_clf, [TEXT], "service")[0], ratio=0.02, persist=True,
                          keep_unfixed=True)  # a log entry that must survive
     log = [e.to_json() for e in sparse_clf.interventions]
     before = copy_masks(sparse_clf)
-    predicted = _predicted(sparse_clf, [TEXT], "food")[0]
+    predicted = predicted_of(sparse_clf, [TEXT], "food")[0]
     # The guard holds the same text with the model's current value as gold: fixing it breaks the guard.
     guard = Guard(_guard_against(sparse_clf, "food", [TEXT, TEXT + " ."], [predicted] * 2), caution=0)
-    r = sparse_clf.intervene(TEXT, "food", _wrong(sparse_clf, [TEXT], "food")[0], max_ratio=0.3, persist=True,
+    r = sparse_clf.intervene(TEXT, "food", wrong_of(sparse_clf, [TEXT], "food")[0], max_ratio=0.3, persist=True,
                              guard=guard)
     assert r.fixed and not r.persisted and not r.guard["accepted"]
     assert r.guard["concept_accuracy"][0] > r.guard["concept_accuracy"][1] and "food accuracy" in r.guard["reason"]
@@ -166,7 +158,7 @@ def test_a_rejected_guarded_edit_leaves_masks_and_log_unchanged(poised):
 
 def test_an_accepted_guarded_edit_is_logged_with_its_verdict(poised):
     sparse_clf = poised
-    target = _wrong(sparse_clf, [TEXT], "food")[0]
+    target = wrong_of(sparse_clf, [TEXT], "food")[0]
     guard = Guard(_guard_against(sparse_clf, "food", [TEXT, TEXT + " ."], [target] * 2), task_tolerance=1.0,
                   caution=0)
     r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard)
@@ -177,7 +169,7 @@ def test_an_accepted_guarded_edit_is_logged_with_its_verdict(poised):
 
 def test_a_guarded_edit_may_not_undo_an_earlier_logged_correction(poised):
     sparse_clf = poised
-    first, second = [v for v in ("N", "P", "u") if v != _predicted(sparse_clf, [TEXT], "food")[0]]
+    first, second = [v for v in ("N", "P", "u") if v != predicted_of(sparse_clf, [TEXT], "food")[0]]
     assert sparse_clf.intervene(TEXT, "food", first, max_ratio=0.3, persist=True).persisted
     log, before = [e.to_json() for e in sparse_clf.interventions], copy_masks(sparse_clf)
     # Tolerances that accept anything: only the logged correction can stop the second edit.
@@ -305,7 +297,7 @@ def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, review
 
 def test_a_log_written_before_batch_corrections_still_loads_and_undoes(sparse_clf, tmp_path):
     before = copy_masks(sparse_clf)
-    sparse_clf.intervene(TEXT, "food", _wrong(sparse_clf, [TEXT], "food")[0], ratio=0.02, selection="paper", steps=2,
+    sparse_clf.intervene(TEXT, "food", wrong_of(sparse_clf, [TEXT], "food")[0], ratio=0.02, selection="paper", steps=2,
                          persist=True, keep_unfixed=True)
     sparse_clf.save(tmp_path / "m")
     log = tmp_path / "m" / "interventions.json"

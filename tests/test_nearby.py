@@ -9,8 +9,7 @@ from sparsecbm.interventions import Nearby
 from sparsecbm.interventions.nearby import COUNT, describe
 
 from .conftest import POISED_TEXT as TEXT
-from .conftest import copy_masks, same_masks
-from .test_corrections import _predicted, _wrong
+from .conftest import copy_masks, predicted_of, same_masks, wrong_of
 
 SPLIT = [
     "the food was awful and the service lovely",  # the corrected text itself: left out
@@ -50,13 +49,13 @@ def test_a_preview_lists_exactly_the_nearest_texts_whose_value_the_edit_changes(
     clf, concept = poised, "food"
     nearby = Nearby(SPLIT + [TEXT + " !", TEXT + " today"], count=6)
     before = copy_masks(clf)
-    r = clf.intervene(TEXT, concept, _wrong(clf, [TEXT], concept)[0], ratio=0.05, nearby=nearby)  # a broad edit
+    r = clf.intervene(TEXT, concept, wrong_of(clf, [TEXT], concept)[0], ratio=0.05, nearby=nearby)  # a broad edit
     assert r.fixed and not r.persisted and same_masks(before, clf.model.masks)
     rows, _ = nearby.nearest([TEXT])
     texts = [nearby.texts[i] for i in rows]
-    was = _predicted(clf, texts, concept)
+    was = predicted_of(clf, texts, concept)
     clf.intervene(TEXT, concept, r.value, persist=True, plan=r.plan)  # the very edit previewed, kept
-    now = _predicted(clf, texts, concept)
+    now = predicted_of(clf, texts, concept)
     expected = [(int(i), a, b) for i, a, b in zip(rows, was, now) if a != b]
     assert expected, "the edit must change a near text for this test to mean anything"
     assert [(t["row"], t["before"], t["after"]) for t in r.nearby["texts"]] == expected
@@ -68,7 +67,7 @@ def test_a_preview_lists_exactly_the_nearest_texts_whose_value_the_edit_changes(
 
 
 def test_an_edit_that_flips_nothing_changes_no_near_text(sparse_clf):
-    value = _predicted(sparse_clf, [TEXT], "food")[0]  # already right: nothing to flip
+    value = predicted_of(sparse_clf, [TEXT], "food")[0]  # already right: nothing to flip
     r = sparse_clf.intervene(TEXT, "food", value, nearby=Nearby(SPLIT, count=3))
     assert r.n == 0 and r.nearby == {"n": 3, "changed": 0, "texts": []}
 

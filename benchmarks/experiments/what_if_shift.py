@@ -24,28 +24,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import sparsecbm
-from benchmarks.cebab_explain import _schema_value, errors, intervention_pairs
+from benchmarks.cebab_explain import errors, head_setting, intervention_pairs, schema_value
 from benchmarks.harness import run_missing, table_head
-from sparsecbm import heads
 from sparsecbm.counterfactuals import MIN_TEXTS
 from sparsecbm.data import find_data_dir
 from sparsecbm.training import fit_value_prototypes
-
-
-@contextmanager
-def prototype_mix(mix: float):
-    saved, heads.PROTOTYPE_MIX = heads.PROTOTYPE_MIX, mix
-    try:
-        yield
-    finally:
-        heads.PROTOTYPE_MIX = saved
 
 
 def run(model: str, data_dir: str | None) -> dict:
@@ -79,7 +68,7 @@ def run(model: str, data_dir: str | None) -> dict:
     # 2. what-if variants, from the base texts alone
     a, features = out.activations[base], tuple(f[base] for f in out.features)
     predicted = torch.stack([a[:, head.concept_slice(k)].argmax(-1) for k in range(n_concepts)], 1)
-    target = torch.tensor([schema.concept_values[k].index(_schema_value(p.counterfactual_value))
+    target = torch.tensor([schema.concept_values[k].index(schema_value(p.counterfactual_value))
                            for k, p in zip(ks.tolist(), pairs)])
     values = predicted.clone()
     values[rows, ks] = target
@@ -114,7 +103,7 @@ def run(model: str, data_dir: str | None) -> dict:
     for scale in (0.5, 1.0, 1.5, 2.0):
         variants[f"others shifted {scale:g}"] = score(others(intervened, scale))
     for mix in (0.0, 1.0):
-        with prototype_mix(mix):
+        with head_setting("PROTOTYPE_MIX", mix):
             variants[f"own mix {mix:g}"] = score(others(head.true_features(features, values, a, chosen)))
     variants["own shifted"] = score(others(own_shifted(features)))
     return {"model": model, "kind": clf.config.kind, "temperature": clf.temperature, "pairs": n,
