@@ -26,7 +26,8 @@ def test_the_nearest_are_rewordings_most_alike_first_and_not_the_text_itself():
     rows, similarity = Nearby(SPLIT, count=3).nearest([SPLIT[0]])
     assert rows[0] == 1 and not {3, 4} & set(rows.tolist())  # the closest rewording first; unrelated texts last
     assert 0 not in rows and len(rows) == 3 and (np.diff(similarity) <= 0).all() and similarity[0] > 0.5
-    assert Nearby(SPLIT, count=50).nearest([SPLIT[0]])[0].size == len(SPLIT) - 1
+    assert Nearby(SPLIT, count=50).nearest([SPLIT[0]])[0].tolist() == [1, 5, 6, 2, 4]  # all that share a word
+    assert Nearby(SPLIT, count=5).nearest(["zebra"])[0].size == 0  # no shared word: nothing is near
     # Several corrected texts: a row counts as near when it is near any of them.
     assert 4 in Nearby(SPLIT, count=1).nearest(["nothing alike", "the room was quiet ."])[0]
 

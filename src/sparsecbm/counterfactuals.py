@@ -5,7 +5,7 @@ embedding) and leaves every other concept's features as the text gave them. That
 "what if the model had read k differently in this very text". "What if the review had
 said k = v'" is another question: a review rewritten that way also changes how the
 *other* concepts are read, because each concept's features carry some of the text's
-overall tone (on CEBaB's test pairs about two thirds of a dense CBM's logit change
+overall tone (on CEBaB's dev pairs about two thirds of a dense CBM's logit change
 under a human edit of one aspect comes from the other concepts' terms:
 ``python -m benchmarks.experiments.what_if_shift``).
 

@@ -74,11 +74,12 @@ class Nearby:
 
     def nearest(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(rows, similarities) of the ``count`` texts most like any of ``texts``, most alike first;
-        a text identical to a corrected one is left out (its change is the edit itself)."""
+        a text identical to a corrected one is left out (its change is the edit itself), and so is
+        a text that shares no word with them (it is not near at all)."""
         queries = sparse.vstack([self._vector(Counter(WORD.findall(t.lower()))) for t in texts])
         similarity = (self.matrix @ queries.T).toarray().max(axis=1)
         same = set(texts)
-        candidates = np.array([i for i, t in enumerate(self.texts) if t not in same], dtype=np.int64)
+        candidates = np.array([i for i, t in enumerate(self.texts) if t not in same and similarity[i] > 0], dtype=np.int64)
         order = candidates[np.argsort(-similarity[candidates], kind="stable")][: self.count]
         return order, similarity[order]
 
