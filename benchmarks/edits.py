@@ -13,6 +13,10 @@ the same way: the evidence for the concept is still there, the rest of the wordi
 an edit that fixes them all should read the evidence rather than the review
 (:class:`VariantsEditor`).
 
+``replay`` is alternative (b), what a user would do with a training loop at hand: 3 fine-tuning
+steps of the whole model on the corrected review mixed with 15 training reviews each (replay), at
+the learning rate chosen on dev families by the memory's rule (:class:`ReplayEditor`).
+
 ``memory`` is the alternative a user could pick without touching the model: a retrieval
 memory of corrections (GRACE / SERAC style). A corrected text is stored with its value; a
 new text whose sentence embedding (MiniLM, mean-pooled, unit length) is within cosine
@@ -38,14 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import sparsecbm
 from benchmarks.harness import run_missing, table_head
 from sparsecbm.annotation.encoder import SentenceEncoder
 from sparsecbm.data import dataset_from_spec
+from sparsecbm.data.batching import encode
 from sparsecbm.interventions import Guard, correct, oracle_labels
 from sparsecbm.interventions.protocols import persistent
 from sparsecbm.interventions.yardstick import MaskEditor, family_edits
+from sparsecbm.model import joint_loss
 
 GUARD_ROWS = 300  # the CLI's --guard train:300
 STREAM_ROWS = 300  # the first dev reviews whose wrong concepts make the stream
@@ -57,9 +64,11 @@ SETTINGS = {
     "stream-guard": ("stream", dict(ratio="auto", selection="taylor"), True),
     "taylor-variants": ("variants", dict(ratio="auto", selection="taylor"), False),
     "taylor-variants-guard": ("variants", dict(ratio="auto", selection="taylor"), True),
+    "replay": ("replay", {}, False),
     "memory": ("memory", {"keys": "minilm"}, False),
     "memory-own": ("memory", {"keys": "own"}, False),
 }
+LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4)  # the replay fine-tuning's, chosen on dev families
 THRESHOLDS = (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)  # cosine similarity a text must reach to take a stored value
 
 
@@ -105,6 +114,56 @@ class VariantsEditor(MaskEditor):
                        **self.settings)
 
 
+class ReplayEditor:
+    """Alternative (b): a few fine-tuning steps of the whole model (backbone, projector, head) on the
+    corrected review, each batch mixed with ``replay`` training reviews and their gold labels and
+    concepts so that the rest is not forgotten (the joint loss the model was trained with, AdamW
+    at ``lr``). The corrected review's other concepts and its label are what the model predicts, or
+    its label when given. Undone by putting the weights back."""
+
+    name = "fine-tuning with replay"
+
+    def __init__(self, clf, train, *, lr: float, steps: int = 3, replay: int = 15) -> None:
+        self.clf, self.train, self.lr, self.steps, self.replay = clf, train, lr, steps, replay
+        self.saved: dict[str, torch.Tensor] | None = None
+
+    def apply(self, text: str, k: int, value: str, label: str | None, seed: int) -> Stored:
+        clf, model, schema = self.clf, self.clf.model, self.clf.schema
+        out = clf.forward_texts([text])
+        concepts = out.predicted_values()[0].copy()
+        concepts[k] = schema.concept_values[k].index(value)
+        y = schema.labels.index(label) if label is not None else int(out.task_logits.argmax(-1)[0])
+        self.saved = {n: p.detach().clone() for n, p in model.state_dict().items()}
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=self.lr, weight_decay=0.0)
+        rng = np.random.default_rng(seed)
+        gamma = clf.meta.get("training", {}).get("gamma", 0.5)
+        model.train()
+        try:
+            for _ in range(self.steps):
+                rows = rng.choice(len(self.train), size=min(self.replay, len(self.train)), replace=False)
+                batch = encode(clf.tokenizer, [text, *(self.train.texts[r] for r in rows)], clf.max_length)
+                loss, _ = joint_loss(model(batch["input_ids"], batch["attention_mask"]),
+                                     torch.tensor([y, *self.train.labels[rows]]),
+                                     torch.from_numpy(np.vstack([concepts, self.train.concepts[rows]])), gamma)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        finally:
+            model.eval()
+            model.clear_caches()
+        fixed = int(clf.forward_texts([text]).predicted_values()[0, k]) == concepts[k]
+        return Stored(fixed=[fixed], outcome=f"{self.steps} fine-tuning steps (lr {self.lr:g}, {self.replay} replayed)")
+
+    def predict(self, texts, rows, values, task):
+        out = self.clf.forward_texts(texts)
+        return out.predicted_values(), out.task_logits.argmax(-1).numpy()
+
+    def undo(self) -> None:
+        self.clf.model.load_state_dict(self.saved)
+        self.clf.model.clear_caches()
+        self.saved = None
+
+
 class MemoryEditor:
     """A retrieval memory of one correction at a time (the yardstick undoes each after grading)."""
 
@@ -146,15 +205,16 @@ def own_keys(clf, texts: list[str]) -> np.ndarray:
     return keys / np.maximum(np.linalg.norm(keys, axis=2, keepdims=True), 1e-12)
 
 
-def memory_threshold(clf, dev, embeddings: dict[str, np.ndarray], n: int, unrelated: int, seed: int) -> dict:
-    """The threshold chosen on dev: the largest generalisation with locality >= 99 % (else the most local)."""
+def chosen_on_dev(clf, dev, editors: dict, n: int, unrelated: int, seed: int) -> dict:
+    """The option (a key of ``editors``, option -> editor) chosen on dev: the largest generalisation
+    with locality >= 99 % (else the most local), and every option's dev figures."""
     out = clf.forward_texts(dev.texts, progress=True, desc="dev")
-    tried = {t: family_edits(clf, dev, n=n, unrelated=unrelated, seed=seed, progress=False, out=out,
-                             editor=MemoryEditor(clf, embeddings, t)) for t in THRESHOLDS}
+    tried = {option: family_edits(clf, dev, n=n, unrelated=unrelated, seed=seed, progress=False, out=out, editor=editor)
+             for option, editor in editors.items()}
     local = [t for t, r in tried.items() if r.locality >= 0.99]
     best = max(local, key=lambda t: tried[t].generalisation) if local else max(tried, key=lambda t: tried[t].locality)
-    return {"threshold": best, "dev": {str(t): {"generalisation": r.generalisation, "locality": r.locality}
-                                       for t, r in tried.items()}}
+    return {"chosen": best, "dev": {str(t): {"generalisation": r.generalisation, "locality": r.locality}
+                                    for t, r in tried.items()}}
 
 
 def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str = "test") -> dict:
@@ -172,10 +232,18 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
         texts = sorted(set(data["dev"].texts) | set(data["test"].texts))
         embeddings = dict(zip(texts, SentenceEncoder("minilm").encode(texts, progress=True) if kwargs["keys"] == "minilm"
                               else own_keys(clf, texts)))
-        chosen = memory_threshold(clf, data["dev"], embeddings, n, unrelated, seed)
+        chosen = chosen_on_dev(clf, data["dev"], {t: MemoryEditor(clf, embeddings, t) for t in THRESHOLDS},
+                               n, unrelated, seed)
+        chosen["threshold"] = chosen["chosen"]
         result = {**family_edits(clf, data["test"], n=n, unrelated=unrelated, seed=seed,
                                  editor=MemoryEditor(clf, embeddings, chosen["threshold"])).to_dict(),
                   "memory": chosen}
+    elif kind == "replay":
+        chosen = chosen_on_dev(clf, data["dev"], {lr: ReplayEditor(clf, data["train"], lr=lr) for lr in LEARNING_RATES},
+                               n, unrelated, seed)
+        result = {**family_edits(clf, data["test"], n=n, unrelated=unrelated, seed=seed,
+                                 editor=ReplayEditor(clf, data["train"], lr=chosen["chosen"])).to_dict(),
+                  "replay": chosen}
     else:
         result = persistent(clf, data["dev"].head(STREAM_ROWS), data["test"], guard=guard, **kwargs).to_dict()
     return {"model": model, "setting": setting, "split": split, "seconds": round(time.perf_counter() - start, 1), **result}
@@ -193,7 +261,8 @@ def markdown(results: dict) -> str:
     for r in results.values():
         if "edits" not in r or not isinstance(r["edits"], list):
             continue
-        setting = r["setting"] + (f" (threshold {r['memory']['threshold']:.2f})" if "memory" in r else "")
+        setting = r["setting"] + (f" (threshold {r['memory']['threshold']:.2f})" if "memory" in r else "") + (
+            f" (lr {r['replay']['chosen']:g})" if "replay" in r else "")
         single.append(
             f"| {r['model']} | {setting} | {r['kept']}/{r['corrections']} | {100 * r['reliability']:.0f} | "
             f"{100 * r['generalisation']:.0f}; {100 * r['effective_generalisation']:.0f} | {100 * r['sibling_harm']:.1f} | "

@@ -85,3 +85,24 @@ def test_another_editor_is_graded_the_same_way_a_memory_that_reaches_exactly_the
     assert result.method == "retrieval memory" and result.kept == result.corrections > 0
     assert result.generalisation == 1.0 and result.sibling_harm == 0.0 and result.locality == 1.0
     assert sparse_clf.interventions == []  # the model itself never changed
+
+
+def test_the_replay_baseline_fine_tunes_then_puts_every_weight_back(sparse_clf):
+    """benchmarks/edits.py's alternative (b): a few steps of the joint loss on the corrected review and
+    replayed training reviews change the weights; undo restores them bit for bit."""
+    from benchmarks.edits import ReplayEditor
+
+    split = _split()
+    before = {n: p.detach().clone() for n, p in sparse_clf.model.state_dict().items()}
+    editor = ReplayEditor(sparse_clf, split, lr=1e-2, steps=2, replay=4)
+    r = editor.apply(TEXTS[0], 0, "P", None, seed=0)
+    assert r.persisted and r.bits_flipped == 0 and "2 fine-tuning steps" in r.outcome
+    assert any(not torch.equal(p, before[n]) for n, p in sparse_clf.model.state_dict().items())
+    values, task = editor.predict(list(TEXTS[:2]), np.arange(2), None, None)
+    assert values.shape == (2, 3) and task.shape == (2,)
+    editor.undo()
+    assert all(torch.equal(p, before[n]) for n, p in sparse_clf.model.state_dict().items())
+    result = family_edits(sparse_clf, split, n=2, unrelated=3, editor=ReplayEditor(sparse_clf, split, lr=1e-3, steps=1,
+                                                                                   replay=2), progress=False)
+    assert result.method == "fine-tuning with replay" and result.kept == result.corrections
+    assert all(torch.equal(p, before[n]) for n, p in sparse_clf.model.state_dict().items())
