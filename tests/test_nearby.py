@@ -42,6 +42,11 @@ def test_bad_nearby_settings_are_refused(make, message):
         make()
 
 
+def test_nearby_must_be_a_nearby(sparse_clf):
+    with pytest.raises(TypeError, match="nearby: expected a sparsecbm.interventions.Nearby"):
+        sparse_clf.intervene(TEXT, "food", "P", nearby=list(SPLIT))
+
+
 def test_the_cli_default_is_the_library_default():
     assert NEAREST == COUNT
 

@@ -176,6 +176,8 @@ def correct(
     labels = _as_list("labels", labels, len(texts), allow_none=True)
     labels = None if labels is None else [clf.schema.label_of(label) for label in labels]
     k, v, y = _check(clf, concept, values, labels, ratio, selection, steps, max_ratio)
+    if nearby is not None and not isinstance(nearby, Nearby):
+        raise TypeError(f"nearby: expected a sparsecbm.interventions.Nearby (the texts to search), got {type(nearby).__name__}")
     batches = tokenize(clf, texts)
     logits = [concept_k_outputs(clf, batches, j) for j in range(len(clf.schema.concepts))]
     before = _describe(clf, k, logits)
