@@ -56,7 +56,7 @@ from benchmarks.harness import run_missing, table_head
 from sparsecbm import heads
 from sparsecbm.data import find_data_dir
 from sparsecbm.interventions import oracle_labels
-from sparsecbm.training import fit_value_prototypes
+from sparsecbm.training import fit_missing_value_shifts
 
 ASPECTS = ("food", "ambiance", "service", "noise")
 VALUES = ("Negative", "unknown", "Positive")  # their one-hot order (explainer_utils.dataset_aspects_to_onehot)
@@ -187,10 +187,9 @@ def head_setting(name: str, value: float):
 def run(model: str, data_dir: str | None, seed: int, split: str = "test", shifts: tuple[float, ...] = ()) -> dict:
     start = time.perf_counter()
     clf = sparsecbm.load(model)
-    shifts_from = "the model folder"
-    if clf.model.config.has_concepts and clf.model.head.embedding_dim and clf.model.head.value_shifts is None:
-        fit_value_prototypes(clf, sparsecbm.load_dataset("cebab", data_dir=data_dir)["train"], progress=True)
-        shifts_from = "fitted by the benchmark on the training split (the folder predates them)"
+    shifts_from = ("fitted by the benchmark on the training split (the folder predates them)"
+                   if fit_missing_value_shifts(clf, sparsecbm.load_dataset("cebab", data_dir=data_dir)["train"], progress=True)
+                   else "the model folder")
     folder = find_data_dir(data_dir) / "cebab"
     test = json.loads((folder / f"{split}.json").read_text(encoding="utf-8"))
     train = [r for r in json.loads((folder / "train_exclusive.json").read_text(encoding="utf-8"))

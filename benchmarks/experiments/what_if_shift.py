@@ -34,14 +34,13 @@ from benchmarks.cebab_explain import errors, head_setting, intervention_pairs, s
 from benchmarks.harness import run_missing, table_head
 from sparsecbm.counterfactuals import MIN_TEXTS
 from sparsecbm.data import find_data_dir
-from sparsecbm.training import fit_value_prototypes
+from sparsecbm.training import fit_missing_value_shifts
 
 
 def run(model: str, data_dir: str | None) -> dict:
     clf = sparsecbm.load(model)
     head, schema = clf.model.head, clf.schema
-    if head.value_shifts is None:
-        fit_value_prototypes(clf, sparsecbm.load_dataset("cebab", data_dir=data_dir)["train"], progress=True)
+    fit_missing_value_shifts(clf, sparsecbm.load_dataset("cebab", data_dir=data_dir)["train"], progress=True)
     records = json.loads((find_data_dir(data_dir) / "cebab" / "dev.json").read_text(encoding="utf-8"))
     pairs = intervention_pairs(records)
     out = clf.forward_texts([r["description"] for r in records], progress=True, desc="dev texts")

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 MIN_TEXTS = 5  # training texts a (u, v) cell needs before its mean is trusted
 
@@ -46,22 +47,14 @@ class ValueShifts:
     def fit(cls, features: Sequence[torch.Tensor], truth: np.ndarray, sizes: Sequence[int]) -> "ValueShifts":
         """From every concept's features on the training texts (one row per text) and their true
         values ``truth`` (n, K)."""
-        truth = np.asarray(truth)
+        truth = torch.as_tensor(np.asarray(truth)).long()
+        every = torch.cat([F.one_hot(truth[:, k], size) for k, size in enumerate(sizes)], 1).float()  # (n, sum C_k)
         means, counts = [], []
         for j, f_j in enumerate(features):
-            f_j = f_j.detach().float().cpu()
-            m = torch.zeros(sizes[j], sum(sizes), f_j.shape[1])
-            c = torch.zeros(sizes[j], sum(sizes))
-            for u in range(sizes[j]):
-                own = truth[:, j] == u
-                for k, size in enumerate(sizes):
-                    for v in range(size):
-                        rows = torch.from_numpy(np.flatnonzero(own & (truth[:, k] == v)))
-                        col = sum(sizes[:k]) + v
-                        c[u, col] = len(rows)
-                        if len(rows):
-                            m[u, col] = f_j[rows].mean(0)
-            means.append(m)
+            own = F.one_hot(truth[:, j], sizes[j]).float()  # (n, C_j)
+            c = own.T @ every  # (C_j, sum C_k): texts per (j's value u, k's value v)
+            total = torch.einsum("nu,nc,nf->ucf", own, every, f_j.detach().float().cpu())
+            means.append(total / c.clamp_min(1)[..., None])  # an empty cell's mean is 0 (and never used)
             counts.append(c)
         return cls(sizes, means, counts)
 

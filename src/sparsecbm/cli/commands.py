@@ -20,7 +20,7 @@ from ..files import atomic_path, write_json
 from ..interventions.curves import concept_share, hard_concepts_accuracy, single_fixes
 from ..metrics import concept_ceiling, format_table
 from ..parallel import processes
-from ..training import fit_value_prototypes, train
+from ..training import fit_missing_value_shifts, train
 from .inputs import configs_from_args, load_data, masks_file, predict_inputs, recorded_data, truncation_notice
 
 log = logging.getLogger("sparsecbm")
@@ -51,10 +51,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     clf.check_schema(dataset.schema, dataset.name)
     before = clf.temperature
     c = clf.calibrate(dataset[args.split], progress=not args.quiet)
-    head = clf.model.head if clf.config.has_concepts else None
-    shifts = head is not None and bool(head.embedding_dim) and head.value_shifts is None and "train" in dataset.splits
-    if shifts:  # a folder saved before value shifts existed: its what-ifs were plain interventions
-        fit_value_prototypes(clf, dataset["train"], progress=not args.quiet)
+    # a folder saved before value shifts existed: its what-ifs were plain interventions
+    shifts = "train" in dataset.splits and fit_missing_value_shifts(clf, dataset["train"], progress=not args.quiet)
     clf.save_config(args.model_dir, prototypes=shifts)
     print(f"temperature {before:.3f} -> {c['temperature']:.3f}, fitted on {dataset.name} {args.split}: "
           f"ECE {100 * c['before']['ece']:.1f} -> {100 * c['after']['ece']:.1f} %, "

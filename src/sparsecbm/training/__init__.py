@@ -15,10 +15,11 @@ seeds and resume checks), ``epochs`` (the loop and the best-epoch fit),
 
 from .config import CBM_MODES, PRECISIONS, SELECT, SPEED_ONLY, TrainConfig, acting_settings
 from .epochs import batch_share, group_by_length, make_optimizer, train_epoch
-from .pipeline import fit_value_prototypes, new_classifier, train
+from .pipeline import fit_missing_value_shifts, fit_value_prototypes, new_classifier, train
 from .run import Run
 
 __all__ = [
+    "fit_missing_value_shifts",
     "fit_value_prototypes",
     "CBM_MODES", "PRECISIONS", "SELECT", "SPEED_ONLY", "Run", "TrainConfig", "acting_settings", "batch_share",
     "group_by_length", "make_optimizer", "new_classifier", "train", "train_epoch",

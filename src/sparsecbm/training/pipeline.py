@@ -181,6 +181,15 @@ def fit_value_prototypes(clf: Classifier, split: Split, *, progress: bool = Fals
     return clf.model.head.fit_prototypes(out.features, split.concepts)
 
 
+def fit_missing_value_shifts(clf: Classifier, split: Split, *, progress: bool = False) -> bool:
+    """Fit the value shifts (with the prototypes) from ``split`` (the training split) when the model
+    has an embedding head without them (a folder saved before they existed); whether it did."""
+    if not clf.config.has_concepts or not clf.model.head.embedding_dim or clf.model.head.value_shifts is not None:
+        return False
+    fit_value_prototypes(clf, split, progress=progress)
+    return True
+
+
 def _finished(clf: Classifier, train_split: Split, dev_split: Split, out: Path | None, run: Run) -> Classifier:
     """The best weights made ready for use, and saved beside them: an embedding head's value
     prototypes from the training texts, and the label temperature fitted on the dev texts
