@@ -20,8 +20,9 @@ Explainers, each estimating the change from the base text alone:
 - ``what-if`` (ours, concept models; what every explanation shows): the label for a text that said the
   counterfactual's value, from the base text alone: the edited concept set to that value, the others as
   predicted with their features moved by their mean shift between training texts with the old and new
-  value (``oracle_labels(..., counterfactual=True)``, ``sparsecbm.counterfactuals``), minus the base
-  prediction. A model folder saved before value shifts existed gets them fitted here on the training split;
+  value (``oracle_labels(..., counterfactual=True)``, ``sparsecbm.counterfactuals``), its probabilities
+  read ``heads.WHAT_IF_SPREAD`` times less sure than the text's own, minus the base prediction. A model
+  folder saved before value shifts existed gets them fitted here on the training split;
 - ``intervention`` (concept models): the plain oracle intervention, the other concepts' features as the
   base text gave them (``what-if`` without the shifts);
 - ``approx`` (their CONEXP): E[p | aspect = counterfactual value] - E[p | aspect = base value] over the
@@ -198,6 +199,7 @@ def run(model: str, data_dir: str | None, seed: int, split: str = "test", shifts
     found, icace, how = estimates(clf, pairs, test, train, seed, shifts)
     result = {"model": model, "split": split, "kind": clf.config.kind, "temperature": clf.temperature, "pairs": len(pairs),
               "value_shifts": shifts_from, "what_if_shift": list(shifts) or heads.WHAT_IF_SHIFT,
+              "what_if_spread": heads.WHAT_IF_SPREAD,
               "s_learner_base_aspects": how,
               "mean_icace_norm": float(np.linalg.norm(icace, axis=1).mean()), "explainers": {}}
     for name, estimate in found.items():

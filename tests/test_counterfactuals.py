@@ -87,11 +87,17 @@ def test_what_if_reads_the_shifted_features_and_the_oracle_does_not(tiny_bert, t
     features = head.value_shifts.shifted(features, predicted, values, chosen, heads.WHAT_IF_SHIFT)
     a = out.activations[:1].clone()
     a[0, food] = torch.nn.functional.one_hot(torch.tensor(other), 3).float()
-    expected = clf.label_probabilities(clf.read_label(a, features))[0]
+    logits = clf.read_label(a, features)[0]
+    expected = clf.label_probabilities(logits / heads.WHAT_IF_SPREAD)  # read less sure than the text itself
+    assert heads.WHAT_IF_SPREAD > 1 and expected.max() < clf.label_probabilities(logits).max()
     assert cf["probabilities"] == pytest.approx(dict(zip(clf.schema.labels, expected.tolist())), abs=1e-5)
+    assert cf["label"] == clf.schema.labels[int(logits.argmax())]
     fitted, head.value_shifts = head.value_shifts, None  # a folder from before value shifts: an intervention
     plain = what_if(clf, out.activations[:1], tuple(f[:1] for f in out.features))[0]["food"][value]
-    assert plain.probabilities == pytest.approx(setting["probabilities"], abs=1e-6)
+    intervened = head.true_features(tuple(f[:1] for f in out.features), values, out.activations[:1], chosen)
+    spread = clf.label_probabilities(clf.read_label(a, intervened)[0] / heads.WHAT_IF_SPREAD)
+    assert plain.probabilities == pytest.approx(dict(zip(clf.schema.labels, spread.tolist())), abs=1e-5)
+    assert plain.label == setting["label"]
     head.value_shifts = fitted
     # saved with the prototypes and loaded back
     clf.save(tmp_path / "m")

@@ -15,7 +15,12 @@ on CEBaB's *dev* counterfactual pairs (choosing; test is for ``benchmarks.cebab_
    - ``own mix M``: the other concepts shifted (S = 1) and concept k's embedding moved M of the way
      to its prototype instead of ``PROTOTYPE_MIX``;
    - ``own shifted``: the other concepts shifted (S = 1) and concept k's whole features moved by
-     the mean difference between training texts with k's new and old value, instead of a mix.
+     the mean difference between training texts with k's new and old value, instead of a mix;
+   - ``spread X``: the other concepts shifted (S = 1), the estimate's label probabilities read at
+     X times the model's temperature (a rewrite's reading is less certain than the text's own);
+   - ``spread 1.25, shifted S``: both at once;
+   - ``scales averaged``: the mean of the label probabilities at S = 0, 0.5, 1, 1.5 and 2 (a hedge
+     over how far one review's other concepts move).
 
     python -m benchmarks.experiments.what_if_shift --models runs/distill/cebab-cbm-s0 runs/cebab-sparsecbm
 """
@@ -91,8 +96,11 @@ def run(model: str, data_dir: str | None) -> dict:
                 f[k][i] += shifts.means[k][new, off + new] - shifts.means[k][old, off + old]
         return tuple(f)
 
-    def score(f) -> dict:
-        estimate = clf.label_probabilities(clf.read_label(a_set, f)).numpy().astype(np.float64) - probs[base]
+    def probabilities(f, spread=1.0) -> np.ndarray:
+        return (clf.read_label(a_set, f).float() / (clf.temperature * spread)).softmax(-1).numpy().astype(np.float64)
+
+    def score(f, spread=1.0, p=None) -> dict:
+        estimate = (probabilities(f, spread) if p is None else p) - probs[base]
         e = errors(icace, estimate).mean(0)
         return {"L2": float(e[0]), "cosine": float(e[1]), "NormDiff": float(e[2]),
                 "length": float(np.linalg.norm(estimate, axis=1).mean())}
@@ -105,6 +113,12 @@ def run(model: str, data_dir: str | None) -> dict:
         with head_setting("PROTOTYPE_MIX", mix):
             variants[f"own mix {mix:g}"] = score(others(head.true_features(features, values, a, chosen)))
     variants["own shifted"] = score(others(own_shifted(features)))
+    for spread in (1.1, 1.25, 1.5, 2.0):
+        variants[f"spread {spread:g}"] = score(others(intervened), spread)
+    for scale in (1.25, 1.5):
+        variants[f"spread 1.25, shifted {scale:g}"] = score(others(intervened, scale), 1.25)
+    averaged = np.mean([probabilities(others(intervened, s)) for s in (0.0, 0.5, 1.0, 1.5, 2.0)], 0)
+    variants["scales averaged"] = score(None, p=averaged)
     return {"model": model, "kind": clf.config.kind, "temperature": clf.temperature, "pairs": n,
             "mean_icace_norm": float(np.linalg.norm(icace, axis=1).mean()), "decomposition": decomposition,
             "variants": variants}

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .. import heads
 from ..data.batching import check_texts
 from ..predictions import WhatIf
 
@@ -32,7 +33,8 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
     ``features``, ``CBMOutput.features``): one dict of corrections per row. ``counterfactual``:
     the label for a text that *said* those values instead, the other concepts' features moved
     as they move on average between training texts with the old and new values
-    (``LabelHead.counterfactual_features``)."""
+    (``LabelHead.counterfactual_features``), its probabilities read ``heads.WHAT_IF_SPREAD`` times
+    less sure than the text's own."""
     schema = clf.schema
     a = activations.clone()
     chosen = torch.zeros(len(a), len(schema.concepts), dtype=torch.bool)
@@ -46,7 +48,8 @@ def oracle_labels(clf: Classifier, activations: torch.Tensor, corrections: list[
     head = clf.model.head
     features = (head.counterfactual_features if counterfactual else head.true_features)(tuple(features), values,
                                                                                           activations, chosen)
-    probs = clf.label_probabilities(clf.read_label(a, features))
+    logits = clf.read_label(a, features)
+    probs = clf.label_probabilities(logits / heads.WHAT_IF_SPREAD if counterfactual else logits)
     return [{"label": schema.labels[int(p.argmax())], "probabilities": dict(zip(schema.labels, map(float, p)))}
             for p in probs]
 
