@@ -173,10 +173,13 @@ def test_a_guarded_edit_may_not_undo_an_earlier_logged_correction(poised):
     assert sparse_clf.intervene(TEXT, "food", first, max_ratio=0.3, persist=True).persisted
     log, before = [e.to_json() for e in sparse_clf.interventions], copy_masks(sparse_clf)
     # Tolerances that accept anything: only the logged correction can stop the second edit.
-    guard = Guard(_guard_against(sparse_clf, "food", [TEXTS[1]], [first]), tolerance=1.0, task_tolerance=1.0, caution=0)
+    guard = Guard(_guard_against(sparse_clf, "food", [TEXTS[1], TEXT], [first] * 2), tolerance=1.0, task_tolerance=1.0,
+                  caution=0)
     r = sparse_clf.intervene(TEXT, "food", second, max_ratio=0.3, persist=True, guard=guard)
     assert r.fixed and not r.persisted and r.guard["corrections_undone"] == 1
     assert "undo 1 earlier correction(s) of food" in r.outcome
+    # the verdict quotes the guard's own texts (the logged ones are another list, of another length)
+    assert {"row": 1, "text": TEXT, "effect": "broken", "before": first, "after": second, "truth": first} in r.guard["texts"]
     assert same_masks(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
 
 

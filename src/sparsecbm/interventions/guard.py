@@ -160,8 +160,8 @@ class Guard:
         undone = 0
         if logged is not None:
             _, values, logits = logged
-            now = self.logged_logits(clf, k)[2].values()
-            undone = int(((logits.values() == values) & (now != values)).sum())
+            logged_now = self.logged_logits(clf, k)[2].values()
+            undone = int(((logits.values() == values) & (logged_now != values)).sum())
             if undone:
                 reasons.append(f"it would undo {undone} earlier correction(s) of {clf.schema.concepts[k]}")
         changed = int((after[k].values() != before[k].values()).sum())
