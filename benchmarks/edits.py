@@ -11,7 +11,8 @@ reviews in order, kept edits accumulating, scored on test before and after
 sentence (or, for a one-sentence review, one clause) left out, those that the model still misreads
 the same way: the evidence for the concept is still there, the rest of the wording differs, so
 an edit that fixes them all should read the evidence rather than the review
-(:class:`VariantsEditor`).
+(:class:`VariantsEditor`). ``taylor-evidence`` fits it on the review and the one sentence of it
+that, read alone, gives the wrong value most surely (:class:`EvidenceEditor`).
 
 ``replay`` is alternative (b), what a user would do with a training loop at hand: 3 fine-tuning
 steps of the whole model on the corrected review mixed with 15 training reviews each (replay), at
@@ -69,6 +70,8 @@ SETTINGS = {
     "stream-guard": ("stream", dict(ratio="auto", selection="taylor"), True),
     "taylor-variants": ("variants", dict(ratio="auto", selection="taylor"), False),
     "taylor-variants-guard": ("variants", dict(ratio="auto", selection="taylor"), True),
+    "taylor-evidence": ("evidence", dict(ratio="auto", selection="taylor"), False),
+    "taylor-evidence-guard": ("evidence", dict(ratio="auto", selection="taylor"), True),
     "replay": ("replay", {}, False),
     "memory": ("memory", {"keys": "minilm"}, False),
     "memory-own": ("memory", {"keys": "own"}, False),
@@ -93,14 +96,18 @@ CLAUSE = re.compile(r"(?<=[,;])\s+")
 MAX_VARIANTS = 6
 
 
+def parts(text: str) -> list[str]:
+    """``text``'s sentences (its clauses, for a one-sentence text); [] when it has only one."""
+    found = [p for p in SENTENCE.split(text.strip()) if p]
+    if len(found) < 2:
+        found = [p for p in CLAUSE.split(text.strip()) if p]
+    return found if len(found) >= 2 else []
+
+
 def variants(text: str) -> list[str]:
     """``text`` with one sentence left out, each in turn (one clause, for a one-sentence text)."""
-    parts = [p for p in SENTENCE.split(text.strip()) if p]
-    if len(parts) < 2:
-        parts = [p for p in CLAUSE.split(text.strip()) if p]
-    if len(parts) < 2:
-        return []
-    return [" ".join(parts[:i] + parts[i + 1:]) for i in range(len(parts))][:MAX_VARIANTS]
+    found = parts(text)
+    return [" ".join(found[:i] + found[i + 1:]) for i in range(len(found))][:MAX_VARIANTS]
 
 
 class VariantsEditor(MaskEditor):
@@ -115,6 +122,27 @@ class VariantsEditor(MaskEditor):
         if candidates:
             read = self.clf.forward_texts([text, *candidates]).predicted_values()[:, k]
             texts += [t for t, v in zip(candidates, read[1:]) if v == read[0]]
+        return correct(self.clf, texts, self.clf.schema.concepts[k], [value] * len(texts),
+                       None if label is None else [label] * len(texts), persist=True, guard=self.guard, seed=seed,
+                       **self.settings)
+
+
+class EvidenceEditor(MaskEditor):
+    """A mask edit fitted on the corrected review and on its evidence: the one sentence (clause, for a
+    one-sentence review) that, read alone, gives the review's wrong value most surely (when it gives
+    that value at all). Siblings keep that sentence (their edits change other aspects), unrelated
+    reviews do not, so an edit that reads it should carry to the one and leave the other."""
+
+    name = "mask rewiring on the review and its evidence sentence"
+
+    def apply(self, text: str, k: int, value: str, label: str | None, seed: int):
+        texts, candidates = [text], parts(text)
+        if candidates:
+            out = self.clf.forward_texts([text, *candidates])
+            read, probs = out.predicted_values()[:, k], out.concept_logits[k].softmax(-1)[:, out.predicted_values()[0, k]]
+            same = [i for i in range(1, len(read)) if read[i] == read[0]]
+            if same:
+                texts.append(candidates[max(same, key=lambda i: float(probs[i])) - 1])
         return correct(self.clf, texts, self.clf.schema.concepts[k], [value] * len(texts),
                        None if label is None else [label] * len(texts), persist=True, guard=self.guard, seed=seed,
                        **self.settings)
@@ -277,9 +305,10 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
     start = time.perf_counter()
     if kind == "single":
         result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()
-    elif kind == "variants":
-        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard,
-                              editor=VariantsEditor(clf, guard=guard, **kwargs), **kwargs).to_dict()
+    elif kind in ("variants", "evidence"):
+        editor = (VariantsEditor if kind == "variants" else EvidenceEditor)(clf, guard=guard, **kwargs)
+        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, editor=editor,
+                              **kwargs).to_dict()
     elif kind == "memory":
         texts = sorted(set(data["dev"].texts) | set(data["test"].texts))
         embeddings = dict(zip(texts, SentenceEncoder("minilm").encode(texts, progress=True) if kwargs["keys"] == "minilm"

@@ -106,3 +106,42 @@ def test_the_replay_baseline_fine_tunes_then_puts_every_weight_back(sparse_clf):
                                                                                    replay=2), progress=False)
     assert result.method == "fine-tuning with replay" and result.kept == result.corrections
     assert all(torch.equal(p, before[n]) for n, p in sparse_clf.model.state_dict().items())
+
+
+def test_the_memory_stream_gives_each_text_its_nearest_stored_correction_within_the_threshold(sparse_clf):
+    """benchmarks/edits.py's stream with a memory, keys one-hot per text: every wrong concept stored,
+    each text takes exactly its own corrections (all its concepts right, its label the oracle's with
+    them set); above a similarity of 1 nothing is taken."""
+    from benchmarks.edits import memory_stream
+
+    split = _split()
+    embeddings = {t: row for t, row in zip(TEXTS, np.eye(len(TEXTS)))}
+    predicted = sparse_clf.forward_texts(split.texts).predicted_values()
+    wrong = predicted != split.concepts
+    assert wrong.any()
+    results = memory_stream(sparse_clf, split, split, embeddings, (0.5, 1.01))
+    taken, none = results[0.5], results[1.01]
+    assert taken["edits"] == taken["wrong_concepts"] == int(wrong.sum()) == taken["still_fixed_at_end"]
+    assert taken["eval_split"]["after"]["concept_accuracy"] == 1.0
+    assert taken["texts_changed"] == int(wrong.any(1).sum())
+    assert none["still_fixed_at_end"] == none["texts_changed"] == 0
+    assert none["eval_split"]["after"] == none["eval_split"]["before"] == taken["eval_split"]["before"]
+
+
+def test_the_evidence_editor_fits_the_edit_on_the_review_and_its_surest_wrong_clause(sparse_clf):
+    from benchmarks.edits import EvidenceEditor, parts
+
+    text, k = TEXTS[1], 0  # "the food was awful, the staff kind": two clauses
+    clauses = parts(text)
+    assert clauses == ["the food was awful,", "the staff kind"] and parts(TEXTS[0]) == []
+    out = sparse_clf.forward_texts([text, *clauses])
+    read = out.predicted_values()[:, k]
+    surest = out.concept_logits[k].softmax(-1)[:, read[0]]
+    same = [i for i in (1, 2) if read[i] == read[0]]
+    assert same == [1, 2]  # this tiny model reads both clauses as the review: the surer one is the evidence
+    value = next(v for v in sparse_clf.schema.concept_values[k] if sparse_clf.schema.concept_values[k].index(v) != read[0])
+    r = EvidenceEditor(sparse_clf, ratio=0.05, keep_unfixed=True).apply(text, k, value, None, seed=0)
+    assert r.persisted
+    expected = [text] + ([clauses[max(same, key=lambda i: float(surest[i])) - 1]] if same else [])
+    assert list(sparse_clf.interventions[-1].texts) == expected
+    sparse_clf.undo()
