@@ -110,42 +110,50 @@ def variants(text: str) -> list[str]:
     return [" ".join(found[:i] + found[i + 1:]) for i in range(len(found))][:MAX_VARIANTS]
 
 
-class VariantsEditor(MaskEditor):
-    """A mask edit fitted on the corrected review and its variants that the model misreads the
-    same way (one batch correction: one logged edit, undone as one)."""
+class BatchEditor(MaskEditor):
+    """A mask edit fitted on the corrected review and on more texts that should read the same
+    (:meth:`texts`), as one batch correction: one logged edit, undone as one."""
+
+    def texts(self, text: str, k: int) -> list[str]:
+        raise NotImplementedError
+
+    def apply(self, text: str, k: int, value: str, label: str | None, seed: int):
+        texts = self.texts(text, k)
+        return correct(self.clf, texts, self.clf.schema.concepts[k], [value] * len(texts),
+                       None if label is None else [label] * len(texts), persist=True, guard=self.guard, seed=seed,
+                       **self.settings)
+
+
+class VariantsEditor(BatchEditor):
+    """The corrected review and its variants that the model misreads the same way."""
 
     name = "mask rewiring on the review and its variants"
 
-    def apply(self, text: str, k: int, value: str, label: str | None, seed: int):
+    def texts(self, text: str, k: int) -> list[str]:
         candidates = variants(text)
-        texts = [text]
-        if candidates:
-            read = self.clf.forward_texts([text, *candidates]).predicted_values()[:, k]
-            texts += [t for t, v in zip(candidates, read[1:]) if v == read[0]]
-        return correct(self.clf, texts, self.clf.schema.concepts[k], [value] * len(texts),
-                       None if label is None else [label] * len(texts), persist=True, guard=self.guard, seed=seed,
-                       **self.settings)
+        if not candidates:
+            return [text]
+        read = self.clf.forward_texts([text, *candidates]).predicted_values()[:, k]
+        return [text] + [t for t, v in zip(candidates, read[1:]) if v == read[0]]
 
 
-class EvidenceEditor(MaskEditor):
-    """A mask edit fitted on the corrected review and on its evidence: the one sentence (clause, for a
-    one-sentence review) that, read alone, gives the review's wrong value most surely (when it gives
-    that value at all). Siblings keep that sentence (their edits change other aspects), unrelated
-    reviews do not, so an edit that reads it should carry to the one and leave the other."""
+class EvidenceEditor(BatchEditor):
+    """The corrected review and its evidence: the one sentence (clause, for a one-sentence review)
+    that, read alone, gives the review's wrong value most surely (when it gives that value at all).
+    Siblings keep that sentence (their edits change other aspects), unrelated reviews do not, so an
+    edit that reads it should carry to the one and leave the other."""
 
     name = "mask rewiring on the review and its evidence sentence"
 
-    def apply(self, text: str, k: int, value: str, label: str | None, seed: int):
-        texts, candidates = [text], parts(text)
-        if candidates:
-            out = self.clf.forward_texts([text, *candidates])
-            read, probs = out.predicted_values()[:, k], out.concept_logits[k].softmax(-1)[:, out.predicted_values()[0, k]]
-            same = [i for i in range(1, len(read)) if read[i] == read[0]]
-            if same:
-                texts.append(candidates[max(same, key=lambda i: float(probs[i])) - 1])
-        return correct(self.clf, texts, self.clf.schema.concepts[k], [value] * len(texts),
-                       None if label is None else [label] * len(texts), persist=True, guard=self.guard, seed=seed,
-                       **self.settings)
+    def texts(self, text: str, k: int) -> list[str]:
+        candidates = parts(text)
+        if not candidates:
+            return [text]
+        out = self.clf.forward_texts([text, *candidates])
+        read = out.predicted_values()[:, k]
+        surest = out.concept_logits[k].softmax(-1)[:, read[0]]
+        same = [i for i in range(1, len(read)) if read[i] == read[0]]
+        return [text] + ([candidates[max(same, key=lambda i: float(surest[i])) - 1]] if same else [])
 
 
 class ReplayEditor:
@@ -245,30 +253,38 @@ def memory_stream(clf, edit_split, eval_split, embeddings: dict[str, np.ndarray]
     keys = np.stack([embeddings[edit_split.texts[i]] for i in rows])
     stored = edit_split.concepts[rows, ks]
 
-    def read(split, out, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        values, task = out.predicted_values().copy(), out.task_logits.argmax(-1).numpy().copy()
+    def nearest(split) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Per corrected concept k: each text's most similar stored correction of k, and the similarity."""
         similarity = np.stack([embeddings[t] for t in split.texts]) @ keys.T  # (n, stored)
-        corrections = [{} for _ in split.texts]
+        found = {}
         for k in np.unique(ks):
             mine = np.flatnonzero(ks == k)
             best = mine[similarity[:, mine].argmax(1)]
-            for i in np.flatnonzero(similarity[np.arange(len(split)), best] >= threshold):
+            found[k] = best, similarity[np.arange(len(split)), best]
+        return found
+
+    def read(split, out, near: dict, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        values, task = out.predicted_values().copy(), out.task_logits.argmax(-1).numpy().copy()
+        corrections = [{} for _ in split.texts]
+        for k, (best, similarity) in near.items():
+            for i in np.flatnonzero(similarity >= threshold):
                 values[i, k] = stored[best[i]]
                 corrections[i][schema.concepts[k]] = schema.concept_values[k][stored[best[i]]]
-        near = [i for i, c in enumerate(corrections) if c]
-        if near:
-            idx = torch.tensor(near)
-            labels = oracle_labels(clf, out.activations[idx], [corrections[i] for i in near],
+        changed = [i for i, c in enumerate(corrections) if c]
+        if changed:
+            idx = torch.tensor(changed)
+            labels = oracle_labels(clf, out.activations[idx], [corrections[i] for i in changed],
                                    tuple(f[idx] for f in out.features))
-            task[near] = [schema.labels.index(r["label"]) for r in labels]
+            task[changed] = [schema.labels.index(r["label"]) for r in labels]
         return values, task
 
     eval_out = clf.forward_texts(eval_split.texts, progress=True, desc="evaluate")
     before = Scores.of(clf.evaluate_outputs(eval_split, eval_out))
+    edit_near, eval_near = nearest(edit_split), nearest(eval_split)
     results = {}
     for threshold in thresholds:
-        edit_values, _ = read(edit_split, edit_out, threshold)
-        values, task = read(eval_split, eval_out, threshold)
+        edit_values, _ = read(edit_split, edit_out, edit_near, threshold)
+        values, task = read(eval_split, eval_out, eval_near, threshold)
         after = Scores.of(evaluate_predictions(eval_split, schema, task, values))
         results[threshold] = {
             "edits": len(rows), "wrong_concepts": int(wrong.sum()), "fixed_when_edited": len(rows),
@@ -276,6 +292,14 @@ def memory_stream(clf, edit_split, eval_split, embeddings: dict[str, np.ndarray]
             "texts_changed": int(np.count_nonzero((values != eval_out.predicted_values()).any(1))),
             "eval_split": {"before": asdict(before), "after": asdict(after), "n": len(eval_split)}}
     return results
+
+
+def memory_keys(clf, data, keys: str) -> dict[str, np.ndarray]:
+    """Every dev and test text's memory key: its MiniLM sentence embedding (``minilm``) or the
+    model's own concept features (``own``, :func:`own_keys`)."""
+    texts = sorted(set(data["dev"].texts) | set(data["test"].texts))
+    return dict(zip(texts, SentenceEncoder("minilm").encode(texts, progress=True) if keys == "minilm"
+                    else own_keys(clf, texts)))
 
 
 def own_keys(clf, texts: list[str]) -> np.ndarray:
@@ -310,9 +334,7 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
         result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, editor=editor,
                               **kwargs).to_dict()
     elif kind == "memory":
-        texts = sorted(set(data["dev"].texts) | set(data["test"].texts))
-        embeddings = dict(zip(texts, SentenceEncoder("minilm").encode(texts, progress=True) if kwargs["keys"] == "minilm"
-                              else own_keys(clf, texts)))
+        embeddings = memory_keys(clf, data, kwargs["keys"])
         chosen = chosen_on_dev(clf, data["dev"], {t: MemoryEditor(clf, embeddings, t) for t in THRESHOLDS},
                                n, unrelated, seed)
         chosen["threshold"] = chosen["chosen"]
@@ -322,8 +344,7 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
     elif kind == "memory-stream":  # the threshold chosen on the rest of dev: the best concept accuracy after
         dev = data["dev"]
         stream, rest = dev.head(STREAM_ROWS), dev.rows(range(STREAM_ROWS, len(dev)))
-        texts = sorted(set(dev.texts) | set(data["test"].texts))
-        embeddings = dict(zip(texts, SentenceEncoder("minilm").encode(texts, progress=True)))
+        embeddings = memory_keys(clf, data, kwargs["keys"])
         tried = memory_stream(clf, stream, rest, embeddings, THRESHOLDS)
         best = max(THRESHOLDS, key=lambda t: (tried[t]["eval_split"]["after"]["concept_accuracy"], t))
         result = {**memory_stream(clf, stream, data["test"], embeddings, (best,))[best],

@@ -100,7 +100,7 @@ def run(model: str, data_dir: str | None) -> dict:
         return tuple(f)
 
     def probabilities(f, spread=1.0) -> np.ndarray:
-        return (clf.read_label(a_set, f).float() / (clf.temperature * spread)).softmax(-1).numpy().astype(np.float64)
+        return clf.label_probabilities(clf.read_label(a_set, f) / spread).numpy().astype(np.float64)
 
     def score(f, spread=1.0, p=None) -> dict:
         estimate = (probabilities(f, spread) if p is None else p) - probs[base]
