@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from sparsecbm import TrainConfig, load, load_dataset, train
 from sparsecbm.outputs import CBMOutput
 from sparsecbm.pruning import PruneConfig
-from sparsecbm.training import distill
+from sparsecbm.training import distill, epochs
 
 from .conftest import CONCEPTS
 
@@ -114,3 +115,52 @@ def test_without_a_weight_nothing_is_distilled_and_the_run_is_unchanged(data, ti
 def test_bad_distillation_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PruneConfig(**kwargs)
+
+
+def test_a_sentence_copy_keeps_some_sentences_and_drops_others_in_order():
+    rng = np.random.default_rng(0)
+    text = "The food was great. Service was slow! Was it loud? Yes, very loud."
+    sentences = ["The food was great.", "Service was slow!", "Was it loud?", "Yes, very loud."]
+    for _ in range(50):
+        copy = distill.sentence_copy(text, rng)
+        parts = [s for s in sentences if s in copy]
+        assert 1 <= len(parts) < len(sentences) and copy == " ".join(parts), copy
+    assert distill.sentence_copy("One sentence, no more", rng) == "One sentence, no more"
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert [distill.sentence_copy(text, a) for _ in range(5)] == [distill.sentence_copy(text, b) for _ in range(5)]
+
+
+def test_transfer_copies_are_read_in_training_and_learn_from_the_teacher_alone(reviews, tiny_bert, tmp_path, monkeypatch):
+    two = tmp_path / "two_sentences.csv"  # the suite's reviews as two sentences each, so that copies differ
+    two.write_text(reviews["train"].read_text(encoding="utf-8").replace(" , prices", ". Prices"), encoding="utf-8")
+    data = load_dataset(two, dev=reviews["dev"], text_column="text", label_column="stars", concept_columns=CONCEPTS)
+    real_batches, real_loss = epochs.iter_batches, epochs.joint_loss
+    read, hard = [], []
+
+    def batches(tokenizer, texts, order, *args):
+        read.extend(texts[i] for i in order)
+        return real_batches(tokenizer, texts, order, *args)
+
+    def loss(out, labels, concepts, *args):
+        hard.append((labels.clone(), concepts.clone()))
+        return real_loss(out, labels, concepts, *args)
+
+    monkeypatch.setattr(epochs, "iter_batches", batches)
+    monkeypatch.setattr(epochs, "joint_loss", loss)
+    config = TrainConfig(model="sparsecbm", backbone=str(tiny_bert), **QUICK)
+    train(data, config, prune=PruneConfig(**PRUNE, distill_weight=0.5, distill_transfer=0.5), progress=False)
+    originals = set(data["train"].texts)
+    copies = [t for t in read if t not in originals]
+    assert copies and len(copies) < len(read)  # the dense phase and the sparse phases read originals too
+    assert all(any(t in o for o in originals) for t in copies)  # each copy is part of a training text
+    ignored = [(labels == epochs.IGNORE).sum().item() for labels, _ in hard]
+    assert sum(ignored) == len(copies)  # one ignored hard label per copy read, and its concepts too
+    assert all(bool(((labels == epochs.IGNORE)[:, None] == (concepts == epochs.IGNORE)).all()) for labels, concepts in hard)
+    assert all(n < len(labels) for n, (labels, _) in zip(ignored, hard))  # every batch keeps a hard-labelled row
+
+
+def test_a_transfer_set_needs_a_teacher():
+    with pytest.raises(ValueError, match="distill_transfer needs a teacher"):
+        PruneConfig(distill_weight=0.0, distill_transfer=0.3)
+    with pytest.raises(ValueError, match="distill_transfer must be in"):
+        PruneConfig(distill_transfer=1.0)

@@ -63,6 +63,9 @@ class PruneConfig:
                                     "w teacher's distributions (0: off; 0.5 chosen on CEBaB dev over 3 seeds: "
                                     "benchmarks/distill.py)", metavar="W")
     distill_temperature: float = setting(2.0, "T: the temperature of both distributions (oBERT: 2)", metavar="T")
+    distill_transfer: float = setting(0.0, "p: the share of each batch's texts read as a copy with about half "
+                                      "their sentences dropped, which learns the teacher's distributions alone "
+                                      "(a transfer set; 0: off)", metavar="P")
 
     def __post_init__(self) -> None:
         if self.pruner not in PRUNERS:
@@ -88,6 +91,10 @@ class PruneConfig:
             raise SettingError("distill_weight", f" must be in [0, 1], got {self.distill_weight}")
         if not self.distill_temperature > 0:
             raise SettingError("distill_temperature", f" must be positive, got {self.distill_temperature}")
+        if not 0.0 <= self.distill_transfer < 1.0:
+            raise SettingError("distill_transfer", f" must be in [0, 1), got {self.distill_transfer}")
+        if self.distill_transfer and not self.distill_weight:
+            raise SettingError("distill_transfer", " needs a teacher: set distill_weight above 0", also=("distill_weight",))
         if not self.distill_from:
             raise SettingError("distill_from", " must be 'dense' or a model folder, got an empty string")
 

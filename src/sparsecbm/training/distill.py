@@ -12,14 +12,24 @@ so the soft terms are weighted as the hard ones are. oBERT's recipe (Kurtic et a
 hardness 1.0, temperature 2.0). The teacher is fixed, so its outputs on the
 training split are computed once, before the first pruning step changes the
 weights it shares with the student, and looked up by row.
+
+A transfer set (``transfer``) extends what the student imitates beyond the training
+texts as written: every training text also has one shorter copy, about half its
+sentences dropped at random (drawn once, with the run's seed), labelled by the
+teacher alone (TinyBERT's augmented distillation, Jiao et al. 2020). In each batch a
+share of the rows is read as its copy; those rows learn the teacher's distributions
+and no hard label (their gold stars and aspects may have gone with the dropped
+sentences).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +50,15 @@ class Teacher:
     concept_logits: tuple[torch.Tensor, ...]  # K x (n, C_k); empty for a Standard teacher
     weight: float
     temperature: float
+    # The transfer set: one copy of each training text (row n + i of the logits above is
+    # copy i), and the share of a batch's rows read as their copy.
+    transfer: tuple[str, ...] = ()
+    transfer_share: float = 0.0
+
+    def copies(self, rng: np.random.Generator, n: int) -> np.ndarray | None:
+        """Which of a batch's ``n`` rows are read as their transfer copy ((n,) bool), or None
+        without a transfer set (no draw is made then, so such runs draw as before it)."""
+        return rng.random(n) < self.transfer_share if self.transfer else None
 
     def loss(self, out: CBMOutput, rows, gamma: float, task_weight: float) -> torch.Tensor:
         """The soft term for ``out`` (the student's outputs on training ``rows``), T^2-scaled."""
@@ -62,13 +81,38 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> tor
                     log_target=True, reduction="batchmean")
 
 
-def teacher_outputs(teacher: Classifier, split: Split, *, weight: float, temperature: float,
-                    batch_size: int = 64, progress: bool = False) -> Teacher:
-    """The teacher's logits on ``split`` (evaluation mode, float32)."""
-    out = teacher.forward_texts(split.texts, batch_size=batch_size, progress=progress, desc="teacher outputs")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def sentence_copy(text: str, rng: np.random.Generator) -> str:
+    """``text`` with each sentence kept at random (half on average), at least one kept and,
+    when it has two or more, at least one dropped; a text of one sentence comes back whole."""
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    if len(sentences) < 2:
+        return text
+    keep = rng.random(len(sentences)) < 0.5
+    if keep.all() or not keep.any():  # flip one: all kept -> one dropped, none kept -> one kept
+        i = rng.integers(len(sentences))
+        keep[i] = not keep[i]
+    return " ".join(s for s, k in zip(sentences, keep) if k)
+
+
+def teacher_outputs(teacher: Classifier, split: Split, *, weight: float, temperature: float, transfer: float = 0.0,
+                    seed: int = 0, batch_size: int = 64, progress: bool = False) -> Teacher:
+    """The teacher's logits on ``split`` (evaluation mode, float32), and with ``transfer`` > 0 on
+    one sentence-dropped copy of each text too (``sentence_copy``, seeded by ``seed``)."""
+    copies = ()
+    if transfer:
+        rng = np.random.default_rng(seed)
+        copies = tuple(sentence_copy(t, rng) for t in split.texts)
+        changed = sum(c != t for c, t in zip(copies, split.texts))
+        log.info("transfer set: %d of %d training texts have a shorter copy (%.0f %% of their characters kept)",
+                 changed, len(copies), 100 * sum(map(len, copies)) / max(1, sum(map(len, split.texts))))
+    out = teacher.forward_texts(list(split.texts) + list(copies), batch_size=batch_size, progress=progress,
+                                desc="teacher outputs")
     return Teacher(task_logits=out.task_logits.float().cpu(),
                    concept_logits=tuple(c.float().cpu() for c in out.concept_logits),
-                   weight=weight, temperature=temperature)
+                   weight=weight, temperature=temperature, transfer=copies, transfer_share=transfer)
 
 
 def load_teacher(path: str | Path, dataset: Dataset, device: torch.device) -> Classifier:

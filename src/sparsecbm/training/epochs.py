@@ -21,6 +21,7 @@ from .distill import Teacher
 from .run import Run, autocast, dev_score
 
 log = logging.getLogger(__name__)
+IGNORE = -100  # cross_entropy's ignore_index: a row without hard labels
 
 
 def steps_per_epoch(split, config: TrainConfig) -> int:
@@ -73,28 +74,33 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
         order = group_by_length(order, split.texts, config.batch_size, config.length_groups, run.rng)
     total = steps_per_epoch(order, config)
     sums = torch.zeros(5, dtype=torch.float64)  # loss, task, concepts, distillation (each times rows), rows
+    texts = split.texts + teacher.transfer if teacher is not None else split.texts  # rows n.. are transfer copies
     batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
     bar = tqdm(batches, total=total, desc=desc, disable=not run.progress)
     for full in bar:
         idx, weight = batch_share(full, procs)
         rows_of = batch_share(np.arange(len(full)), procs)[0]  # their rows in the batch: draws are per batch,
         draws = random_draws(run.rng, config, len(full), len(model.concept_sizes))[:, rows_of]  # as with one process
-        [(idx, batch)] = list(iter_batches(clf.tokenizer, split.texts, idx, len(idx), config.max_length))
+        copied = teacher.copies(run.rng, len(full)) if teacher is not None else None
+        copied = np.zeros(len(idx), bool) if copied is None else _keep_one_original(copied[rows_of])
+        [(read, batch)] = list(iter_batches(clf.tokenizer, texts, idx + len(split) * copied, len(idx), config.max_length))
         batch = {k: v.to(device) for k, v in batch.items()}
+        gold_labels, gold_concepts = labels[idx].clone(), concepts[idx].clone()
+        gold_labels[copied], gold_concepts[copied] = IGNORE, IGNORE  # a copy learns from the teacher alone
         with autocast(config, device):
             out = plain = model(**batch)
             if config.intervention_prob and model.config.has_concepts:
-                chosen = draws[: len(model.concept_sizes)].T < config.intervention_prob  # (n, K)
+                chosen = (draws[: len(model.concept_sizes)].T < config.intervention_prob) & ~copied[:, None]  # (n, K)
                 out = model.intervened(out, torch.from_numpy(chosen).to(device), concepts[idx].to(device))
             if config.side_dropout and model.config.residual:  # these texts' labels from the concepts alone
                 dropped = draws[-1] < config.side_dropout
                 side = model.head.side_term(out.features) * torch.from_numpy(dropped).to(device)[:, None]
                 out = CBMOutput(task_logits=out.task_logits - side, concept_logits=out.concept_logits,
                                 activations=out.activations, features=out.features)
-            loss, parts = joint_loss(out, labels[idx].to(device), concepts[idx].to(device), config.gamma,
+            loss, parts = joint_loss(out, gold_labels.to(device), gold_concepts.to(device), config.gamma,
                                      config.task_weight)
             if teacher is not None:  # the teacher's label distribution, read without interventions or dropout
-                loss, parts["distill"] = teacher.mix(loss, plain, idx, config.gamma, config.task_weight)
+                loss, parts["distill"] = teacher.mix(loss, plain, read, config.gamma, config.task_weight)
         optimizer.zero_grad(set_to_none=True)
         (loss * weight).backward()  # weight: this share's fraction of the batch (1.0 with one process)
         procs.sum_grads_(list(model.parameters()))
@@ -114,6 +120,15 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
     if teacher is not None:
         means["train_distill_loss"] = distill_sum / seen
     return means
+
+
+def _keep_one_original(copied: np.ndarray) -> np.ndarray:
+    """``copied`` with its first row read as written when every row was to be a copy: the hard
+    labels' mean needs a row."""
+    if copied.all():
+        copied = copied.copy()
+        copied[0] = False
+    return copied
 
 
 def random_draws(rng: np.random.Generator, config: TrainConfig, n: int, n_concepts: int) -> np.ndarray:

@@ -169,6 +169,7 @@ def _teacher(prune: PruneConfig, model: Classifier, train_split: Split, run: Run
     if not prune.distill_weight:
         return None
     return teacher_outputs(model, train_split, weight=prune.distill_weight, temperature=prune.distill_temperature,
+                           transfer=prune.distill_transfer, seed=run.config.seed,
                            batch_size=run.config.eval_batch_size, progress=run.progress)
 
 
