@@ -38,7 +38,21 @@ SETTINGS = {
 def record(name: str, args: list[str], runs_dir: Path) -> dict:
     result = run_one(name, args, runs_dir)
     saved = json.loads((runs_dir / name / "config.json").read_text())
-    return {**result, "dev": saved["best_dev"], "flags": args}
+    return {**result, "dev": saved["best_dev"], "flags": args, "phase_seconds": phase_seconds(runs_dir / name)}
+
+
+def phase_seconds(folder: Path) -> dict[str, list[float]]:
+    """Seconds of each pruning step (with its fine-tuning) and each epoch, from the run's
+    ``train_log.jsonl``: the medians compare settings even when another job slowed some steps."""
+    log = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
+    out: dict[str, list[float]] = {}
+    previous = 0.0
+    for entry in log:
+        if "seconds" in entry and entry["phase"] in ("dense", "cbm", "prune", "sparsecbm"):
+            out.setdefault("prune steps" if entry["phase"] == "prune" else "epochs", []).append(
+                round(entry["seconds"] - previous, 1))
+            previous = entry["seconds"]
+    return out
 
 
 def scores(result: dict) -> tuple[float, float]:
@@ -50,7 +64,7 @@ def markdown(results: dict) -> str:
     lines = table_head("SparseCBM against the dense CBM it was pruned from (`python -m benchmarks.distill`): "
                        "concept / task accuracy %, each cell a mean over the seeds run (their number in brackets); "
                        "gap = SparseCBM - its CBM, seed by seed.",
-                       ["setting", "dev", "test", "test gap", "train min"])
+                       ["setting", "dev", "test", "test gap", "train min", "median s: pruning step / epoch"])
     rows = sorted({key.rsplit("-s", 1)[0] for key in results})
     for row in rows:
         seeds = sorted(int(k.rsplit("-s", 1)[1]) for k in results if k.rsplit("-s", 1)[0] == row)
@@ -60,13 +74,22 @@ def markdown(results: dict) -> str:
         gaps = [(t[0] - c[0], t[1] - c[1]) for s, t in zip(seeds, test)
                 if (c := _cbm_test(results, row, s)) is not None]
         lines.append(f"| {row} | {_pair(dev)} ({len(runs)}) | {_pair(test)} | {_pair(gaps, signed=True) if gaps else ''} "
-                     f"| {statistics.mean(r['train_seconds_all_sittings'] for r in runs) / 60:.1f} |")
+                     f"| {statistics.mean(r['train_seconds_all_sittings'] for r in runs) / 60:.1f} | {_medians(runs)} |")
     return "\n".join(lines) + "\n"
 
 
 def _cbm_test(results: dict, row: str, seed: int) -> tuple[float, float] | None:
     cbm = results.get(f"{row.split('-')[0]}-cbm-s{seed}")
     return None if cbm is None or row.endswith("-cbm") else scores(cbm["test"])
+
+
+def _medians(runs: list[dict]) -> str:
+    """The median seconds of a pruning step and of an epoch over the runs' phases (the first
+    step holds the teacher's pass and the first scores, so it counts as one of them)."""
+    def median(part: str) -> str:
+        values = [v for r in runs for v in r.get("phase_seconds", {}).get(part, [])]
+        return f"{statistics.median(values):.0f}" if values else "-"
+    return f"{median('prune steps')} / {median('epochs')}"
 
 
 def _pair(values: list[tuple[float, float]], signed: bool = False) -> str:
@@ -92,7 +115,11 @@ def main() -> None:
             flags = [*base, "--model", "sparsecbm", "--seed", str(seed), "--init-from", str(runs_dir / cbm),
                      *SETTINGS[setting]]
             planned[name] = lambda name=name, flags=flags: record(name, flags, runs_dir)
-    run_missing(Path(args.out), "distill" if args.data == "cebab" else f"distill-{args.data}", planned, markdown)
+    # Records saved before phase_seconds existed get them from their run's log.
+    again = {name: lambda saved, name=name: saved if "phase_seconds" in saved else
+             {**saved, "phase_seconds": phase_seconds(runs_dir / name)}
+             for name in planned if (runs_dir / name / "train_log.jsonl").exists()}
+    run_missing(Path(args.out), "distill" if args.data == "cebab" else f"distill-{args.data}", planned, markdown, again)
 
 
 if __name__ == "__main__":
