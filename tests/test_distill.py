@@ -164,3 +164,33 @@ def test_a_transfer_set_needs_a_teacher():
         PruneConfig(distill_weight=0.0, distill_transfer=0.3)
     with pytest.raises(ValueError, match="distill_transfer must be in"):
         PruneConfig(distill_transfer=1.0)
+
+
+def test_a_concept_teacher_answers_the_interventions_the_student_is_trained_under(data, tiny_bert, tmp_path):
+    train(data, TrainConfig(model="cbm", backbone=str(tiny_bert), **QUICK), out=tmp_path / "cbm", progress=False)
+    dense = load(tmp_path / "cbm")
+    split = data["train"]
+    teacher = distill.teacher_outputs(dense, split, weight=0.5, temperature=2.0)
+    rows = torch.arange(6)
+    assert torch.equal(teacher.task_targets(rows), teacher.task_logits[rows])  # no intervention: the plain logits
+    values = torch.as_tensor(split.concepts[:6])
+    chosen = torch.zeros(6, len(CONCEPTS), dtype=torch.bool)
+    assert torch.equal(teacher.task_targets(rows, chosen, values), teacher.task_logits[rows])
+    chosen[:, 0], chosen[3:, 2] = True, True
+    dense.model.head.value_prototypes = None  # as a student's head while it trains
+    out = dense.forward_texts(list(split.texts[:6]))
+    expected = dense.model.intervened(out, chosen, values).task_logits
+    got = teacher.task_targets(rows, chosen, values)
+    assert torch.allclose(got, expected, atol=1e-5) and not torch.allclose(got, teacher.task_logits[rows], atol=1e-3)
+    plain = distill.teacher_outputs(dense, split, weight=0.5, temperature=2.0, interventions=False)
+    assert plain.head is None and torch.equal(plain.task_targets(rows, chosen, values), plain.task_logits[rows])
+
+
+def test_the_pipeline_distils_the_teachers_answers_under_interventions_unless_told_not_to(data, tiny_bert):
+    config = TrainConfig(model="sparsecbm", backbone=str(tiny_bert), intervention_prob=0.5, **QUICK)
+    assert PruneConfig().distill_interventions
+    a = train(data, config, prune=PruneConfig(**PRUNE, distill_weight=0.5), progress=False)
+    b = train(data, config, prune=PruneConfig(**PRUNE, distill_weight=0.5, distill_interventions=False), progress=False)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert not all(torch.equal(sa[k], sb[k]) for k in sa)  # the same draws, other targets: other weights
+    assert a.meta["pruning"]["distill_interventions"] and not b.meta["pruning"]["distill_interventions"]

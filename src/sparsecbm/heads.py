@@ -153,6 +153,17 @@ class LabelHead(nn.Module):
         e = f_k[:, : a_k.shape[-1] * self.embedding_dim].reshape(len(a_k), a_k.shape[-1], self.embedding_dim)
         return torch.einsum("nv,nvm->nm", a_k, F.leaky_relu(e))
 
+    def set_values(self, activations: torch.Tensor, features: tuple[torch.Tensor, ...], values: torch.Tensor,
+                   chosen: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The activations and features the head reads once the concepts ``chosen`` ((n, K)
+        bool) are set to ``values`` ((n, K) indices): their true value as 0/1, and the
+        features of :meth:`true_features`."""
+        parts = []
+        for k, size in enumerate(self.sizes):
+            a_k = activations[:, self.concept_slice(k)]
+            parts.append(torch.where(chosen[:, k : k + 1], F.one_hot(values[:, k], size).to(a_k.dtype), a_k))
+        return torch.cat(parts, dim=1), self.true_features(features, values, activations, chosen)
+
     def true_features(self, features: tuple[torch.Tensor, ...], values: torch.Tensor, activations: torch.Tensor,
                       chosen: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """``features`` as an intervention reads them when the concepts ``chosen`` ((n, K) bool;

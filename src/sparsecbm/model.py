@@ -217,13 +217,7 @@ class ConceptBottleneckModel(nn.Module):
         """``out`` with the concepts ``chosen`` ((n, K) bool) set to their true values
         ``concepts`` ((n, K) indices) as 0/1 activations (and, once the head has value
         prototypes, the features ``LabelHead.true_features`` gives), and the task logits read again."""
-        parts = []
-        for k, size in enumerate(self.concept_sizes):
-            a_k = out.activations[:, self.head.concept_slice(k)]
-            true_k = F.one_hot(concepts[:, k], size).to(a_k.dtype)
-            parts.append(torch.where(chosen[:, k : k + 1], true_k, a_k))
-        activations = torch.cat(parts, dim=1)
-        features = self.head.true_features(out.features, concepts, out.activations, chosen)
+        activations, features = self.head.set_values(out.activations, out.features, concepts, chosen)
         return CBMOutput(task_logits=self.head.read_label(activations, features), concept_logits=out.concept_logits,
                          activations=activations, features=features)
 

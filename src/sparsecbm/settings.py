@@ -89,7 +89,9 @@ def add_flag(parser, config_class: type, name: str) -> None:
     meta = f.metadata
     kind = meta["kind"] or type(f.default)
     options: dict[str, Any] = {"default": f.default, "help": _with_default(meta["help"], f.default)}
-    if meta["choices"]:
+    if kind is bool:  # --name / --no-name
+        options["action"] = argparse.BooleanOptionalAction
+    elif meta["choices"]:
         options["choices"] = list(meta["choices"])
     elif kind in (int, float):
         parse = whole_number if kind is int else number

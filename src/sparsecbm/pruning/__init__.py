@@ -63,6 +63,9 @@ class PruneConfig:
                                     "w teacher's distributions (0: off; 0.5 chosen on CEBaB dev over 3 seeds: "
                                     "benchmarks/distill.py)", metavar="W")
     distill_temperature: float = setting(2.0, "T: the temperature of both distributions (oBERT: 2)", metavar="T")
+    distill_interventions: bool = setting(True, "the teacher's label distribution is read under the random "
+                                          "interventions the student trains with (its head answers them); off: "
+                                          "its plain distribution only")
     distill_transfer: float = setting(0.0, "p: the share of each batch's texts read as a copy with about half "
                                       "their sentences dropped, which learns the teacher's distributions alone "
                                       "(a transfer set; 0: off)", metavar="P")

@@ -24,6 +24,7 @@ sentences).
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 
 from ..classifier import Classifier, load
 from ..data import Dataset, Split
+from ..heads import LabelHead
 from ..outputs import CBMOutput
 
 log = logging.getLogger(__name__)
@@ -54,24 +56,45 @@ class Teacher:
     # copy i), and the share of a batch's rows read as their copy.
     transfer: tuple[str, ...] = ()
     transfer_share: float = 0.0
+    # A concept teacher's label head (a frozen copy, without value prototypes, as the student's is
+    # while it trains) and what it reads on every row: the teacher then answers the random
+    # interventions the student is trained under. None: its plain label distribution only.
+    head: LabelHead | None = None
+    activations: torch.Tensor | None = None  # (n, sum C_k)
+    features: tuple[torch.Tensor, ...] = ()  # K x (n, F_k)
+
+    def task_targets(self, rows, chosen: torch.Tensor | None = None, values: torch.Tensor | None = None) -> torch.Tensor:
+        """The teacher's task logits on ``rows``; with its head, the concepts ``chosen`` ((n, K)
+        bool) set to ``values`` ((n, K) indices) as the student's are."""
+        if self.head is None or chosen is None or not bool(chosen.any()):
+            return self.task_logits[rows]
+        with torch.no_grad():
+            device = self.head.linear.weight.device
+            a, f = self.head.set_values(self.activations[rows].to(device), tuple(x[rows].to(device) for x in self.features),
+                                        values.to(device), chosen.to(device))
+            return self.head.read_label(a, f).float()
 
     def copies(self, rng: np.random.Generator, n: int) -> np.ndarray | None:
         """Which of a batch's ``n`` rows are read as their transfer copy ((n,) bool), or None
         without a transfer set (no draw is made then, so such runs draw as before it)."""
         return rng.random(n) < self.transfer_share if self.transfer else None
 
-    def loss(self, out: CBMOutput, rows, gamma: float, task_weight: float) -> torch.Tensor:
-        """The soft term for ``out`` (the student's outputs on training ``rows``), T^2-scaled."""
+    def loss(self, out: CBMOutput, rows, gamma: float, task_weight: float, chosen: torch.Tensor | None = None,
+             values: torch.Tensor | None = None) -> torch.Tensor:
+        """The soft term for ``out`` (the student's outputs on training ``rows``, the concepts
+        ``chosen`` set to ``values`` when given), T^2-scaled."""
         device = out.task_logits.device
-        total = task_weight * _kl(out.task_logits, self.task_logits[rows].to(device), self.temperature)
+        targets = self.task_targets(rows, chosen, values).to(device)
+        total = task_weight * _kl(out.task_logits, targets, self.temperature)
         if self.concept_logits and out.concept_logits:
             total = total + gamma * sum(_kl(s, t[rows].to(device), self.temperature)
                                         for s, t in zip(out.concept_logits, self.concept_logits))
         return self.temperature ** 2 * total
 
-    def mix(self, hard: torch.Tensor, out: CBMOutput, rows, gamma: float, task_weight: float) -> tuple[torch.Tensor, float]:
+    def mix(self, hard: torch.Tensor, out: CBMOutput, rows, gamma: float, task_weight: float,
+            chosen: torch.Tensor | None = None, values: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
         """``(1 - w) * hard + w * soft`` and the soft term's value (for the log)."""
-        soft = self.loss(out, rows, gamma, task_weight)
+        soft = self.loss(out, rows, gamma, task_weight, chosen, values)
         return (1 - self.weight) * hard + self.weight * soft, soft.item()
 
 
@@ -98,9 +121,11 @@ def sentence_copy(text: str, rng: np.random.Generator) -> str:
 
 
 def teacher_outputs(teacher: Classifier, split: Split, *, weight: float, temperature: float, transfer: float = 0.0,
-                    seed: int = 0, batch_size: int = 64, progress: bool = False) -> Teacher:
+                    interventions: bool = True, seed: int = 0, batch_size: int = 64, progress: bool = False) -> Teacher:
     """The teacher's logits on ``split`` (evaluation mode, float32), and with ``transfer`` > 0 on
-    one sentence-dropped copy of each text too (``sentence_copy``, seeded by ``seed``)."""
+    one sentence-dropped copy of each text too (``sentence_copy``, seeded by ``seed``). With
+    ``interventions``, a concept teacher also keeps its label head and what it reads, to answer
+    interventions."""
     copies = ()
     if transfer:
         rng = np.random.default_rng(seed)
@@ -110,9 +135,15 @@ def teacher_outputs(teacher: Classifier, split: Split, *, weight: float, tempera
                  changed, len(copies), 100 * sum(map(len, copies)) / max(1, sum(map(len, split.texts))))
     out = teacher.forward_texts(list(split.texts) + list(copies), batch_size=batch_size, progress=progress,
                                 desc="teacher outputs")
+    head = None
+    if interventions and teacher.config.has_concepts:
+        head = copy.deepcopy(teacher.model.head).float().eval().requires_grad_(False)
+        head.value_prototypes, head.value_shifts = None, None
     return Teacher(task_logits=out.task_logits.float().cpu(),
                    concept_logits=tuple(c.float().cpu() for c in out.concept_logits),
-                   weight=weight, temperature=temperature, transfer=copies, transfer_share=transfer)
+                   weight=weight, temperature=temperature, transfer=copies, transfer_share=transfer, head=head,
+                   activations=out.activations.float().cpu() if head is not None else None,
+                   features=tuple(f.float().cpu() for f in out.features) if head is not None else ())
 
 
 def load_teacher(path: str | Path, dataset: Dataset, device: torch.device) -> Classifier:

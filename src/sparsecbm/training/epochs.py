@@ -89,9 +89,12 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
         gold_labels[copied], gold_concepts[copied] = IGNORE, IGNORE  # a copy learns from the teacher alone
         with autocast(config, device):
             out = plain = model(**batch)
+            chosen = None
             if config.intervention_prob and model.config.has_concepts:
-                chosen = (draws[: len(model.concept_sizes)].T < config.intervention_prob) & ~copied[:, None]  # (n, K)
-                out = model.intervened(out, torch.from_numpy(chosen).to(device), concepts[idx].to(device))
+                chosen = torch.from_numpy((draws[: len(model.concept_sizes)].T < config.intervention_prob)
+                                          & ~copied[:, None]).to(device)  # (n, K)
+                out = model.intervened(out, chosen, concepts[idx].to(device))
+            intervened = out
             if config.side_dropout and model.config.residual:  # these texts' labels from the concepts alone
                 dropped = draws[-1] < config.side_dropout
                 side = model.head.side_term(out.features) * torch.from_numpy(dropped).to(device)[:, None]
@@ -99,8 +102,9 @@ def train_epoch(clf: Classifier, split, run: Run, optimizer, scheduler, desc: st
                                 activations=out.activations, features=out.features)
             loss, parts = joint_loss(out, gold_labels.to(device), gold_concepts.to(device), config.gamma,
                                      config.task_weight)
-            if teacher is not None:  # the teacher's label distribution, read without interventions or dropout
-                loss, parts["distill"] = teacher.mix(loss, plain, read, config.gamma, config.task_weight)
+            if teacher is not None:  # a teacher with a head answers the same interventions; no side dropout
+                student, setting = (intervened, (chosen, concepts[idx])) if teacher.head is not None else (plain, (None, None))
+                loss, parts["distill"] = teacher.mix(loss, student, read, config.gamma, config.task_weight, *setting)
         optimizer.zero_grad(set_to_none=True)
         (loss * weight).backward()  # weight: this share's fraction of the batch (1.0 with one process)
         procs.sum_grads_(list(model.parameters()))
