@@ -36,3 +36,19 @@ def test_a_results_file_records_its_command_commit_and_versions(tmp_path, monkey
     p = saved["provenance"]
     assert p["command"].endswith("--out 'x y'")  # quoted for a shell
     assert len(p["commit"].split("+")[0]) == 40 and set(p["versions"]) == {"python", "sparsecbm", "torch", "transformers"}
+
+
+def test_a_saved_runs_settings_become_flags_that_train_it_again():
+    from dataclasses import asdict
+
+    from benchmarks.edits_retrain import recipe_flags
+    from sparsecbm.cli import build_parser, configs_from_args
+    from sparsecbm.pruning import PruneConfig
+    from sparsecbm.training import TrainConfig
+
+    train = TrainConfig(model="sparsecbm", epochs=3, lr=2e-4, bottleneck="soft", seed=2, intervention_prob=0.0)
+    prune = PruneConfig(distill_weight=0.3, distill_interventions=False, sparsity=0.6)
+    flags = recipe_flags(asdict(train), TrainConfig) + recipe_flags(asdict(prune), PruneConfig)
+    assert "--no-distill-interventions" in flags and "--model" not in flags
+    args = build_parser().parse_args(["train", "--data", "cebab", "--out", "o", "--model", "sparsecbm", *flags])
+    assert configs_from_args(args) == (train, prune)
