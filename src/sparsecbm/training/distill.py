@@ -13,6 +13,13 @@ hardness 1.0, temperature 2.0). The teacher is fixed, so its outputs on the
 training split are computed once, before the first pruning step changes the
 weights it shares with the student, and looked up by row.
 
+Where the student trains under random interventions (concepts set to their true
+values), a concept teacher answers the same intervention: a frozen copy of its label
+head reads its cached activations and features with those concepts set, and the
+student's intervened label distribution learns that answer (``interventions``). The
+teacher's plain answer taught to the student's plain one lowered the concepts' share of
+the label and made the intervention curve fall (docs/method.md#distillation).
+
 A transfer set (``transfer``) extends what the student imitates beyond the training
 texts as written: every training text also has one shorter copy, about half its
 sentences dropped at random (drawn once, with the run's seed), labelled by the
