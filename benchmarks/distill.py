@@ -33,6 +33,8 @@ SETTINGS = {
     "kd0.5": [*KD, "--no-distill-interventions"],
     # The teacher answering the random interventions the student trains under (today's default).
     "kd0.5-int": [*KD, "--distill-interventions"],
+    # The concepts' distributions alone: the label head learns from the hard labels only.
+    "kd0.5-concepts": [*KD, "--no-distill-label", "--no-distill-interventions"],
     # kd0.5-int with a transfer set: 30 % of each batch read as a copy with about half its sentences dropped.
     "kd0.5-int-tr0.3": [*KD, "--distill-interventions", "--distill-transfer", "0.3"],
 }

@@ -1,5 +1,6 @@
 """Distillation from the dense CBM while a SparseCBM is pruned and fine-tuned (training/distill.py)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -194,3 +195,14 @@ def test_the_pipeline_distils_the_teachers_answers_under_interventions_unless_to
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert not all(torch.equal(sa[k], sb[k]) for k in sa)  # the same draws, other targets: other weights
     assert a.meta["pruning"]["distill_interventions"] and not b.meta["pruning"]["distill_interventions"]
+
+
+def test_without_the_label_term_only_the_concepts_distributions_are_taught():
+    teacher = dataclasses.replace(_teacher(), label=False)
+    rows = torch.tensor([1, 3])
+    same_concepts = CBMOutput(task_logits=torch.zeros(2, 5), concept_logits=tuple(c[rows] for c in teacher.concept_logits))
+    assert float(teacher.loss(same_concepts, rows, gamma=0.5, task_weight=1.0)) == pytest.approx(0.0, abs=1e-6)
+    other = CBMOutput(task_logits=torch.zeros(2, 5), concept_logits=(torch.zeros(2, 3), torch.zeros(2, 3)))
+    assert float(teacher.loss(other, rows, gamma=0.5, task_weight=1.0)) > 0
+    standard = distill.Teacher(task_logits=teacher.task_logits, concept_logits=(), weight=0.5, temperature=2.0, label=False)
+    assert float(standard.loss(other, rows, gamma=0.5, task_weight=1.0)) > 0  # a Standard teacher still teaches its label

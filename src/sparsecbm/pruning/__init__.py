@@ -63,6 +63,8 @@ class PruneConfig:
                                     "w teacher's distributions (0: off; 0.5 chosen on CEBaB dev over 3 seeds: "
                                     "benchmarks/distill.py)", metavar="W")
     distill_temperature: float = setting(2.0, "T: the temperature of both distributions (oBERT: 2)", metavar="T")
+    distill_label: bool = setting(True, "the label head learns the teacher's label distribution too; off: the "
+                                  "concepts' distributions only")
     distill_interventions: bool = setting(True, "the teacher's label distribution is read under the random "
                                           "interventions the student trains with (its head answers them); off: "
                                           "its plain distribution only")

@@ -59,6 +59,7 @@ class Teacher:
     concept_logits: tuple[torch.Tensor, ...]  # K x (n, C_k); empty for a Standard teacher
     weight: float
     temperature: float
+    label: bool = True  # False: the label distribution is not taught (the concepts' only)
     # The transfer set: one copy of each training text (row n + i of the logits above is
     # copy i), and the share of a batch's rows read as their copy.
     transfer: tuple[str, ...] = ()
@@ -91,8 +92,10 @@ class Teacher:
         """The soft term for ``out`` (the student's outputs on training ``rows``, the concepts
         ``chosen`` set to ``values`` when given), T^2-scaled."""
         device = out.task_logits.device
-        targets = self.task_targets(rows, chosen, values).to(device)
-        total = task_weight * _kl(out.task_logits, targets, self.temperature)
+        total = torch.zeros((), device=device)
+        if self.label or not self.concept_logits:  # a Standard teacher has only its label to teach
+            targets = self.task_targets(rows, chosen, values).to(device)
+            total = task_weight * _kl(out.task_logits, targets, self.temperature)
         if self.concept_logits and out.concept_logits:
             total = total + gamma * sum(_kl(s, t[rows].to(device), self.temperature)
                                         for s, t in zip(out.concept_logits, self.concept_logits))
@@ -128,7 +131,8 @@ def sentence_copy(text: str, rng: np.random.Generator) -> str:
 
 
 def teacher_outputs(teacher: Classifier, split: Split, *, weight: float, temperature: float, transfer: float = 0.0,
-                    interventions: bool = True, seed: int = 0, batch_size: int = 64, progress: bool = False) -> Teacher:
+                    label: bool = True, interventions: bool = True, seed: int = 0, batch_size: int = 64,
+                    progress: bool = False) -> Teacher:
     """The teacher's logits on ``split`` (evaluation mode, float32), and with ``transfer`` > 0 on
     one sentence-dropped copy of each text too (``sentence_copy``, seeded by ``seed``). With
     ``interventions``, a concept teacher also keeps its label head and what it reads, to answer
@@ -143,12 +147,12 @@ def teacher_outputs(teacher: Classifier, split: Split, *, weight: float, tempera
     out = teacher.forward_texts(list(split.texts) + list(copies), batch_size=batch_size, progress=progress,
                                 desc="teacher outputs")
     head = None
-    if interventions and teacher.config.has_concepts:
+    if label and interventions and teacher.config.has_concepts:
         head = copy.deepcopy(teacher.model.head).float().eval().requires_grad_(False)
         head.value_prototypes, head.value_shifts = None, None
     return Teacher(task_logits=out.task_logits.float().cpu(),
                    concept_logits=tuple(c.float().cpu() for c in out.concept_logits),
-                   weight=weight, temperature=temperature, transfer=copies, transfer_share=transfer, head=head,
+                   weight=weight, temperature=temperature, label=label, transfer=copies, transfer_share=transfer, head=head,
                    activations=out.activations.float().cpu() if head is not None else None,
                    features=tuple(f.float().cpu() for f in out.features) if head is not None else ())
 

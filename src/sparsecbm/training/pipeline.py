@@ -169,7 +169,8 @@ def _teacher(prune: PruneConfig, model: Classifier, train_split: Split, run: Run
     if not prune.distill_weight:
         return None
     return teacher_outputs(model, train_split, weight=prune.distill_weight, temperature=prune.distill_temperature,
-                           transfer=prune.distill_transfer, interventions=prune.distill_interventions,
+                           transfer=prune.distill_transfer, label=prune.distill_label,
+                           interventions=prune.distill_interventions,
                            seed=run.config.seed,
                            batch_size=run.config.eval_batch_size, progress=run.progress)
 
