@@ -102,7 +102,7 @@ def test_a_saved_model_can_teach_and_a_mismatched_one_is_refused(data, reviews, 
 
 def test_without_a_weight_nothing_is_distilled_and_the_run_is_unchanged(data, tiny_bert):
     config = TrainConfig(model="sparsecbm", backbone=str(tiny_bert), **QUICK)
-    assert PruneConfig().distill_weight == 0.5  # the default distils; at 0 the temperature is never read
+    assert PruneConfig().distill_weight == 0.0  # off by default; at 0 the temperature is never read
     a = train(data, config, prune=PruneConfig(**PRUNE, distill_weight=0.0), progress=False)
     b = train(data, config, prune=PruneConfig(**PRUNE, distill_weight=0.0, distill_temperature=5.0), progress=False)
     sa, sb = a.model.state_dict(), b.model.state_dict()
