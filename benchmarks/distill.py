@@ -31,7 +31,7 @@ SETTINGS = {
     "none": ["--distill-weight", "0"],
     # The teacher's plain label distribution (the first distillation; its runs predate the flag).
     "kd0.5": [*KD, "--no-distill-interventions"],
-    # The teacher answering the random interventions the student trains under (today's default).
+    # The teacher answering the random interventions the student trains under (the default once W > 0).
     "kd0.5-int": [*KD, "--distill-interventions"],
     # The concepts' distributions alone: the label head learns from the hard labels only.
     "kd0.5-concepts": [*KD, "--no-distill-label", "--no-distill-interventions"],

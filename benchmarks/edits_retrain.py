@@ -63,14 +63,12 @@ def wrong_concepts(clf, split: Split) -> np.ndarray:
 
 def run_row(model: str, recipe: str) -> dict:
     clf = sparsecbm.load(model)
-    meta = clf.meta
-    data = dataset_from_spec(clf.data_spec)
-    dev = data["dev"]
+    data, meta = dataset_from_spec(clf.data_spec), clf.meta
+    schema, dev = data.schema, data["dev"]
     stream, rest = dev.head(STREAM_ROWS), dev.rows(range(STREAM_ROWS, len(dev)))
     folder = RUNS / "data" / data.name
-    files = {name: write_split(folder / f"{name}.csv", split, data.schema, None)
+    files = {name: write_split(folder / f"{name}.csv", split, schema, None)
              for name, split in (("train", joined(data["train"], stream)), ("dev", rest), ("test", data["test"]))}
-    schema = data.schema
     args = ["--data", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
             "--text-column", "text", "--label-column", "label", "--concept-columns", ",".join(schema.concepts),
             "--labels", ",".join(schema.labels), "--model", recipe,
