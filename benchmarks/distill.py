@@ -37,6 +37,11 @@ SETTINGS = {
     "kd0.5-concepts": [*KD, "--no-distill-label", "--no-distill-interventions"],
     # kd0.5-int with a transfer set: 30 % of each batch read as a copy with about half its sentences dropped.
     "kd0.5-int-tr0.3": [*KD, "--distill-interventions", "--distill-transfer", "0.3"],
+    # Undistilled, each concept keeping half the weights instead of the paper's 1 - 1/K (3 of 4 pruned on CEBaB).
+    "s0.5": ["--distill-weight", "0", "--sparsity", "0.5"],
+    # Undistilled, the sparse phases at a third of the dense phase's backbone learning rate (1e-4): they start
+    # from a trained CBM, not from the pretrained backbone.
+    "lr3e-5": ["--distill-weight", "0", "--lr", "3e-5"],
 }
 
 

@@ -52,3 +52,13 @@ def test_a_saved_runs_settings_become_flags_that_train_it_again():
     assert "--no-distill-interventions" in flags and "--model" not in flags
     args = build_parser().parse_args(["train", "--data", "cebab", "--out", "o", "--model", "sparsecbm", *flags])
     assert configs_from_args(args) == (train, prune)
+
+
+def test_every_distill_setting_is_a_valid_sparsecbm_command():
+    from benchmarks.distill import SETTINGS
+    from sparsecbm.cli import build_parser, configs_from_args
+
+    for name, flags in SETTINGS.items():
+        args = build_parser().parse_args(["train", "--data", "cebab", "--out", "o", "--model", "sparsecbm", *flags])
+        _, prune = configs_from_args(args)  # a flag the CLI does not know, or a bad value, fails here
+        assert prune.distill_weight == float(flags[flags.index("--distill-weight") + 1]), name
