@@ -249,7 +249,7 @@ def markdown(results: dict) -> str:
                      ["model", "explainer", *ASPECTS])
     for r in results.values():
         explainers = r["explainers"]
-        for name in (n for n in names if n.split("@")[0] not in ("random", "zero")):
+        for name in (n for n in names if n in explainers and n.split("@")[0] not in ("random", "zero")):
             m = explainers[name]
             per.append(f"| {r['model']} | {name} | " + " | ".join(
                 f"{m[f'concept {c}']['L2']:.3f} / {m[f'concept {c}']['cosine']:.3f} / {m[f'concept {c}']['NormDiff']:.3f}"

@@ -60,7 +60,8 @@ def stored_runs(path: Path) -> dict:
 def run_missing(out: Path, name: str, planned: dict, markdown, again: dict | None = None) -> dict:
     """Run each ``planned`` entry (key -> a function returning its record) that
     ``out/NAME.json`` lacks, saving NAME.json and NAME.md (``markdown(results)``) after
-    each, so a stopped sitting loses at most the run it was in; prints and returns all.
+    each, so a stopped sitting loses at most the run it was in, and NAME.md again at the end
+    (a sitting that ran nothing rewrites the tables from the results); prints and returns all.
     ``again``: key -> a function of a stored record returning it measured again."""
     path = out / f"{name}.json"
     with sole_writer(path):
@@ -74,6 +75,7 @@ def run_missing(out: Path, name: str, planned: dict, markdown, again: dict | Non
                 results[key] = run()
             write_results(path, {"runs": results})
             write_text(out / f"{name}.md", markdown(results))
+        write_text(out / f"{name}.md", markdown(results))  # also when nothing ran: the tables follow the results
     print(markdown(results))
     return results
 

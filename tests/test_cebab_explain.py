@@ -47,3 +47,23 @@ def test_errors_are_l2_cosine_distance_and_norm_difference_with_their_zero_rule(
 def test_aspects_one_hot_in_their_order_with_missing_labels_as_zeros():
     x = onehot_aspects([{"food": "Negative", "service": "Positive", "ambiance": "", "noise": "no majority"}])
     assert x.tolist() == [[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]]
+
+
+def test_the_tables_hold_a_standard_model_beside_concept_models():
+    """A Standard model has the baselines alone: its what-if cells read '-', its per-concept rows list what it has."""
+    from benchmarks.cebab_explain import markdown
+
+    def errors(x):
+        return {"L2": x, "cosine": x, "NormDiff": x}
+
+    def explainer(x):
+        return {"all": errors(x), **{f"concept {c}": errors(x) for c in ("food", "ambiance", "service", "noise")}}
+
+    concept = {"model": "runs/cbm-s0", "kind": "cbm", "pairs": 3, "mean_icace_norm": 0.5,
+               "explainers": {"what-if": explainer(0.1), "approx": explainer(0.2), "s-learner": explainer(0.3)}}
+    standard = {"model": "runs/standard-s0", "kind": "standard", "pairs": 3, "mean_icace_norm": 0.5,
+                "explainers": {"approx": explainer(0.4), "s-learner": explainer(0.5)}}
+    text = markdown({"a": concept, "b": standard})
+    assert "| runs/standard-s0 (standard, T 1.00) | 3 | 0.500 | - | 0.400 / 0.400 / 0.400 | 0.500 / 0.500 / 0.500 |" in text
+    assert "| runs/standard-s0 | approx | 0.400" in text and "| runs/standard-s0 | what-if" not in text
+    assert "| runs/cbm-s0 | concepts won | 4 of 4" in text
