@@ -75,8 +75,9 @@ def run_missing(out: Path, name: str, planned: dict, markdown, again: dict | Non
                 results[key] = run()
             write_results(path, {"runs": results})
             write_text(out / f"{name}.md", markdown(results))
-        write_text(out / f"{name}.md", markdown(results))  # also when nothing ran: the tables follow the results
-    print(markdown(results))
+        tables = markdown(results)
+        write_text(out / f"{name}.md", tables)  # also when nothing ran: the tables follow the results
+    print(tables)
     return results
 
 
