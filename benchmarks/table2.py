@@ -73,16 +73,17 @@ PARTS = ("table", "pruners", "sweep", "decoder", "decoder-short", "modes", "mpne
 EVERYTHING = set(PARTS) - {"decoder-short"}  # no --only: every part at its full protocol
 # Runs that an earlier benchmark already made; each is taken only when its saved settings are those
 # planned here (adopt() checks), so the entries of an older recipe are skipped (and a stored result of an
-# older recipe is replaced by an adoptable run). These are bottlenecks.py's runs of today's default head
-# (embedding, intervention probability 0.5). Its SparseCBM runs trained their dense phase themselves (the
-# same recipe and seed as the CBM row) instead of starting from the CBM row's folder.
+# older recipe is replaced by an adoptable run). The CBMs are bottlenecks.py's runs of today's default head
+# (embedding, intervention probability 0.5); the SparseCBMs are distill.py's runs at today's sparsity (0.5),
+# each started from a CBM of that recipe and seed (distill.py's own, identical to bottlenecks.py's on CEBaB).
 ADOPT = {
     **{f"cebab-cbm-s{seed}": ("bottlenecks.json", f"embedding-p0.5-s{seed}",
                               f"runs/bottlenecks/cbm-embedding-p0.5-s{seed}") for seed in range(3)},
     **{f"imdbc-cbm-s{seed}": ("bottlenecks.json", f"imdbc-embedding-p0.5-s{seed}",
                               f"runs/bottlenecks/cbm-imdbc-embedding-p0.5-s{seed}") for seed in range(3)},
-    **{f"cebab-sparsecbm-obs-s{seed}": ("bottlenecks.json", f"sparsecbm-embedding-p0.5-s{seed}",
-                                        f"runs/bottlenecks/sparsecbm-embedding-p0.5-s{seed}") for seed in range(3)},
+    **{f"{data}-sparsecbm-obs-s{seed}": (f"distill{'' if data == 'cebab' else '-' + data}.json", f"{data}-s0.5-s{seed}",
+                                         f"runs/distill/{data}-s0.5-s{seed}") for data in ("cebab", "imdbc")
+       for seed in range(3)},
 }
 
 
@@ -234,6 +235,14 @@ def _head(record: dict) -> str:
     return ((record.get("settings") or {}).get("training") or {}).get("bottleneck", "soft")
 
 
+def _sparsity(record: dict) -> str:
+    """The sparsity per concept a SparseCBM was mined to (saved as None: the paper's 1 - 1/K, 0.75 for
+    these data sets' 4 concepts, the default before 0.5)."""
+    pruning = (record.get("settings") or {}).get("pruning") or {}
+    value = pruning.get("sparsity")
+    return "?" if not pruning else f"{0.75 if value is None else value:g}"
+
+
 def _share(runs: list[dict]) -> str:
     """The concepts' mean share of the winning logit, in %, when every run measured it."""
     shares = _values(runs, ("concept_share",))
@@ -270,10 +279,12 @@ def tables(results: dict, ceilings: dict | None = None, prompting: dict | None =
         by_head = {}
         for data in ("cebab", "imdbc"):
             for r in group(f"{data}-{model}"):
-                by_head.setdefault(_head(r) if concept_model else "-", {}).setdefault(data, []).append(r)
-        for head, runs in sorted(by_head.items(), key=lambda item: item[0] != "embedding"):
+                key = (_head(r) if concept_model else "-", _sparsity(r) if model.startswith("sparsecbm") else "")
+                by_head.setdefault(key, {}).setdefault(data, []).append(r)
+        for (head, sparsity), runs in sorted(by_head.items(), key=lambda item: (item[0][0] != "embedding", item[0][1])):
             c, i = runs.get("cebab", []), runs.get("imdbc", [])
-            lines.append(f"| MiniLM | {label} | {head} | {len(c)} / {len(i)} | {_cell(c, 'concepts', 'mean')} "
+            name = f"{label}, sparsity {sparsity}" if sparsity else label
+            lines.append(f"| MiniLM | {name} | {head} | {len(c)} / {len(i)} | {_cell(c, 'concepts', 'mean')} "
                          f"| {_cell(c, 'task')} | {_gap(c, ceilings.get('cebab')) if concept_model else '-'} "
                          f"| {_share(c)} | {_cell(i, 'concepts', 'mean')} | {_cell(i, 'task')} "
                          f"| {_gap(i, ceilings.get('imdbc')) if concept_model else '-'} | {_share(i)} |")
@@ -283,6 +294,8 @@ def tables(results: dict, ceilings: dict | None = None, prompting: dict | None =
                                    (mpnet, "CBM", "cbm-mpnet"), (mpnet, "SparseCBM", "sparsecbm-mpnet")):
         d = group(f"cebab-{model}")
         if d:
+            if model.startswith("sparsecbm"):
+                label += f", sparsity {'/'.join(sorted({_sparsity(r) for r in d}))}"
             lines.append(f"| {backbone} | {label} | {'/'.join(sorted({_head(r) for r in d}))} "
                          f"| {len(d)} / 0 | {_cell(d, 'concepts', 'mean')} | {_cell(d, 'task')} "
                          f"| {_gap(d, ceilings.get('cebab'))} | {_share(d)} | - | - | - | - |")
@@ -297,9 +310,10 @@ def tables(results: dict, ceilings: dict | None = None, prompting: dict | None =
                      f"| {cell(i, i and i['concepts_mean'])} | {cell(i, i and i['task'])} | - | - |")
     lines += [
         "",
-        "Protocols: SparseCBM starts from the CBM row above it (`--init-from`; the CEBaB rows adopted from "
-        "bottlenecks.py trained that dense phase themselves, with the same recipe and seed) and prunes each "
-        "concept to 1 - 1/K. CEBaB MiniLM: 3 cubic OBS steps (m = 64), 1 fine-tuning epoch between steps, 5 final epochs. "
+        "Protocols: SparseCBM starts from the CBM row above it (`--init-from`; the MiniLM rows adopted from "
+        "distill.py start from its CBMs of the same recipe and seed) and prunes each concept to the sparsity "
+        "its row names: 0.5, today's default, or 0.75, the paper's 1 - 1/K for K = 4 and the default before. "
+        "CEBaB MiniLM: 3 cubic OBS steps (m = 64), 1 fine-tuning epoch between steps, 5 final epochs. "
         f"IMDB-C (K = 4): the same protocol with `{' '.join(DATA['imdbc'])}` (long reviews; memory). "
         f"SmolLM2: the same protocol with `{' '.join(DECODER_SPARSE)}` (memory); its one-sitting protocol "
         f"adds `{' '.join(DECODER_SHORT)}` (1 OBS step, 1 epoch under the final masks: about an hour). "

@@ -25,6 +25,7 @@ TEXTS = ["the food was awful and the service lovely , prices some .",
          "the food was lovely and the service lovely , prices awful ."]
 OBS = ["--pruner", "obs", "--fisher-grads", "4", "--fisher-batch-size", "4", "--block-size", "8"]
 PAPER_HEAD = ["--bottleneck", "soft", "--intervention-prob", "0"]  # the head the fixture was written with
+PAPER_SPARSITY = ["--sparsity", repr(1 - 1 / 3)]  # and the paper's 1 - 1/K (K = 3), its default then
 
 
 def _masks_digest(clf) -> dict[str, str]:
@@ -49,7 +50,7 @@ def _round(x, digits: int = 6):
 
 
 def _behaviour(tmp_path, reviews, tiny_bert) -> dict:
-    _, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert, extra=[*OBS, *PAPER_HEAD, "--sparse-epochs", "1"])
+    _, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert, extra=[*OBS, *PAPER_HEAD, *PAPER_SPARSITY, "--sparse-epochs", "1"])
     clf = load(out)
     preds = [p.to_dict() for p in clf.predict(TEXTS)]
     e = clf.explain(TEXTS[0], "grad_x_input").to_dict(subnetworks=False)

@@ -31,6 +31,12 @@ def test_cubic_schedule_every_step():
     assert cubic_schedule(0.5, 2, initial=0.1) == pytest.approx([0.5 - 0.4 * 0.125, 0.5])
 
 
+def test_default_sparsity_is_half_and_old_configs_keep_the_papers_rule():
+    assert PruneConfig().target(4) == 0.5
+    assert PruneConfig(sparsity=None).target(4) == 0.75  # a config saved when 1 - 1/K was the default
+    assert PruneConfig(sparsity=0.9).target(4) == 0.9
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"pruner": "random"}, "pruner must be one of"), ({"sparsity": 1.0}, "sparsity must be in"),

@@ -34,7 +34,10 @@ SCOPES = ("global", "layer")
 class PruneConfig:
     """Settings of the mask mining (CLI flags of the same names)."""
 
-    sparsity: float | None = setting(None, "final sparsity per concept (default 1 - 1/K)", kind=float)
+    # None (configs saved before 0.5 became the default) means the paper's 1 - 1/K.
+    sparsity: float | None = setting(0.5, "final sparsity per concept (0.5: each concept keeps half the prunable "
+                                     "weights; the paper's 1 - 1/K, 0.75 for 4 concepts, loses about a task point "
+                                     "to the dense CBM: docs/decisions.md)", kind=float)
     pruner: str = setting("obs", "mask scores: obs (second-order, the default), magnitude or wanda",
                           choices=tuple(sorted(PRUNERS)))
     fisher_grads: int = setting(64, "m: mini-batch gradients per concept and step (oBERT: 1024)", metavar="M")
