@@ -18,7 +18,7 @@ on CEBaB's *dev* counterfactual pairs (choosing; test is for ``benchmarks.cebab_
      the mean difference between training texts with k's new and old value, instead of a mix;
    - ``spread X``: the other concepts shifted (S = 1), the estimate's label probabilities read at
      X times the model's temperature (a rewrite's reading is less certain than the text's own);
-   - ``spread 1.25, shifted S``: both at once;
+   - ``spread X, shifted S``: both at once (X 1, 1.1, 1.25; S 1.25 to 2);
    - ``scales averaged``: the mean of the label probabilities at S = 0, 0.5, 1, 1.5 and 2 (a hedge
      over how far one review's other concepts move);
    - ``shift per concept``: at the library's spread, one S per edited concept, each chosen by the L2
@@ -118,8 +118,10 @@ def run(model: str, data_dir: str | None) -> dict:
     variants["own shifted"] = score(others(own_shifted(features)))
     for spread in (1.1, 1.25, 1.5, 2.0):
         variants[f"spread {spread:g}"] = score(others(intervened), spread)
-    for scale in (1.25, 1.5):
-        variants[f"spread 1.25, shifted {scale:g}"] = score(others(intervened, scale), 1.25)
+    for spread in (1.0, 1.1, 1.25):  # a longer shift lengthens the estimate (NormDiff), the spread hedges it
+        for scale in (1.25, 1.5, 1.75, 2.0):
+            if (spread, scale) != (1.0, 1.5) and (spread, scale) != (1.0, 2.0):  # those are "others shifted S"
+                variants[f"spread {spread:g}, shifted {scale:g}"] = score(others(intervened, scale), spread)
     averaged = np.mean([probabilities(others(intervened, s)) for s in (0.0, 0.5, 1.0, 1.5, 2.0)], 0)
     variants["scales averaged"] = score(None, p=averaged)
     # one shift per edited concept, each chosen by its pairs' L2 (in sample: an upper bound on the gain)
@@ -143,12 +145,13 @@ def markdown(results: dict) -> str:
         d = r["decomposition"]
         own, others = d["own share"], d["others' share"]
         parts.append(f"| {r['model']} ({r['kind']}) | {r['pairs']} | {d['mean |logit change|']:.2f} | {own:.2f} | {others:.2f} |")
-    names = list(next(iter(results.values()))["variants"])
+    names = list(dict.fromkeys(name for r in results.values() for name in r["variants"]))  # runs of older grids lack some
     table = table_head("What-if variants on the same pairs: L2 / cosine distance / NormDiff (lower is better), and "
-                       "the estimate's mean length (the ICaCE's in brackets).", ["model", *names])
+                       "the estimate's mean length (the ICaCE's in brackets); - : not in that run's grid.",
+                       ["model", *names])
     for r in results.values():
         cells = [f"{v['L2']:.3f} / {v['cosine']:.3f} / {v['NormDiff']:.3f} ({v['length']:.2f})"
-                 for v in r["variants"].values()]
+                 if (v := r["variants"].get(name)) else "-" for name in names]
         table.append(f"| {r['model']} ({r['mean_icace_norm']:.2f}) | " + " | ".join(cells) + " |")
     return "\n".join(parts) + "\n\n" + "\n".join(table) + "\n"
 
