@@ -247,6 +247,8 @@ def test_saliency_uses_gamma_of_the_model(sparse_clf):
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), task_tolerance=2), ValueError,
      "task_tolerance must be a fraction"),
     (lambda c: Guard(Split((), np.zeros(0, int), np.zeros((0, 3), int))), ValueError, "guard set is empty"),
+    (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), repairs=1.5), ValueError,
+     "repairs must be a whole number"),
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), caution=-1), ValueError,
      "caution must be a finite number >= 0"),
 ])
@@ -285,6 +287,8 @@ def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, review
     assert "bad.csv: row 3: column 'text' is empty" in capsys.readouterr().err
     assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--guard", "nope:3"]) == 2
     assert "--guard 'nope:3': neither a file nor a split" in capsys.readouterr().err
+    assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--repairs", "2"]) == 2
+    assert "--repairs apply to a --guard" in capsys.readouterr().err
     assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--nearby", "dev:x"]) == 2
     assert "--nearby 'dev:x': N must be a whole number" in capsys.readouterr().err
     # --nearby: which of the texts most like the corrected one the edit changes (a dry run saves nothing).
@@ -322,3 +326,36 @@ def test_the_guard_reads_its_texts_shortest_first_and_answers_in_its_own_order(s
     alone = torch.cat([concept_k_outputs(sparse_clf, tokenize(sparse_clf, [t]), 1).logits for t in texts])
     assert not torch.allclose(alone[0], alone[1])  # rows that a wrong order would swap
     assert torch.allclose(guard.concept_logits(sparse_clf)[1].logits, alone, atol=1e-5)
+
+
+
+# Texts the tiny poised model reads near TEXT: correcting TEXT's food changes some of them.
+NEAR = ["the food was awful", "food awful", "the service lovely", "the food was awful and the prices some",
+        "the food was awful and the service awful", "the food was lovely and the service lovely",
+        "food was awful , service lovely", "the food awful and the service lovely",
+        "the food was some and the service lovely", "awful food , lovely service",
+        "the service was lovely and the food awful", "prices awful", "the food was awful and the service some"]
+
+
+@pytest.mark.parametrize("repairs, tolerance, kept_after", [(0, 0.25, None), (2, 0.0, None), (3, 0.25, 4)])
+def test_a_guard_repairs_a_refused_edit_with_more_steps_or_rolls_it_back(poised, repairs, tolerance, kept_after):
+    sparse_clf = poised
+    target = wrong_of(sparse_clf, [TEXT], "food")[0]
+    guard = Guard(_guard_against(sparse_clf, "food", NEAR, predicted_of(sparse_clf, NEAR, "food")), caution=0,
+                  tolerance=tolerance, task_tolerance=1.0, repairs=repairs)  # gold: the values read now
+    before, kept_before = copy_masks(sparse_clf), {c: kept(m) for c, m in sparse_clf.model.masks.items()}
+    r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard)
+    assert r.fixed
+    if kept_after is None:  # refused: the plain edit breaks 4 of the 13 (a fall of 0.31); 2 repairs keep 5 broken
+        assert r.steps == 1 + repairs and not r.persisted and r.outcome.startswith("rolled back by the guard")
+        assert same_masks(before, sparse_clf.model.masks) and not sparse_clf.interventions
+        cached, fresh = guard.concept_logits(sparse_clf)[0], concept_k_outputs(sparse_clf, tokenize(sparse_clf, NEAR), 0)
+        assert torch.equal(cached.logits, fresh.logits)
+        return
+    # The third repair step leaves 3 broken (a fall of 0.23, within the tolerance): kept, as one log entry.
+    assert r.steps == kept_after and r.persisted and r.guard["accepted"] and len(r.guard["broken"]) == 3
+    assert len(sparse_clf.interventions) == 1 and len(sparse_clf.interventions[0].step_sizes) == kept_after
+    assert {c: kept(m) for c, m in sparse_clf.model.masks.items()} == kept_before  # sparsity unchanged
+    assert predicted_of(sparse_clf, [TEXT], "food") == [target]
+    sparse_clf.undo()
+    assert same_masks(before, sparse_clf.model.masks)

@@ -7,7 +7,12 @@ The guard does two things to an edit of concept k's mask:
    guard's texts, ``theta^2 F / 2`` (:func:`~sparsecbm.interventions.curvature`;
    one forward+backward per guard text, once per concept, then cached). Without
    it the cheapest fix drops a few large weights that every input relies on.
-2. **Judges it**: an edit changes only concept k's logits, so the guard caches
+2. **Repairs it** (``repairs > 0``): when it would refuse the edit, the guard texts
+   whose value of k the edit changed without making it right join the corrected
+   texts, kept at their earlier values, and one more drop/grow step is fitted to
+   them all from the edited mask (its gradients see what the edit broke), up to
+   ``repairs`` times, each judged again.
+3. **Judges it**: an edit changes only concept k's logits, so the guard caches
    every concept's logits on its texts and re-runs concept k's subnetwork alone
    (one forward pass over the guard). The edit is kept only if concept k's
    accuracy on the guard drops by at most ``tolerance``, the task accuracy by
@@ -49,6 +54,12 @@ def check_tolerance(value, name: str = "tolerance") -> float:
     return value
 
 
+def check_repairs(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"repairs must be a whole number >= 0, got {value!r}")
+    return value
+
+
 def check_caution(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
         raise ValueError(f"caution must be a finite number >= 0 (0 turns the guard's cost term off), got {value!r}")
@@ -66,6 +77,9 @@ class Guard:
                                     check=lambda v: check_tolerance(v, "task_tolerance"))
     caution: float = setting(CAUTION, "weight of a flipped bit's second-order cost on the guard against its gain "
                              "on the corrected texts (taylor rule; 0: the guard only judges)", check=check_caution)
+    repairs: int = setting(0, "when the guard refuses an edit, up to this many more edit steps, each fitted to the "
+                           "corrected texts and to the guard texts whose value the edit changed (kept at their "
+                           "earlier value), before it judges again (0: refuse at once)", check=check_repairs)
     progress: bool = False  # show progress while the curvature is computed
     _logits: SplitLogits | None = field(default=None, init=False, repr=False)  # every concept's, on the split
     _penalty: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
@@ -79,6 +93,7 @@ class Guard:
         check_tolerance(self.tolerance, "tolerance")
         check_tolerance(self.task_tolerance, "task_tolerance")
         check_caution(self.caution)
+        check_repairs(self.repairs)
         self._logits = SplitLogits(self.split.texts)
 
     def __len__(self) -> int:
@@ -87,7 +102,7 @@ class Guard:
     def describe(self) -> dict[str, Any]:
         """The guard's settings, for a results file."""
         return {"n": len(self), "tolerance": self.tolerance, "task_tolerance": self.task_tolerance,
-                "caution": self.caution}
+                "caution": self.caution, "repairs": self.repairs}
 
     def batches(self, clf) -> list:
         """The guard's texts tokenized for ``clf``, shortest first (made once)."""
@@ -137,6 +152,13 @@ class Guard:
         concept = float(np.mean(outputs[k].values().numpy() == self.split.concepts[:, k]))
         task = float(np.mean(clf.task_logits(outputs).argmax(-1).numpy() == self.split.labels))
         return concept, task
+
+    def anchors(self, clf, k: int, before: list[ConceptOutputs]) -> tuple[np.ndarray, torch.Tensor]:
+        """The guard rows whose value of concept k the edit now in its mask changed without
+        making it right, and their values before the edit: what a repair step keeps."""
+        was, now = before[k].values(), self._logits.concept(clf, k).values()
+        rows = np.flatnonzero(((now != was) & (now != torch.as_tensor(self.split.concepts[:, k]))).numpy())
+        return rows, was[rows]
 
     def judge(self, clf, k: int, before: list[ConceptOutputs], logged=None) -> dict[str, Any]:
         """The verdict on the edit now in concept k's mask, against the logits ``before``

@@ -27,13 +27,15 @@ def _n_bits(total: int, ratio: float) -> int:
 def edit(
     clf: Classifier, k: int, batches: list[tuple[slice, dict]], logits: ConceptOutputs, values: torch.Tensor,
     labels: torch.Tensor | None, *, ratio: float | str, selection: str, steps: int, max_ratio: float = MAX_RATIO,
-    seed: int = 0, penalty: np.ndarray | None = None,
+    seed: int = 0, penalty: np.ndarray | None = None, primary: int | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], ConceptOutputs]:
     """Run up to ``steps`` drop/grow steps on concept k's mask (left edited), stopping
     once every text predicts its ``values`` (n,); ``logits`` are concept k's
     outputs before the edit, which the caller already has. Returns per-step drops
     and grows (sorted flat indices) and the concept's outputs afterwards.
-    ``penalty``: per-bit cost of a flip elsewhere, see :func:`rank`."""
+    ``penalty``: per-bit cost of a flip elsewhere, see :func:`rank`. ``primary``: the
+    first texts are the corrections and the rest only to be kept (a repair): the search
+    counts the first ones fixed before the others."""
     concept = clf.schema.concepts[k]
     masks_k = clf.model.masks[concept]
     total = sum(m.numel() for m in masks_k.values())
@@ -49,7 +51,7 @@ def edit(
             if drop.size == 0:
                 break  # no bit would lower the loss
             if ratio == AUTO:
-                n, logits = search(clf, k, batches, values, drop, grow, total)
+                n, logits = search(clf, k, batches, values, drop, grow, total, primary)
             else:
                 n = drop.size
                 flip(clf.model, concept, drop, grow)
@@ -64,11 +66,12 @@ def edit(
 
 def search(
     clf: Classifier, k: int, batches: list[tuple[slice, dict]], values: torch.Tensor, drop: np.ndarray,
-    grow: np.ndarray, total: int,
+    grow: np.ndarray, total: int, primary: int | None = None,
 ) -> tuple[int, ConceptOutputs]:
     """Flip growing prefixes of the rankings along the auto ladder; stop at the first
     that fixes every text. Leaves the best prefix flipped (every text fixed, else
-    the most fixed, then the lowest concept loss) and returns its size and logits."""
+    the most fixed, then the lowest concept loss; with ``primary``, the most of the
+    first ``primary`` texts fixed before the rest) and returns its size and logits."""
     model, concept = clf.model, clf.schema.concepts[k]
     done, best = 0, None
     try:
@@ -76,11 +79,12 @@ def search(
             flip(model, concept, drop[done:n], grow[done:n])  # the rankings nest: flip only what is new
             done = n
             logits = concept_k_outputs(clf, batches, k)
-            fixed = int((logits.values() == values).sum())
+            right = logits.values() == values
+            fixed = (int(right[:primary].sum()), int(right.sum()))
             loss = float(F.cross_entropy(logits.logits, values, reduction="sum"))
             if best is None or (fixed, -loss) > (best[1], -best[2]):
                 best = (n, fixed, loss, logits)
-            if fixed == len(values):
+            if fixed[1] == len(values):
                 break
         n = best[0]
         flip(model, concept, drop[n:done], grow[n:done], undo=True)
@@ -205,13 +209,21 @@ def correct(
             keep, outcome = False, "rolled back: the edit fixed none of the texts"
         else:
             outcome = "kept" if persist else "preview only: the model is unchanged until the edit is kept"
+        if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
+            verdict = guard.judge(clf, k, guard_before, logged_before)
+            if not verdict["accepted"] and plan is None:
+                verdict, logits[k] = _repair(clf, k, texts, v, y, guard, guard_before, logged_before, verdict, drops,
+                                             grows, ratio=ratio, selection=selection, max_ratio=max_ratio, seed=seed,
+                                             penalty=penalty)
+                after = _describe(clf, k, logits)
+                fixed = [a["value"] == value for a, value in zip(after, values)]
+            if not verdict["accepted"]:
+                keep, outcome = False, f"rolled back by the guard: {verdict['reason']}"
+            elif not (any(fixed) or keep_unfixed):
+                keep, outcome = False, "rolled back: the repaired edit fixed none of the texts"
         if nearby is not None:
             near_after = nearby.read(clf, k, near_rows, edited=True) if drops else near_before
             reach = nearby.report(clf, k, near_rows, near_similarity, near_before, near_after)
-        if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
-            verdict = guard.judge(clf, k, guard_before, logged_before)
-            if not verdict["accepted"]:
-                keep, outcome = False, f"rolled back by the guard: {verdict['reason']}"
     except BaseException:
         keep = False
         raise
@@ -232,6 +244,36 @@ def correct(
     return CorrectionResult(concept=concept, values=values, before=before, after=after, fixed=fixed,
                             selection=selection, ratio=ratio, steps=len(drops), step_sizes=sizes, per_layer=per_layer,
                             persisted=keep, outcome=outcome, guard=verdict, nearby=reach, plan=(drops, grows))
+
+
+def _repair(clf: Classifier, k: int, texts: list[str], values: torch.Tensor, labels: torch.Tensor | None, guard,
+            guard_before: list[ConceptOutputs], logged_before, verdict: dict[str, Any], drops: list, grows: list,
+            **edit_args) -> tuple[dict[str, Any], ConceptOutputs]:
+    """Up to ``guard.repairs`` more edit steps while the guard refuses: each is fitted from the
+    edited mask to the corrected texts and to the guard texts whose value of concept k the edit
+    changed without making it right, kept at their earlier values (``Guard.anchors``). Appends
+    the steps to ``drops`` / ``grows``; returns the last verdict and concept k's outputs on ``texts``."""
+    rows = np.zeros(0, np.int64)
+    anchor_values = torch.zeros(0, dtype=values.dtype)
+    for _ in range(guard.repairs):
+        new_rows, new_values = guard.anchors(clf, k, guard_before)
+        if new_rows.size == 0:
+            break  # a refusal for the task alone: no text to keep
+        keep = ~np.isin(new_rows, rows)
+        rows, anchor_values = np.concatenate([rows, new_rows[keep]]), torch.cat([anchor_values, new_values[keep]])
+        batches = tokenize(clf, texts + [guard.split.texts[i] for i in rows])
+        all_labels = None if labels is None else torch.cat([labels, torch.as_tensor(guard.split.labels[rows])])
+        all_values = torch.cat([values, anchor_values])
+        more_drops, more_grows, _ = edit(clf, k, batches, concept_k_outputs(clf, batches, k), all_values, all_labels,
+                                         steps=1, primary=len(texts), **edit_args)
+        if not more_drops:
+            break  # nothing left that would lower the loss
+        drops += more_drops
+        grows += more_grows
+        verdict = guard.judge(clf, k, guard_before, logged_before)
+        if verdict["accepted"]:
+            break
+    return verdict, concept_k_outputs(clf, tokenize(clf, texts), k)
 
 
 def intervene(
