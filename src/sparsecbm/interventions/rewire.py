@@ -211,16 +211,16 @@ def correct(
             outcome = "kept" if persist else "preview only: the model is unchanged until the edit is kept"
         if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
             verdict = guard.judge(clf, k, guard_before, logged_before)
-            if not verdict["accepted"] and plan is None:
+            if not verdict["accepted"] and plan is None and guard.repairs:
                 verdict, logits[k] = _repair(clf, k, texts, v, y, guard, guard_before, logged_before, verdict, drops,
                                              grows, ratio=ratio, selection=selection, max_ratio=max_ratio, seed=seed,
                                              penalty=penalty)
                 after = _describe(clf, k, logits)
                 fixed = [a["value"] == value for a, value in zip(after, values)]
+                if verdict["accepted"] and not (any(fixed) or keep_unfixed):
+                    verdict = {**verdict, "accepted": False, "reason": "the repaired edit fixed none of the texts"}
             if not verdict["accepted"]:
                 keep, outcome = False, f"rolled back by the guard: {verdict['reason']}"
-            elif not (any(fixed) or keep_unfixed):
-                keep, outcome = False, "rolled back: the repaired edit fixed none of the texts"
         if nearby is not None:
             near_after = nearby.read(clf, k, near_rows, edited=True) if drops else near_before
             reach = nearby.report(clf, k, near_rows, near_similarity, near_before, near_after)
