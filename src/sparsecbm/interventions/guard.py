@@ -1,6 +1,6 @@
 """A guard against regressions: texts with known concepts that a kept edit must not hurt.
 
-The guard does two things to an edit of concept k's mask:
+The guard does three things to an edit of concept k's mask:
 
 1. **Shapes it** (taylor rule, ``caution > 0``): each bit's gain on the
    corrected texts must exceed ``caution`` times its second-order cost on the
