@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 import sparsecbm
-from benchmarks.harness import machine, run_one, settings_by_seed, table_head
+from benchmarks.harness import PAPER_SPARSITY, machine, run_one, settings_by_seed, table_head
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.interventions.curves import intervention_curves
 from sparsecbm.training import fit_value_prototypes
 
 RUNS = Path("runs/bottlenecks")
-SPARSE = ["--model", "sparsecbm", "--sparsity", "0.75"]  # CEBaB's 1 - 1/K, the default when these ran
+SPARSE = ["--model", "sparsecbm", *PAPER_SPARSITY]
 SETTINGS = {
     # Every setting names its head: the defaults changed with this sweep (embedding, P = 0.5).
     "soft": ["--bottleneck", "soft", "--intervention-prob", "0"],  # the paper's head (the default until this sweep)

@@ -62,7 +62,7 @@ from sparsecbm.model import joint_loss
 
 GUARD_ROWS = 300  # the CLI's --guard train:300
 STREAM_ROWS = 300  # the first dev reviews whose wrong concepts make the stream
-# name -> (single corrections or the stream, correct()'s settings, guarded)
+# name -> (single corrections or the stream, correct()'s settings, guarded: False, True or the Guard's settings)
 SETTINGS = {
     "taylor": ("single", dict(ratio="auto", selection="taylor"), False),
     "taylor-guard": ("single", dict(ratio="auto", selection="taylor"), True),
@@ -72,17 +72,14 @@ SETTINGS = {
     "taylor-variants-guard": ("variants", dict(ratio="auto", selection="taylor"), True),
     "taylor-evidence": ("evidence", dict(ratio="auto", selection="taylor"), False),
     "taylor-evidence-guard": ("evidence", dict(ratio="auto", selection="taylor"), True),
-    "taylor-guard-repair1": ("single", dict(ratio="auto", selection="taylor"), True),
-    "taylor-guard-repair3": ("single", dict(ratio="auto", selection="taylor"), True),
-    "stream-guard-repair3": ("stream", dict(ratio="auto", selection="taylor"), True),
+    # The guard repairs a refused edit up to 3 times (Guard.repairs) before it refuses.
+    "taylor-guard-repair3": ("single", dict(ratio="auto", selection="taylor"), {"repairs": 3}),
+    "stream-guard-repair3": ("stream", dict(ratio="auto", selection="taylor"), {"repairs": 3}),
     "replay": ("replay", {}, False),
     "memory": ("memory", {"keys": "minilm"}, False),
     "memory-own": ("memory", {"keys": "own"}, False),
     "stream-memory": ("memory-stream", {"keys": "minilm"}, False),
 }
-# The guarded settings whose guard repairs a refused edit (Guard.repairs) before it refuses.
-REPAIRED = {name: {"repairs": int(name[-1])} for name in ("taylor-guard-repair1", "taylor-guard-repair3",
-                                                          "stream-guard-repair3")}
 LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4)  # the replay fine-tuning's, chosen on dev families
 THRESHOLDS = (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)  # cosine similarity a text must reach to take a stored value
 
@@ -331,7 +328,8 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
     kind, kwargs, guarded = SETTINGS[setting]
     clf = sparsecbm.load(model)
     data = dataset_from_spec(clf.data_spec)
-    guard = Guard(data["train"].head(GUARD_ROWS), progress=True, **REPAIRED.get(setting, {})) if guarded else None
+    guard = (Guard(data["train"].head(GUARD_ROWS), progress=True, **(guarded if isinstance(guarded, dict) else {}))
+             if guarded else None)
     start = time.perf_counter()
     if kind == "single":
         result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()

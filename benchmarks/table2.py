@@ -81,9 +81,9 @@ ADOPT = {
                               f"runs/bottlenecks/cbm-embedding-p0.5-s{seed}") for seed in range(3)},
     **{f"imdbc-cbm-s{seed}": ("bottlenecks.json", f"imdbc-embedding-p0.5-s{seed}",
                               f"runs/bottlenecks/cbm-imdbc-embedding-p0.5-s{seed}") for seed in range(3)},
-    # IMDB-C's join when all three seeds have run (adopting one would replace a seed of the 0.75 row).
-    **{f"{data}-sparsecbm-obs-s{seed}": (f"distill{'' if data == 'cebab' else '-' + data}.json", f"{data}-s0.5-s{seed}",
-                                         f"runs/distill/{data}-s0.5-s{seed}") for data in ("cebab",)
+    # IMDB-C's (distill-imdbc.json) join when all three seeds have run: adopting one would replace a seed of
+    # the 0.75 row.
+    **{f"cebab-sparsecbm-obs-s{seed}": ("distill.json", f"cebab-s0.5-s{seed}", f"runs/distill/cebab-s0.5-s{seed}")
        for seed in range(3)},
 }
 

@@ -120,7 +120,7 @@ def run(model: str, data_dir: str | None) -> dict:
         variants[f"spread {spread:g}"] = score(others(intervened), spread)
     for spread in (1.0, 1.1, 1.25):  # a longer shift lengthens the estimate (NormDiff), the spread hedges it
         for scale in (1.25, 1.5, 1.75, 2.0):
-            if (spread, scale) != (1.0, 1.5) and (spread, scale) != (1.0, 2.0):  # those are "others shifted S"
+            if spread != 1.0 or scale not in (1.5, 2.0):  # those are "others shifted S" above
                 variants[f"spread {spread:g}, shifted {scale:g}"] = score(others(intervened, scale), spread)
     averaged = np.mean([probabilities(others(intervened, s)) for s in (0.0, 0.5, 1.0, 1.5, 2.0)], 0)
     variants["scales averaged"] = score(None, p=averaged)

@@ -212,8 +212,8 @@ def correct(
         if guard is not None and drops and (keep or not persist):  # no verdict needed on an edit already refused
             verdict = guard.judge(clf, k, guard_before, logged_before)
             if not verdict["accepted"] and plan is None and guard.repairs:
-                verdict, logits[k] = _repair(clf, k, texts, v, y, guard, guard_before, logged_before, verdict, drops,
-                                             grows, ratio=ratio, selection=selection, max_ratio=max_ratio, seed=seed,
+                verdict, logits[k] = _repair(clf, k, texts, batches, v, y, guard, guard_before, logged_before,
+                                             verdict, drops, grows, ratio=ratio, selection=selection, max_ratio=max_ratio, seed=seed,
                                              penalty=penalty)
                 after = _describe(clf, k, logits)
                 fixed = [a["value"] == value for a, value in zip(after, values)]
@@ -246,13 +246,14 @@ def correct(
                             persisted=keep, outcome=outcome, guard=verdict, nearby=reach, plan=(drops, grows))
 
 
-def _repair(clf: Classifier, k: int, texts: list[str], values: torch.Tensor, labels: torch.Tensor | None, guard,
+def _repair(clf: Classifier, k: int, texts: list[str], batches: list, values: torch.Tensor, labels: torch.Tensor | None, guard,
             guard_before: list[ConceptOutputs], logged_before, verdict: dict[str, Any], drops: list, grows: list,
             **edit_args) -> tuple[dict[str, Any], ConceptOutputs]:
     """Up to ``guard.repairs`` more edit steps while the guard refuses: each is fitted from the
     edited mask to the corrected texts and to the guard texts whose value of concept k the edit
     changed without making it right, kept at their earlier values (``Guard.anchors``). Appends
-    the steps to ``drops`` / ``grows``; returns the last verdict and concept k's outputs on ``texts``."""
+    the steps to ``drops`` / ``grows``; returns the last verdict and concept k's outputs on ``texts``
+    (tokenized as ``batches``)."""
     rows = np.zeros(0, np.int64)
     anchor_values = torch.zeros(0, dtype=values.dtype)
     for _ in range(guard.repairs):
@@ -261,10 +262,10 @@ def _repair(clf: Classifier, k: int, texts: list[str], values: torch.Tensor, lab
             break  # a refusal for the task alone: no text to keep
         keep = ~np.isin(new_rows, rows)
         rows, anchor_values = np.concatenate([rows, new_rows[keep]]), torch.cat([anchor_values, new_values[keep]])
-        batches = tokenize(clf, texts + [guard.split.texts[i] for i in rows])
+        both = tokenize(clf, texts + [guard.split.texts[i] for i in rows])
         all_labels = None if labels is None else torch.cat([labels, torch.as_tensor(guard.split.labels[rows])])
         all_values = torch.cat([values, anchor_values])
-        more_drops, more_grows, _ = edit(clf, k, batches, concept_k_outputs(clf, batches, k), all_values, all_labels,
+        more_drops, more_grows, _ = edit(clf, k, both, concept_k_outputs(clf, both, k), all_values, all_labels,
                                          steps=1, primary=len(texts), **edit_args)
         if not more_drops:
             break  # nothing left that would lower the loss
@@ -273,7 +274,7 @@ def _repair(clf: Classifier, k: int, texts: list[str], values: torch.Tensor, lab
         verdict = guard.judge(clf, k, guard_before, logged_before)
         if verdict["accepted"]:
             break
-    return verdict, concept_k_outputs(clf, tokenize(clf, texts), k)
+    return verdict, concept_k_outputs(clf, batches, k)
 
 
 def intervene(
