@@ -48,7 +48,8 @@ SETTINGS = {
 def record(name: str, args: list[str], runs_dir: Path) -> dict:
     result = run_one(name, args, runs_dir)
     saved = json.loads((runs_dir / name / "config.json").read_text())
-    return {**result, "dev": saved["best_dev"], "flags": args, "phase_seconds": phase_seconds(runs_dir / name)}
+    return {**result, "dev": saved["best_dev"], "flags": args, "phase_seconds": phase_seconds(runs_dir / name),
+            "settings": {"training": saved["training"], "pruning": saved["pruning"]}}
 
 
 def phase_seconds(folder: Path) -> dict[str, list[float]]:

@@ -75,16 +75,15 @@ EVERYTHING = set(PARTS) - {"decoder-short"}  # no --only: every part at its full
 # planned here (adopt() checks), so the entries of an older recipe are skipped (and a stored result of an
 # older recipe is replaced by an adoptable run). The CBMs are bottlenecks.py's runs of today's default head
 # (embedding, intervention probability 0.5); the SparseCBMs are distill.py's runs at today's sparsity (0.5),
-# each started from a CBM of that recipe and seed (distill.py's own, identical to bottlenecks.py's on CEBaB).
+# each started from a CBM of that recipe and seed (distill.py's own, identical to bottlenecks.py's). A row's
+# seeds are adopted together, once every one has its record: adopting one alone would mix two recipes in a row.
 ADOPT = {
     **{f"cebab-cbm-s{seed}": ("bottlenecks.json", f"embedding-p0.5-s{seed}",
                               f"runs/bottlenecks/cbm-embedding-p0.5-s{seed}") for seed in range(3)},
     **{f"imdbc-cbm-s{seed}": ("bottlenecks.json", f"imdbc-embedding-p0.5-s{seed}",
                               f"runs/bottlenecks/cbm-imdbc-embedding-p0.5-s{seed}") for seed in range(3)},
-    # IMDB-C's (distill-imdbc.json) join when all three seeds have run: adopting one would replace a seed of
-    # the 0.75 row.
-    **{f"cebab-sparsecbm-obs-s{seed}": ("distill.json", f"cebab-s0.5-s{seed}", f"runs/distill/cebab-s0.5-s{seed}")
-       for seed in range(3)},
+    **{f"{data}-sparsecbm-obs-s{seed}": (source, f"{data}-s0.5-s{seed}", f"runs/distill/{data}-s0.5-s{seed}")
+       for data, source in (("cebab", "distill.json"), ("imdbc", "distill-imdbc.json")) for seed in range(3)},
 }
 
 
@@ -125,12 +124,20 @@ def plan(parts: set[str], seeds: list[int]) -> list[tuple[str, list[str]]]:
 
 def saved_settings(record: dict | None, model_dir: Path) -> dict | None:
     """The training and pruning settings a result was made with: from its model folder, else
-    from the record (results made before records kept them: None, unknown)."""
+    from the record, else from the flags the record says it ran with, read as today's CLI reads
+    them (a benchmark's record of a folder a new checkout no longer has); None: unknown."""
     config_path = model_dir / "config.json"
     if config_path.exists():
         saved = json.loads(config_path.read_text())
         return {"training": saved.get("training"), "pruning": saved.get("pruning")}
-    return (record or {}).get("settings")
+    record = record or {}
+    return record.get("settings") or (flag_settings(record["flags"]) if "flags" in record else None)
+
+
+def flag_settings(args: list[str]) -> dict:
+    """The settings ``sparsecbm train ARGS`` means today, as a run saves them."""
+    train_config, prune = configs_from_args(build_parser().parse_args(["train", *args, "--out", "unused"]))
+    return {"training": asdict(train_config), "pruning": asdict(prune) if prune is not None else None}
 
 
 def settings_differ(args: list[str], saved: dict) -> list[str]:
@@ -138,8 +145,7 @@ def settings_differ(args: list[str], saved: dict) -> list[str]:
     equal; those that change only speed, ``SPEED_ONLY``, are not compared). Values are compared as
     they acted (``acting_settings``); any other key an older version did not save is taken at
     today's default."""
-    train_config, prune = configs_from_args(build_parser().parse_args(["train", *args, "--out", "unused"]))
-    now = acting_settings({"training": asdict(train_config), "pruning": asdict(prune) if prune is not None else None})
+    now = acting_settings(flag_settings(args))
     saved = acting_settings(saved)
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     diffs = []
@@ -154,28 +160,33 @@ def settings_differ(args: list[str], saved: dict) -> list[str]:
 def adopt(results: dict, planned: dict[str, list[str]], out: Path, runs_dir: Path) -> None:
     """Take runs an earlier benchmark already made with the settings planned here instead of
     training them again; saved to table2.json at once, so that the records there always
-    describe the folders runs/table2/NAME links to."""
+    describe the runs (and the folders runs/table2/NAME links to, where the folder is still here)."""
+    records = {source: json.loads((out / source).read_text())["runs"] for source, _, _ in ADOPT.values()
+               if (out / source).exists()}
+
+    def row(name: str) -> str:
+        return name.rsplit("-s", 1)[0]
+
+    complete = {row(n) for n in ADOPT} - {row(n) for n, (source, key, _) in ADOPT.items()
+                                          if key not in records.get(source, {})}
     for name, (source, key, model_dir) in ADOPT.items():
-        if name not in planned or not (out / source).exists() or not Path(model_dir).is_dir():
-            continue
-        link = runs_dir / name
+        if name not in planned or row(name) not in complete:
+            continue  # not planned, or a seed of its row has not stored its scores yet
+        link, record, folder = runs_dir / name, records[source][key], Path(model_dir)
         stored = saved_settings(results.get(name), link)
         if name in results and stored is not None and not settings_differ(planned[name], stored):
             continue  # the stored result is today's (one of unknown settings gives way to a checked run)
-        made = saved_settings(None, Path(model_dir))
+        made = saved_settings(record, folder)
         if made is None or settings_differ(planned[name], made):
-            continue  # still running (no config.json yet), or made under other defaults
+            continue  # made under other defaults
         if link.exists() and not link.is_symlink():
             raise SystemExit(f"{link}: a run of older settings is in the way of adopting {model_dir}; move it")
-        record = json.loads((out / source).read_text())["runs"].get(key)
-        if record is None:
-            continue  # that benchmark has not stored the run's scores yet
-        results[name] = {**record, "adopted_from": f"{source} ({model_dir})",
-                         "settings": saved_settings(None, Path(model_dir))}
+        results[name] = {**record, "adopted_from": f"{source} ({model_dir})", "settings": made}
         if link.is_symlink():
             link.unlink()
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path(model_dir).resolve(), target_is_directory=True)
+        if folder.is_dir():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(folder.resolve(), target_is_directory=True)
         write_results(out / "table2.json", {"runs": results})
 
 
