@@ -75,6 +75,11 @@ SETTINGS = {
     # The guard repairs a refused edit up to 3 times (Guard.repairs) before it refuses.
     "taylor-guard-repair3": ("single", dict(ratio="auto", selection="taylor"), {"repairs": 3}),
     "stream-guard-repair3": ("stream", dict(ratio="auto", selection="taylor"), {"repairs": 3}),
+    # The guard shaping edits less strictly than its default caution (1e4, chosen at 0.75 for locality alone).
+    **{f"taylor-guard-caution{c}": ("single", dict(ratio="auto", selection="taylor"), {"caution": float(c)})
+       for c in ("1e3", "3e3")},
+    # The auto search goes on until the corrected review reads its value with 0.9 probability, not barely.
+    "taylor-guard-sure0.9": ("single", dict(ratio="auto", selection="taylor", confidence=0.9), True),
     "replay": ("replay", {}, False),
     "memory": ("memory", {"keys": "minilm"}, False),
     "memory-own": ("memory", {"keys": "own"}, False),
@@ -332,7 +337,9 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
              if guarded else None)
     start = time.perf_counter()
     if kind == "single":
-        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()
+        editor = MaskEditor(clf, guard=guard, **kwargs) if "confidence" in kwargs else None
+        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, editor=editor,
+                              **{key: value for key, value in kwargs.items() if key != "confidence"}).to_dict()
     elif kind in ("variants", "evidence"):
         editor = (VariantsEditor if kind == "variants" else EvidenceEditor)(clf, guard=guard, **kwargs)
         result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, editor=editor,

@@ -98,6 +98,16 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
     assert r.n == 0 and r.fixed and not r.persisted and r.outcome.startswith("nothing flipped")
 
 
+def test_a_confidence_makes_auto_climb_until_the_value_is_that_sure(poised):
+    target = wrong_of(poised, [TEXT], "food")[0]
+    plain = poised.intervene(TEXT, "food", target, ratio="auto", max_ratio=0.3)
+    sure = poised.intervene(TEXT, "food", target, ratio="auto", max_ratio=0.3, confidence=0.8)
+    assert plain.fixed and plain.after["probability"] < 0.8  # barely right at the smallest rung
+    assert sure.fixed and sure.after["probability"] >= 0.8 and sure.n > plain.n
+    with pytest.raises(ValueError, match="confidence must be a probability"):
+        poised.intervene(TEXT, "food", target, confidence=1.0)
+
+
 def test_batch_correction_is_one_log_entry_that_undoes_bit_for_bit(sparse_clf, tmp_path):
     before = copy_masks(sparse_clf)
     values = wrong_of(sparse_clf, TEXTS, "food")

@@ -24,10 +24,19 @@ def _n_bits(total: int, ratio: float) -> int:
     return round(ratio * total)
 
 
+def reached(logits: ConceptOutputs, values: torch.Tensor, confidence: float | None = None) -> torch.Tensor:
+    """(n,) bool: each text reads its value in ``values``, with at least ``confidence``
+    probability when given (an edit searched to that confidence is sure, not barely right)."""
+    right = logits.values() == values
+    if confidence is not None:
+        right &= logits.logits.softmax(-1).gather(1, values[:, None]).squeeze(1) >= confidence
+    return right
+
+
 def edit(
     clf: Classifier, k: int, batches: list[tuple[slice, dict]], logits: ConceptOutputs, values: torch.Tensor,
     labels: torch.Tensor | None, *, ratio: float | str, selection: str, steps: int, max_ratio: float = MAX_RATIO,
-    seed: int = 0, penalty: np.ndarray | None = None, primary: int | None = None,
+    seed: int = 0, penalty: np.ndarray | None = None, primary: int | None = None, confidence: float | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray], ConceptOutputs]:
     """Run up to ``steps`` drop/grow steps on concept k's mask (left edited), stopping
     once every text predicts its ``values`` (n,); ``logits`` are concept k's
@@ -35,7 +44,8 @@ def edit(
     and grows (sorted flat indices) and the concept's outputs afterwards.
     ``penalty``: per-bit cost of a flip elsewhere, see :func:`rank`. ``primary``: the
     first texts are the corrections and the rest only to be kept (a repair): the search
-    counts the first ones fixed before the others."""
+    counts the first ones fixed before the others. ``confidence``: a text counts as fixed only
+    once its value has at least this probability."""
     concept = clf.schema.concepts[k]
     masks_k = clf.model.masks[concept]
     total = sum(m.numel() for m in masks_k.values())
@@ -44,14 +54,14 @@ def edit(
     grows: list[np.ndarray] = []
     try:
         for step in range(steps):
-            if n_max == 0 or bool((logits.values() == values).all()):
+            if n_max == 0 or bool(reached(logits, values, confidence).all()):
                 break  # nothing to flip, or nothing left to fix: no gradient, no step
             scores = saliency(clf, k, batches, values, labels, selection=selection, out=edit_buffers(clf, masks_k)[0])
             drop, grow = rank(clf, masks_k, scores, n_max, selection, seed + step, penalty)
             if drop.size == 0:
                 break  # no bit would lower the loss
             if ratio == AUTO:
-                n, logits = search(clf, k, batches, values, drop, grow, total, primary)
+                n, logits = search(clf, k, batches, values, drop, grow, total, primary, confidence)
             else:
                 n = drop.size
                 flip(clf.model, concept, drop, grow)
@@ -66,10 +76,10 @@ def edit(
 
 def search(
     clf: Classifier, k: int, batches: list[tuple[slice, dict]], values: torch.Tensor, drop: np.ndarray,
-    grow: np.ndarray, total: int, primary: int | None = None,
+    grow: np.ndarray, total: int, primary: int | None = None, confidence: float | None = None,
 ) -> tuple[int, ConceptOutputs]:
     """Flip growing prefixes of the rankings along the auto ladder; stop at the first
-    that fixes every text. Leaves the best prefix flipped (every text fixed, else
+    that fixes every text (to ``confidence``, when given). Leaves the best prefix flipped (every text fixed, else
     the most fixed, then the lowest concept loss; with ``primary``, the most of the
     first ``primary`` texts fixed before the rest) and returns its size and logits."""
     model, concept = clf.model, clf.schema.concepts[k]
@@ -79,7 +89,7 @@ def search(
             flip(model, concept, drop[done:n], grow[done:n])  # the rankings nest: flip only what is new
             done = n
             logits = concept_k_outputs(clf, batches, k)
-            right = logits.values() == values
+            right = reached(logits, values, confidence)
             fixed = (int(right[:primary].sum()), int(right.sum()))
             loss = float(F.cross_entropy(logits.logits, values, reduction="sum"))
             if best is None or (fixed, -loss) > (best[1], -best[2]):
@@ -153,6 +163,7 @@ def correct(
     seed: int = 0,
     plan: Plan | None = None,
     nearby: Nearby | None = None,
+    confidence: float | None = None,
 ) -> CorrectionResult:
     """Correct ``concept`` to ``values`` (one per text, or one for all) on ``texts``
     with one edit of its mask, ranked by the gradient of L_k summed over them.
@@ -172,7 +183,9 @@ def correct(
     correction of the same texts on the same model (a preview), applied as it is with no
     search: a Keep then keeps exactly the edit that was previewed, without computing it again.
     ``nearby`` (:class:`~sparsecbm.interventions.Nearby`): the result's ``nearby`` lists which of
-    the texts nearest the corrected ones change their value of the concept with the edit in place."""
+    the texts nearest the corrected ones change their value of the concept with the edit in place.
+    ``confidence``: the auto search goes on until every text reads its value with at least this
+    probability (default: until it reads it at all)."""
     texts = check_texts(texts)
     if not texts:
         raise ValueError("texts: no corrections given (an empty batch)")
@@ -180,6 +193,8 @@ def correct(
     labels = _as_list("labels", labels, len(texts), allow_none=True)
     labels = None if labels is None else [clf.schema.label_of(label) for label in labels]
     k, v, y = _check(clf, concept, values, labels, ratio, selection, steps, max_ratio)
+    if confidence is not None and (isinstance(confidence, bool) or not 0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
     if nearby is not None and not isinstance(nearby, Nearby):
         raise TypeError(f"nearby: expected a sparsecbm.interventions.Nearby (the texts to search), got {type(nearby).__name__}")
     batches = tokenize(clf, texts)
@@ -193,7 +208,8 @@ def correct(
         near_before = nearby.read(clf, k, near_rows)
     if plan is None:
         drops, grows, logits[k] = edit(clf, k, batches, logits[k], v, y, ratio=ratio, selection=selection,
-                                       steps=steps, max_ratio=max_ratio, seed=seed, penalty=penalty)
+                                       steps=steps, max_ratio=max_ratio, seed=seed, penalty=penalty,
+                                       confidence=confidence)
     else:
         drops, grows = plan
         for drop, grow in zip(drops, grows):
@@ -214,7 +230,7 @@ def correct(
             if not verdict["accepted"] and plan is None and guard.repairs:
                 verdict, logits[k] = _repair(clf, k, texts, batches, v, y, guard, guard_before, logged_before,
                                              verdict, drops, grows, ratio=ratio, selection=selection, max_ratio=max_ratio, seed=seed,
-                                             penalty=penalty)
+                                             penalty=penalty, confidence=confidence)
                 after = _describe(clf, k, logits)
                 fixed = [a["value"] == value for a, value in zip(after, values)]
                 if verdict["accepted"] and not (any(fixed) or keep_unfixed):
@@ -289,7 +305,8 @@ def intervene(
     """Correct ``concept`` to ``value`` on one ``text`` by rewiring its mask.
 
     ``ratio`` ("auto"), ``selection`` ("taylor"), ``steps`` (1), ``max_ratio``,
-    ``persist`` (False), ``guard``, ``keep_unfixed``, ``seed``, ``plan``, ``nearby``: as in :func:`correct`. ``label``,
+    ``persist`` (False), ``guard``, ``keep_unfixed``, ``seed``, ``plan``, ``nearby``, ``confidence``: as in
+    :func:`correct`. ``label``,
     when known, adds the task term to the loss that ranks the weights."""
     (text,) = check_texts([text])
     r = correct(clf, [text], concept, [value], None if label is None else [label], **kwargs)
