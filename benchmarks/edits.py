@@ -78,8 +78,13 @@ SETTINGS = {
     # The guard shaping edits less strictly than its default caution (1e4, chosen at 0.75 for locality alone).
     **{f"taylor-guard-caution{c}": ("single", dict(ratio="auto", selection="taylor"), {"caution": float(c)})
        for c in ("1e3", "3e3")},
-    # The auto search goes on until the corrected review reads its value with 0.9 probability, not barely.
-    "taylor-guard-sure0.9": ("single", dict(ratio="auto", selection="taylor", confidence=0.9), True),
+    # The auto search goes on until the corrected review reads its value with probability p, not barely
+    # (and with a stricter guard's shaping: caution 3e4).
+    **{f"taylor-guard-sure{p}": ("single", dict(ratio="auto", selection="taylor", confidence=p), True)
+       for p in (0.8, 0.9)},
+    "taylor-guard-sure0.9-caution3e4": ("single", dict(ratio="auto", selection="taylor", confidence=0.9),
+                                        {"caution": 3e4}),
+    "stream-guard-sure0.9": ("stream", dict(ratio="auto", selection="taylor", confidence=0.9), True),
     "replay": ("replay", {}, False),
     "memory": ("memory", {"keys": "minilm"}, False),
     "memory-own": ("memory", {"keys": "own"}, False),
@@ -337,9 +342,7 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
              if guarded else None)
     start = time.perf_counter()
     if kind == "single":
-        editor = MaskEditor(clf, guard=guard, **kwargs) if "confidence" in kwargs else None
-        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, editor=editor,
-                              **{key: value for key, value in kwargs.items() if key != "confidence"}).to_dict()
+        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()
     elif kind in ("variants", "evidence"):
         editor = (VariantsEditor if kind == "variants" else EvidenceEditor)(clf, guard=guard, **kwargs)
         result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, editor=editor,

@@ -108,6 +108,18 @@ def test_a_confidence_makes_auto_climb_until_the_value_is_that_sure(poised):
         poised.intervene(TEXT, "food", target, confidence=1.0)
 
 
+def test_the_command_line_passes_its_confidence_to_the_correction(tmp_path, monkeypatch, reviews, tiny_bert):
+    from sparsecbm.classifier import Classifier
+
+    _, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert)
+    seen = {}
+    real = Classifier.correct
+    monkeypatch.setattr(Classifier, "correct", lambda self, *a, **kw: seen.update(kw) or real(self, *a, **kw))
+    assert main(["-q", "correct", str(out), "the food was awful", "--concept", "food", "--value", "Positive",
+                 "--confidence", "0.8", "--dry-run"]) == 0
+    assert seen["confidence"] == 0.8
+
+
 def test_batch_correction_is_one_log_entry_that_undoes_bit_for_bit(sparse_clf, tmp_path):
     before = copy_masks(sparse_clf)
     values = wrong_of(sparse_clf, TEXTS, "food")
@@ -250,6 +262,7 @@ def test_saliency_uses_gamma_of_the_model(sparse_clf):
     (lambda c: c.correct(TEXTS, "food", ["P", "N"]), ValueError, "values: 2 given for 3 texts"),
     (lambda c: c.correct(TEXTS, "food", "P", ["a"]), ValueError, "labels: 1 given for 3 texts"),
     (lambda c: c.correct(TEXTS, "food", "P", selection="abs"), ValueError, "selection must be one of"),
+    (lambda c: c.correct(TEXTS, "food", "P", confidence=0), ValueError, "confidence must be a probability"),
     (lambda c: c.correct(TEXT, "food", "P"), TypeError, "expected a list of texts"),
     (lambda c: c.correct(TEXTS, "food", ["P", "P", "Great"]), ValueError, "unknown value 'Great'"),
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), tolerance=-0.1), ValueError,

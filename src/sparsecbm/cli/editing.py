@@ -42,14 +42,15 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         result = family_edits(clf, dataset[args.split].head(args.max_examples), n=args.edits, unrelated=args.unrelated,
                               seed=args.seed, guard=guard_from_args(args, clf, dataset), ratio=args.ratio[0],
                               selection=args.selection, steps=args.steps, max_ratio=args.max_ratio,
-                              use_label=not args.without_label, progress=progress)
+                              confidence=args.confidence, use_label=not args.without_label, progress=progress)
         print(f"{dataset.name} {args.split}: {result.line()}")
     elif args.mode == "per-example":
         split = dataset[args.split].head(args.max_examples)
         if args.guard:
             raise ValueError("--guard judges kept edits; use it with --mode persistent")
         result = protocols.per_example(clf, split, args.ratio, selection=args.selection, steps=args.steps,
-                                       max_ratio=args.max_ratio, use_label=not args.without_label, progress=progress)
+                                       max_ratio=args.max_ratio, confidence=args.confidence,
+                                       use_label=not args.without_label, progress=progress)
         print(f"{dataset.name} {args.split}: {result.n} examples, {result.wrong_concepts} wrong concepts "
               f"in {result.examples_with_a_wrong_concept} examples")
         print(f"{'':<22}{'concept acc %':>14}{'task acc %':>12}{'fixed %':>9}{'median bits per fix':>21}")
@@ -65,7 +66,7 @@ def cmd_intervene(args: argparse.Namespace) -> None:
     else:
         result = protocols.persistent(clf, dataset[args.edit_split].head(args.max_examples), dataset[args.eval_split],
                                       args.ratio[0], selection=args.selection, steps=args.steps,
-                                      max_ratio=args.max_ratio, use_label=not args.without_label,
+                                      max_ratio=args.max_ratio, confidence=args.confidence, use_label=not args.without_label,
                                       guard=guard_from_args(args, clf, dataset), progress=progress)
         print(f"{result.edits} edits kept for {result.wrong_concepts} wrong concepts on {args.edit_split} "
               f"({', '.join(f'{k}: {v}' for k, v in result.outcomes.items())}); fixed when kept "
@@ -104,7 +105,7 @@ def _curve(args: argparse.Namespace, clf) -> None:
         from ..interventions import protocols
 
         rewired = protocols.per_example(clf, split, args.ratio[:1], selection=args.selection, steps=args.steps,
-                                        max_ratio=args.max_ratio, use_label=not args.without_label,
+                                        max_ratio=args.max_ratio, confidence=args.confidence, use_label=not args.without_label,
                                         progress=not args.quiet)
         si = next(iter(rewired.rewired.values()))
         result = result.with_rewiring(f"rewired/{args.selection} {args.ratio[0]}", si.curve, si.single_fixes)
@@ -144,7 +145,7 @@ def cmd_correct(args: argparse.Namespace) -> None:
     guard = guard_from_args(args, clf, None)
     nearby = nearby_from_args(args, clf, None)
     r = clf.correct(texts, args.concept, values, labels, ratio=args.ratio, selection=args.selection,
-                    steps=args.steps, max_ratio=args.max_ratio, persist=not args.dry_run, guard=guard,
+                    steps=args.steps, max_ratio=args.max_ratio, confidence=args.confidence, persist=not args.dry_run, guard=guard,
                     keep_unfixed=args.keep_unfixed, nearby=nearby)
     for text, b, a, ok in zip(texts, r.before, r.after, r.fixed):
         print(f"{'fixed' if ok else 'not fixed'}: {args.concept} {b['value']} -> {a['value']} "

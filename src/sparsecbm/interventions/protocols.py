@@ -27,7 +27,7 @@ from .curves import single_fixes, swap_curve, swap_fixes
 from .gradients import tokenize
 from .guard import Guard
 from .oracle import oracle_labels
-from .ranking import MAX_RATIO, revert
+from .ranking import EDIT, MAX_RATIO, revert
 from .reports import OracleScores, PerExampleResult, PersistentResult, RatioScores, Scores, SplitChange
 from .rewire import edit, intervene
 
@@ -62,6 +62,7 @@ def per_example(
     selection: str = "taylor",
     steps: int = 1,
     max_ratio: float = MAX_RATIO,
+    confidence: float | None = EDIT.confidence,
     use_label: bool = True,
     progress: bool = True,
     out: CBMOutput | None = None,
@@ -92,7 +93,8 @@ def per_example(
             for k in np.flatnonzero(wrong[i]):
                 value = torch.tensor([int(split.concepts[i, k])])
                 drops, grows, after = edit(clf, k, batches, logits[k][i : i + 1], value, label, ratio=ratio,
-                                           selection=selection, steps=steps, max_ratio=max_ratio, seed=int(i))
+                                           selection=selection, steps=steps, max_ratio=max_ratio, seed=int(i),
+                                           confidence=confidence)
                 revert(clf.model, schema.concepts[k], drops, grows)
                 new[k][i] = after[0]
                 bits = 2 * sum(int(d.size) for d in drops)
@@ -123,6 +125,7 @@ def persistent(
     selection: str = "taylor",
     steps: int = 1,
     max_ratio: float = MAX_RATIO,
+    confidence: float | None = EDIT.confidence,
     use_label: bool = True,
     guard: Guard | None = None,
     keep_unfixed: bool = False,
@@ -149,7 +152,7 @@ def persistent(
             label = schema.labels[edit_split.labels[i]] if use_label else None
             start = time.perf_counter()
             r = intervene(clf, edit_split.texts[i], schema.concepts[k], value, ratio=ratio, selection=selection,
-                          steps=steps, max_ratio=max_ratio, persist=True, label=label, guard=guard,
+                          steps=steps, max_ratio=max_ratio, confidence=confidence, persist=True, label=label, guard=guard,
                           keep_unfixed=keep_unfixed, seed=int(i))
             seconds.append(time.perf_counter() - start)
             kind = r.outcome.split(":")[0]
@@ -166,7 +169,7 @@ def persistent(
     eval_after = clf.evaluate(eval_split, progress=progress)
     kept_same = all(kept(original[c]) == kept(per) for c, per in clf.model.masks.items())
     return PersistentResult(
-        ratio=ratio, selection=selection, steps=steps, max_ratio=max_ratio, uses_task_label=use_label,
+        ratio=ratio, selection=selection, steps=steps, max_ratio=max_ratio, confidence=confidence, uses_task_label=use_label,
         guard=None if guard is None else guard.describe(),
         edits=len(clf.interventions), wrong_concepts=int(wrong.sum()), outcomes=outcomes,
         fixed_when_edited=len(corrected), still_fixed_at_end=still, still_fixed_fraction=still / max(1, len(corrected)),

@@ -42,6 +42,14 @@ def check_selection(selection) -> str:
     return selection
 
 
+def check_confidence(confidence) -> float | None:
+    """``confidence``: None (off) or a probability in (0, 1)."""
+    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                                   or not 0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
+    return confidence
+
+
 def check_steps(steps) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps!r}")
@@ -58,11 +66,15 @@ class EditSettings:
     max_ratio: float = setting(MAX_RATIO, "the cap of a ratio of auto (the explorer's is always auto): the largest "
                                "fraction of the prunable weights one step may flip", check=check_max_ratio)
     steps: int = setting(1, "steps per correction while still wrong", check=check_steps)
+    confidence: float | None = setting(None, "a ratio of auto goes on until each corrected text reads its value "
+                                       "with at least this probability (default: until it reads it at all)",
+                                       kind=float, metavar="P", check=check_confidence)
 
     def __post_init__(self) -> None:
         check_selection(self.selection)
         check_max_ratio(self.max_ratio)
         check_steps(self.steps)
+        check_confidence(self.confidence)
 
 
 EDIT = EditSettings()  # the defaults

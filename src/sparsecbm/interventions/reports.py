@@ -106,6 +106,7 @@ class PersistentResult:
     max_ratio: float
     uses_task_label: bool
     guard: dict[str, Any] | None  # {"n", "tolerance", "task_tolerance"} of the guard, when one judged
+    confidence: float | None = None  # the auto search's (EditSettings.confidence)
     edits: int  # kept
     wrong_concepts: int
     outcomes: dict[str, int]  # outcome kind -> count
@@ -185,6 +186,7 @@ class FamilyEditsResult:
     uses_task_label: bool
     keep_unfixed: bool
     seed: int
+    confidence: float | None = None  # the auto search's (EditSettings.confidence)
     guard: dict[str, Any] | None
     corrections: int  # drawn
     kept: int

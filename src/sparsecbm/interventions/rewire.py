@@ -13,7 +13,20 @@ from ..data.batching import check_texts
 from ..outputs import ConceptOutputs
 from .gradients import concept_k_outputs, saliency, tokenize
 from .nearby import Nearby
-from .ranking import AUTO, EDIT, MAX_RATIO, EditSettings, auto_ladder, check_ratio, count_flips, edit_buffers, flip, rank, revert
+from .ranking import (
+    AUTO,
+    EDIT,
+    MAX_RATIO,
+    EditSettings,
+    auto_ladder,
+    check_confidence,
+    check_ratio,
+    count_flips,
+    edit_buffers,
+    flip,
+    rank,
+    revert,
+)
 from .results import CorrectionResult, Edit, InterventionResult, Plan
 
 if TYPE_CHECKING:
@@ -163,7 +176,7 @@ def correct(
     seed: int = 0,
     plan: Plan | None = None,
     nearby: Nearby | None = None,
-    confidence: float | None = None,
+    confidence: float | None = EDIT.confidence,
 ) -> CorrectionResult:
     """Correct ``concept`` to ``values`` (one per text, or one for all) on ``texts``
     with one edit of its mask, ranked by the gradient of L_k summed over them.
@@ -193,8 +206,7 @@ def correct(
     labels = _as_list("labels", labels, len(texts), allow_none=True)
     labels = None if labels is None else [clf.schema.label_of(label) for label in labels]
     k, v, y = _check(clf, concept, values, labels, ratio, selection, steps, max_ratio)
-    if confidence is not None and (isinstance(confidence, bool) or not 0.0 < confidence < 1.0):
-        raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
+    check_confidence(confidence)
     if nearby is not None and not isinstance(nearby, Nearby):
         raise TypeError(f"nearby: expected a sparsecbm.interventions.Nearby (the texts to search), got {type(nearby).__name__}")
     batches = tokenize(clf, texts)

@@ -106,6 +106,7 @@ def family_edits(
     selection: str = EDIT.selection,
     steps: int = EDIT.steps,
     max_ratio: float = EDIT.max_ratio,
+    confidence: float | None = EDIT.confidence,
     use_label: bool = True,
     keep_unfixed: bool = False,
     editor=None,
@@ -119,7 +120,8 @@ def family_edits(
     clf.require_masks("to rewire")
     schema = clf.schema
     editor = editor if editor is not None else MaskEditor(clf, guard=guard, ratio=ratio, selection=selection,
-                                                          steps=steps, max_ratio=max_ratio, keep_unfixed=keep_unfixed)
+                                                          steps=steps, max_ratio=max_ratio, keep_unfixed=keep_unfixed,
+                                                          confidence=confidence)
     out = out if out is not None else clf.forward_texts(split.texts, progress=progress, desc="predict")
     predicted, task = out.predicted_values(), out.task_logits.argmax(-1).numpy()
     drawn = draw_corrections(split, predicted, n, seed)
@@ -155,6 +157,7 @@ def family_edits(
             unrelated_task_accuracy=(float((task[far] == split.labels[far]).mean()),
                                      float((now_task[unr] == split.labels[far]).mean())),
         ))
-    return FamilyEditsResult.of(outcomes, method=editor.name, selection=selection, ratio=ratio, max_ratio=max_ratio, steps=steps,
+    return FamilyEditsResult.of(outcomes, method=editor.name, selection=selection, ratio=ratio, max_ratio=max_ratio,
+                                steps=steps, confidence=confidence,
                                 uses_task_label=use_label, keep_unfixed=keep_unfixed, seed=seed,
                                 guard=None if guard is None else guard.describe())
