@@ -62,29 +62,33 @@ from sparsecbm.model import joint_loss
 
 GUARD_ROWS = 300  # the CLI's --guard train:300
 STREAM_ROWS = 300  # the first dev reviews whose wrong concepts make the stream
-# name -> (single corrections or the stream, correct()'s settings, guarded: False, True or the Guard's settings)
+# name -> (single corrections or the stream, correct()'s settings, guarded: False or the Guard's settings).
+# Each names its settings in full, so that a run of a name means the same whatever the library's defaults:
+# most ran before the default edit searched to a confidence (None then) and the guard's caution was 1e4.
+TAYLOR = dict(ratio="auto", selection="taylor", confidence=None)
+SURE = {**TAYLOR, "confidence": 0.9}  # the default since issue 41 (EditSettings.confidence)
+GUARD_1E4 = {"caution": 1e4}
+GUARD_3E4 = {"caution": 3e4}  # the default since issue 41 (Guard.caution)
 SETTINGS = {
-    "taylor": ("single", dict(ratio="auto", selection="taylor"), False),
-    "taylor-guard": ("single", dict(ratio="auto", selection="taylor"), True),
+    "taylor": ("single", TAYLOR, False),
+    "taylor-guard": ("single", TAYLOR, GUARD_1E4),
     "paper": ("single", dict(ratio=0.01, selection="paper", keep_unfixed=True), False),
-    "stream-guard": ("stream", dict(ratio="auto", selection="taylor"), True),
-    "taylor-variants": ("variants", dict(ratio="auto", selection="taylor"), False),
-    "taylor-variants-guard": ("variants", dict(ratio="auto", selection="taylor"), True),
-    "taylor-evidence": ("evidence", dict(ratio="auto", selection="taylor"), False),
-    "taylor-evidence-guard": ("evidence", dict(ratio="auto", selection="taylor"), True),
+    "stream-guard": ("stream", TAYLOR, GUARD_1E4),
+    "taylor-variants": ("variants", TAYLOR, False),
+    "taylor-variants-guard": ("variants", TAYLOR, GUARD_1E4),
+    "taylor-evidence": ("evidence", TAYLOR, False),
+    "taylor-evidence-guard": ("evidence", TAYLOR, GUARD_1E4),
     # The guard repairs a refused edit up to 3 times (Guard.repairs) before it refuses.
-    "taylor-guard-repair3": ("single", dict(ratio="auto", selection="taylor"), {"repairs": 3}),
-    "stream-guard-repair3": ("stream", dict(ratio="auto", selection="taylor"), {"repairs": 3}),
-    # The guard shaping edits less strictly than its default caution (1e4, chosen at 0.75 for locality alone).
-    **{f"taylor-guard-caution{c}": ("single", dict(ratio="auto", selection="taylor"), {"caution": float(c)})
-       for c in ("1e3", "3e3")},
+    "taylor-guard-repair3": ("single", TAYLOR, {**GUARD_1E4, "repairs": 3}),
+    "stream-guard-repair3": ("stream", TAYLOR, {**GUARD_1E4, "repairs": 3}),
+    # The guard shaping edits less strictly.
+    **{f"taylor-guard-caution{c}": ("single", TAYLOR, {"caution": float(c)}) for c in ("1e3", "3e3")},
     # The auto search goes on until the corrected review reads its value with probability p, not barely
-    # (and with a stricter guard's shaping: caution 3e4).
-    **{f"taylor-guard-sure{p}": ("single", dict(ratio="auto", selection="taylor", confidence=p), True)
-       for p in (0.8, 0.9)},
-    "taylor-guard-sure0.9-caution3e4": ("single", dict(ratio="auto", selection="taylor", confidence=0.9),
-                                        {"caution": 3e4}),
-    "stream-guard-sure0.9": ("stream", dict(ratio="auto", selection="taylor", confidence=0.9), True),
+    # (and with a stricter guard's shaping: caution 3e4, the defaults since issue 41).
+    **{f"taylor-guard-sure{p}": ("single", {**TAYLOR, "confidence": p}, GUARD_1E4) for p in (0.8, 0.9)},
+    "stream-guard-sure0.9": ("stream", SURE, GUARD_1E4),
+    "taylor-guard-sure0.9-caution3e4": ("single", SURE, GUARD_3E4),
+    "stream-guard-sure0.9-caution3e4": ("stream", SURE, GUARD_3E4),
     "replay": ("replay", {}, False),
     "memory": ("memory", {"keys": "minilm"}, False),
     "memory-own": ("memory", {"keys": "own"}, False),
@@ -338,8 +342,7 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
     kind, kwargs, guarded = SETTINGS[setting]
     clf = sparsecbm.load(model)
     data = dataset_from_spec(clf.data_spec)
-    guard = (Guard(data["train"].head(GUARD_ROWS), progress=True, **(guarded if isinstance(guarded, dict) else {}))
-             if guarded else None)
+    guard = Guard(data["train"].head(GUARD_ROWS), progress=True, **guarded) if guarded else None
     start = time.perf_counter()
     if kind == "single":
         result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()

@@ -75,7 +75,7 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
     target = wrong_of(sparse_clf, [TEXT], concept)[0]
     v = "NPu".index(target)
     before = copy_masks(sparse_clf)
-    r = sparse_clf.intervene(TEXT, concept, target, ratio="auto", max_ratio=0.3)
+    r = sparse_clf.intervene(TEXT, concept, target, ratio="auto", max_ratio=0.3, confidence=None)  # argmax alone
     assert r.fixed and r.n > 0 and not r.persisted and same_masks(before, sparse_clf.model.masks)
     # Replay the search by hand: the rung below r.n does not fix, r.n does.
     masks_k = sparse_clf.model.masks[concept]
@@ -100,7 +100,7 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
 
 def test_a_confidence_makes_auto_climb_until_the_value_is_that_sure(poised):
     target = wrong_of(poised, [TEXT], "food")[0]
-    plain = poised.intervene(TEXT, "food", target, ratio="auto", max_ratio=0.3)
+    plain = poised.intervene(TEXT, "food", target, ratio="auto", max_ratio=0.3, confidence=None)
     sure = poised.intervene(TEXT, "food", target, ratio="auto", max_ratio=0.3, confidence=0.8)
     assert plain.fixed and plain.after["probability"] < 0.8  # barely right at the smallest rung
     assert sure.fixed and sure.after["probability"] >= 0.8 and sure.n > plain.n
@@ -367,7 +367,8 @@ def test_a_guard_repairs_a_refused_edit_with_more_steps_or_rolls_it_back(poised,
     guard = Guard(_guard_against(sparse_clf, "food", NEAR, predicted_of(sparse_clf, NEAR, "food")), caution=0,
                   tolerance=tolerance, task_tolerance=1.0, repairs=repairs)  # gold: the values read now
     before, kept_before = copy_masks(sparse_clf), {c: kept(m) for c, m in sparse_clf.model.masks.items()}
-    r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard)
+    # confidence=None: the step counts below are the plain search's (argmax right).
+    r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard, confidence=None)
     assert r.fixed
     if kept_after is None:  # refused: the plain edit breaks 4 of the 13 (a fall of 0.31); 2 repairs keep 5 broken
         assert r.steps == 1 + repairs and not r.persisted and r.outcome.startswith("rolled back by the guard")

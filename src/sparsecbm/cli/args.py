@@ -170,7 +170,7 @@ def _intervene_flags(v: argparse.ArgumentParser) -> None:
     v.add_argument("--edit-split", default="dev", help="persistent: the split whose corrections are applied")
     v.add_argument("--eval-split", default="test", help="persistent: the split the edits never see")
     v.add_argument("--ratio", type=ratio_or_auto, nargs="+", default=["auto"],
-                   help="'auto' (default: the fewest bits that fix) or a fraction of prunable weights dropped "
+                   help="'auto' (default: the fewest bits that fix, to --confidence) or a fraction of prunable weights dropped "
                    "(and grown) per step; several give a curve")
     add_flags(v, EditSettings)
     v.add_argument("--max-examples", type=positive_int, help="the split's first N rows only")
@@ -196,7 +196,7 @@ def _correct_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--label", help="the task label of every text, when known (or a 'label' column in --file)")
     r.add_argument("--file", help="a CSV/TSV/JSONL file with columns text, value and optionally label")
     r.add_argument("--ratio", type=ratio_or_auto, default="auto",
-                   help="'auto' (default: the fewest bits that fix) or a fraction of prunable weights per step")
+                   help="'auto' (default: the fewest bits that fix, to --confidence) or a fraction of prunable weights per step")
     add_flags(r, EditSettings)
     r.add_argument("--keep-unfixed", action="store_true", help="keep an edit even if it fixes none of the texts")
     add_data_args(r, required=False)

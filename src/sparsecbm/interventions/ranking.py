@@ -66,8 +66,9 @@ class EditSettings:
     max_ratio: float = setting(MAX_RATIO, "the cap of a ratio of auto (the explorer's is always auto): the largest "
                                "fraction of the prunable weights one step may flip", check=check_max_ratio)
     steps: int = setting(1, "steps per correction while still wrong", check=check_steps)
-    confidence: float | None = setting(None, "a ratio of auto goes on until each corrected text reads its value "
-                                       "with at least this probability (default: until it reads it at all)",
+    confidence: float | None = setting(0.9, "a ratio of auto goes on until each corrected text reads its value "
+                                       "with at least this probability, not barely: such an edit carries to the "
+                                       "text's paraphrases (docs/interventions.md)",
                                        kind=float, metavar="P", check=check_confidence)
 
     def __post_init__(self) -> None:

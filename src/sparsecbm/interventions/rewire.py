@@ -67,8 +67,8 @@ def edit(
     grows: list[np.ndarray] = []
     try:
         for step in range(steps):
-            if n_max == 0 or bool(reached(logits, values, confidence).all()):
-                break  # nothing to flip, or nothing left to fix: no gradient, no step
+            if n_max == 0 or bool(reached(logits, values, None if step == 0 else confidence).all()):
+                break  # nothing to flip, already right (no edit needed), or fixed to the confidence asked
             scores = saliency(clf, k, batches, values, labels, selection=selection, out=edit_buffers(clf, masks_k)[0])
             drop, grow = rank(clf, masks_k, scores, n_max, selection, seed + step, penalty)
             if drop.size == 0:
