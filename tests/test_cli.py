@@ -214,7 +214,7 @@ def test_flags_come_from_the_configs_with_their_defaults_and_help(capsys, monkey
                 assert " ".join(f.metadata["help"].split()) in shown, (command, f.name)
     # A bad value is refused as the flag is parsed, with the message the Python API gives.
     for argv, message in ((["correct", "m", "--concept", "food", "--tolerance", "2"], "tolerance must be a fraction"),
-                          (["intervene", "m", "--confidence", "1"], "confidence must be a probability in (0, 1)"),
+                          (["intervene", "m", "--confidence", "1"], "confidence must be a probability in [0, 1)"),
                           (["serve", "m", "--caution", "-1"], "caution must be a finite number >= 0"),
                           (["train", "--data", "cebab", "--out", "o", "--epochs", "x"], "expected a whole number")):
         with pytest.raises(SystemExit):

@@ -101,6 +101,7 @@ def test_auto_returns_the_smallest_rung_that_fixes_and_zero_when_right(poised):
 def test_a_confidence_makes_auto_climb_until_the_value_is_that_sure(poised):
     target = wrong_of(poised, [TEXT], "food")[0]
     plain = poised.intervene(TEXT, "food", target, ratio="auto", max_ratio=0.3, confidence=None)
+    assert poised.intervene(TEXT, "food", target, ratio="auto", max_ratio=0.3, confidence=0).n == plain.n  # 0: off
     sure = poised.intervene(TEXT, "food", target, ratio="auto", max_ratio=0.3, confidence=0.8)
     assert plain.fixed and plain.after["probability"] < 0.8  # barely right at the smallest rung
     assert sure.fixed and sure.after["probability"] >= 0.8 and sure.n > plain.n
@@ -262,7 +263,7 @@ def test_saliency_uses_gamma_of_the_model(sparse_clf):
     (lambda c: c.correct(TEXTS, "food", ["P", "N"]), ValueError, "values: 2 given for 3 texts"),
     (lambda c: c.correct(TEXTS, "food", "P", ["a"]), ValueError, "labels: 1 given for 3 texts"),
     (lambda c: c.correct(TEXTS, "food", "P", selection="abs"), ValueError, "selection must be one of"),
-    (lambda c: c.correct(TEXTS, "food", "P", confidence=0), ValueError, "confidence must be a probability"),
+    (lambda c: c.correct(TEXTS, "food", "P", confidence=-0.1), ValueError, "confidence must be a probability"),
     (lambda c: c.correct(TEXT, "food", "P"), TypeError, "expected a list of texts"),
     (lambda c: c.correct(TEXTS, "food", ["P", "P", "Great"]), ValueError, "unknown value 'Great'"),
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), tolerance=-0.1), ValueError,

@@ -43,10 +43,10 @@ def check_selection(selection) -> str:
 
 
 def check_confidence(confidence) -> float | None:
-    """``confidence``: None (off) or a probability in (0, 1)."""
+    """``confidence``: a probability in [0, 1); 0 or None: the value read at all (the plain search)."""
     if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
-                                   or not 0.0 < confidence < 1.0):
-        raise ValueError(f"confidence must be a probability in (0, 1), got {confidence!r}")
+                                   or not 0.0 <= confidence < 1.0):
+        raise ValueError(f"confidence must be a probability in [0, 1), got {confidence!r}")
     return confidence
 
 
@@ -68,7 +68,7 @@ class EditSettings:
     steps: int = setting(1, "steps per correction while still wrong", check=check_steps)
     confidence: float | None = setting(0.9, "a ratio of auto goes on until each corrected text reads its value "
                                        "with at least this probability, not barely: such an edit carries to the "
-                                       "text's paraphrases (docs/interventions.md)",
+                                       "text's paraphrases (docs/interventions.md); 0: until it reads it at all",
                                        kind=float, metavar="P", check=check_confidence)
 
     def __post_init__(self) -> None:
