@@ -82,11 +82,10 @@ SETTINGS = {
     "taylor-guard-repair3": ("single", TAYLOR, {**GUARD_1E4, "repairs": 3}),
     "stream-guard-repair3": ("stream", TAYLOR, {**GUARD_1E4, "repairs": 3}),
     # The guard shaping edits less strictly.
-    **{f"taylor-guard-caution{c}": ("single", TAYLOR, {"caution": float(c)}) for c in ("1e3", "3e3")},
+    "taylor-guard-caution1e3": ("single", TAYLOR, {"caution": 1e3}),
     # The auto search goes on until the corrected review reads its value with probability p, not barely
     # (and with a stricter guard's shaping: caution 3e4, the defaults since issue 41).
     **{f"taylor-guard-sure{p}": ("single", {**TAYLOR, "confidence": p}, GUARD_1E4) for p in (0.8, 0.9)},
-    "stream-guard-sure0.9": ("stream", SURE, GUARD_1E4),
     "taylor-guard-sure0.9-caution3e4": ("single", SURE, GUARD_3E4),
     "stream-guard-sure0.9-caution3e4": ("stream", SURE, GUARD_3E4),
     "replay": ("replay", {}, False),

@@ -198,7 +198,7 @@ def correct(
     ``nearby`` (:class:`~sparsecbm.interventions.Nearby`): the result's ``nearby`` lists which of
     the texts nearest the corrected ones change their value of the concept with the edit in place.
     ``confidence``: the auto search goes on until every text reads its value with at least this
-    probability (default: until it reads it at all)."""
+    probability (default 0.9, ``EditSettings.confidence``; 0 or None: until it reads it at all)."""
     texts = check_texts(texts)
     if not texts:
         raise ValueError("texts: no corrections given (an empty batch)")
