@@ -5,7 +5,9 @@ For each model and setting: single corrections drawn from the test families, eac
 (``sparsecbm.interventions.yardstick``; the same numbers as ``sparsecbm intervene DIR
 --mode edits``); and the sequential stream: every wrong concept of the first 300 dev
 reviews in order, kept edits accumulating, scored on test before and after
-(``protocols.persistent``).
+(``protocols.persistent``; with ``--split dev``, on the dev reviews after the stream's, for
+choosing). ``stream-...-batchN`` corrects the stream as files of corrections would: each run
+of N reviews concept by concept, one edit over the reviews of the run that read it wrong.
 
 ``taylor-variants`` fits the mask edit on the corrected review and on variants of it with one
 sentence (or, for a one-sentence review, one clause) left out, those that the model still misreads
@@ -88,6 +90,8 @@ SETTINGS = {
     **{f"taylor-guard-sure{p}": ("single", {**TAYLOR, "confidence": p}, GUARD_1E4) for p in (0.8, 0.9)},
     "taylor-guard-sure0.9-caution3e4": ("single", SURE, GUARD_3E4),
     "stream-guard-sure0.9-caution3e4": ("stream", SURE, GUARD_3E4),
+    # The stream as files of corrections: each run of N reviews corrected concept by concept, one edit each.
+    **{f"stream-guard-sure0.9-caution3e4-batch{n}": ("stream", {**SURE, "batch": n}, GUARD_3E4) for n in (20, 100)},
     "replay": ("replay", {}, False),
     "memory": ("memory", {"keys": "minilm"}, False),
     "memory-own": ("memory", {"keys": "own"}, False),
@@ -371,8 +375,10 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
         result = {**family_edits(clf, data["test"], n=n, unrelated=unrelated, seed=seed,
                                  editor=ReplayEditor(clf, data["train"], lr=chosen["chosen"])).to_dict(),
                   "replay": chosen}
-    else:
-        result = persistent(clf, data["dev"].head(STREAM_ROWS), data["test"], guard=guard, **kwargs).to_dict()
+    else:  # the stream; choosing (--split dev) scores the dev reviews after the stream's, never test
+        dev = data["dev"]
+        scored = data["test"] if split == "test" else dev.rows(range(STREAM_ROWS, len(dev)))
+        result = persistent(clf, dev.head(STREAM_ROWS), scored, guard=guard, **kwargs).to_dict()
     return {"model": model, "setting": setting, "split": split, "seconds": round(time.perf_counter() - start, 1), **result}
 
 
@@ -395,16 +401,22 @@ def markdown(results: dict) -> str:
             f"{100 * r['generalisation']:.0f}; {100 * r['effective_generalisation']:.0f} | {100 * r['sibling_harm']:.1f} | "
             f"{100 * r['locality']:.1f} | {r['unrelated_concept_accuracy_change']:+.2f} / "
             f"{r['unrelated_task_accuracy_change']:+.2f} | {r['median_seconds']:.1f} |")
+    scored = "test" if split == "test" else "the rest of dev (its reviews after the stream's)"
     stream = table_head("The stream: every wrong concept of the first 300 dev reviews in order (the mask edits "
-                        "guarded); test before -> after (concept / task accuracy %).",
-                        ["model", "setting", "kept / wrong", "still right at the end", "test concepts", "test task"])
+                        f"guarded): corrections kept; read right when their turn came (fixed by earlier edits; "
+                        f"'-': not counted apart then); right at the end; {scored} before -> after "
+                        "(concept / task accuracy %).",
+                        ["model", "setting", "kept / wrong", "right when reached", "kept still right at the end",
+                         "wrong right at the end", "concepts", "task"])
     for r in results.values():
         if "eval_split" not in r:
             continue
         b, a = r["eval_split"]["before"], r["eval_split"]["after"]
         setting = r["setting"] + (f" (threshold {r['threshold']:.2f})" if "threshold" in r else "")
-        stream.append(f"| {r['model']} | {setting} | {r['edits']}/{r['wrong_concepts']} | "
-                      f"{r['still_fixed_at_end']}/{r['fixed_when_edited']} | {100 * b['concept_accuracy']:.2f} -> "
+        reached = r.get("outcomes", {}).get("already right", "-" if "corrections_kept" not in r else 0)
+        stream.append(f"| {r['model']} | {setting} | {r.get('corrections_kept', r['edits'])}/{r['wrong_concepts']} | "
+                      f"{reached} | {r['still_fixed_at_end']}/{r['fixed_when_edited']} | "
+                      f"{r.get('wrong_concepts_right_at_end', '-')} | {100 * b['concept_accuracy']:.2f} -> "
                       f"{100 * a['concept_accuracy']:.2f} | {100 * b['task_accuracy']:.2f} -> {100 * a['task_accuracy']:.2f} |")
     return "\n".join(single) + "\n\n" + "\n".join(stream) + "\n"
 

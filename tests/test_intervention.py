@@ -9,7 +9,7 @@ import torch
 from sparsecbm import load
 from sparsecbm.cli import main
 from sparsecbm.data import Split
-from sparsecbm.interventions.protocols import per_example
+from sparsecbm.interventions.protocols import per_example, persistent, stream_groups
 from sparsecbm.interventions.ranking import pick
 from sparsecbm.masks import kept, total
 
@@ -170,6 +170,29 @@ def test_per_example_protocol_restores_masks_and_counts_its_fixes(sparse_clf):
     assert list(d)[-3:] == ["NI", "oracle", "SI"] and d["SI"]["auto"]["single_fixes"]["pairs"] == result.wrong_concepts
 
 
+def test_stream_groups_take_each_wrong_concept_once_in_order():
+    wrong = np.array([[1, 0, 1], [0, 0, 0], [0, 1, 1], [1, 0, 0]], bool)
+    assert stream_groups(wrong, 1) == [([0], 0), ([0], 2), ([2], 1), ([2], 2), ([3], 0)]  # row by row, as corrected alone
+    # Runs of 2 reviews that have a wrong concept (0 and 2, then 3), each corrected concept by concept.
+    assert stream_groups(wrong, 2) == [([0], 0), ([2], 1), ([0, 2], 2), ([3], 0)]
+    assert stream_groups(wrong, 10) == [([0, 3], 0), ([2], 1), ([0, 2], 2)]
+
+
+def test_a_batched_stream_counts_every_wrong_concept_once_and_keeps_sparsity(sparse_clf):
+    g = torch.Generator().manual_seed(2)
+    texts = tuple(f"{TEXT} {w}" for w in ("today", "again", "twice", "sadly", "once", "later"))
+    split = Split(texts, torch.randint(3, (6,), generator=g).numpy(), torch.randint(3, (6, 3), generator=g).numpy())
+    before = {c: kept(per) for c, per in sparse_clf.model.masks.items()}
+    result = persistent(sparse_clf, split, split, 0.05, selection="paper", batch=4, keep_unfixed=True, progress=False)
+    assert result.batch == 4 and sum(result.outcomes.values()) == result.wrong_concepts > 0
+    # One edit per (run of reviews, concept) at most, each covering all of its run's wrong readings: fewer edits than corrections.
+    assert 0 < result.edits == len(sparse_clf.interventions) < result.corrections_kept
+    assert result.corrections_kept == sum(len(e.texts) for e in sparse_clf.interventions) == result.outcomes.get("kept", 0)
+    assert result.kept_counts_unchanged and {c: kept(per) for c, per in sparse_clf.model.masks.items()} == before
+    with pytest.raises(ValueError, match="batch: expected a whole number of reviews per edit"):
+        persistent(sparse_clf, split, split, 0.05, batch=0, progress=False)
+
+
 def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, reviews, tiny_bert):
     data, out = train_tiny_sparsecbm(tmp_path / "m", reviews, tiny_bert)
     capsys.readouterr()
@@ -182,15 +205,16 @@ def test_cli_intervene_per_example_persistent_and_mask_diff(tmp_path, capsys, re
 
     edited = tmp_path / "edited"
     assert main(["-q", "intervene", str(out), *data, "--mode", "persistent", "--ratio", "0.02", "--selection", "paper",
-                 "--max-examples", "6", "--save-to", str(edited), "--json", str(j)]) == 0
-    persistent = json.loads(j.read_text())
-    assert persistent["kept_counts_unchanged"] and persistent["eval_split"]["n"] == 16
+                 "--max-examples", "6", "--batch", "2", "--save-to", str(edited), "--json", str(j)]) == 0
+    streamed = json.loads(j.read_text())
+    assert streamed["kept_counts_unchanged"] and streamed["eval_split"]["n"] == 16 and streamed["batch"] == 2
+    assert sum(streamed["outcomes"].values()) == streamed["wrong_concepts"]
     capsys.readouterr()
     assert main(["-q", "masks", str(out), "--diff", str(edited), "--json", str(j)]) == 0
     diff = json.loads(j.read_text())["concepts"]
     assert sum(d["dropped"] for d in diff.values()) == sum(d["grown"] for d in diff.values())
-    assert 2 * sum(d["dropped"] for d in diff.values()) == persistent["bits_changed"]
-    assert len(load(edited).interventions) == persistent["edits"]
+    assert 2 * sum(d["dropped"] for d in diff.values()) == streamed["bits_changed"]
+    assert len(load(edited).interventions) == streamed["edits"]
 
     with pytest.raises(SystemExit):  # argparse refuses it before anything loads
         main(["-q", "intervene", str(out), *data, "--ratio", "0.9"])

@@ -169,6 +169,9 @@ def _intervene_flags(v: argparse.ArgumentParser) -> None:
     v.add_argument("--split", default="test", help="per-example: the split (default test)")
     v.add_argument("--edit-split", default="dev", help="persistent: the split whose corrections are applied")
     v.add_argument("--eval-split", default="test", help="persistent: the split the edits never see")
+    v.add_argument("--batch", type=positive_int, default=1,
+                   help="persistent: reviews per edit (default 1: each wrong concept alone); N: each run of N reviews "
+                        "corrected concept by concept, one edit over them, as from a file of corrections")
     v.add_argument("--ratio", type=ratio_or_auto, nargs="+", default=["auto"],
                    help="'auto' (default: the fewest bits that fix, to --confidence) or a fraction of prunable weights dropped "
                    "(and grown) per step; several give a curve")

@@ -67,8 +67,9 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         result = protocols.persistent(clf, dataset[args.edit_split].head(args.max_examples), dataset[args.eval_split],
                                       args.ratio[0], selection=args.selection, steps=args.steps,
                                       max_ratio=args.max_ratio, confidence=args.confidence, use_label=not args.without_label,
-                                      guard=guard_from_args(args, clf, dataset), progress=progress)
-        print(f"{result.edits} edits kept for {result.wrong_concepts} wrong concepts on {args.edit_split} "
+                                      guard=guard_from_args(args, clf, dataset), batch=args.batch, progress=progress)
+        print(f"{result.edits} edits kept, for {result.corrections_kept} of {result.wrong_concepts} wrong concepts "
+              f"on {args.edit_split} "
               f"({', '.join(f'{k}: {v}' for k, v in result.outcomes.items())}); fixed when kept "
               f"{result.fixed_when_edited}, still fixed at the end {result.still_fixed_at_end}; "
               f"{result.bits_changed} mask bits differ from the original")

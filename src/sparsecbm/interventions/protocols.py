@@ -29,7 +29,7 @@ from .guard import Guard
 from .oracle import oracle_labels
 from .ranking import EDIT, MAX_RATIO, revert
 from .reports import OracleScores, PerExampleResult, PersistentResult, RatioScores, Scores, SplitChange
-from .rewire import edit, intervene
+from .rewire import correct, edit
 
 if TYPE_CHECKING:
     from ..interfaces import ClassifierLike as Classifier
@@ -116,6 +116,24 @@ def _diff_bits(a: Masks, b: Masks) -> int:
     return sum(int(np.count_nonzero(a[c][n].cpu().numpy() != b[c][n].cpu().numpy())) for c in a for n in a[c])
 
 
+def stream_groups(wrong: np.ndarray, batch: int) -> list[tuple[list[int], int]]:
+    """The stream's corrections in order, as (rows, k): each wrong concept alone (``batch`` 1), or each
+    run of ``batch`` reviews with a wrong concept corrected concept by concept, one edit over its rows."""
+    rows = np.flatnonzero(wrong.any(1))
+    groups = []
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        for k in range(wrong.shape[1]):
+            if group := [int(i) for i in chunk if wrong[i, k]]:
+                groups.append((group, k))
+    return groups
+
+
+def _kind(outcome: str) -> str:
+    """An outcome's kind for counting; a correction the model reads right when it comes is its own kind."""
+    return "already right" if outcome.endswith("already right") else outcome.split(":")[0]
+
+
 def persistent(
     clf: Classifier,
     edit_split: Split,
@@ -129,13 +147,18 @@ def persistent(
     use_label: bool = True,
     guard: Guard | None = None,
     keep_unfixed: bool = False,
+    batch: int = 1,
     progress: bool = True,
 ) -> PersistentResult:
     """Correct every wrong concept of ``edit_split``, in order, cumulatively (kept edits
     stay, logged on ``clf``); score ``eval_split`` before and after, and re-check the
     corrections that were fixed when their edit was kept. With a ``guard``, each
-    edit is kept only if the guard's accuracies do not drop beyond its tolerances."""
+    edit is kept only if the guard's accuracies do not drop beyond its tolerances.
+    ``batch``: reviews per edit; above 1, each run of that many reviews is corrected concept
+    by concept, one edit over the reviews that read the concept wrong (a file of corrections)."""
     clf.require_masks("to rewire")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch: expected a whole number of reviews per edit, at least 1, got {batch!r}")
     schema = clf.schema
     original = {c: {n: m.clone() for n, m in per.items()} for c, per in clf.model.masks.items()}
     eval_before = clf.evaluate(eval_split, progress=progress)
@@ -144,23 +167,21 @@ def persistent(
     wrong = out.predicted_values() != edit_split.concepts
     corrected = []  # (row, k) fixed at the time of its kept edit
     outcomes: dict[str, int] = {}
-    bits_kept, seconds = [], []
-    for i in tqdm(np.flatnonzero(wrong.any(1)), desc=f"persistent edits {selection} r={_ratio_key(ratio)}",
-                  disable=not progress):
-        for k in np.flatnonzero(wrong[i]):
-            value = schema.concept_values[k][edit_split.concepts[i, k]]
-            label = schema.labels[edit_split.labels[i]] if use_label else None
-            start = time.perf_counter()
-            r = intervene(clf, edit_split.texts[i], schema.concepts[k], value, ratio=ratio, selection=selection,
-                          steps=steps, max_ratio=max_ratio, confidence=confidence, persist=True, label=label, guard=guard,
-                          keep_unfixed=keep_unfixed, seed=int(i))
-            seconds.append(time.perf_counter() - start)
-            kind = r.outcome.split(":")[0]
-            outcomes[kind] = outcomes.get(kind, 0) + 1
-            if r.persisted:
-                bits_kept.append(r.bits_flipped)
-                if r.fixed:
-                    corrected.append((int(i), int(k)))
+    bits_kept, seconds, kept_corrections = [], [], 0
+    for rows, k in tqdm(stream_groups(wrong, batch), desc=f"persistent edits {selection} r={_ratio_key(ratio)}",
+                        disable=not progress):
+        values = [schema.concept_values[k][edit_split.concepts[i, k]] for i in rows]
+        labels = [schema.labels[edit_split.labels[i]] for i in rows] if use_label else None
+        start = time.perf_counter()
+        r = correct(clf, [edit_split.texts[i] for i in rows], schema.concepts[k], values, labels, ratio=ratio,
+                    selection=selection, steps=steps, max_ratio=max_ratio, confidence=confidence, persist=True,
+                    guard=guard, keep_unfixed=keep_unfixed, seed=rows[0])
+        seconds.append(time.perf_counter() - start)
+        outcomes[_kind(r.outcome)] = outcomes.get(_kind(r.outcome), 0) + len(rows)
+        if r.persisted:
+            bits_kept.append(r.bits_flipped)
+            kept_corrections += len(rows)
+            corrected += [(i, k) for i, fixed in zip(rows, r.fixed) if fixed]
     final = clf.forward_texts(edit_split.texts, progress=progress, desc="re-check")
     final_pred = final.predicted_values()
     still = sum(int(final_pred[i, k] == edit_split.concepts[i, k]) for i, k in corrected)
@@ -170,8 +191,8 @@ def persistent(
     kept_same = all(kept(original[c]) == kept(per) for c, per in clf.model.masks.items())
     return PersistentResult(
         ratio=ratio, selection=selection, steps=steps, max_ratio=max_ratio, confidence=confidence, uses_task_label=use_label,
-        guard=None if guard is None else guard.describe(),
-        edits=len(clf.interventions), wrong_concepts=int(wrong.sum()), outcomes=outcomes,
+        guard=None if guard is None else guard.describe(), batch=batch,
+        edits=len(clf.interventions), corrections_kept=kept_corrections, wrong_concepts=int(wrong.sum()), outcomes=outcomes,
         fixed_when_edited=len(corrected), still_fixed_at_end=still, still_fixed_fraction=still / max(1, len(corrected)),
         wrong_concepts_right_at_end=right_at_end, median_bits_per_kept_edit=_median(bits_kept),
         median_seconds_per_correction=float(np.median(seconds)) if seconds else 0.0,

@@ -107,9 +107,11 @@ class PersistentResult:
     uses_task_label: bool
     guard: dict[str, Any] | None  # {"n", "tolerance", "task_tolerance"} of the guard, when one judged
     confidence: float | None = None  # the auto search's (EditSettings.confidence)
+    batch: int = 1  # reviews per edit: 1, each wrong concept alone
     edits: int  # kept
+    corrections_kept: int  # wrong concepts whose edit was kept (= edits when each is corrected alone)
     wrong_concepts: int
-    outcomes: dict[str, int]  # outcome kind -> count
+    outcomes: dict[str, int]  # outcome kind -> wrong concepts; "already right": read right when its turn came
     fixed_when_edited: int
     still_fixed_at_end: int
     still_fixed_fraction: float
