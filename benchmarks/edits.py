@@ -382,6 +382,42 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
     return {"model": model, "setting": setting, "split": split, "seconds": round(time.perf_counter() - start, 1), **result}
 
 
+SEEDED = re.compile(r"^(?P<family>.+)-s(?P<seed>\d+)$")
+# Issue 41's single-correction targets: (field, shown as, the least or most allowed, which).
+TARGETS = [("kept_share", "kept", 0.80, "min"), ("reliability", "reliability", 0.99, "min"),
+           ("generalisation", "generalisation (of kept)", 0.60, "min"), ("sibling_harm", "sibling harm", 0.02, "max"),
+           ("locality", "locality", 0.99, "min"), ("unrelated_concept_accuracy_change", "unrelated concept, points", -0.2, "min")]
+
+
+def seed_means(results: dict) -> list[str]:
+    """Single corrections of models named ``...-s<seed>``: each setting's mean (min - max) over the
+    seeds, beside issue 41's targets; empty when no setting has two seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results.values():
+        seeded = SEEDED.match(r["model"])
+        if seeded and isinstance(r.get("edits"), list):
+            groups.setdefault((seeded["family"], r["setting"]), []).append({**r, "kept_share": r["kept"] / r["corrections"]})
+    groups = {key: rows for key, rows in groups.items() if len(rows) > 1}
+    if not groups:
+        return []
+    lines = table_head("Means over seeds (min - max), models `<folder>-s<seed>`; the target beside each figure "
+                       "(issue 41), % unless said.", ["models", "setting", "seeds",
+                                                      *(f"{name} ({'>=' if side == 'min' else '<='} "
+                                                        f"{target if 'points' in name else f'{100 * target:g}'})"
+                                                        for _, name, target, side in TARGETS)])
+    for (family, setting), rows in sorted(groups.items()):
+        cells = []
+        for key, name, target, side in TARGETS:
+            values = [r[key] for r in rows]
+            mean = sum(values) / len(values)
+            met = mean >= target if side == "min" else mean <= target
+            scale, digits = (1, 2) if "points" in name else (100, 1)
+            cells.append(f"{scale * mean:.{digits}f} ({scale * min(values):.{digits}f} - {scale * max(values):.{digits}f})"
+                         f"{'' if met else ' unmet'}")
+        lines.append(f"| {family}-s* | {setting} | {len(rows)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     split = next(iter(results.values())).get("split", "test")
     flag = "" if split == "test" else f" --split {split}"
@@ -401,6 +437,7 @@ def markdown(results: dict) -> str:
             f"{100 * r['generalisation']:.0f}; {100 * r['effective_generalisation']:.0f} | {100 * r['sibling_harm']:.1f} | "
             f"{100 * r['locality']:.1f} | {r['unrelated_concept_accuracy_change']:+.2f} / "
             f"{r['unrelated_task_accuracy_change']:+.2f} | {r['median_seconds']:.1f} |")
+    single += ["", *seed_means(results)]
     scored = "test" if split == "test" else "the rest of dev (its reviews after the stream's)"
     stream = table_head("The stream: every wrong concept of the first 300 dev reviews in order (the mask edits "
                         f"guarded): corrections kept; read right when their turn came (fixed by earlier edits; "

@@ -62,3 +62,18 @@ def test_every_distill_setting_is_a_valid_sparsecbm_command():
         args = build_parser().parse_args(["train", "--data", "cebab", "--out", "o", "--model", "sparsecbm", *flags])
         _, prune = configs_from_args(args)  # a flag the CLI does not know, or a bad value, fails here
         assert prune.distill_weight == float(flags[flags.index("--distill-weight") + 1]), name
+
+
+def test_edit_results_are_averaged_over_the_seeds_of_a_folder_and_checked_against_the_targets():
+    from benchmarks.edits import seed_means
+
+    def single(model, kept, locality):
+        return {"model": model, "setting": "default", "edits": [], "kept": kept, "corrections": 60, "reliability": 1.0,
+                "generalisation": 0.7, "sibling_harm": 0.0, "locality": locality, "unrelated_concept_accuracy_change": -0.1}
+
+    results = {"a": single("runs/m-s0", 50, 0.992), "b": single("runs/m-s1", 44, 0.990), "c": single("runs/other", 60, 1.0),
+               "d": {"model": "runs/m-s2", "setting": "stream", "eval_split": {}}}  # a stream record is not a single correction
+    header, row = seed_means(results)[2], seed_means(results)[-1]
+    assert "kept (>= 80)" in header and row.startswith("| runs/m-s* | default | 2 |")
+    assert "78.3 (73.3 - 83.3) unmet" in row and "99.1 (99.0 - 99.2) |" in row  # 47 of 60 kept on average
+    assert seed_means({"a": results["a"], "c": results["c"]}) == []  # no setting with two seeds
