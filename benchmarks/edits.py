@@ -90,6 +90,9 @@ SETTINGS = {
     **{f"taylor-guard-sure{p}": ("single", {**TAYLOR, "confidence": p}, GUARD_1E4) for p in (0.8, 0.9)},
     "taylor-guard-sure0.9-caution3e4": ("single", SURE, GUARD_3E4),
     "stream-guard-sure0.9-caution3e4": ("stream", SURE, GUARD_3E4),
+    # The stream's edits less sure (0.7) or shaped more strictly (caution 1e5): surer edits cost unseen concepts.
+    "stream-guard-sure0.7-caution3e4": ("stream", {**SURE, "confidence": 0.7}, GUARD_3E4),
+    "stream-guard-sure0.9-caution1e5": ("stream", SURE, {"caution": 1e5}),
     # The stream as files of corrections: each run of N reviews corrected concept by concept, one edit each.
     **{f"stream-guard-sure0.9-caution3e4-batch{n}": ("stream", {**SURE, "batch": n}, GUARD_3E4) for n in (20, 100)},
     "replay": ("replay", {}, False),
