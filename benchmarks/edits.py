@@ -89,6 +89,7 @@ SETTINGS = {
     # (and with a stricter guard's shaping: caution 3e4, the defaults since issue 41).
     **{f"taylor-guard-sure{p}": ("single", {**TAYLOR, "confidence": p}, GUARD_1E4) for p in (0.8, 0.9)},
     "taylor-guard-sure0.9-caution3e4": ("single", SURE, GUARD_3E4),
+    "taylor-guard-sure0.9-caution1e5": ("single", SURE, {"caution": 1e5}),
     "stream-guard-sure0.9-caution3e4": ("stream", SURE, GUARD_3E4),
     # The stream's edits less sure (0.7) or shaped more strictly (caution 1e5): surer edits cost unseen concepts.
     "stream-guard-sure0.7-caution3e4": ("stream", {**SURE, "confidence": 0.7}, GUARD_3E4),
