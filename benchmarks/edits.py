@@ -70,7 +70,8 @@ STREAM_ROWS = 300  # the first dev reviews whose wrong concepts make the stream
 TAYLOR = dict(ratio="auto", selection="taylor", confidence=None)
 SURE = {**TAYLOR, "confidence": 0.9}  # the default since issue 41 (EditSettings.confidence)
 GUARD_1E4 = {"caution": 1e4}
-GUARD_3E4 = {"caution": 3e4}  # the default since issue 41 (Guard.caution)
+GUARD_3E4 = {"caution": 3e4}  # the default with SURE at first
+GUARD_1E5 = {"caution": 1e5}  # the default since (Guard.caution): chosen on dev families and the stream
 SETTINGS = {
     "taylor": ("single", TAYLOR, False),
     "taylor-guard": ("single", TAYLOR, GUARD_1E4),
@@ -86,14 +87,15 @@ SETTINGS = {
     # The guard shaping edits less strictly.
     "taylor-guard-caution1e3": ("single", TAYLOR, {"caution": 1e3}),
     # The auto search goes on until the corrected review reads its value with probability p, not barely
-    # (and with a stricter guard's shaping: caution 3e4, the defaults since issue 41).
+    # (and with a stricter guard's shaping: caution 3e4, then 1e5, the defaults since).
     **{f"taylor-guard-sure{p}": ("single", {**TAYLOR, "confidence": p}, GUARD_1E4) for p in (0.8, 0.9)},
     "taylor-guard-sure0.9-caution3e4": ("single", SURE, GUARD_3E4),
-    "taylor-guard-sure0.9-caution1e5": ("single", SURE, {"caution": 1e5}),
+    "taylor-guard-sure0.9-caution1e5": ("single", SURE, GUARD_1E5),
+    "taylor-guard-sure0.9-caution3e5": ("single", SURE, {"caution": 3e5}),
     "stream-guard-sure0.9-caution3e4": ("stream", SURE, GUARD_3E4),
     # The stream's edits less sure (0.7) or shaped more strictly (caution 1e5): surer edits cost unseen concepts.
     "stream-guard-sure0.7-caution3e4": ("stream", {**SURE, "confidence": 0.7}, GUARD_3E4),
-    "stream-guard-sure0.9-caution1e5": ("stream", SURE, {"caution": 1e5}),
+    "stream-guard-sure0.9-caution1e5": ("stream", SURE, GUARD_1E5),
     # The stream as files of corrections: each run of N reviews corrected concept by concept, one edit each.
     **{f"stream-guard-sure0.9-caution3e4-batch{n}": ("stream", {**SURE, "batch": n}, GUARD_3E4) for n in (20, 100)},
     "replay": ("replay", {}, False),
