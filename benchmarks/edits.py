@@ -347,6 +347,11 @@ def chosen_on_dev(clf, dev, editors: dict, n: int, unrelated: int, seed: int) ->
                                     for t, r in tried.items()}}
 
 
+def stream_and_rest(dev):
+    """The stream's dev reviews, and the dev reviews after them (where a stream setting is chosen)."""
+    return dev.head(STREAM_ROWS), dev.rows(range(STREAM_ROWS, len(dev)))
+
+
 def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str = "test") -> dict:
     kind, kwargs, guarded = SETTINGS[setting]
     clf = sparsecbm.load(model)
@@ -368,8 +373,7 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
                                  editor=MemoryEditor(clf, embeddings, chosen["threshold"])).to_dict(),
                   "memory": chosen}
     elif kind == "memory-stream":  # the threshold chosen on the rest of dev: the best concept accuracy after
-        dev = data["dev"]
-        stream, rest = dev.head(STREAM_ROWS), dev.rows(range(STREAM_ROWS, len(dev)))
+        stream, rest = stream_and_rest(data["dev"])
         embeddings = memory_keys(clf, data, kwargs["keys"])
         tried = memory_stream(clf, stream, rest, embeddings, THRESHOLDS)
         best = max(THRESHOLDS, key=lambda t: (tried[t]["eval_split"]["after"]["concept_accuracy"], t))
@@ -382,9 +386,8 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
                                  editor=ReplayEditor(clf, data["train"], lr=chosen["chosen"])).to_dict(),
                   "replay": chosen}
     else:  # the stream; choosing (--split dev) scores the dev reviews after the stream's, never test
-        dev = data["dev"]
-        scored = data["test"] if split == "test" else dev.rows(range(STREAM_ROWS, len(dev)))
-        result = persistent(clf, dev.head(STREAM_ROWS), scored, guard=guard, **kwargs).to_dict()
+        stream, rest = stream_and_rest(data["dev"])
+        result = persistent(clf, stream, data["test"] if split == "test" else rest, guard=guard, **kwargs).to_dict()
     return {"model": model, "setting": setting, "split": split, "seconds": round(time.perf_counter() - start, 1), **result}
 
 
@@ -402,7 +405,7 @@ def seed_means(results: dict) -> list[str]:
     for r in results.values():
         seeded = SEEDED.match(r["model"])
         if seeded and isinstance(r.get("edits"), list):
-            groups.setdefault((seeded["family"], r["setting"]), []).append({**r, "kept_share": r["kept"] / r["corrections"]})
+            groups.setdefault((seeded["family"], r["setting"]), []).append(r)
     groups = {key: rows for key, rows in groups.items() if len(rows) > 1}
     if not groups:
         return []

@@ -68,8 +68,9 @@ def test_edit_results_are_averaged_over_the_seeds_of_a_folder_and_checked_agains
     from benchmarks.edits import seed_means
 
     def single(model, kept, locality):
-        return {"model": model, "setting": "default", "edits": [], "kept": kept, "corrections": 60, "reliability": 1.0,
-                "generalisation": 0.7, "sibling_harm": 0.0, "locality": locality, "unrelated_concept_accuracy_change": -0.1}
+        return {"model": model, "setting": "default", "edits": [], "kept": kept, "corrections": 60, "kept_share": kept / 60,
+                "reliability": 1.0, "generalisation": 0.7, "sibling_harm": 0.0, "locality": locality,
+                "unrelated_concept_accuracy_change": -0.1}
 
     results = {"a": single("runs/m-s0", 50, 0.992), "b": single("runs/m-s1", 44, 0.990), "c": single("runs/other", 60, 1.0),
                "d": {"model": "runs/m-s2", "setting": "stream", "eval_split": {}}}  # a stream record is not a single correction

@@ -177,7 +177,8 @@ def persistent(
                     selection=selection, steps=steps, max_ratio=max_ratio, confidence=confidence, persist=True,
                     guard=guard, keep_unfixed=keep_unfixed, seed=rows[0])
         seconds.append(time.perf_counter() - start)
-        outcomes[_kind(r.outcome)] = outcomes.get(_kind(r.outcome), 0) + len(rows)
+        kind = _kind(r.outcome)
+        outcomes[kind] = outcomes.get(kind, 0) + len(rows)
         if r.persisted:
             bits_kept.append(r.bits_flipped)
             kept_corrections += len(rows)
