@@ -96,6 +96,9 @@ SETTINGS = {
     # The stream's edits less sure (0.7) or shaped more strictly (caution 1e5): surer edits cost unseen concepts.
     "stream-guard-sure0.7-caution3e4": ("stream", {**SURE, "confidence": 0.7}, GUARD_3E4),
     "stream-guard-sure0.9-caution1e5": ("stream", SURE, GUARD_1E5),
+    # A guard of 1,000 training reviews instead of 300: each edit judged on more texts, so the small shifts
+    # that pass 300 reviews and add up over a stream should be refused more often.
+    "stream-guard-sure0.9-caution1e5-rows1000": ("stream", SURE, {**GUARD_1E5, "rows": 1000}),
     # The stream as files of corrections: each run of N reviews corrected concept by concept, one edit each.
     **{f"stream-guard-sure0.9-caution3e4-batch{n}": ("stream", {**SURE, "batch": n}, GUARD_3E4) for n in (20, 100)},
     "replay": ("replay", {}, False),
@@ -356,7 +359,10 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
     kind, kwargs, guarded = SETTINGS[setting]
     clf = sparsecbm.load(model)
     data = dataset_from_spec(clf.data_spec)
-    guard = Guard(data["train"].head(GUARD_ROWS), progress=True, **guarded) if guarded else None
+    guard = None
+    if guarded:  # "rows": the guard's first training reviews; the rest are Guard's settings
+        settings = {key: value for key, value in guarded.items() if key != "rows"}
+        guard = Guard(data["train"].head(guarded.get("rows", GUARD_ROWS)), progress=True, **settings)
     start = time.perf_counter()
     if kind == "single":
         result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()

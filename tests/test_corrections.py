@@ -190,6 +190,30 @@ def test_an_accepted_guarded_edit_is_logged_with_its_verdict(poised):
     assert sparse_clf.interventions[-1].guard == r.guard
 
 
+def test_the_loss_tolerance_refuses_an_edit_that_flips_no_guard_text_but_shifts_the_concept(poised):
+    """A guard text read as before (the accuracy test passes at any tolerance) whose value the edit makes less
+    sure: off, the edit is kept; at loss tolerance 0, refused, the loss named."""
+    sparse_clf = poised
+    target = wrong_of(sparse_clf, [TEXT], "food")[0]
+    now = predicted_of(sparse_clf, [TEXT], "food")[0]
+    guard_split = _guard_against(sparse_clf, "food", [TEXT + " ."], [now])
+    verdicts = []
+    for loss_tolerance in (None, 0.0):
+        log, before = [e.to_json() for e in sparse_clf.interventions], copy_masks(sparse_clf)
+        guard = Guard(guard_split, tolerance=1.0, task_tolerance=1.0, loss_tolerance=loss_tolerance, caution=0)
+        r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard)
+        assert r.fixed
+        verdicts.append(r)
+        if r.persisted:
+            sparse_clf.undo()
+        assert same_masks(before, sparse_clf.model.masks) and [e.to_json() for e in sparse_clf.interventions] == log
+    kept, refused = verdicts
+    loss_before, loss_after = kept.guard["concept_loss"]
+    assert loss_after > loss_before and kept.persisted and kept.guard["accepted"]
+    assert not refused.persisted and refused.guard["concept_loss"] == [loss_before, loss_after]
+    assert "food loss on the guard rose" in refused.outcome and "loss tolerance 0" in refused.guard["reason"]
+
+
 def test_a_guarded_edit_may_not_undo_an_earlier_logged_correction(poised):
     sparse_clf = poised
     first, second = [v for v in ("N", "P", "u") if v != predicted_of(sparse_clf, [TEXT], "food")[0]]
@@ -270,6 +294,8 @@ def test_saliency_uses_gamma_of_the_model(sparse_clf):
      "tolerance must be a fraction"),
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), task_tolerance=2), ValueError,
      "task_tolerance must be a fraction"),
+    (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), loss_tolerance=-1), ValueError,
+     "loss_tolerance must be a finite number of nats"),
     (lambda c: Guard(Split((), np.zeros(0, int), np.zeros((0, 3), int))), ValueError, "guard set is empty"),
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), repairs=1.5), ValueError,
      "repairs must be a whole number"),
@@ -313,6 +339,13 @@ def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, review
     assert "--guard 'nope:3': neither a file nor a split" in capsys.readouterr().err
     assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--repairs", "2"]) == 2
     assert "--repairs apply to a --guard" in capsys.readouterr().err
+    assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--loss-tolerance",
+                 "0.01"]) == 2
+    assert "--loss-tolerance, --caution and --repairs apply to a --guard" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # the library's check, as the flag is parsed
+        main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--guard", "train",
+              "--loss-tolerance", "-1"])
+    assert refused.value.code == 2 and "loss_tolerance must be a finite number of nats" in capsys.readouterr().err
     assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--nearby", "dev:x"]) == 2
     assert "--nearby 'dev:x': N must be a whole number" in capsys.readouterr().err
     # --nearby: which of the texts most like the corrected one the edit changes (a dry run saves nothing).

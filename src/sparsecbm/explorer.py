@@ -112,9 +112,7 @@ class Explorer:
             "version": self.version, "edits": len(clf.interventions), "max_text": MAX_TEXT, "methods": list(METHODS),
             "signed_methods": [m for m in METHODS if SIGNED[m]], "revision": clf.revision,
             "split": {"name": self.split_name, "n": len(self.split) if self.split is not None else 0},
-            "guard": None if self.guard is None else {
-                "n": len(self.guard), "tolerance": self.guard.tolerance, "task_tolerance": self.guard.task_tolerance,
-                "caution": self.guard.caution},
+            "guard": None if self.guard is None else self.guard.describe(),
             "sparsity": {c: 1.0 - v["kept"] for c, v in subnet["concepts"].items()},
             "jaccard": subnet["jaccard"], "ceiling": self.ceiling, "best_dev": clf.meta.get("best_dev"),
             "annotations": None if self.annotations is None else {

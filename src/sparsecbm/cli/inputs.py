@@ -71,8 +71,9 @@ def split_from_spec(flag: str, spec: str, args: argparse.Namespace, clf, dataset
 def guard_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | None:
     """The --guard set: a split of the data (SPLIT or SPLIT:N) or a file in the model's schema."""
     if not args.guard:
-        if args.tolerance or args.task_tolerance or args.caution != CAUTION or args.repairs:
-            raise ValueError("--tolerance, --task-tolerance, --caution and --repairs apply to a --guard; name one")
+        if args.tolerance or args.task_tolerance or args.loss_tolerance is not None or args.caution != CAUTION or args.repairs:
+            raise ValueError("--tolerance, --task-tolerance, --loss-tolerance, --caution and --repairs apply to a --guard; "
+                             "name one")
         return None
     path = Path(args.guard)
     if path.exists():
@@ -82,8 +83,8 @@ def guard_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> G
                            labels=schema.labels, concept_values=dict(zip(schema.concepts, schema.concept_values)))["train"]
     else:
         split = split_from_spec("--guard", args.guard, args, clf, dataset)
-    return Guard(split, tolerance=args.tolerance, task_tolerance=args.task_tolerance, caution=args.caution,
-                 repairs=args.repairs, progress=not args.quiet)
+    return Guard(split, tolerance=args.tolerance, task_tolerance=args.task_tolerance, loss_tolerance=args.loss_tolerance,
+                 caution=args.caution, repairs=args.repairs, progress=not args.quiet)
 
 
 def nearby_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> Nearby | None:

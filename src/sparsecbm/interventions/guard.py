@@ -16,7 +16,9 @@ The guard does three things to an edit of concept k's mask:
    every concept's logits on its texts and re-runs concept k's subnetwork alone
    (one forward pass over the guard). The edit is kept only if concept k's
    accuracy on the guard drops by at most ``tolerance``, the task accuracy by
-   at most ``task_tolerance`` (fractions: 0.01 is one point), and no earlier
+   at most ``task_tolerance`` (fractions: 0.01 is one point), its mean
+   cross-entropy on the guard rises by at most ``loss_tolerance`` nats (when
+   set), and no earlier
    correction of concept k in the model's log that is right now turns wrong.
 
     guard = Guard(data["train"].head(300))
@@ -35,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..cache import VersionedCache
 from ..data import Split
@@ -54,6 +57,14 @@ CAUTION = 1e5
 def check_tolerance(value, name: str = "tolerance") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a fraction in [0, 1] (0.01 = one point), got {value!r}")
+    return value
+
+
+def check_loss_tolerance(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < float("inf"):
+        raise ValueError(f"loss_tolerance must be a finite number of nats >= 0 (or None: off), got {value!r}")
     return value
 
 
@@ -78,6 +89,10 @@ class Guard:
                                "(a fraction: 0.01 is one point)", check=check_tolerance)
     task_tolerance: float = setting(0.0, "largest allowed drop of the task accuracy on the guard (a fraction)",
                                     check=lambda v: check_tolerance(v, "task_tolerance"))
+    loss_tolerance: float | None = setting(None, "largest allowed rise of the edited concept's mean cross-entropy "
+                                           "on the guard, in nats (default off: only accuracy is judged); it sees "
+                                           "the small shifts that flip no guard text but add up over many edits",
+                                           kind=float, metavar="NATS", check=check_loss_tolerance)
     caution: float = setting(CAUTION, "weight of a flipped bit's second-order cost on the guard against its gain "
                              "on the corrected texts (taylor rule; 0: the guard only judges)", check=check_caution)
     repairs: int = setting(0, "when the guard refuses an edit, up to this many more edit steps, each fitted to the "
@@ -95,6 +110,7 @@ class Guard:
             raise ValueError("guard: the guard set is empty")
         check_tolerance(self.tolerance, "tolerance")
         check_tolerance(self.task_tolerance, "task_tolerance")
+        check_loss_tolerance(self.loss_tolerance)
         check_caution(self.caution)
         check_repairs(self.repairs)
         self._logits = SplitLogits(self.split.texts)
@@ -105,7 +121,7 @@ class Guard:
     def describe(self) -> dict[str, Any]:
         """The guard's settings, for a results file."""
         return {"n": len(self), "tolerance": self.tolerance, "task_tolerance": self.task_tolerance,
-                "caution": self.caution, "repairs": self.repairs}
+                "loss_tolerance": self.loss_tolerance, "caution": self.caution, "repairs": self.repairs}
 
     def batches(self, clf) -> list:
         """The guard's texts tokenized for ``clf``, shortest first (made once)."""
@@ -182,6 +198,10 @@ class Guard:
         if t1 < t0 - self.task_tolerance - EPS:
             reasons.append(f"task accuracy on the guard fell {100 * t0:.1f} -> {100 * t1:.1f} % "
                            f"(tolerance {100 * self.task_tolerance:g} points)")
+        l0, l1 = (float(F.cross_entropy(o.logits.float(), torch.as_tensor(truth))) for o in (before[k], after[k]))
+        if self.loss_tolerance is not None and l1 > l0 + self.loss_tolerance + EPS:
+            reasons.append(f"{clf.schema.concepts[k]} loss on the guard rose {l0:.4f} -> {l1:.4f} nats "
+                           f"(loss tolerance {self.loss_tolerance:g})")
         undone = 0
         if logged is not None:
             _, values, logits = logged
@@ -196,9 +216,10 @@ class Guard:
                  for effect, rows in (("broken", broken), ("fixed", fixed)) for i in rows[:SHOWN]]
         return {"accepted": not reasons, "corrections_undone": undone, "caution": self.caution,
                 "reason": "; ".join(reasons) or "no drop beyond the tolerances",
-                "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1],
+                "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1], "concept_loss": [l0, l1],
                 "predictions_changed": changed, "broken": broken.tolist(), "fixed": fixed.tolist(), "texts": shown,
-                "tolerance": self.tolerance, "task_tolerance": self.task_tolerance}
+                "tolerance": self.tolerance, "task_tolerance": self.task_tolerance,
+                "loss_tolerance": self.loss_tolerance}
 
 
 def _examples(texts, rows, n: int = 3, width: int = 40) -> str:
