@@ -191,8 +191,8 @@ def test_an_accepted_guarded_edit_is_logged_with_its_verdict(poised):
 
 
 def test_the_loss_tolerance_refuses_an_edit_that_flips_no_guard_text_but_shifts_the_concept(poised):
-    """A guard text read as before (the accuracy test passes at any tolerance) whose value the edit makes less
-    sure: off, the edit is kept; at loss tolerance 0, refused, the loss named."""
+    """A guard whose gold food value is the one the edit moves away from, with tolerances that pass any change of
+    accuracy: without a loss tolerance the edit is kept; at 0 nats it is refused for the loss it adds, named."""
     sparse_clf = poised
     target = wrong_of(sparse_clf, [TEXT], "food")[0]
     now = predicted_of(sparse_clf, [TEXT], "food")[0]
