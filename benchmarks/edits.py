@@ -103,6 +103,7 @@ SETTINGS = {
     # 2e-4 nats: the training reviews are read so surely (0.003-0.017 nats) that few flip, however much the
     # edits shift the concept; kept stream edits raised it by up to 1.4e-3 (a one-off probe of 100 dev reviews).
     "stream-guard-sure0.9-caution1e5-loss2e-4": ("stream", SURE, {**GUARD_1E5, "loss_tolerance": 2e-4}),
+    "taylor-guard-sure0.9-caution1e5-loss2e-4": ("single", SURE, {**GUARD_1E5, "loss_tolerance": 2e-4}),
     # The stream as files of corrections: each run of N reviews corrected concept by concept, one edit each.
     **{f"stream-guard-sure0.9-caution3e4-batch{n}": ("stream", {**SURE, "batch": n}, GUARD_3E4) for n in (20, 100)},
     "replay": ("replay", {}, False),
