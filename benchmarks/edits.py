@@ -7,7 +7,9 @@ For each model and setting: single corrections drawn from the test families, eac
 reviews in order, kept edits accumulating, scored on test before and after
 (``protocols.persistent``; with ``--split dev``, on the dev reviews after the stream's, for
 choosing). ``stream-...-batchN`` corrects the stream as files of corrections would: each run
-of N reviews concept by concept, one edit over the reviews of the run that read it wrong.
+of N reviews concept by concept, one edit over the reviews of the run that read it wrong;
+``-rows1000`` guards with 1,000 training reviews instead of 300, and ``-loss2e-4`` has the guard
+also refuse an edit that raises its concept's mean cross-entropy there by more than 2e-4 nats.
 
 ``taylor-variants`` fits the mask edit on the corrected review and on variants of it with one
 sentence (or, for a one-sentence review, one clause) left out, those that the model still misreads
