@@ -76,11 +76,15 @@ def checked(check: Callable[[Any], Any], parse: Callable[[str], Any] = number) -
     return convert
 
 
+def flag_settings(config_class: type) -> list[dataclasses.Field]:
+    """The settings of ``config_class`` that are command-line options, in field order."""
+    return [f for f in dataclasses.fields(config_class) if "help" in f.metadata and f.metadata["flag"]]
+
+
 def add_flags(parser, config_class: type) -> None:
     """One ``--name`` option per setting of ``config_class`` (argparse parser or group)."""
-    for f in dataclasses.fields(config_class):
-        if "help" in f.metadata and f.metadata["flag"]:
-            add_flag(parser, config_class, f.name)
+    for f in flag_settings(config_class):
+        add_flag(parser, config_class, f.name)
 
 
 def add_flag(parser, config_class: type, name: str) -> None:

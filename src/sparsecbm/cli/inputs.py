@@ -19,9 +19,10 @@ from ..data import (
     load_table,
     read_texts,
 )
-from ..interventions import CAUTION, Guard, Nearby
+from ..interventions import Guard, Nearby
 from ..pruning import PruneConfig
-from ..settings import from_flags
+from ..settings import flag as spelled
+from ..settings import flag_settings, from_flags
 from ..training import TrainConfig
 
 log = logging.getLogger("sparsecbm")
@@ -70,10 +71,12 @@ def split_from_spec(flag: str, spec: str, args: argparse.Namespace, clf, dataset
 
 def guard_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> Guard | None:
     """The --guard set: a split of the data (SPLIT or SPLIT:N) or a file in the model's schema."""
+    fields = flag_settings(Guard)
+    settings = {f.name: getattr(args, f.name) for f in fields}
     if not args.guard:
-        if args.tolerance or args.task_tolerance or args.loss_tolerance is not None or args.caution != CAUTION or args.repairs:
-            raise ValueError("--tolerance, --task-tolerance, --loss-tolerance, --caution and --repairs apply to a --guard; "
-                             "name one")
+        if any(settings[f.name] != f.default for f in fields):
+            names = [spelled(f.name) for f in fields]
+            raise ValueError(f"{', '.join(names[:-1])} and {names[-1]} apply to a --guard; name one")
         return None
     path = Path(args.guard)
     if path.exists():
@@ -83,8 +86,7 @@ def guard_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> G
                            labels=schema.labels, concept_values=dict(zip(schema.concepts, schema.concept_values)))["train"]
     else:
         split = split_from_spec("--guard", args.guard, args, clf, dataset)
-    return Guard(split, tolerance=args.tolerance, task_tolerance=args.task_tolerance, loss_tolerance=args.loss_tolerance,
-                 caution=args.caution, repairs=args.repairs, progress=not args.quiet)
+    return Guard(split, progress=not args.quiet, **settings)
 
 
 def nearby_from_args(args: argparse.Namespace, clf, dataset: Dataset | None) -> Nearby | None:
