@@ -8,8 +8,12 @@ reviews in order, kept edits accumulating, scored on test before and after
 (``protocols.persistent``; with ``--split dev``, on the dev reviews after the stream's, for
 choosing). ``stream-...-batchN`` corrects the stream as files of corrections would: each run
 of N reviews concept by concept, one edit over the reviews of the run that read it wrong;
-``-rows1000`` guards with 1,000 training reviews instead of 300, and ``-loss2e-4`` has the guard
-also refuse an edit that raises its concept's mean cross-entropy there by more than 2e-4 nats.
+``-rows1000`` guards with 1,000 training reviews instead of 300, ``-loss2e-4`` has the guard
+also refuse an edit that raises its concept's mean cross-entropy there by more than 2e-4 nats, and
+``-heldout`` guards with the 300 dev reviews after the stream's (with ``--split dev``, left out of
+where the stream is scored and of the families single corrections come from), and ``-budgetB`` has
+it refuse an edit that takes the concept's loss on the guard more than B nats above where it was
+before the guard's first edit of that concept.
 
 ``taylor-variants`` fits the mask edit on the corrected review and on variants of it with one
 sentence (or, for a one-sentence review, one clause) left out, those that the model still misreads
@@ -106,6 +110,17 @@ SETTINGS = {
     # edits shift the concept; kept stream edits raised it by up to 1.4e-3 (a one-off probe of 100 dev reviews).
     "stream-guard-sure0.9-caution1e5-loss2e-4": ("stream", SURE, {**GUARD_1E5, "loss_tolerance": 2e-4}),
     "taylor-guard-sure0.9-caution1e5-loss2e-4": ("single", SURE, {**GUARD_1E5, "loss_tolerance": 2e-4}),
+    # A guard of held-out reviews (the 300 dev reviews after the stream's) instead of training reviews: the model
+    # has not memorised them, so an edit that shifts the concept flips some of them, and one that carries fixes some.
+    "stream-guard-sure0.9-caution1e5-heldout": ("stream", SURE, {**GUARD_1E5, "heldout": True}),
+    "taylor-guard-sure0.9-caution1e5-heldout": ("single", SURE, {**GUARD_1E5, "heldout": True}),
+    # It refuses all but 1 of 350 dev stream edits at tolerance 0; at a tolerance of one point (3 of its 300 reviews):
+    "stream-guard-sure0.9-caution1e5-heldout-tol1": ("stream", SURE, {**GUARD_1E5, "heldout": True, "tolerance": 0.01,
+                                                                      "task_tolerance": 0.01}),
+    # A loss budget (Guard.loss_budget) per concept, spent over the stream, instead of a tolerance per edit: a single
+    # correction may raise the guard's loss as far as the budget, a stream of them only that far in all.
+    **{f"{kind}-guard-sure0.9-caution1e5-budget{b}": (single_or_stream, SURE, {**GUARD_1E5, "loss_budget": float(b)})
+       for b in ("1e-3", "2e-3") for kind, single_or_stream in (("stream", "stream"), ("taylor", "single"))},
     # The stream as files of corrections: each run of N reviews corrected concept by concept, one edit each.
     **{f"stream-guard-sure0.9-caution3e4-batch{n}": ("stream", {**SURE, "batch": n}, GUARD_3E4) for n in (20, 100)},
     "replay": ("replay", {}, False),
@@ -357,25 +372,42 @@ def chosen_on_dev(clf, dev, editors: dict, n: int, unrelated: int, seed: int) ->
                                     for t, r in tried.items()}}
 
 
-def stream_and_rest(dev):
-    """The stream's dev reviews, and the dev reviews after them (where a stream setting is chosen)."""
-    return dev.head(STREAM_ROWS), dev.rows(range(STREAM_ROWS, len(dev)))
+def stream_and_rest(dev, guard_rows: int = 0):
+    """The stream's dev reviews, and the dev reviews after them (where a stream setting is chosen)
+    less the first ``guard_rows`` of those (a held-out guard's)."""
+    return dev.head(STREAM_ROWS), dev.rows(range(STREAM_ROWS + guard_rows, len(dev)))
+
+
+def guard_and_splits(data, guarded, split: str):
+    """The guard of a setting (``guarded``: False or its settings, where "rows" is how many reviews
+    and "heldout" takes them from dev after the stream's instead of from train), the split whose
+    families single corrections come from and the stream's split and where it is scored: a held-out
+    guard's reviews are left out of the dev ones."""
+    rows = guarded.get("rows", GUARD_ROWS) if guarded else 0
+    heldout = bool(guarded) and guarded.get("heldout", False)
+    stream, rest = stream_and_rest(data["dev"], rows if heldout else 0)
+    guard = None
+    if guarded:
+        settings = {key: value for key, value in guarded.items() if key not in ("rows", "heldout")}
+        source = data["dev"].rows(range(STREAM_ROWS, STREAM_ROWS + rows)) if heldout else data["train"].head(rows)
+        guard = Guard(source, progress=True, **settings)
+    singles = data[split]
+    if heldout and split == "dev":
+        singles = singles.rows([i for i in range(len(singles)) if not STREAM_ROWS <= i < STREAM_ROWS + rows])
+    return guard, singles, stream, data["test"] if split == "test" else rest
 
 
 def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str = "test") -> dict:
     kind, kwargs, guarded = SETTINGS[setting]
     clf = sparsecbm.load(model)
     data = dataset_from_spec(clf.data_spec)
-    guard = None
-    if guarded:  # "rows": the guard's first training reviews; the rest are Guard's settings
-        settings = {key: value for key, value in guarded.items() if key != "rows"}
-        guard = Guard(data["train"].head(guarded.get("rows", GUARD_ROWS)), progress=True, **settings)
+    guard, singles, stream, scored = guard_and_splits(data, guarded, split)
     start = time.perf_counter()
     if kind == "single":
-        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()
+        result = family_edits(clf, singles, n=n, unrelated=unrelated, seed=seed, guard=guard, **kwargs).to_dict()
     elif kind in ("variants", "evidence"):
         editor = (VariantsEditor if kind == "variants" else EvidenceEditor)(clf, guard=guard, **kwargs)
-        result = family_edits(clf, data[split], n=n, unrelated=unrelated, seed=seed, guard=guard, editor=editor,
+        result = family_edits(clf, singles, n=n, unrelated=unrelated, seed=seed, guard=guard, editor=editor,
                               **kwargs).to_dict()
     elif kind == "memory":
         embeddings = memory_keys(clf, data, kwargs["keys"])
@@ -399,8 +431,7 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
                                  editor=ReplayEditor(clf, data["train"], lr=chosen["chosen"])).to_dict(),
                   "replay": chosen}
     else:  # the stream; choosing (--split dev) scores the dev reviews after the stream's, never test
-        stream, rest = stream_and_rest(data["dev"])
-        result = persistent(clf, stream, data["test"] if split == "test" else rest, guard=guard, **kwargs).to_dict()
+        result = persistent(clf, stream, scored, guard=guard, **kwargs).to_dict()
     return {"model": model, "setting": setting, "split": split, "seconds": round(time.perf_counter() - start, 1), **result}
 
 

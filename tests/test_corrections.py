@@ -214,6 +214,27 @@ def test_the_loss_tolerance_refuses_an_edit_that_flips_no_guard_text_but_shifts_
     assert "food loss on the guard rose" in refused.outcome and "loss tolerance 0" in refused.guard["reason"]
 
 
+def test_the_loss_budget_counts_from_before_the_guards_first_edit_of_the_concept(poised):
+    """Kept edits spend the budget: after one that raised the food loss, a budget of 0 refuses even a change that adds
+    no loss of its own (the model as it now is), naming the loss before the first edit; the per-edit tolerance does not."""
+    sparse_clf = poised
+    target = wrong_of(sparse_clf, [TEXT], "food")[0]
+    now = predicted_of(sparse_clf, [TEXT], "food")[0]
+    guard = Guard(_guard_against(sparse_clf, "food", [TEXT + " ."], [now]), tolerance=1.0, task_tolerance=1.0, caution=0)
+    first = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard)
+    start, spent = first.guard["concept_loss"]
+    assert first.persisted and spent > start and first.guard["first_concept_loss"] == start
+    k = sparse_clf.schema.concepts.index("food")
+    guard.loss_tolerance, guard.loss_budget = 0.0, 0.0
+    verdict = guard.judge(sparse_clf, k, guard.concept_logits(sparse_clf))
+    assert verdict["concept_loss"] == [spent, spent] and verdict["first_concept_loss"] == start
+    assert not verdict["accepted"] and "loss tolerance" not in verdict["reason"]
+    assert f"above its {start:.4f} before this guard's first edit of it (loss budget 0)" in verdict["reason"]
+    guard.loss_budget = spent - start + 1e-3
+    assert guard.judge(sparse_clf, k, guard.concept_logits(sparse_clf))["accepted"]
+    sparse_clf.undo()
+
+
 def test_a_guarded_edit_may_not_undo_an_earlier_logged_correction(poised):
     sparse_clf = poised
     first, second = [v for v in ("N", "P", "u") if v != predicted_of(sparse_clf, [TEXT], "food")[0]]
@@ -296,6 +317,8 @@ def test_saliency_uses_gamma_of_the_model(sparse_clf):
      "task_tolerance must be a fraction"),
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), loss_tolerance=-1), ValueError,
      "loss_tolerance must be a finite number of nats"),
+    (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), loss_budget=float("nan")), ValueError,
+     "loss_budget must be a finite number of nats"),
     (lambda c: Guard(Split((), np.zeros(0, int), np.zeros((0, 3), int))), ValueError, "guard set is empty"),
     (lambda c: Guard(Split((TEXT,), np.zeros(1, int), np.zeros((1, 3), int)), repairs=1.5), ValueError,
      "repairs must be a whole number"),
@@ -341,7 +364,7 @@ def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, review
     assert "--repairs apply to a --guard" in capsys.readouterr().err
     assert main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--loss-tolerance",
                  "0.01"]) == 2
-    assert "--loss-tolerance, --caution and --repairs apply to a --guard" in capsys.readouterr().err
+    assert "--loss-tolerance, --loss-budget, --caution and --repairs apply to a --guard" in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:  # the library's check, as the flag is parsed
         main(["-q", "correct", str(out), "some text", "--concept", "food", "--value", "Positive", "--guard", "train",
               "--loss-tolerance", "-1"])

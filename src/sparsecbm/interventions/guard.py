@@ -17,8 +17,9 @@ The guard does three things to an edit of concept k's mask:
    (one forward pass over the guard). The edit is kept only if concept k's
    accuracy on the guard drops by at most ``tolerance``, the task accuracy by
    at most ``task_tolerance`` (fractions: 0.01 is one point), its mean
-   cross-entropy on the guard rises by at most ``loss_tolerance`` nats (when
-   set), and no earlier
+   cross-entropy on the guard rises by at most ``loss_tolerance`` nats and stays
+   within ``loss_budget`` nats of its value before the guard's first edit of k
+   (each when set), and no earlier
    correction of concept k in the model's log that is right now turns wrong.
 
     guard = Guard(data["train"].head(300))
@@ -60,11 +61,11 @@ def check_tolerance(value, name: str = "tolerance") -> float:
     return value
 
 
-def check_loss_tolerance(value) -> float | None:
+def check_nats(value, name: str = "loss_tolerance") -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < float("inf"):
-        raise ValueError(f"loss_tolerance must be a finite number of nats >= 0 (or None: off), got {value!r}")
+        raise ValueError(f"{name} must be a finite number of nats >= 0 (or None: off), got {value!r}")
     return value
 
 
@@ -92,7 +93,12 @@ class Guard:
     loss_tolerance: float | None = setting(None, "largest allowed rise of the edited concept's mean cross-entropy "
                                            "on the guard, in nats (default off: only accuracy is judged); it sees "
                                            "the small shifts that flip no guard text but add up over many edits",
-                                           kind=float, metavar="NATS", check=check_loss_tolerance)
+                                           kind=float, metavar="NATS", check=check_nats)
+    loss_budget: float | None = setting(None, "largest allowed rise of the edited concept's mean cross-entropy on "
+                                        "the guard over every edit this guard judges (one session, one file of "
+                                        "corrections), in nats from its value before the first (default off): an "
+                                        "allowance a run of corrections spends, where the loss tolerance caps each edit",
+                                        kind=float, metavar="NATS", check=lambda v: check_nats(v, "loss_budget"))
     caution: float = setting(CAUTION, "weight of a flipped bit's second-order cost on the guard against its gain "
                              "on the corrected texts (taylor rule; 0: the guard only judges)", check=check_caution)
     repairs: int = setting(0, "when the guard refuses an edit, up to this many more edit steps, each fitted to the "
@@ -102,6 +108,7 @@ class Guard:
     _logits: SplitLogits | None = field(default=None, init=False, repr=False)  # every concept's, on the split
     _penalty: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
     _logged: VersionedCache = field(default_factory=VersionedCache, init=False, repr=False)  # on logged corrections
+    _first_loss: dict[int, float] = field(default_factory=dict, init=False, repr=False)  # per concept, before its first edit
 
     def __post_init__(self) -> None:
         if not isinstance(self.split, Split):
@@ -110,7 +117,8 @@ class Guard:
             raise ValueError("guard: the guard set is empty")
         check_tolerance(self.tolerance, "tolerance")
         check_tolerance(self.task_tolerance, "task_tolerance")
-        check_loss_tolerance(self.loss_tolerance)
+        check_nats(self.loss_tolerance)
+        check_nats(self.loss_budget, "loss_budget")
         check_caution(self.caution)
         check_repairs(self.repairs)
         self._logits = SplitLogits(self.split.texts)
@@ -121,7 +129,8 @@ class Guard:
     def describe(self) -> dict[str, Any]:
         """The guard's settings, for a results file."""
         return {"n": len(self), "tolerance": self.tolerance, "task_tolerance": self.task_tolerance,
-                "loss_tolerance": self.loss_tolerance, "caution": self.caution, "repairs": self.repairs}
+                "loss_tolerance": self.loss_tolerance, "loss_budget": self.loss_budget, "caution": self.caution,
+                "repairs": self.repairs}
 
     def batches(self, clf) -> list:
         """The guard's texts tokenized for ``clf``, shortest first (made once)."""
@@ -202,6 +211,10 @@ class Guard:
         if self.loss_tolerance is not None and l1 > l0 + self.loss_tolerance + EPS:
             reasons.append(f"{clf.schema.concepts[k]} loss on the guard rose {l0:.4f} -> {l1:.4f} nats "
                            f"(loss tolerance {self.loss_tolerance:g})")
+        first = self._first_loss.setdefault(k, l0)
+        if self.loss_budget is not None and l1 > first + self.loss_budget + EPS:
+            reasons.append(f"{clf.schema.concepts[k]} loss on the guard would reach {l1:.4f} nats, {l1 - first:.4f} "
+                           f"above its {first:.4f} before this guard's first edit of it (loss budget {self.loss_budget:g})")
         undone = 0
         if logged is not None:
             _, values, logits = logged
@@ -218,8 +231,8 @@ class Guard:
                 "reason": "; ".join(reasons) or "no drop beyond the tolerances",
                 "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1], "concept_loss": [l0, l1],
                 "predictions_changed": changed, "broken": broken.tolist(), "fixed": fixed.tolist(), "texts": shown,
-                "tolerance": self.tolerance, "task_tolerance": self.task_tolerance,
-                "loss_tolerance": self.loss_tolerance}
+                "first_concept_loss": first, "tolerance": self.tolerance, "task_tolerance": self.task_tolerance,
+                "loss_tolerance": self.loss_tolerance, "loss_budget": self.loss_budget}
 
 
 def _examples(texts, rows, n: int = 3, width: int = 40) -> str:
