@@ -10,6 +10,7 @@ from sparsecbm import load
 from sparsecbm.cli import main
 from sparsecbm.data import Split
 from sparsecbm.interventions import Guard
+from sparsecbm.interventions.guard import LOSS_BUDGET
 from sparsecbm.interventions.gradients import concept_k_outputs, saliency, tokenize
 from sparsecbm.interventions.ranking import auto_ladder, flip, rank
 from sparsecbm.masks import kept, total
@@ -200,7 +201,8 @@ def test_the_loss_tolerance_refuses_an_edit_that_flips_no_guard_text_but_shifts_
     verdicts = []
     for loss_tolerance in (None, 0.0):
         log, before = [e.to_json() for e in sparse_clf.interventions], copy_masks(sparse_clf)
-        guard = Guard(guard_split, tolerance=1.0, task_tolerance=1.0, loss_tolerance=loss_tolerance, caution=0)
+        guard = Guard(guard_split, tolerance=1.0, task_tolerance=1.0, loss_tolerance=loss_tolerance, loss_budget=None,
+                      caution=0)
         r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard)
         assert r.fixed
         verdicts.append(r)
@@ -220,7 +222,8 @@ def test_the_loss_budget_counts_from_before_the_guards_first_edit_of_the_concept
     sparse_clf = poised
     target = wrong_of(sparse_clf, [TEXT], "food")[0]
     now = predicted_of(sparse_clf, [TEXT], "food")[0]
-    guard = Guard(_guard_against(sparse_clf, "food", [TEXT + " ."], [now]), tolerance=1.0, task_tolerance=1.0, caution=0)
+    guard = Guard(_guard_against(sparse_clf, "food", [TEXT + " ."], [now]), tolerance=1.0, task_tolerance=1.0, caution=0,
+                  loss_budget=None)
     first = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard)
     start, spent = first.guard["concept_loss"]
     assert first.persisted and spent > start and first.guard["first_concept_loss"] == start
@@ -233,6 +236,11 @@ def test_the_loss_budget_counts_from_before_the_guards_first_edit_of_the_concept
     guard.loss_budget = spent - start + 1e-3
     assert guard.judge(sparse_clf, k, guard.concept_logits(sparse_clf))["accepted"]
     sparse_clf.undo()
+    # The default guard has a budget: the same first edit, on the model as it was, is refused for it.
+    fresh = Guard(guard.split, tolerance=1.0, task_tolerance=1.0, caution=0)
+    r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=fresh)
+    assert fresh.loss_budget == LOSS_BUDGET > 0 and r.fixed and not r.persisted
+    assert f"(loss budget {LOSS_BUDGET:g})" in r.guard["reason"]
 
 
 def test_a_guarded_edit_may_not_undo_an_earlier_logged_correction(poised):
@@ -343,9 +351,10 @@ def test_cli_correct_from_a_file_with_a_guard_then_undo(tmp_path, capsys, review
     capsys.readouterr()
     code = main(["-q", "correct", str(out), "--concept", "food", "--file", str(corrections), "--max-ratio", "0.2",
                  "--steps", "3", "--keep-unfixed", "--guard", "dev:8", "--tolerance", "1", "--task-tolerance", "1",
-                 "--json", str(j)])
+                 "--loss-budget", "off", "--json", str(j)])
     assert code == 0
     result = json.loads(j.read_text())
+    assert result["guard"]["loss_budget"] is None
     printed = capsys.readouterr().out
     assert result["persisted"] and result["guard"]["n"] == 8 and "guard (8 texts)" in printed
     assert len(load(out).interventions) == 1
@@ -422,7 +431,7 @@ def test_a_guard_repairs_a_refused_edit_with_more_steps_or_rolls_it_back(poised,
     sparse_clf = poised
     target = wrong_of(sparse_clf, [TEXT], "food")[0]
     guard = Guard(_guard_against(sparse_clf, "food", NEAR, predicted_of(sparse_clf, NEAR, "food")), caution=0,
-                  tolerance=tolerance, task_tolerance=1.0, repairs=repairs)  # gold: the values read now
+                  tolerance=tolerance, task_tolerance=1.0, repairs=repairs, loss_budget=None)  # gold: the values read now
     before, kept_before = copy_masks(sparse_clf), {c: kept(m) for c, m in sparse_clf.model.masks.items()}
     # confidence=None: the step counts below are the plain search's (argmax right).
     r = sparse_clf.intervene(TEXT, "food", target, max_ratio=0.3, persist=True, guard=guard, confidence=None)

@@ -41,12 +41,14 @@ class SettingError(ValueError):
 
 
 def setting(default: Any, help: str, *, flag: bool = True, choices: Sequence[str] | None = None,
-            metavar: str | None = None, kind: type | None = None, check: Callable[[Any], Any] | None = None) -> Any:
+            metavar: str | None = None, kind: type | None = None, check: Callable[[Any], Any] | None = None,
+            off: bool = False) -> Any:
     """A dataclass field with its help text. ``flag=False``: not a command-line option;
     ``kind``: the type of the flag's value when the default does not say (a None default);
-    ``check``: the library's check of a value, run on the flag as it is parsed too."""
+    ``check``: the library's check of a value, run on the flag as it is parsed too;
+    ``off``: the flag also takes ``off``, for None."""
     return dataclasses.field(default=default, metadata={
-        "help": help, "flag": flag, "choices": choices, "metavar": metavar, "kind": kind, "check": check})
+        "help": help, "flag": flag, "choices": choices, "metavar": metavar, "kind": kind, "check": check, "off": off})
 
 
 def whole_number(text: str) -> int:
@@ -99,7 +101,8 @@ def add_flag(parser, config_class: type, name: str) -> None:
         options["choices"] = list(meta["choices"])
     elif kind in (int, float):
         parse = whole_number if kind is int else number
-        options["type"] = checked(meta["check"], parse) if meta["check"] else parse
+        parse = checked(meta["check"], parse) if meta["check"] else parse
+        options["type"] = (lambda text, parse=parse: None if text == "off" else parse(text)) if meta["off"] else parse
     if meta["metavar"]:
         options["metavar"] = meta["metavar"]
     parser.add_argument(flag(f.name), **options)
