@@ -10,8 +10,8 @@ from sparsecbm import load
 from sparsecbm.cli import main
 from sparsecbm.data import Split
 from sparsecbm.interventions import Guard
-from sparsecbm.interventions.guard import LOSS_BUDGET
 from sparsecbm.interventions.gradients import concept_k_outputs, saliency, tokenize
+from sparsecbm.interventions.guard import LOSS_BUDGET
 from sparsecbm.interventions.ranking import auto_ladder, flip, rank
 from sparsecbm.masks import kept, total
 
