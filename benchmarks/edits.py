@@ -9,7 +9,7 @@ reviews in order, kept edits accumulating, scored on test before and after
 choosing). ``stream-...-batchN`` corrects the stream as files of corrections would: each run
 of N reviews concept by concept, one edit over the reviews of the run that read it wrong;
 ``-rows1000`` guards with 1,000 training reviews instead of 300, ``-loss2e-4`` has the guard
-also refuse an edit that raises its concept's mean cross-entropy there by more than 2e-4 nats, and
+also refuse an edit that raises its concept's mean cross-entropy there by more than 2e-4 nats,
 ``-heldout`` guards with the 300 dev reviews after the stream's (with ``--split dev``, left out of
 where the stream is scored and of the families single corrections come from), and ``-budgetB`` has
 it refuse an edit that takes the concept's loss on the guard more than B nats above where it was
@@ -114,7 +114,8 @@ SETTINGS = {
     # has not memorised them, so an edit that shifts the concept flips some of them, and one that carries fixes some.
     "stream-guard-sure0.9-caution1e5-heldout": ("stream", SURE, {**GUARD_1E5, "heldout": True}),
     "taylor-guard-sure0.9-caution1e5-heldout": ("single", SURE, {**GUARD_1E5, "heldout": True}),
-    # It refuses all but 1 of 350 dev stream edits at tolerance 0; at a tolerance of one point (3 of its 300 reviews):
+    # It keeps 1 of 350 dev stream edits (the caution term, weighed by its curvature on unseen reviews, leaves no bit
+    # worth flipping or too few to fix the text); the same at a tolerance of one point (3 of its 300 reviews):
     "stream-guard-sure0.9-caution1e5-heldout-tol1": ("stream", SURE, {**GUARD_1E5, "heldout": True, "tolerance": 0.01,
                                                                       "task_tolerance": 0.01}),
     # A loss budget (Guard.loss_budget) per concept, spent over the stream, instead of a tolerance per edit: a single
@@ -388,7 +389,8 @@ def guard_and_splits(data, guarded, split: str):
     stream, rest = stream_and_rest(data["dev"], rows if heldout else 0)
     guard = None
     if guarded:
-        settings = {key: value for key, value in guarded.items() if key not in ("rows", "heldout")}
+        # No loss budget unless a setting names one: the settings before it ran without (Guard.loss_budget).
+        settings = {"loss_budget": None, **{key: value for key, value in guarded.items() if key not in ("rows", "heldout")}}
         source = data["dev"].rows(range(STREAM_ROWS, STREAM_ROWS + rows)) if heldout else data["train"].head(rows)
         guard = Guard(source, progress=True, **settings)
     singles = data[split]

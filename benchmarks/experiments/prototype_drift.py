@@ -47,7 +47,7 @@ def main() -> None:
     refit_unedited = fit_value_prototypes(clf, data["train"], progress=True).clone()
     clf.model.head.value_prototypes = stored
     edits = protocols.persistent(clf, data["dev"].head(args.n), test, "auto", selection="taylor",
-                                 guard=Guard(data["train"].head(args.n), caution=CAUTION, progress=True))
+                                 guard=Guard(data["train"].head(args.n), caution=CAUTION, loss_budget=None, progress=True))
     out = clf.forward_texts(test.texts, progress=True, desc="test after the edits")
     with_stored = asdict(single_fixes(clf, test, out))
     refit = fit_value_prototypes(clf, data["train"], progress=True).clone()

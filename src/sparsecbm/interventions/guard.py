@@ -55,6 +55,8 @@ SHOWN = 10  # guard texts a verdict quotes, of those it breaks and of those it f
 CAUTION = 1e5
 # Chosen on CEBaB dev (benchmarks/edits.py, docs/decisions.md): a stream of 170-180 corrections then lifts the rest
 # of dev's concepts instead of losing them, while a single correction is kept about as often (1e-3 keeps fewer).
+# On test it cuts the stream's cost to unseen concepts from 1.07 points to 0.21 and keeps 80 % of single
+# corrections instead of 91 % (3 seeds).
 LOSS_BUDGET = 2e-3
 
 
