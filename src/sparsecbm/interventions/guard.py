@@ -100,7 +100,7 @@ class Guard:
                                            "the small shifts that flip no guard text but add up over many edits",
                                            kind=float, metavar="NATS", check=check_nats)
     loss_budget: float | None = setting(LOSS_BUDGET, "largest allowed rise of the edited concept's mean cross-entropy on "
-                                        "the guard over every edit this guard judges (one session, one file of "
+                                        "the guard over every edit this guard judges (one running explorer, one file of "
                                         "corrections), in nats from its value before the first: an allowance a run of "
                                         "corrections spends, where the loss tolerance caps each edit (off: no budget)",
                                         kind=float, metavar="NATS", check=lambda v: check_nats(v, "loss_budget"), off=True)
@@ -232,12 +232,11 @@ class Guard:
         shown = [{"row": int(i), "text": self.split.texts[i], "effect": effect, "before": names[was[i]],
                   "after": names[now[i]], "truth": names[truth[i]]}
                  for effect, rows in (("broken", broken), ("fixed", fixed)) for i in rows[:SHOWN]]
-        return {"accepted": not reasons, "corrections_undone": undone, "caution": self.caution,
+        return {"accepted": not reasons, "corrections_undone": undone,
                 "reason": "; ".join(reasons) or "no drop beyond the tolerances",
-                "n": len(self), "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1], "concept_loss": [l0, l1],
-                "predictions_changed": changed, "broken": broken.tolist(), "fixed": fixed.tolist(), "texts": shown,
-                "first_concept_loss": first, "tolerance": self.tolerance, "task_tolerance": self.task_tolerance,
-                "loss_tolerance": self.loss_tolerance, "loss_budget": self.loss_budget}
+                "concept_accuracy": [c0, c1], "task_accuracy": [t0, t1], "concept_loss": [l0, l1],
+                "first_concept_loss": first, "predictions_changed": changed, "broken": broken.tolist(),
+                "fixed": fixed.tolist(), "texts": shown, **self.describe()}
 
 
 def _examples(texts, rows, n: int = 3, width: int = 40) -> str:
