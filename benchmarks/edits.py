@@ -24,7 +24,12 @@ that, read alone, gives the wrong value most surely (:class:`EvidenceEditor`).
 
 ``replay`` is alternative (b), what a user would do with a training loop at hand: 3 fine-tuning
 steps of the whole model on the corrected review mixed with 15 training reviews each (replay), at
-the learning rate chosen on dev families by the memory's rule (:class:`ReplayEditor`).
+the learning rate chosen on dev families by the memory's rule (:class:`ReplayEditor`);
+``stream-replay`` corrects the stream so, each wrong concept still wrong when reached, at the
+learning rate whose stream leaves the rest of dev's concepts best (:func:`replay_stream`). Each
+learning rate is a run of its own on dev, saved and skipped when rerun like any other
+(``--split dev --only replay-lr1e-5 ...``, ``stream-replay-lr1e-5 ...``, about 20 min each);
+``replay`` and ``stream-replay`` choose among those and run test.
 
 ``memory`` is the alternative a user could pick without touching the model: a retrieval
 memory of corrections (GRACE / SERAC style). A corrected text is stored with its value; a
@@ -52,12 +57,14 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import sparsecbm
-from benchmarks.harness import run_missing, table_head
+from benchmarks.harness import run_missing, stored_runs, table_head
 from sparsecbm.annotation.encoder import SentenceEncoder
 from sparsecbm.data import dataset_from_spec
 from sparsecbm.data.batching import encode
@@ -118,18 +125,26 @@ SETTINGS = {
     # worth flipping or too few to fix the text); the same at a tolerance of one point (3 of its 300 reviews):
     "stream-guard-sure0.9-caution1e5-heldout-tol1": ("stream", SURE, {**GUARD_1E5, "heldout": True, "tolerance": 0.01,
                                                                       "task_tolerance": 0.01}),
+    # The held-out guard with a caution of its own: its reviews are read far less surely than training reviews, so
+    # each bit's curvature there is larger (a guess: about (1 - p)^2 larger) and 1e5 leaves no bit worth flipping.
+    **{f"{kind}-guard-sure0.9-caution{c}-heldout": (single_or_stream, SURE, {"caution": float(c), "heldout": True})
+       for c in ("1e2", "3e2", "1e3", "3e3") for kind, single_or_stream in (("stream", "stream"), ("taylor", "single"))},
     # A loss budget (Guard.loss_budget) per concept, spent over the stream, instead of a tolerance per edit: a single
     # correction may raise the guard's loss as far as the budget, a stream of them only that far in all.
     **{f"{kind}-guard-sure0.9-caution1e5-budget{b}": (single_or_stream, SURE, {**GUARD_1E5, "loss_budget": float(b)})
        for b in ("1e-3", "2e-3") for kind, single_or_stream in (("stream", "stream"), ("taylor", "single"))},
     # The stream as files of corrections: each run of N reviews corrected concept by concept, one edit each.
     **{f"stream-guard-sure0.9-caution3e4-batch{n}": ("stream", {**SURE, "batch": n}, GUARD_3E4) for n in (20, 100)},
-    "replay": ("replay", {}, False),
+    # Alternative (b): fine-tuning steps with replay at one learning rate (with --split dev, what the choice reads) ...
+    **{f"replay-lr{lr}": ("replay-lr", {"lr": float(lr)}, False) for lr in ("1e-5", "3e-5", "1e-4", "3e-4")},
+    **{f"stream-replay-lr{lr}": ("stream-replay-lr", {"lr": float(lr)}, False) for lr in ("1e-5", "3e-5", "1e-4")},
+    # ... and at the learning rate chosen among those dev runs, on test.
+    "replay": ("choose", {"tried": ("replay-lr1e-5", "replay-lr3e-5", "replay-lr1e-4", "replay-lr3e-4")}, False),
     "memory": ("memory", {"keys": "minilm"}, False),
     "memory-own": ("memory", {"keys": "own"}, False),
     "stream-memory": ("memory-stream", {"keys": "minilm"}, False),
+    "stream-replay": ("choose", {"tried": ("stream-replay-lr1e-5", "stream-replay-lr3e-5", "stream-replay-lr1e-4")}, False),
 }
-LEARNING_RATES = (1e-5, 3e-5, 1e-4, 3e-4)  # the replay fine-tuning's, chosen on dev families
 THRESHOLDS = (0.99, 0.98, 0.97, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)  # cosine similarity a text must reach to take a stored value
 
 
@@ -245,7 +260,7 @@ class ReplayEditor:
         finally:
             model.eval()
             model.clear_caches()
-        fixed = int(clf.forward_texts([text]).predicted_values()[0, k]) == concepts[k]
+        fixed = bool(clf.forward_texts([text]).predicted_values()[0, k] == concepts[k])
         return Stored(fixed=[fixed], outcome=f"{self.steps} fine-tuning steps (lr {self.lr:g}, {self.replay} replayed)")
 
     def predict(self, texts, rows, values, task):
@@ -346,6 +361,38 @@ def memory_stream(clf, edit_split, eval_split, embeddings: dict[str, np.ndarray]
     return results
 
 
+def replay_stream(clf, edit_split, eval_split, train, lr: float) -> dict:
+    """Alternative (b) on the stream: every wrong concept of ``edit_split`` in order, corrected by
+    :class:`ReplayEditor`'s fine-tuning steps unless earlier steps already fixed it, each kept (the
+    model keeps training); ``eval_split`` scored before and after, as the mask edits' stream is."""
+    schema = clf.schema
+    saved = {n: p.detach().clone() for n, p in clf.model.state_dict().items()}
+    before = Scores.of(clf.evaluate(eval_split, progress=True))
+    wrong = clf.forward_texts(edit_split.texts, progress=True, desc="predict").predicted_values() != edit_split.concepts
+    rows, ks = np.nonzero(wrong)  # row-major: the stream's order
+    editor, reached, fixed, start = ReplayEditor(clf, train, lr=lr), 0, [], time.perf_counter()
+    try:
+        for step, (i, k) in enumerate(zip(tqdm(rows, desc=f"replay stream (lr {lr:g})"), ks)):
+            text, value = edit_split.texts[i], schema.concept_values[k][edit_split.concepts[i, k]]
+            if clf.forward_texts([text]).predicted_values()[0, k] == edit_split.concepts[i, k]:
+                reached += 1
+            elif editor.apply(text, int(k), value, schema.labels[edit_split.labels[i]], seed=step).fixed[0]:
+                fixed.append(step)
+        edits = len(rows) - reached
+        seconds = time.perf_counter() - start
+        end = clf.forward_texts(edit_split.texts, progress=True, desc="predict").predicted_values()
+        after = Scores.of(clf.evaluate(eval_split, progress=True))
+    finally:
+        clf.model.load_state_dict(saved)
+        clf.model.clear_caches()
+    right = end[rows, ks] == edit_split.concepts[rows, ks]
+    return {"edits": edits, "corrections_kept": edits, "wrong_concepts": len(rows),
+            "outcomes": {"already right": reached}, "fixed_when_edited": len(fixed),
+            "still_fixed_at_end": int(right[fixed].sum()), "wrong_concepts_right_at_end": int(right.sum()),
+            "mean_seconds_per_correction": seconds / max(1, edits), "lr": lr,
+            "eval_split": {"before": asdict(before), "after": asdict(after), "n": len(eval_split)}}
+
+
 def memory_keys(clf, data, keys: str) -> dict[str, np.ndarray]:
     """Every dev and test text's memory key: its MiniLM sentence embedding (``minilm``) or the
     model's own concept features (``own``, :func:`own_keys`)."""
@@ -367,8 +414,7 @@ def chosen_on_dev(clf, dev, editors: dict, n: int, unrelated: int, seed: int) ->
     out = clf.forward_texts(dev.texts, progress=True, desc="dev")
     tried = {option: family_edits(clf, dev, n=n, unrelated=unrelated, seed=seed, progress=False, out=out, editor=editor)
              for option, editor in editors.items()}
-    local = [t for t, r in tried.items() if r.locality >= 0.99]
-    best = max(local, key=lambda t: tried[t].generalisation) if local else max(tried, key=lambda t: tried[t].locality)
+    best = most_general_local({t: (r.generalisation, r.locality) for t, r in tried.items()})
     return {"chosen": best, "dev": {str(t): {"generalisation": r.generalisation, "locality": r.locality}
                                     for t, r in tried.items()}}
 
@@ -399,8 +445,34 @@ def guard_and_splits(data, guarded, split: str):
     return guard, singles, stream, data["test"] if split == "test" else rest
 
 
-def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str = "test") -> dict:
+def chosen_run(model: str, tried: tuple[str, ...], dev_results: Path) -> str:
+    """Of the ``tried`` settings' dev runs of ``model`` (in ``dev_results``), the one chosen: for single
+    corrections the largest generalisation with locality >= 99 % (else the most local), for a stream
+    the best concept accuracy on the rest of dev after it."""
+    runs = stored_runs(dev_results)
+    missing = [name for name in tried if f"{model}:{name}" not in runs]
+    if missing:
+        raise SystemExit(f"{dev_results}: no dev run of {model} with {', '.join(missing)}; run first: python -m "
+                         f"benchmarks.edits --split dev --models {model} --only {' '.join(missing)}")
+    found = {name: runs[f"{model}:{name}"] for name in tried}
+    if all("eval_split" in r for r in found.values()):
+        return max(tried, key=lambda name: found[name]["eval_split"]["after"]["concept_accuracy"])
+    return most_general_local({name: (r["generalisation"], r["locality"]) for name, r in found.items()})
+
+
+def most_general_local(figures: dict) -> Any:
+    """Of options (option -> (generalisation, locality)), the largest generalisation with locality
+    >= 99 %, else the most local."""
+    local = [option for option, (_, locality) in figures.items() if locality >= 0.99]
+    return max(local, key=lambda o: figures[o][0]) if local else max(figures, key=lambda o: figures[o][1])
+
+
+def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str = "test",
+        dev_results: Path = Path("benchmarks/results/edits-dev.json")) -> dict:
     kind, kwargs, guarded = SETTINGS[setting]
+    if kind == "choose":
+        chosen = chosen_run(model, kwargs["tried"], dev_results)
+        return {**run(model, chosen, n, unrelated, seed, split), "setting": setting, "chosen": chosen}
     clf = sparsecbm.load(model)
     data = dataset_from_spec(clf.data_spec)
     guard, singles, stream, scored = guard_and_splits(data, guarded, split)
@@ -426,12 +498,11 @@ def run(model: str, setting: str, n: int, unrelated: int, seed: int, split: str 
         best = max(THRESHOLDS, key=lambda t: (tried[t]["eval_split"]["after"]["concept_accuracy"], t))
         result = {**memory_stream(clf, stream, data["test"], embeddings, (best,))[best],
                   "memory": {"chosen": best, "dev": {str(t): r["eval_split"]["after"] for t, r in tried.items()}}}
-    elif kind == "replay":
-        chosen = chosen_on_dev(clf, data["dev"], {lr: ReplayEditor(clf, data["train"], lr=lr) for lr in LEARNING_RATES},
-                               n, unrelated, seed)
-        result = {**family_edits(clf, data["test"], n=n, unrelated=unrelated, seed=seed,
-                                 editor=ReplayEditor(clf, data["train"], lr=chosen["chosen"])).to_dict(),
-                  "replay": chosen}
+    elif kind == "replay-lr":
+        result = {**family_edits(clf, singles, n=n, unrelated=unrelated, seed=seed,
+                                 editor=ReplayEditor(clf, data["train"], lr=kwargs["lr"])).to_dict(), "lr": kwargs["lr"]}
+    elif kind == "stream-replay-lr":
+        result = replay_stream(clf, stream, scored, data["train"], kwargs["lr"])
     else:  # the stream; choosing (--split dev) scores the dev reviews after the stream's, never test
         result = persistent(clf, stream, scored, guard=guard, **kwargs).to_dict()
     return {"model": model, "setting": setting, "split": split, "seconds": round(time.perf_counter() - start, 1), **result}
@@ -486,7 +557,7 @@ def markdown(results: dict) -> str:
         if "edits" not in r or not isinstance(r["edits"], list):
             continue
         setting = r["setting"] + (f" (threshold {r['memory']['threshold']:.2f})" if "memory" in r else "") + (
-            f" (lr {r['replay']['chosen']:g})" if "replay" in r else "")
+            f" (lr {r['lr']:g})" if "lr" in r else "")
         single.append(
             f"| {r['model']} | {setting} | {r['kept']}/{r['corrections']} | {100 * r['reliability']:.0f} | "
             f"{100 * r['generalisation']:.0f}; {100 * r['effective_generalisation']:.0f} | {100 * r['sibling_harm']:.1f} | "
@@ -504,7 +575,8 @@ def markdown(results: dict) -> str:
         if "eval_split" not in r:
             continue
         b, a = r["eval_split"]["before"], r["eval_split"]["after"]
-        setting = r["setting"] + (f" (threshold {r['threshold']:.2f})" if "threshold" in r else "")
+        setting = r["setting"] + (f" (threshold {r['threshold']:.2f})" if "threshold" in r else "") + (
+            f" (lr {r['lr']:g})" if "lr" in r else "")
         reached = r.get("outcomes", {}).get("already right", "-" if "corrections_kept" not in r else 0)
         stream.append(f"| {r['model']} | {setting} | {r.get('corrections_kept', r['edits'])}/{r['wrong_concepts']} | "
                       f"{reached} | {r['still_fixed_at_end']}/{r['fixed_when_edited']} | "
@@ -524,7 +596,9 @@ def main() -> None:
                         help="whose families the single corrections come from (dev: for choosing)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    planned = {f"{model}:{setting}": (lambda m=model, s=setting: run(m, s, args.edits, args.unrelated, args.seed, args.split))
+    dev_results = Path(args.out) / "edits-dev.json"
+    planned = {f"{model}:{setting}": (lambda m=model, s=setting: run(m, s, args.edits, args.unrelated, args.seed, args.split,
+                                                                      dev_results))
                for model in args.models for setting in args.only or SETTINGS}
     run_missing(Path(args.out), "edits" if args.split == "test" else f"edits-{args.split}", planned, markdown)
 

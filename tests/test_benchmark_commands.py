@@ -78,3 +78,23 @@ def test_edit_results_are_averaged_over_the_seeds_of_a_folder_and_checked_agains
     assert "kept (>= 80)" in header and row.startswith("| runs/m-s* | default | 2 |")
     assert "78.3 (73.3 - 83.3) unmet" in row and "99.1 (99.0 - 99.2) |" in row  # 47 of 60 kept on average
     assert seed_means({"a": results["a"], "c": results["c"]}) == []  # no setting with two seeds
+
+
+def test_a_chosen_setting_reads_the_dev_runs_and_names_the_command_for_those_missing(tmp_path):
+    """benchmarks/edits.py's replay and stream-replay choose among runs saved on dev, one per learning rate."""
+    import json
+
+    import pytest
+
+    from benchmarks.edits import chosen_run
+
+    path = tmp_path / "edits-dev.json"
+    single = {"m:a": {"generalisation": 0.9, "locality": 0.98}, "m:b": {"generalisation": 0.5, "locality": 0.995},
+              "m:c": {"generalisation": 0.4, "locality": 0.999}}
+    stream = {f"m:{name}": {"eval_split": {"after": {"concept_accuracy": acc}}} for name, acc in (("x", 0.85), ("y", 0.86))}
+    path.write_text(json.dumps({"runs": {**single, **stream}}))
+    assert chosen_run("m", ("a", "b", "c"), path) == "b"  # the most general of those local enough
+    assert chosen_run("m", ("a",), path) == "a"  # none local enough: the most local
+    assert chosen_run("m", ("x", "y"), path) == "y"
+    with pytest.raises(SystemExit, match="--split dev --models m --only d"):
+        chosen_run("m", ("a", "d"), path)

@@ -108,6 +108,22 @@ def test_the_replay_baseline_fine_tunes_then_puts_every_weight_back(sparse_clf):
     assert all(torch.equal(p, before[n]) for n, p in sparse_clf.model.state_dict().items())
 
 
+def test_the_replay_stream_fine_tunes_for_each_wrong_concept_then_puts_every_weight_back(sparse_clf):
+    """benchmarks/edits.py's alternative (b) on the stream: every wrong concept still wrong when reached
+    gets fine-tuning steps, the counts add up, the scores before are the model's, and the weights come back."""
+    from benchmarks.edits import replay_stream
+
+    split = _split()
+    before = {n: p.detach().clone() for n, p in sparse_clf.model.state_dict().items()}
+    wrong = int((sparse_clf.forward_texts(split.texts).predicted_values() != split.concepts).sum())
+    r = replay_stream(sparse_clf, split, split, split, lr=1e-2)
+    assert r["wrong_concepts"] == wrong and r["edits"] + r["outcomes"]["already right"] == wrong
+    assert 0 <= r["still_fixed_at_end"] <= r["fixed_when_edited"] <= r["edits"]
+    assert r["eval_split"]["before"]["concept_accuracy"] == pytest.approx(sparse_clf.evaluate(split)["concepts"]["mean"]["accuracy"])
+    assert r["eval_split"]["after"] != r["eval_split"]["before"]
+    assert all(torch.equal(p, before[n]) for n, p in sparse_clf.model.state_dict().items())
+
+
 def test_the_memory_stream_gives_each_text_its_nearest_stored_correction_within_the_threshold(sparse_clf):
     """benchmarks/edits.py's stream with a memory, keys one-hot per text: every wrong concept stored,
     each text takes exactly its own corrections (all its concepts right, its label the oracle's with

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 from filelock import FileLock, Timeout
 
 from .settings import SettingError
@@ -57,8 +58,17 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as JSON at ``path``, atomically; NumPy scalars and arrays are written as numbers and lists,
+    so a result computed with NumPy is not lost to a ``TypeError`` at the very end."""
+    text = json.dumps(obj, indent=2, default=_numpy_to_json)  # before the file is touched: a failure leaves it as it was
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(text + "\n", encoding="utf-8")
+
+
+def _numpy_to_json(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON: {value!r:.80}")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
