@@ -127,8 +127,9 @@ SETTINGS = {
                                                                       "task_tolerance": 0.01}),
     # The held-out guard with a caution of its own: its reviews are read far less surely than training reviews, so
     # each bit's curvature there is larger (a guess: about (1 - p)^2 larger) and 1e5 leaves no bit worth flipping.
-    **{f"{kind}-guard-sure0.9-caution{c}-heldout": (single_or_stream, SURE, {"caution": float(c), "heldout": True})
-       for c in ("1e2", "3e2", "1e3", "3e3") for kind, single_or_stream in (("stream", "stream"), ("taylor", "single"))},
+    # At 1e3 edits are found, and the guard refuses most (30 of 180 kept on seed 0's dev stream).
+    **{f"{kind}-guard-sure0.9-caution1e3-heldout": (single_or_stream, SURE, {"caution": 1e3, "heldout": True})
+       for kind, single_or_stream in (("stream", "stream"), ("taylor", "single"))},
     # A loss budget (Guard.loss_budget) per concept, spent over the stream, instead of a tolerance per edit: a single
     # correction may raise the guard's loss as far as the budget, a stream of them only that far in all.
     **{f"{kind}-guard-sure0.9-caution1e5-budget{b}": (single_or_stream, SURE, {**GUARD_1E5, "loss_budget": float(b)})
